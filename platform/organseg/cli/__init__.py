@@ -1,0 +1,53 @@
+"""The ``organseg`` command line.
+
+Each command group lives in its own module and imports heavy libraries (torch, Ray) inside its
+functions, so ``organseg --help`` stays instant. User mistakes surface as :class:`OrgansegError`
+and are printed as one readable line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from organseg.cli import data, evaluate, models, predict, quickstart, serve, train
+from organseg.cli._console import err_console
+from organseg.errors import OrgansegError
+
+app = typer.Typer(
+    name="organseg",
+    help="Train, tune, evaluate and serve CHAOS organ-segmentation ensembles on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+evaluate.register(app)
+train.register(app)
+predict.register(app)
+serve.register(app)
+quickstart.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and turn user errors into one-line messages."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="organseg", standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OrgansegError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,9 @@
+"""`organseg predict` (filled in by its issue)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's command(s) to the top-level app."""
