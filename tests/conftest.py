@@ -39,3 +39,13 @@ def chaos_sample() -> Path:
 @pytest.fixture(scope="session")
 def chaos_ct_case(chaos_sample: Path) -> Path:
     return chaos_sample / "Train_Sets" / "CT" / "1"
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic CHAOS dataset (2 CT + 2 MR, 64²) shared by the whole session. Read-only!"""
+    from organseg.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "chaos"
+    write_dataset(root, ct=2, mr=2, size=64, slices=12, seed=7)
+    return root

@@ -73,7 +73,9 @@ class Geometry:
         object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
         object.__setattr__(self, "direction", tuple(float(d) for d in self.direction))
         if len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
-            raise ValueError("Geometry needs 3 spacings, 3 origin coordinates and 9 direction values")
+            raise ValueError(
+                "Geometry needs 3 spacings, 3 origin coordinates and 9 direction values"
+            )
         if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
             raise ValueError(f"voxel spacing must be positive and finite, got {self.spacing}")
 
@@ -171,7 +173,9 @@ class Volume:
     ) -> Volume:
         """Wrap a SimpleITK image; 2D images become a single-slice volume."""
         if image.GetNumberOfComponentsPerPixel() != 1:
-            raise ValueError("multi-component (vector/RGB) images are not volumes; convert to grey first")
+            raise ValueError(
+                "multi-component (vector/RGB) images are not volumes; convert to grey first"
+            )
         array = sitk.GetArrayFromImage(image)
         spacing, origin, direction = image.GetSpacing(), image.GetOrigin(), image.GetDirection()
         if image.GetDimension() == 2:
