@@ -1,9 +1,101 @@
-"""`organseg train` (filled in by its issue)."""
+"""`organseg train` and `organseg tune`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _load(config: Path, output: Path | None):
+    from organseg.config import load_config
+
+    cfg = load_config(config)
+    if output is not None:
+        cfg.output = output.resolve()
+    return cfg
+
+
+def train_command(
+    config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Model directory to write (default from the config)."
+    ),
+    member: list[str] | None = typer.Option(
+        None, "--member", "-m", help="Train only this member (repeatable)."
+    ),
+    restart: bool = typer.Option(
+        False, "--restart", help="Discard earlier runs of these members and start over."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)."
+    ),
+) -> None:
+    """Train every ensemble member at the same time (one Ray Train run each); rerun to resume."""
+    from rich.table import Table
+
+    from organseg.cli._console import console, err_console
+    from organseg.train.launcher import train_experiment
+
+    cfg = _load(config, output)
+    report = train_experiment(
+        cfg, members=member or None, address=address, restart=restart, console=err_console
+    )
+    table = Table(title=f"{cfg.name}: members")
+    for column in ("member", "outcome", "best val Dice", "best epoch", "note"):
+        table.add_column(column)
+    for o in report.outcomes:
+        colour = "green" if o.ok else "red"
+        table.add_row(
+            o.name,
+            f"[{colour}]{o.status}[/]",
+            f"{o.best_val_dice:.4f}" if o.best_val_dice is not None else "-",
+            str(o.best_epoch + 1) if o.best_epoch is not None else "-",
+            o.error or "",
+        )
+    console.print(table)
+    if report.model_dir:
+        console.print(f"model directory: {report.model_dir}")
+    if report.curves_png:
+        console.print(f"learning curves: {report.curves_png}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def tune_command(
+    config: Path = typer.Argument(..., help="Experiment YAML with a `tune:` section."),
+    member: list[str] | None = typer.Option(
+        None, "--member", "-m", help="Tune only this member (repeatable)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted study."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Where to write the best config YAML."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)."
+    ),
+) -> None:
+    """Search learning rate and loss weighting with Ray Tune (Optuna TPE + ASHA); write the best config."""
+    from organseg.cli._console import console, err_console
+    from organseg.train.tune import tune_experiment
+
+    cfg = _load(config, None)
+    report = tune_experiment(
+        cfg,
+        members=member or None,
+        resume=resume,
+        output=output,
+        address=address,
+        console=err_console,
+    )
+    for name, best in report.best.items():
+        console.print(f"{name}: best val Dice {best['val_dice']:.4f} with {best['params']}")
+    console.print(f"best config: {report.best_config}")
+    console.print(f"all trials:  {report.trials_csv}")
+    if report.plot:
+        console.print(f"plot:        {report.plot}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the top-level app."""
+    app.command("train")(train_command)
+    app.command("tune")(tune_command)

@@ -101,6 +101,13 @@ def read_slice_header(path: Path) -> SliceHeader:
     )
 
 
+def _claims_dicom(path: Path) -> bool:
+    """True when the file carries the DICOM Part 10 preamble marker ("DICM" at byte 128)."""
+    with path.open("rb") as stream:
+        stream.seek(128)
+        return stream.read(4) == b"DICM"
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # ITK messages start with a file:line location; the useful sentence is usually the last line.
@@ -123,6 +130,8 @@ def list_dicom_files(folder: Path) -> list[SliceHeader]:
         try:
             headers.append(read_slice_header(path))
         except DataError as exc:
+            if _claims_dicom(path):  # a DICOM file we cannot read is damage, not a stray file
+                raise DataError(f"{exc}; the file looks truncated or corrupt") from None
             warnings.warn(DataWarning(f"skipped {exc}"), stacklevel=2)
     if not headers:
         raise DataError(f"{folder}: no DICOM files found")

@@ -60,8 +60,12 @@ def _mr_lookup() -> np.ndarray:
 _MR_TABLE = _mr_lookup()
 
 
+def _first_file_index(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0])
+
+
 def _first_file_with(mask: np.ndarray, files: list[Path]) -> Path:
-    return files[int(np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0])]
+    return files[_first_file_index(mask)]
 
 
 def grey_to_labels(
@@ -80,7 +84,8 @@ def grey_to_labels(
     nonzero = levels[levels > 0]
     if modality is Modality.CT or (modality is Modality.UNKNOWN and nonzero.size <= 1):
         if nonzero.size > 1:
-            culprit = _first_file_with(grey == nonzero[1], files)
+            first_level = grey[_first_file_index(grey != 0)][grey[_first_file_index(grey != 0)] != 0][0]
+            culprit = _first_file_with((grey != 0) & (grey != first_level), files)
             warnings.warn(
                 DataWarning(
                     f"{culprit}: CT mask holds grey levels {nonzero.tolist()}; "

@@ -1,0 +1,78 @@
+"""Loading a trained member and running it over slice batches (used in-process and by Serve replicas)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from organseg.ensemble.spec import MemberEntry
+from organseg.errors import ModelError
+from organseg.models import create_member
+from organseg.preprocess.channels import to_channels
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MemberRunner:
+    """One member's network, ready for inference: ``(N, C, H, W)`` slices → ``(N, K, H, W)`` probabilities.
+
+    On a GPU it runs channels-last with bfloat16 autocast (about twice the slices per second of fp32 on
+    Hopper for these U-Nets); on CPU it stays in fp32.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str,
+        entry: MemberEntry,
+        device: str | None = None,
+        batch_size: int = 16,
+    ):
+        self.entry = entry
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        weights = Path(model_dir) / entry.weights
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(
+                f"{weights}: cannot load weights of member {entry.name!r} ({exc})"
+            ) from None
+        model = create_member(
+            entry.arch, entry.in_channels, len(entry.organs), encoder_weights=None, **entry.kwargs
+        )
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"{weights}: weights do not fit {entry.arch!r} ({str(exc).splitlines()[0]})"
+            ) from None
+        model.eval().to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    @torch.inference_mode()
+    def predict(self, slices: np.ndarray) -> np.ndarray:
+        """Sigmoid probabilities as float32 for a ``(N, C, H, W)`` float array (any C the channel rules map)."""
+        out = []
+        for start in range(0, len(slices), self.batch_size):
+            x = torch.from_numpy(
+                np.ascontiguousarray(slices[start : start + self.batch_size], dtype=np.float32)
+            )
+            x = to_channels(x, self.entry.in_channels).to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    logits = self.model(x)
+            else:
+                logits = self.model(x)
+            out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        if not out:
+            return np.zeros((0, len(self.entry.organs), *slices.shape[2:]), dtype=np.float32)
+        return np.concatenate(out, axis=0)

@@ -1,0 +1,78 @@
+"""From averaged probabilities to a label map: thresholds, hysteresis, largest component, overlaps."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from organseg.config import PostprocessConfig
+from organseg.organs import ORGAN_LABELS
+
+# 6-connectivity in 3D, as the CHAOS evaluator's border definition uses; components touching only at an
+# edge or a corner count as separate pieces.
+_STRUCTURE = ndimage.generate_binary_structure(3, 1)
+
+
+def keep_components(mask: np.ndarray, probs: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
+    """Apply the component rules to one organ's candidate mask (probabilities decide the seeds)."""
+    if not mask.any() or (cfg.component_threshold is None and not cfg.largest_component):
+        return mask
+    labelled, count = ndimage.label(mask, structure=_STRUCTURE)
+    if count == 0:
+        return mask
+    keep = np.ones(count + 1, dtype=bool)
+    keep[0] = False
+    if cfg.component_threshold is not None:
+        peaks = ndimage.maximum(probs, labelled, index=np.arange(1, count + 1))
+        keep[1:] &= np.asarray(peaks) >= cfg.component_threshold
+    if cfg.largest_component and keep[1:].any():
+        sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+        sizes[~keep] = 0
+        largest = int(np.argmax(sizes))
+        keep[:] = False
+        keep[largest] = True
+    return keep[labelled]
+
+
+def probabilities_to_labels(
+    probs: np.ndarray, organs: list[str], cfg: PostprocessConfig
+) -> np.ndarray:
+    """``(Z, K, H, W)`` organ probabilities → ``(Z, H, W)`` uint8 CHAOS label ids.
+
+    A voxel claimed by several organs goes to the most probable one.
+    """
+    if probs.ndim != 4 or probs.shape[1] != len(organs):
+        raise ValueError(f"expected (Z, {len(organs)}, H, W) probabilities, got {probs.shape}")
+    masks = np.stack(
+        [
+            keep_components(probs[:, k] >= cfg.threshold, probs[:, k], cfg)
+            for k in range(len(organs))
+        ],
+        axis=1,
+    )
+    labels = np.zeros(probs.shape[:1] + probs.shape[2:], dtype=np.uint8)
+    claimed = masks.any(axis=1)
+    if claimed.any():
+        winner = np.argmax(np.where(masks, probs, -1.0), axis=1)
+        ids = np.array([ORGAN_LABELS[o] for o in organs], dtype=np.uint8)
+        labels[claimed] = ids[winner[claimed]]
+    return labels
+
+
+def disagreement(member_probs: list[np.ndarray], threshold: float) -> float:
+    """1 − mean pairwise Dice of the members' binary masks for one organ (0 = all agree).
+
+    A cheap, interpretable uncertainty: how much the ensemble's members would disagree if each were used
+    alone. Two empty masks agree perfectly.
+    """
+    if len(member_probs) < 2:
+        return 0.0
+    masks = [p >= threshold for p in member_probs]
+    scores = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            total = masks[i].sum() + masks[j].sum()
+            scores.append(
+                1.0 if total == 0 else 2.0 * np.logical_and(masks[i], masks[j]).sum() / total
+            )
+    return float(1.0 - np.mean(scores))

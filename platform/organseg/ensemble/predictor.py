@@ -1,0 +1,163 @@
+"""The ensemble: preprocess once, run the modality's members, average, threshold, postprocess, restore.
+
+:class:`EnsemblePredictor` runs everything in-process (``organseg predict --local``, evaluation,
+benchmarks). The Serve graph runs members in their own deployments but calls the same
+:func:`prepare_input` and :func:`assemble_prediction`, so both paths give identical masks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from organseg.ensemble.members import MemberRunner
+from organseg.ensemble.postprocess import disagreement, probabilities_to_labels
+from organseg.ensemble.routing import ModalityError, decide_modality
+from organseg.ensemble.spec import EnsembleSpec, load_spec
+from organseg.io.modality import ModalityDecision
+from organseg.io.volume import Modality, Volume
+from organseg.organs import ORGAN_LABELS
+from organseg.preprocess.pipeline import PreparedVolume, prepare_volume
+
+
+@dataclass
+class Prediction:
+    """A label map on the input's grid plus what a report needs to explain it."""
+
+    labels: Volume
+    modality: Modality
+    modality_reason: str
+    organs: list[str]
+    members: list[str]
+    volumes_ml: dict[str, float]
+    uncertainty: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""
+        return {
+            "modality": self.modality.value,
+            "modality_reason": self.modality_reason,
+            "organs": self.organs,
+            "members": self.members,
+            "volumes_ml": {k: round(v, 3) for k, v in self.volumes_ml.items()},
+            "uncertainty": {k: round(v, 4) for k, v in self.uncertainty.items()},
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "shape": list(self.labels.shape),
+            "spacing": list(self.labels.spacing),
+        }
+
+
+def prepare_input(
+    spec: EnsembleSpec,
+    image: Volume,
+    modality: Modality | str | None = None,
+    partner: Volume | None = None,
+) -> tuple[ModalityDecision, PreparedVolume]:
+    """Decide the modality and build the network input exactly as training did."""
+    decision = decide_modality(image, modality)
+    spec.members_for(decision.modality)  # fail early when no member serves this modality
+    image.modality = decision.modality
+    stacking = spec.preprocess.t1_mode == "stack" and decision.modality in (
+        Modality.MR_T1_IN,
+        Modality.MR_T1_OUT,
+    )
+    if stacking:
+        if partner is None:
+            raise ModalityError(
+                f"ensemble {spec.name!r} stacks T1 in- and out-phase as channels; send both series"
+            )
+        if decision.modality is Modality.MR_T1_OUT:  # channel order is always (in, out)
+            image, partner = partner, image
+            image.modality, partner.modality = Modality.MR_T1_IN, Modality.MR_T1_OUT
+        partner.modality = Modality.MR_T1_OUT
+        decision = ModalityDecision(
+            Modality.MR_T1_IN, decision.reason + "; T1 in+out stacked", decision.conflicts
+        )
+    return decision, prepare_volume(image, spec.preprocess, partner if stacking else None)
+
+
+def assemble_prediction(
+    spec: EnsembleSpec,
+    prepared: PreparedVolume,
+    decision: ModalityDecision,
+    member_probs: dict[str, np.ndarray],
+    timings: dict[str, float] | None = None,
+) -> Prediction:
+    """Mean of member probabilities → thresholds and components → labels on the original grid."""
+    timings = dict(timings or {})
+    started = time.perf_counter()
+    organs = spec.organs_for(decision.modality)
+    entries = {m.name: m for m in spec.members_for(decision.modality)}
+    z, _, size = prepared.array.shape[0], prepared.array.shape[1], prepared.size
+    mean = np.zeros((z, len(organs), size, size), dtype=np.float32)
+    per_organ: dict[str, list[np.ndarray]] = {o: [] for o in organs}
+    for name, probs in member_probs.items():
+        for k, organ in enumerate(entries[name].organs):
+            if organ in per_organ:
+                per_organ[organ].append(probs[:, k])
+    for k, organ in enumerate(organs):
+        if per_organ[organ]:
+            mean[:, k] = np.mean(per_organ[organ], axis=0)
+    threshold = spec.postprocess.threshold
+    uncertainty = {o: disagreement(per_organ[o], threshold) for o in organs}
+    restored = prepared.restore(mean)
+    labels = probabilities_to_labels(restored, organs, spec.postprocess)
+    volume = Volume(
+        labels,
+        geometry=prepared.geometry,
+        modality=decision.modality,
+        meta={"organs": ",".join(organs)},
+    )
+    voxel_ml = prepared.geometry.voxel_volume_ml()
+    counts = np.bincount(labels.ravel(), minlength=max(ORGAN_LABELS.values()) + 1)
+    volumes = {o: float(counts[ORGAN_LABELS[o]] * voxel_ml) for o in organs}
+    timings["postprocess"] = time.perf_counter() - started
+    return Prediction(
+        labels=volume,
+        modality=decision.modality,
+        modality_reason=decision.reason,
+        organs=organs,
+        members=sorted(member_probs),
+        volumes_ml=volumes,
+        uncertainty=uncertainty,
+        timings=timings,
+    )
+
+
+class EnsemblePredictor:
+    """A model directory loaded for in-process prediction (members load on first use)."""
+
+    def __init__(
+        self, model_dir: Path | str, device: str | None = None, batch_size: int = 16
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.spec = load_spec(self.model_dir)
+        self.device = device
+        self.batch_size = batch_size
+        self._runners: dict[str, MemberRunner] = {}
+
+    def runner(self, name: str) -> MemberRunner:
+        if name not in self._runners:
+            entry = next(m for m in self.spec.members if m.name == name)
+            self._runners[name] = MemberRunner(self.model_dir, entry, self.device, self.batch_size)
+        return self._runners[name]
+
+    def predict(
+        self, image: Volume, modality: Modality | str | None = None, partner: Volume | None = None
+    ) -> Prediction:
+        started = time.perf_counter()
+        decision, prepared = prepare_input(self.spec, image, modality, partner)
+        timings = {"preprocess": time.perf_counter() - started}
+        probs = {}
+        for entry in self.spec.members_for(decision.modality):
+            tick = time.perf_counter()
+            probs[entry.name] = self.runner(entry.name).predict(prepared.array)
+            timings[f"member:{entry.name}"] = time.perf_counter() - tick
+        prediction = assemble_prediction(self.spec, prepared, decision, probs, timings)
+        prediction.timings["total"] = time.perf_counter() - started
+        return prediction

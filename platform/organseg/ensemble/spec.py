@@ -1,0 +1,122 @@
+"""The model directory: the one artifact training produces and prediction and serving consume.
+
+::
+
+    MODEL_DIR/
+      ensemble.yaml          what this file's EnsembleSpec says: members, modalities, channels, thresholds
+      <member>/model.pt      inference weights (state dict)
+      <member>/member.json   the member's training config, organs, preprocessing and best metrics
+      learning_curves.png    (written by training; informational)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from organseg import __version__
+from organseg.config import PostprocessConfig
+from organseg.errors import ModelError
+from organseg.io.volume import Modality
+from organseg.preprocess.config import PreprocessConfig
+
+SPEC_FILE = "ensemble.yaml"
+FORMAT_VERSION = 1
+
+
+class MemberEntry(BaseModel):
+    """One trained member as the predictor needs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arch: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    in_channels: int
+    organs: list[str]
+    modalities: list[Modality]
+    weights: str  # path relative to the model directory
+    val_dice: float | None = None
+    epoch: int | None = None
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return [Modality.parse(v) for v in value]
+
+
+class EnsembleSpec(BaseModel):
+    """Contents of ``ensemble.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    task: int
+    organseg_version: str = __version__
+    created: str = Field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    organs: list[str]
+    preprocess: PreprocessConfig
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    members: list[MemberEntry] = Field(min_length=1)
+
+    def modalities(self) -> list[Modality]:
+        """Every modality some member accepts, in a stable order."""
+        seen = {m for member in self.members for m in member.modalities}
+        return [m for m in Modality if m in seen]
+
+    def members_for(self, modality: Modality | str) -> list[MemberEntry]:
+        """The ensemble for one modality: its members, or a ModelError naming what is available."""
+        modality = Modality.parse(modality)
+        members = [m for m in self.members if modality in m.modalities]
+        if not members:
+            available = [m.value for m in self.modalities()]
+            raise ModelError(
+                f"no member of ensemble {self.name!r} accepts {modality.value}; it serves {available}"
+            )
+        return members
+
+    def organs_for(self, modality: Modality | str) -> list[str]:
+        """Organs predicted for a modality (union over its members, in CHAOS label order)."""
+        names = {o for m in self.members_for(modality) for o in m.organs}
+        return [o for o in self.organs if o in names]
+
+
+def load_spec(model_dir: Path | str) -> EnsembleSpec:
+    """Read and validate ``MODEL_DIR/ensemble.yaml``; every weights file must exist."""
+    model_dir = Path(model_dir)
+    path = model_dir / SPEC_FILE
+    if not path.is_file():
+        raise ModelError(
+            f"{model_dir}: not a model directory (no {SPEC_FILE}); train one with `organseg train`"
+        )
+    try:
+        spec = EnsembleSpec.model_validate(yaml.safe_load(path.read_text()))
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise ModelError(f"{path}: invalid ensemble description ({exc})") from None
+    if spec.format_version > FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: format {spec.format_version} is newer than this organseg understands"
+        )
+    for member in spec.members:
+        if not (model_dir / member.weights).is_file():
+            raise ModelError(
+                f"{model_dir / member.weights}: weights of member {member.name!r} are missing"
+            )
+    return spec
+
+
+def save_spec(spec: EnsembleSpec, model_dir: Path | str) -> Path:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / SPEC_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,38 @@
+"""Connecting to Ray: reuse a running session, join a cluster, or start (and later stop) a local one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import ray
+
+
+@contextlib.contextmanager
+def ray_session(
+    address: str | None = None, num_cpus: int | None = None, worker_logs: bool | None = None
+) -> Iterator[None]:
+    """Use Ray for the duration of a command.
+
+    An already initialised Ray (tests, notebooks, Ray Jobs) is reused and left running. Otherwise Ray
+    joins ``address`` (or ``$RAY_ADDRESS``) or starts a local cluster, which is shut down on exit. The
+    dashboard stays on: Ray Train's placement-group cleaner needs it when trials are stopped early.
+    Worker output (Ray Train's per-report chatter) reaches the console only with ``worker_logs`` or
+    ``ORGANSEG_RAY_LOGS=1``; failures are reported either way.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if worker_logs is None:
+        worker_logs = os.environ.get("ORGANSEG_RAY_LOGS") == "1"
+    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": worker_logs}
+    if address is None:
+        kwargs.update(include_dashboard=True, num_cpus=num_cpus)
+    ray.init(address=address, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()

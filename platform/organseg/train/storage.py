@@ -1,0 +1,46 @@
+"""Small file operations that work on a local folder or any URI Ray Train can store runs at.
+
+Ray itself reaches ``s3://``/``gs://``/... through ``pyarrow.fs``; we use the same layer so the bookkeeping
+next to Ray's runs (which members finished) lives wherever the runs live.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+def _resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri_or_path:
+        return pafs.FileSystem.from_uri(uri_or_path)
+    return pafs.LocalFileSystem(), str(Path(uri_or_path).resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts) if "://" in base else str(Path(base, *parts))
+
+
+def exists(uri_or_path: str) -> bool:
+    fs, path = _resolve(uri_or_path)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_text(uri_or_path: str) -> str:
+    fs, path = _resolve(uri_or_path)
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def write_text(uri_or_path: str, text: str) -> None:
+    fs, path = _resolve(uri_or_path)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
+def delete_dir(uri_or_path: str) -> None:
+    fs, path = _resolve(uri_or_path)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
