@@ -1,9 +1,200 @@
-"""`organseg evaluate` (filled in by its issue)."""
+"""`organseg evaluate`: CHAOS metrics and scores, per case or for a whole folder of predictions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+#: (header, metric key, decimals): the CHAOS metrics and score, then the seed papers' Table-1 figures.
+_CHAOS_COLUMNS = (
+    ("DICE", "dice", 3),
+    ("RAVD %", "ravd", 3),
+    ("ASSD mm", "assd", 3),
+    ("MSSD mm", "mssd", 3),
+    ("score", "score", 2),
+)
+_TABLE1_COLUMNS = (
+    ("sens.", "sensitivity", 4),
+    ("spec.", "specificity", 4),
+    ("Jaccard", "jaccard", 4),
+    ("|ΔV| mL", "volume_error_ml", 2),
+    ("ref mL", "ref_volume_ml", 1),
+    ("pred mL", "pred_volume_ml", 1),
+)
+_EMPTY_NOTES = {
+    "both": "both empty",
+    "reference": "empty reference",
+    "prediction": "empty prediction",
+}
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or value != value:  # None or NaN: undefined
+        return "–"
+    if value in (float("inf"), float("-inf")):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def _parse_organs(organs: list[str] | None) -> list[str] | None:
+    if not organs:
+        return None
+    from organseg.organs import organ_ids
+
+    names = [n.strip() for item in organs for n in item.split(",") if n.strip()]
+    organ_ids(names)  # rejects unknown names with the valid list
+    return names
+
+
+def _single(
+    ref: Path,
+    pred: Path,
+    dicom: Path | None,
+    modality: str | None,
+    organs: list[str] | None,
+    json_path: Path | None,
+) -> None:
+    import json
+
+    from rich.table import Table
+
+    from organseg.cli._console import console, err_console
+    from organseg.io.volume import Modality
+    from organseg.metrics.chaos import evaluate_masks
+    from organseg.metrics.inputs import load_pair
+
+    data = load_pair(ref, pred, dicom=dicom, modality=modality)
+    if organs is None and data.modality is Modality.CT:
+        organs = ["liver"]  # CHAOS CT masks hold the liver only
+    results = evaluate_masks(data.ref_labels, data.pred_labels, data.geometry, organs)
+    spacing = ", ".join(f"{s:.7g}" for s in data.geometry.spacing)
+    err_console.print(
+        f"{pred} vs {ref}: modality {data.modality.value}; geometry from {data.geometry_source} "
+        f"(spacing x,y,z {spacing} mm)",
+        highlight=False,
+    )
+    for title, columns in (("CHAOS metrics", _CHAOS_COLUMNS), ("Table-1 figures", _TABLE1_COLUMNS)):
+        table = Table(title=title)
+        table.add_column("organ", no_wrap=True)
+        for header, _, _ in columns:
+            table.add_column(header, justify="right", no_wrap=True)
+        for organ, metrics in results.items():
+            values = metrics.to_dict()
+            note = f" ({_EMPTY_NOTES[metrics.empty]})" if metrics.empty else ""
+            table.add_row(organ + note, *[_fmt(values[key], d) for _, key, d in columns])
+        console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {organ: m.to_dict() for organ, m in results.items()}
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
+        err_console.print(f"wrote {json_path}", highlight=False)
+
+
+def _dataset(
+    ref: Path,
+    pred: Path,
+    organs: list[str] | None,
+    json_path: Path | None,
+    csv_path: Path | None,
+) -> None:
+    import json
+
+    from rich.table import Table
+
+    from organseg.cli._console import console, err_console
+    from organseg.metrics.dataset import evaluate_dataset
+
+    report = evaluate_dataset(
+        ref, pred, organs, progress=lambda msg: err_console.print(f"scoring {msg}", highlight=False)
+    )
+    table = Table(title=f"{pred} vs {ref}")
+    table.add_column("case", no_wrap=True)
+    table.add_column("organ", no_wrap=True)
+    for title, _, _ in _CHAOS_COLUMNS:
+        table.add_column(title, justify="right", no_wrap=True)
+    for case, organ, metrics in report.rows():
+        values = metrics.to_dict()
+        table.add_row(
+            case.case_id,
+            organ,
+            *[_fmt(values[key], digits) for _, key, digits in _CHAOS_COLUMNS],  # type: ignore[arg-type]
+        )
+    console.print(table)
+    means = Table(title="CHAOS task means")
+    means.add_column("task", no_wrap=True)
+    means.add_column("n", justify="right")
+    for title, _, _ in _CHAOS_COLUMNS:
+        means.add_column(title, justify="right", no_wrap=True)
+    for task, values in report.task_means().items():
+        means.add_row(
+            task,
+            str(int(values["n"])),
+            *[_fmt(values[key], digits) for _, key, digits in _CHAOS_COLUMNS],
+        )
+    console.print(means)
+    if report.missing:
+        err_console.print(
+            f"[yellow]warning:[/] no prediction for {len(report.missing)} series: "
+            + ", ".join(report.missing),
+            highlight=False,
+        )
+    if csv_path is not None:
+        report.write_csv(csv_path)
+        err_console.print(f"wrote {csv_path}", highlight=False)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        err_console.print(f"wrote {json_path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the top-level app."""
+
+    @app.command("evaluate")
+    def evaluate_command(
+        ref: Path = typer.Argument(
+            ...,
+            help="Reference: a CHAOS PNG mask folder, a CHAOS case folder, a volume file "
+            "(NIfTI/MHA/NRRD), or a CHAOS dataset folder to score a whole set of predictions.",
+        ),
+        pred: Path = typer.Argument(
+            ...,
+            help="Prediction: PNG folder (or one holding Results/), volume file, or a folder "
+            "of predictions named by case id (CT/1, MR/3/T2SPIR, …) when REF is a dataset.",
+        ),
+        dicom: Path | None = typer.Option(
+            None, "--dicom", help="DICOM series giving geometry (mm) and modality; single case."
+        ),
+        modality: str | None = typer.Option(
+            None, "--modality", help="CT, MR-T1-in, MR-T1-out or MR-T2SPIR (overrides headers)."
+        ),
+        organs: list[str] | None = typer.Option(
+            None,
+            "--organs",
+            help="Organs to score (liver, right_kidney, left_kidney, spleen); repeat or comma-"
+            "separate. Default: CT liver; MR every organ present in either mask.",
+        ),
+        json_path: Path | None = typer.Option(
+            None, "--json", help="Write the metrics as JSON (RAVD %, distances mm)."
+        ),
+        csv_path: Path | None = typer.Option(
+            None, "--csv", help="Dataset mode: write per-case rows and task means as CSV."
+        ),
+    ) -> None:
+        """Score predicted masks with the CHAOS metrics (DICE, RAVD, ASSD, MSSD) and 0–100 scores."""
+        from organseg.errors import ConfigError
+        from organseg.metrics.inputs import png_series_folder
+
+        organ_list = _parse_organs(organs)
+        single = ref.is_file() or (ref.is_dir() and png_series_folder(ref) is not None)
+        if single or not ref.exists():
+            if csv_path is not None:
+                raise ConfigError("--csv applies when REF is a CHAOS dataset folder")
+            _single(ref, pred, dicom, modality, organ_list, json_path)
+            return
+        if dicom is not None or modality is not None:
+            raise ConfigError(
+                "--dicom and --modality apply to a single case; a CHAOS dataset carries its own"
+            )
+        _dataset(ref, pred, organ_list, json_path, csv_path)
