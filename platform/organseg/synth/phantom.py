@@ -322,7 +322,7 @@ def build_tissue_map(
     cavity = r < cavity_edge
     paint(cavity, Tissue.VISCERAL_FAT)
 
-    # body-relative placement: organ positions follows the patient's size
+    # body-relative placement: organ positions follow the patient's size
     scale = anatomy.scale
 
     def to_image(xp: float, yp: float) -> tuple[float, float]:
