@@ -49,3 +49,77 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "chaos"
     write_dataset(root, ct=2, mr=2, size=64, slices=12, seed=7)
     return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """One local Ray cluster for the whole session (Ray tests run serially); yields its GCS address.
+
+    The dashboard stays on: Ray Train's placement-group cleaner needs it when Tune stops trials.
+    """
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=True, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def tiny_experiment(root: Path, name: str, **overrides: object):
+    """A fast experiment (task 1, liver, CT and T2-SPIR; two 8-channel members; 64² slices) under ``root``.
+
+    ``overrides`` replace top-level keys; ``members`` may be given whole.
+    """
+    from organseg.config import parse_config
+
+    member_common = {"in_channels": 1, "epochs": 2, "batch_size": 8, "optimizer": {"lr": 0.002},
+                     "modalities": ["CT", "MR-T2SPIR"]}  # fmt: skip
+    data = {
+        "name": name,
+        "task": 1,
+        "storage_path": str(root / "runs"),
+        "dataset": {
+            "synthetic": {"ct": 2, "mr": 2, "size": 64, "slices": 12, "seed": 3},
+            "val_fraction": 0.34,
+            "cache_dir": str(root / "cache"),
+        },
+        "preprocess": {"size": 64, "t1_mode": "separate"},
+        "augment": {"enabled": False},
+        "members": [
+            {
+                "name": "dualtail",
+                "arch": "dualtail",
+                "kwargs": {"base_channels": 8, "depth": 4},
+                **member_common,
+            },
+            {
+                "name": "attn",
+                "arch": "attention_unet",
+                "kwargs": {"base_channels": 8, "depth": 4},
+                **member_common,
+            },
+        ],
+        "tune": {
+            "num_samples": 2,
+            "max_concurrent_trials": 2,
+            "epochs": 2,
+            "grace_period": 1,
+            "lr": {"low": 1e-5, "high": 1e-3, "log": True},
+        },
+    }
+    data.update(overrides)
+    return parse_config(data, source=f"{name} (test config)")
+
+
+@pytest.fixture(scope="session")
+def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny experiment trained once per session: ``(config, training report)``."""
+    from organseg.train.launcher import train_experiment
+
+    config = tiny_experiment(tmp_path_factory.mktemp("tiny"), "tiny-test")
+    report = train_experiment(config)
+    assert report.ok, [o.error for o in report.outcomes]
+    return config, report

@@ -88,3 +88,10 @@ def test_png_writer_keeps_existing_results(tmp_path: Path) -> None:
         write_png_series(np.zeros((2, 4, 4), np.uint8), out, modality="CT")
     grey, _ = read_png_series(out)
     assert grey.max() == 63
+
+
+def test_sequence_folder_of_an_mr_case(synth_root: Path) -> None:
+    refs = discover_cases(synth_root / "Train_Sets" / "MR" / "1" / "T2SPIR")
+    assert [(r.case_id, r.modality) for r in refs] == [("MR/1/T2SPIR", Modality.MR_T2SPIR)]
+    refs = discover_cases(synth_root / "Train_Sets" / "MR" / "1" / "T1DUAL")
+    assert [r.modality for r in refs] == [Modality.MR_T1_IN, Modality.MR_T1_OUT]

@@ -124,6 +124,9 @@ def discover_cases(root: Path | str) -> list[CaseRef]:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     split = _split_of(root)
+    if root.name in ("T1DUAL", "T2SPIR") and _is_mr_case(root.parent):
+        # one sequence folder of an MR case (its DICOM_anon does not make it a CT case)
+        return [r for r in _case_refs(root.parent, "MR", split) if root in r.image_dir.parents]
     if _is_ct_case(root):
         return _case_refs(root, "CT", split)
     if _is_mr_case(root):
@@ -131,11 +134,8 @@ def discover_cases(root: Path | str) -> list[CaseRef]:
     if root.name in ("CT", "MR"):
         refs = []
         for case_dir in _subfolders(root):
-            if (
-                (root.name == "CT"
-                and _is_ct_case(case_dir))
-                or (root.name == "MR"
-                and _is_mr_case(case_dir))
+            if (root.name == "CT" and _is_ct_case(case_dir)) or (
+                root.name == "MR" and _is_mr_case(case_dir)
             ):
                 refs += _case_refs(case_dir, root.name, split)
             else:

@@ -84,7 +84,9 @@ def grey_to_labels(
     nonzero = levels[levels > 0]
     if modality is Modality.CT or (modality is Modality.UNKNOWN and nonzero.size <= 1):
         if nonzero.size > 1:
-            first_level = grey[_first_file_index(grey != 0)][grey[_first_file_index(grey != 0)] != 0][0]
+            first_level = grey[_first_file_index(grey != 0)][
+                grey[_first_file_index(grey != 0)] != 0
+            ][0]
             culprit = _first_file_with((grey != 0) & (grey != first_level), files)
             warnings.warn(
                 DataWarning(

@@ -204,6 +204,8 @@ def train_member_loop(config: dict[str, Any]) -> None:
             epoch_time_s=time.perf_counter() - started,
             best_val_dice=best,
             epochs=member.epochs,
+            start_epoch=start_epoch,  # > 0 after a resume or a restart from a checkpoint
+            finished_at=time.time(),
         )
         history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         _report(

@@ -115,7 +115,8 @@ def tune_experiment(
                 "run_root": run_root,
                 "epochs": epochs,
             }
-            trainable = tune.with_resources(tune.with_parameters(_trial, base=base), {"cpu": 0})
+            # The trial only drives its TorchTrainer (which asks for its own workers): a token CPU share.
+            trainable = tune.with_resources(tune.with_parameters(_trial, base=base), {"cpu": 0.01})
             study_path = storage.join(tune_root, name)
             if resume and tune.Tuner.can_restore(study_path):
                 console.print(f"[bold]{name}[/]: resuming the study in {study_path}")

@@ -1,0 +1,135 @@
+"""Members train concurrently on a real local Ray cluster; resume, fault tolerance and isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from organseg.config import dump_config
+from organseg.ensemble.spec import load_spec
+from organseg.train.launcher import train_experiment
+from tests.conftest import tiny_experiment
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_members_train_concurrently_and_export_a_model_dir(trained_ensemble) -> None:
+    config, report = trained_ensemble
+    assert [o.status for o in report.outcomes] == ["trained", "trained"]
+    spec = load_spec(report.model_dir)
+    assert [m.name for m in spec.members] == ["dualtail", "attn"]
+    for member in spec.members:
+        assert (report.model_dir / member.weights).is_file()
+        described = json.loads((report.model_dir / member.name / "member.json").read_text())
+        assert described["organs"] == ["liver"]
+        assert described["preprocess"]["size"] == 64
+        assert len(described["history"]) == described["member"]["epochs"]
+    assert {m.value for m in spec.modalities()} == {"CT", "MR-T2SPIR"}
+    assert report.curves_png is not None and report.curves_png.stat().st_size > 0
+    # Both runs were in flight at the same time: their training intervals overlap.
+    intervals = []
+    for outcome in report.outcomes:
+        done = [h["finished_at"] for h in outcome.history]
+        first_epoch = outcome.history[0]["finished_at"] - outcome.history[0]["epoch_time_s"]
+        intervals.append((first_epoch, max(done)))
+    (a_start, a_end), (b_start, b_end) = intervals
+    assert max(a_start, b_start) < min(a_end, b_end)
+
+
+def test_rerun_skips_finished_members(trained_ensemble) -> None:
+    config, first = trained_ensemble
+    again = train_experiment(config)
+    assert [o.status for o in again.outcomes] == ["already trained", "already trained"]
+    assert again.model_dir == first.model_dir
+
+
+def test_failing_member_leaves_the_other_intact_and_crash_restarts_from_checkpoint(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    base = tiny_experiment(tmp_path, "faults")
+    members = [m.model_dump(mode="json") for m in base.members]
+    members[0].update(epochs=4, max_failures=1, fault={"crash_once_at_epoch": 2})  # dies hard once
+    members[1].update(epochs=4, max_failures=0, fault={"fail_at_epoch": 1})  # raises every time
+    config = tiny_experiment(tmp_path, "faults", members=members)
+    report = train_experiment(config)
+    survivor, failed = report.outcomes
+    assert survivor.status == "trained"
+    assert failed.status == "failed"
+    assert "fault injection" in failed.error
+    # the crash happened (marker written) and the restarted worker group resumed from a checkpoint
+    # (the latest one Ray had registered before the process died), not from scratch
+    assert (Path(config.storage_root()) / "train" / ".faults" / "dualtail.crashed").is_file()
+    assert [h["epoch"] for h in survivor.history] == [0, 1, 2, 3]
+    assert survivor.history[-1]["start_epoch"] in (1, 2)
+    spec = load_spec(report.model_dir)
+    assert [m.name for m in spec.members] == ["dualtail"]
+
+
+def test_killed_training_resumes_from_last_epoch(ray_cluster: str, tmp_path: Path) -> None:
+    base = tiny_experiment(tmp_path, "resume")
+    members = [m.model_dump(mode="json") for m in base.members][:1]
+    members[0].update(epochs=6)
+    config = tiny_experiment(tmp_path, "resume", members=members)
+    config_file = tmp_path / "resume.yaml"
+    config_file.write_text(dump_config(config))
+    run_dir = Path(config.storage_root()) / "train" / "dualtail"
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "organseg.cli", "train", str(config_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+
+    def registered_epoch() -> int:
+        """The latest checkpoint Ray Train has registered (what a resume continues from)."""
+        try:
+            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"][
+                "checkpoint_dir_name"
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
+        return int(latest.split("-")[1])
+
+    try:
+        deadline = time.monotonic() + 240
+        while registered_epoch() < 2 and time.monotonic() < deadline:
+            assert driver.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.2)
+        killed_after = registered_epoch()
+        assert killed_after >= 2, "no checkpoint was registered in time"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    report = train_experiment(config)
+    (outcome,) = report.outcomes
+    assert outcome.status == "trained"
+    # continued right after the last checkpoint registered before the kill, not from scratch
+    assert outcome.history[-1]["start_epoch"] >= killed_after + 1
+    assert [h["epoch"] for h in outcome.history] == list(range(6))
+
+
+def test_changed_member_refuses_to_resume_silently(trained_ensemble, tmp_path: Path) -> None:
+    from organseg.errors import ConfigError
+
+    config, _ = trained_ensemble
+    changed = config.model_copy(deep=True)
+    changed.members[0] = changed.members[0].model_copy(update={"batch_size": 4})
+    with pytest.raises(ConfigError, match="--restart"):
+        train_experiment(changed)
+
+
+def test_config_round_trips_through_yaml(tmp_path: Path) -> None:
+    config = tiny_experiment(tmp_path, "yaml")
+    data = yaml.safe_load(dump_config(config))
+    assert data["members"][0]["arch"] == "dualtail"
