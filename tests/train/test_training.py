@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_members_train_concurrently_and_export_a_model_dir(trained_ensemble) -> None:
-    config, report = trained_ensemble
+    _config, report = trained_ensemble
     assert [o.status for o in report.outcomes] == ["trained", "trained"]
     spec = load_spec(report.model_dir)
     assert [m.name for m in spec.members] == ["dualtail", "attn"]
@@ -33,7 +33,8 @@ def test_members_train_concurrently_and_export_a_model_dir(trained_ensemble) -> 
         assert described["preprocess"]["size"] == 64
         assert len(described["history"]) == described["member"]["epochs"]
     assert {m.value for m in spec.modalities()} == {"CT", "MR-T2SPIR"}
-    assert report.curves_png is not None and report.curves_png.stat().st_size > 0
+    assert report.curves_png is not None
+    assert report.curves_png.stat().st_size > 0
     # Both runs were in flight at the same time: their training intervals overlap.
     intervals = []
     for outcome in report.outcomes:

@@ -26,7 +26,8 @@ def test_two_trial_search_writes_a_trainable_best_config(ray_cluster: str, tmp_p
     trials = pd.read_csv(report.trials_csv)
     assert len(trials) == 2
     assert {"config/lr", "config/dice_weight", "val_dice", "member"} <= set(trials.columns)
-    assert report.plot is not None and report.plot.stat().st_size > 0
+    assert report.plot is not None
+    assert report.plot.stat().st_size > 0
 
     tuned = load_config(report.best_config)  # the same loader `organseg train` uses
     member = tuned.member("dualtail")
