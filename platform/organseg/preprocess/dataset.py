@@ -1,0 +1,536 @@
+"""Slice cache and Dataset for training, plus patient-level splits.
+
+Reading and preprocessing a DICOM series costs far more than a training step on one slice, so each
+series is prepared once with :func:`~organseg.preprocess.pipeline.prepare_volume` and stored as ``.npy``;
+the Dataset memory-maps those files and serves ``(image, target)`` slices, which several DataLoader
+workers (or Ray workers on one node) share through the page cache.
+
+Layout of a cache folder::
+
+    index.json                  samples, organs, preprocessing config and fingerprints
+    images/<safe id>.npy        (Z, C, size, size) cfg.cache_dtype
+    labels/<safe id>.npy        (Z, size, size) uint8 organ label ids (organs outside ``organs`` are 0)
+    .lock                       fcntl lock serializing builders
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from organseg.errors import ConfigError, DataError
+from organseg.io.chaos import CaseRef, load_case
+from organseg.io.volume import Geometry, Modality
+from organseg.organs import ORGAN_LABELS, organ_ids
+from organseg.preprocess.augment import SliceAugmenter
+from organseg.preprocess.channels import to_channels
+from organseg.preprocess.config import PreprocessConfig
+from organseg.preprocess.pipeline import prepare_volume
+from organseg.preprocess.resample import resize_slices
+
+#: Bumped whenever the on-disk layout or the preparation changes, so old caches rebuild.
+CACHE_FORMAT = 1
+INDEX_NAME = "index.json"
+T1_STACK_SUFFIX = "T1DUAL"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One cached sample: a series (or a stacked T1 in/out pair) of one patient.
+
+    ``shape`` and ``geometry`` are the original image grid's, for metrics in millimetres.
+    """
+
+    id: str
+    patient: str
+    modality: Modality
+    n_slices: int
+    channels: int
+    height: int
+    width: int
+    file: str
+    modalities: tuple[Modality, ...]
+    case_ids: tuple[str, ...]
+    source_fingerprint: str
+    labelled_slices: tuple[int, ...]
+    shape: tuple[int, int, int]
+    geometry: Geometry
+    organ_voxels: dict[str, int] = field(default_factory=dict)
+    #: Slices (prepared grid) holding each organ; ``labelled_slices`` is their union.
+    organ_slices: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["modality"] = self.modality.value
+        data["modalities"] = [m.value for m in self.modalities]
+        data["geometry"] = asdict(self.geometry)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SampleRecord:
+        data = dict(data)
+        data["modality"] = Modality.parse(data["modality"])
+        data["modalities"] = tuple(Modality.parse(m) for m in data["modalities"])
+        data["case_ids"] = tuple(data["case_ids"])
+        data["labelled_slices"] = tuple(data["labelled_slices"])
+        data["shape"] = tuple(data["shape"])
+        data["geometry"] = Geometry(**data["geometry"])
+        data["organ_slices"] = {k: tuple(v) for k, v in data.get("organ_slices", {}).items()}
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    id: str
+    patient: str
+    refs: tuple[CaseRef, ...]  # the image series, then the T1 out-phase partner when stacked
+
+
+def safe_id(sample_id: str) -> str:
+    """File-name form of a sample id (``MR/3/T1DUAL`` → ``MR_3_T1DUAL``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("_") or "sample"
+
+
+def _plans(refs: Sequence[CaseRef], cfg: PreprocessConfig) -> list[_Plan]:
+    """Group series into samples, pairing T1 in/out of one patient when ``t1_mode == "stack"``."""
+    plans: list[_Plan] = []
+    if cfg.t1_mode == "separate":
+        plans = [_Plan(r.case_id, r.patient, (r,)) for r in refs]
+    else:
+        outs = {(r.patient, r.split): r for r in refs if r.modality is Modality.MR_T1_OUT}
+        used: set[str] = set()
+        for ref in refs:
+            if ref.modality is Modality.MR_T1_OUT:
+                continue
+            if ref.modality is Modality.MR_T1_IN:
+                partner = outs.get((ref.patient, ref.split))
+                if partner is None:
+                    raise DataError(
+                        f"{ref.image_dir}: T1 in-phase of {ref.patient} has no out-phase series among "
+                        "the cases given; t1_mode='stack' needs both (or use t1_mode='separate')"
+                    )
+                used.add(partner.case_id)
+                plans.append(_Plan(f"{ref.patient}/{T1_STACK_SUFFIX}", ref.patient, (ref, partner)))
+            else:
+                plans.append(_Plan(ref.case_id, ref.patient, (ref,)))
+        for ref in outs.values():
+            if ref.case_id not in used:
+                raise DataError(
+                    f"{ref.image_dir}: T1 out-phase of {ref.patient} has no in-phase series among the "
+                    "cases given; t1_mode='stack' needs both (or use t1_mode='separate')"
+                )
+    seen: dict[str, str] = {}
+    for plan in plans:
+        name = safe_id(plan.id)
+        if name in seen:
+            raise DataError(
+                f"samples {seen[name]!r} and {plan.id!r} would share cache file {name}.npy"
+            )
+        seen[name] = plan.id
+    return plans
+
+
+def _listing(folder: Path | None) -> list[tuple[str, int, int]]:
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    for entry in os.scandir(folder):
+        if entry.is_file():
+            st = entry.stat()
+            out.append((entry.name, st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
+def source_fingerprint(refs: Sequence[CaseRef]) -> str:
+    """Hash of the file names, sizes and mtimes of the series and mask folders (no pixel reads).
+
+    Folder paths are left out, so a dataset mounted elsewhere (``cp -p``, another node) still matches.
+    """
+    digest = hashlib.sha256()
+    for ref in refs:
+        for role, folder in (("image", ref.image_dir), ("mask", ref.mask_dir)):
+            digest.update(json.dumps([ref.case_id, role, _listing(folder)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_fingerprint(cfg: PreprocessConfig, organs: Sequence[str]) -> str:
+    """Hash of what decides the cached pixels: the format, the preprocessing config and the organs."""
+    payload = json.dumps([CACHE_FORMAT, cfg.model_dump(mode="json"), list(organs)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive fcntl lock: several builders on one node (Ray workers) take turns."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """Write ``path`` via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def _write_index(root: Path, index: dict[str, Any]) -> None:
+    tmp = root / f".{INDEX_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, root / INDEX_NAME)
+
+
+def _read_index(root: Path) -> dict[str, Any] | None:
+    try:
+        index = json.loads((root / INDEX_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) and index.get("format") == CACHE_FORMAT else None
+
+
+def _build_sample(
+    plan: _Plan, root: Path, cfg: PreprocessConfig, organs: Sequence[str], fingerprint: str
+) -> SampleRecord:
+    case = load_case(plan.refs[0], with_label=True)
+    if case.label is None:
+        raise DataError(
+            f"{plan.refs[0].image_dir}: {plan.refs[0].case_id} has no ground-truth masks; "
+            "the slice cache holds labelled training cases only"
+        )
+    partner = load_case(plan.refs[1], with_label=False).image if len(plan.refs) > 1 else None
+    prepared = prepare_volume(case.image, cfg, partner=partner)
+    ids = np.asarray(organ_ids(list(organs)), dtype=np.uint8)
+    label = np.asarray(case.label.array, dtype=np.uint8)
+    label = np.where(np.isin(label, ids), label, 0).astype(np.uint8)
+    label = resize_slices(label, cfg.size, order=0)
+    name = safe_id(plan.id)
+    _save_atomic(root / "images" / f"{name}.npy", prepared.array.astype(cfg.cache_dtype))
+    _save_atomic(root / "labels" / f"{name}.npy", label)
+    z, c, h, w = prepared.array.shape
+    return SampleRecord(
+        id=plan.id,
+        patient=plan.patient,
+        modality=case.modality,
+        n_slices=z,
+        channels=c,
+        height=h,
+        width=w,
+        file=name,
+        modalities=prepared.modalities,
+        case_ids=tuple(r.case_id for r in plan.refs),
+        source_fingerprint=fingerprint,
+        labelled_slices=tuple(int(i) for i in np.flatnonzero(label.reshape(z, -1).any(axis=1))),
+        shape=prepared.shape,
+        geometry=prepared.geometry,
+        organ_voxels={
+            o: int(np.count_nonzero(case.label.array == ORGAN_LABELS[o])) for o in organs
+        },
+        organ_slices={o: _slices_with(label, ORGAN_LABELS[o]) for o in organs},
+    )
+
+
+def _slices_with(label: np.ndarray, label_id: int) -> tuple[int, ...]:
+    present = (label == label_id).reshape(label.shape[0], -1).any(axis=1)
+    return tuple(int(i) for i in np.flatnonzero(present))
+
+
+class SliceCache:
+    """Preprocessed samples on disk, memory-mapped on first use in each process."""
+
+    def __init__(self, root: Path, index: dict[str, Any], sample_ids: Sequence[str] | None = None):
+        self.root = Path(root)
+        self.cfg = PreprocessConfig(**index["cfg"])
+        self.organs: list[str] = list(index["organs"])
+        self.fingerprint: str = index["cfg_fingerprint"]
+        records = [SampleRecord.from_json(s) for s in index["samples"]]
+        by_id = {r.id: r for r in records}
+        if sample_ids is not None:
+            missing = [s for s in sample_ids if s not in by_id]
+            if missing:
+                raise ConfigError(f"{self.root}: samples {missing} are not in the cache")
+            records = [by_id[s] for s in sample_ids]
+        self.samples: list[SampleRecord] = records
+        self._by_id = {r.id: r for r in records}
+        self._open: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        #: Sample ids (re)built by the :meth:`build` call that returned this object (empty: all reused).
+        self.built: list[str] = []
+
+    # -- building ---------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        refs: Sequence[CaseRef],
+        cache_dir: Path | str,
+        cfg: PreprocessConfig,
+        organs: Sequence[str],
+    ) -> SliceCache:
+        """Prepare ``refs`` into ``cache_dir`` unless already there; returns a cache over exactly them.
+
+        Samples whose source files (names, sizes, mtimes) are unchanged are reused; a different
+        ``cfg``/``organs`` rebuilds everything (use one folder per config to keep several). Samples of
+        other refs built earlier with the same config stay, so builders with different case lists can
+        share a folder.
+        """
+        organ_ids(list(organs))  # unknown organ names fail here, with the valid list
+        if not organs:
+            raise ConfigError("organs must name at least one organ")
+        root = Path(cache_dir)
+        plans = _plans(refs, cfg)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        fp = cache_fingerprint(cfg, organs)
+        with _locked(root / ".lock"):
+            index = _read_index(root)
+            if index is None or index.get("cfg_fingerprint") != fp:
+                if index is not None:  # a different config: nothing on disk is reusable
+                    for sub in ("images", "labels"):
+                        shutil.rmtree(root / sub, ignore_errors=True)
+                        (root / sub).mkdir()
+                index = {
+                    "format": CACHE_FORMAT,
+                    "cfg": cfg.model_dump(mode="json"),
+                    "cfg_fingerprint": fp,
+                    "organs": list(organs),
+                    "samples": [],
+                }
+            for stale in [*root.glob("images/.*.tmp"), *root.glob("labels/.*.tmp")]:
+                stale.unlink(missing_ok=True)  # left by a builder that died; we hold the lock
+            records = {s["id"]: s for s in index["samples"]}
+            built: list[str] = []
+            for plan in plans:
+                fingerprint = source_fingerprint(plan.refs)
+                old = records.get(plan.id)
+                if (
+                    old is not None
+                    and old["source_fingerprint"] == fingerprint
+                    and all(
+                        (root / sub / f"{old['file']}.npy").is_file()
+                        for sub in ("images", "labels")
+                    )
+                ):
+                    continue
+                records[plan.id] = _build_sample(plan, root, cfg, organs, fingerprint).to_json()
+                built.append(plan.id)
+                index["samples"] = list(records.values())
+                _write_index(root, index)  # after each sample, so a failure later keeps the work
+            if not (root / INDEX_NAME).is_file():
+                _write_index(root, index)
+        cache = cls(root, index, [p.id for p in plans])
+        cache.built = built
+        return cache
+
+    @classmethod
+    def open(cls, cache_dir: Path | str) -> SliceCache:
+        """Every sample of an existing cache."""
+        root = Path(cache_dir)
+        index = _read_index(root)
+        if index is None:
+            raise DataError(
+                f"{root}: no slice cache here ({INDEX_NAME} missing or of another version)"
+            )
+        return cls(root, index)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def sample(self, sample_id: str) -> SampleRecord:
+        try:
+            return self._by_id[sample_id]
+        except KeyError:
+            raise ConfigError(
+                f"{self.root}: no sample {sample_id!r}; have {[s.id for s in self.samples]}"
+            ) from None
+
+    def volume(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(image (Z, C, H, W), labels (Z, H, W))`` as read-only memory maps."""
+        if sample_id not in self._open:
+            name = self.sample(sample_id).file
+            self._open[sample_id] = (
+                np.load(self.root / "images" / f"{name}.npy", mmap_mode="r"),
+                np.load(self.root / "labels" / f"{name}.npy", mmap_mode="r"),
+            )
+        return self._open[sample_id]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = {}  # memory maps are reopened in each worker, never pickled
+        return state
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class SliceDataset(Dataset):
+    """2D training slices ``(image (C, H, W), target (K, H, W))`` from a :class:`SliceCache`.
+
+    ``target`` is one-hot per organ in ``organs`` order. With ``augment``, item ``i`` in epoch ``e``
+    uses ``np.random.default_rng([seed, e, i])``: reproducible, yet new every epoch. Call
+    :meth:`set_epoch` before iterating each epoch (with ``persistent_workers`` the workers keep the
+    epoch they were started with). ``only_labelled_slices`` keeps the slices showing at least one
+    of ``organs``. ``in_channels`` optionally adapts channels via :func:`to_channels`
+    so CT (1 channel) and stacked T1 (2) can feed one network.
+    """
+
+    def __init__(
+        self,
+        cache: SliceCache,
+        sample_ids: Sequence[str],
+        organs: Sequence[str],
+        augment: SliceAugmenter | None = None,
+        seed: int = 0,
+        only_labelled_slices: bool = False,
+        in_channels: int | None = None,
+    ) -> None:
+        organ_ids(list(organs))
+        absent = [o for o in organs if o not in cache.organs]
+        if absent:
+            raise ConfigError(
+                f"organs {absent} are not in the slice cache {cache.root} (it holds {cache.organs}); "
+                "rebuild it with those organs"
+            )
+        self.cache = cache
+        self.sample_ids = list(sample_ids)
+        self.organs = list(organs)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.in_channels = in_channels
+        ids = np.asarray([ORGAN_LABELS[o] for o in organs], dtype=np.uint8)
+        self._label_ids = ids[:, None, None]
+        items = []
+        for position, sample_id in enumerate(self.sample_ids):
+            record = cache.sample(sample_id)
+            if only_labelled_slices:  # slices showing at least one of *these* organs
+                slices = sorted(set().union(*(record.organ_slices[o] for o in self.organs)))
+            else:
+                slices = range(record.n_slices)
+            items.extend((position, z) for z in slices)
+        self._items = np.asarray(items, dtype=np.int64).reshape(-1, 2)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def item_source(self, index: int) -> tuple[str, int]:
+        """``(sample id, slice index)`` of item ``index``."""
+        position, z = self._items[index]
+        return self.sample_ids[position], int(z)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample_id, z = self.item_source(index)
+        images, labels = self.cache.volume(sample_id)
+        image = np.array(images[z], dtype=np.float32)
+        label = np.array(labels[z])
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            image, label = self.augment(image, label, rng)
+        target = (label[None] == self._label_ids).astype(np.float32)
+        if self.in_channels is not None:
+            image = to_channels(image[None], self.in_channels)[0]
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(target)
+
+
+# -- patient-level splits -------------------------------------------------------------------------
+def _grouping(items: Sequence[Any]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(ids in input order, patient of each id, kind CT/MR of each patient)."""
+    ids: list[str] = []
+    patient_of: dict[str, str] = {}
+    kind_of: dict[str, str] = {}
+    for item in items:
+        item_id = getattr(item, "id", None) or getattr(item, "case_id", None)
+        patient = getattr(item, "patient", None)
+        if item_id is None or patient is None:
+            raise TypeError(f"expected SampleRecord or CaseRef items, got {type(item).__name__}")
+        modality = Modality.parse(getattr(item, "modality", Modality.UNKNOWN))
+        ids.append(item_id)
+        patient_of[item_id] = patient
+        kind_of.setdefault(patient, "MR" if modality.is_mr else modality.value)
+    return ids, patient_of, kind_of
+
+
+def _natural(text: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
+def _shuffled_by_kind(kind_of: dict[str, str], rng: np.random.Generator) -> dict[str, list[str]]:
+    by_kind: dict[str, list[str]] = {}
+    for patient in sorted(kind_of, key=_natural):
+        by_kind.setdefault(kind_of[patient], []).append(patient)
+    return {k: [v[i] for i in rng.permutation(len(v))] for k, v in sorted(by_kind.items())}
+
+
+def patient_split(
+    samples_or_refs: Sequence[Any], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split ids (sample ids or case ids) into train and validation by patient, stratified by CT/MR.
+
+    No patient is on both sides. With two or more patients and ``val_fraction > 0`` at least one goes to
+    validation and at least one stays in training; per kind, validation patients are allotted in
+    proportion to its share (largest remainders, ties broken by ``seed``).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids, patient_of, kind_of = _grouping(samples_or_refs)
+    rng = np.random.default_rng(seed)
+    by_kind = _shuffled_by_kind(kind_of, rng)
+    n = len(kind_of)
+    n_val = (
+        0
+        if val_fraction == 0.0 or n < 2
+        else min(n - 1, max(1, math.floor(val_fraction * n + 0.5)))
+    )
+    kinds = list(by_kind)
+    exact = {k: n_val * len(by_kind[k]) / n for k in kinds}
+    quota = {k: math.floor(exact[k]) for k in kinds}
+    tie_break = {k: r for r, k in zip(rng.permutation(len(kinds)), kinds, strict=True)}
+    by_remainder = sorted(kinds, key=lambda k: (-(exact[k] - quota[k]), tie_break[k]))
+    for k in by_remainder[: n_val - sum(quota.values())]:
+        quota[k] += 1
+    val_patients = {p for k in kinds for p in by_kind[k][: quota[k]]}
+    train = [i for i in ids if patient_of[i] not in val_patients]
+    val = [i for i in ids if patient_of[i] in val_patients]
+    return train, val
+
+
+def kfold_splits(
+    samples: Sequence[Any], k: int, seed: int = 0
+) -> list[tuple[list[str], list[str]]]:
+    """``k`` (train ids, validation ids) folds; every patient is in exactly one validation fold.
+
+    Patients are dealt to folds round-robin, CT then MR, so each fold gets a similar mix of kinds.
+    """
+    ids, patient_of, kind_of = _grouping(samples)
+    if not 2 <= k <= len(kind_of):
+        raise ConfigError(f"k-fold needs 2 <= k <= number of patients ({len(kind_of)}), got k={k}")
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    position = 0
+    for patients in _shuffled_by_kind(kind_of, rng).values():
+        for patient in patients:
+            fold_of[patient] = position % k
+            position += 1
+    return [
+        (
+            [i for i in ids if fold_of[patient_of[i]] != fold],
+            [i for i in ids if fold_of[patient_of[i]] == fold],
+        )
+        for fold in range(k)
+    ]

@@ -1,0 +1,109 @@
+"""The single path from a raw Volume to network input, and from network output back to the volume's grid.
+
+The slice cache, ``organseg predict --local`` and the Serve ensemble all call :func:`prepare_volume`, so a
+model sees the same pixels in training and in production.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from organseg.errors import DataError
+from organseg.io.volume import Geometry, Modality, Volume
+from organseg.preprocess.channels import stack_t1
+from organseg.preprocess.config import PreprocessConfig
+from organseg.preprocess.intensity import normalize
+from organseg.preprocess.resample import inplane_geometry, resize_slices
+
+
+@dataclass
+class PreparedVolume:
+    """Network-ready slices plus what is needed to put predictions back on the source grid.
+
+    ``array`` is (Z, C, size, size) float32; ``geometry``/``shape`` are the *original* image's, and
+    ``prepared_geometry`` places ``array`` in the same world space (same field of view and slices).
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+    shape: tuple[int, int, int]
+    modality: Modality
+    size: int
+    modalities: tuple[Modality, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return int(self.array.shape[1])
+
+    @property
+    def prepared_geometry(self) -> Geometry:
+        return inplane_geometry(self.geometry, self.shape, self.size)
+
+    def restore(self, prob_or_labels: np.ndarray, is_label: bool = False) -> np.ndarray:
+        """(Z, K, size, size) probabilities or (Z, size, size) labels → the original (Z, [K,] H, W) grid.
+
+        Probabilities are interpolated linearly (threshold after restoring for smooth borders); label
+        maps use nearest neighbour and keep their dtype.
+        """
+        array = np.asarray(prob_or_labels)
+        z, h, w = self.shape
+        if (
+            array.ndim not in (3, 4)
+            or array.shape[0] != z
+            or array.shape[-2:] != (self.size, self.size)
+        ):
+            raise ValueError(
+                f"restore expects (Z={z}, [K,] {self.size}, {self.size}), got shape {array.shape}"
+            )
+        return resize_slices(array, (h, w), order=0 if is_label else 1)
+
+
+def prepare_volume(
+    image: Volume, cfg: PreprocessConfig, partner: Volume | None = None
+) -> PreparedVolume:
+    """Normalize ``image`` for its modality and resize its slices to ``cfg.size``².
+
+    ``partner`` is the T1 out-phase series when ``image`` is T1 in-phase and ``cfg.t1_mode == "stack"``:
+    the two are normalized separately and stacked as channels (in, out). Intensities are normalized on
+    the original grid (statistics don't depend on ``size``), then resized bilinearly.
+    """
+    channels = [normalize(image, cfg)]
+    modalities = [image.modality]
+    if partner is not None:
+        if image.modality is not Modality.MR_T1_IN or partner.modality is not Modality.MR_T1_OUT:
+            raise DataError(
+                f"{_name(image)}: a partner series is only used to stack T1 in-phase (image, got "
+                f"{image.modality.value}) with out-phase (partner, got {partner.modality.value})"
+            )
+        if cfg.t1_mode != "stack":
+            raise DataError(
+                f"{_name(image)}: t1_mode is {cfg.t1_mode!r}, so no out-phase partner is stacked; "
+                "pass partner only with t1_mode='stack'"
+            )
+        if partner.shape != image.shape:
+            raise DataError(
+                f"T1 in-phase {_name(image)} has shape {image.shape} but out-phase {_name(partner)} has "
+                f"{partner.shape}; the two series must cover the same slices and pixels to stack"
+            )
+        channels.append(normalize(partner, cfg))
+        modalities.append(partner.modality)
+        stacked = stack_t1(channels[0], channels[1])
+    else:
+        stacked = channels[0][:, None]
+    array = resize_slices(stacked, cfg.size, order=1)
+    return PreparedVolume(
+        array=array,
+        geometry=image.geometry,
+        shape=image.shape,
+        modality=image.modality,
+        size=cfg.size,
+        modalities=tuple(modalities),
+        meta=dict(image.meta),
+    )
+
+
+def _name(volume: Volume) -> str:
+    return volume.meta.get("case_id") or volume.meta.get("source") or "volume"
