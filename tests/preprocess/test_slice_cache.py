@@ -4,7 +4,6 @@ import multiprocessing
 import os
 import pickle
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +124,10 @@ def _build_in_subprocess(args: tuple[Path, Path]) -> list[str]:
 def test_concurrent_builders_build_each_sample_once(synth_root: Path, tmp_path: Path) -> None:
     # Forked after this process used torch and SimpleITK: organseg makes forked children safe.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(2, mp_context=context) as pool:
-        results = list(pool.map(_build_in_subprocess, [(synth_root, tmp_path)] * 2))
+    with context.Pool(2) as pool:  # leaving the block terminates the workers, even after a timeout
+        results = pool.map_async(_build_in_subprocess, [(synth_root, tmp_path)] * 2).get(
+            timeout=120
+        )
     built = [sample_id for result in results for sample_id in result]
     assert sorted(built) == sorted(s.id for s in SliceCache.open(tmp_path).samples)
     assert not list(tmp_path.rglob("*.tmp"))
