@@ -54,6 +54,7 @@ def _single(
     modality: str | None,
     organs: list[str] | None,
     json_path: Path | None,
+    overlay: Path | None = None,
 ) -> None:
     import json
 
@@ -89,6 +90,23 @@ def _single(
         payload = {organ: m.to_dict() for organ, m in results.items()}
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
         err_console.print(f"wrote {json_path}", highlight=False)
+    if overlay is not None:
+        written = _write_overlays(data, overlay)
+        err_console.print(f"wrote {len(written)} overlay PNGs to {overlay}", highlight=False)
+
+
+def _write_overlays(data, overlay: Path) -> list[Path]:
+    """Prediction in organ colours, reference as green contour, over the case's DICOM image when the
+    geometry came from one (``--dicom`` or a CHAOS case folder), else on black."""
+    from organseg.io.dicom import read_dicom_series
+    from organseg.io.volume import Volume
+    from organseg.viz import render_overlays
+
+    source = Path(data.geometry_source)
+    image = read_dicom_series(source, data.modality) if source.is_dir() else None
+    pred = Volume(data.pred_labels, data.geometry, data.modality)
+    ref = Volume(data.ref_labels, data.geometry, data.modality)
+    return render_overlays(image, pred, ref, out_dir=overlay)
 
 
 def _dataset(
@@ -181,6 +199,9 @@ def register(app: typer.Typer) -> None:
         csv_path: Path | None = typer.Option(
             None, "--csv", help="Dataset mode: write per-case rows and task means as CSV."
         ),
+        overlay: Path | None = typer.Option(
+            None, "--overlay", help="Single case: write overlay PNGs (slices + montage.png) here."
+        ),
     ) -> None:
         """Score predicted masks with the CHAOS metrics (DICE, RAVD, ASSD, MSSD) and 0–100 scores."""
         from organseg.errors import ConfigError
@@ -191,8 +212,10 @@ def register(app: typer.Typer) -> None:
         if single or not ref.exists():
             if csv_path is not None:
                 raise ConfigError("--csv applies when REF is a CHAOS dataset folder")
-            _single(ref, pred, dicom, modality, organ_list, json_path)
+            _single(ref, pred, dicom, modality, organ_list, json_path, overlay)
             return
+        if overlay is not None:
+            raise ConfigError("--overlay applies to a single case, not a CHAOS dataset folder")
         if dicom is not None or modality is not None:
             raise ConfigError(
                 "--dicom and --modality apply to a single case; a CHAOS dataset carries its own"

@@ -34,6 +34,9 @@ def predict_command(
         None, "--report", help="Write the prediction's metadata as JSON here."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    overlay: Path | None = typer.Option(
+        None, "--overlay", help="Also write overlay PNGs (slices + montage.png) into this folder."
+    ),
     device: str | None = typer.Option(
         None, "--device", help="torch device for --local (default: cuda if present)."
     ),
@@ -71,6 +74,11 @@ def predict_command(
             written = write_labels(
                 prediction.labels, target, fmt, source_dicom=source_dicom, overwrite=overwrite
             )
+            if overlay is not None:
+                from organseg.viz import render_overlays
+
+                folder = overlay if len(inputs) == 1 else overlay / item.name
+                render_overlays(item.image, prediction.labels, out_dir=folder)
             progress.remove_task(task)
             entry = {
                 "input": item.name,
