@@ -1,9 +1,70 @@
-"""`organseg serve` (filled in by its issue)."""
+"""`organseg serve`: the ensemble graph over HTTP and gRPC until interrupted."""
 
 from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
 
 import typer
 
 
+def serve_command(
+    config: Path | None = typer.Argument(
+        None, help="Serve config YAML (default: deploy/serve/local.yaml)."
+    ),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", help="Model directory (overrides the config's args)."
+    ),
+    http_port: int | None = typer.Option(
+        None, "--http-port", help="HTTP port (default from the config, 8000)."
+    ),
+    grpc_port: int | None = typer.Option(
+        None, "--grpc-port", help="gRPC port (default from the config, 9000)."
+    ),
+    host: str | None = typer.Option(
+        None, "--host", help="HTTP bind address (default from the config)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)."
+    ),
+) -> None:
+    """Deploy router → per-modality ensembles → members and serve until Ctrl-C or SIGTERM."""
+    from ray import serve
+
+    from organseg.cli._console import err_console
+    from organseg.runtime import ray_session
+    from organseg.serve.runner import deploy, load_serve_config
+
+    schema = load_serve_config(config, model_dir, http_port, grpc_port, host)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        err_console.print(f"received {signal.Signals(signum).name}; shutting down")
+        stop.set()
+
+    with ray_session(address):
+        # After ray.init, which installs its own fatal-signal handlers: SIGTERM must mean "shut down cleanly".
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            err_console.print("deploying (first start loads every member; this can take a minute)")
+            deploy(schema)
+            http = schema.http_options
+            err_console.print(
+                f"[green]serving[/] {', '.join(a.name for a in schema.applications)}: "
+                f"HTTP http://{http.host}:{http.port}  (docs at /docs)  gRPC port {schema.grpc_options.port}; "
+                "Ctrl-C to stop",
+                highlight=False,
+                soft_wrap=True,
+            )
+            while not stop.wait(1.0):
+                pass
+        finally:
+            serve.shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    err_console.print("stopped")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the top-level app."""
+    app.command("serve")(serve_command)

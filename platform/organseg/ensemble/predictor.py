@@ -78,7 +78,10 @@ def prepare_input(
         decision = ModalityDecision(
             Modality.MR_T1_IN, decision.reason + "; T1 in+out stacked", decision.conflicts
         )
-    return decision, prepare_volume(image, spec.preprocess, partner if stacking else None)
+    prepared = prepare_volume(image, spec.preprocess, partner if stacking else None)
+    # float16 like the training cache: what members see is bit-identical in-process and when served
+    prepared.array = prepared.array.astype(np.float16)
+    return decision, prepared
 
 
 def assemble_prediction(
@@ -101,9 +104,9 @@ def assemble_prediction(
             if organ in per_organ:
                 per_organ[organ].append(probs[:, k])
     for k, organ in enumerate(organs):
-        if per_organ[organ]:
-            mean[:, k] = np.mean(per_organ[organ], axis=0)
-    threshold = spec.postprocess.threshold
+        if per_organ[organ]:  # members return uint8 probabilities (p·255)
+            mean[:, k] = np.mean(np.stack(per_organ[organ]), axis=0, dtype=np.float32) / 255.0
+    threshold = round(spec.postprocess.threshold * 255)
     uncertainty = {o: disagreement(per_organ[o], threshold) for o in organs}
     restored = prepared.restore(mean)
     labels = probabilities_to_labels(restored, organs, spec.postprocess)

@@ -1,0 +1,71 @@
+"""Building the Serve application from a model directory (the ``import_path`` of every Serve config).
+
+``deploy/serve/*.yaml`` name ``organseg.serve.app:build_app`` with ``args``; replicas, autoscaling, GPU
+fractions, batch sizes and thresholds come from those files' ``deployments`` section, never from code.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from organseg.ensemble.spec import load_spec
+from organseg.serve.deployments import EnsembleDeployment, MemberDeployment
+from organseg.serve.router import Router
+from organseg.serve.wire import WireLimits
+
+APP_NAME = "organseg"
+GRPC_SERVICER = "organseg.serve.proto.segmentation_pb2_grpc.add_SegmentationServicer_to_server"
+
+
+def member_deployment_name(member: str) -> str:
+    return f"member-{member}"
+
+
+def ensemble_deployment_name(modality: str) -> str:
+    return f"ensemble-{modality}"
+
+
+class AppArgs(BaseModel):
+    """``args`` of the application in a Serve config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str
+    #: Run each ensemble's members inside the ensemble replica instead of as member deployments.
+    colocate_members: bool = False
+    max_request_mb: int = Field(1024, ge=1)
+    max_voxels: int = Field(WireLimits().max_voxels, ge=1)
+    #: Slices per chunk sent through a member's @serve.batch queue.
+    chunk_slices: int = Field(8, ge=1)
+    #: torch device for members (default: cuda when the replica has a GPU).
+    device: str | None = None
+
+
+def build_app(args: dict) -> Application:
+    """Router → one ensemble per modality → member deployments (shared across modalities)."""
+    options = AppArgs.model_validate(args)
+    spec = load_spec(options.model_dir)
+    members = {}
+    if not options.colocate_members:
+        members = {
+            m.name: MemberDeployment.options(name=member_deployment_name(m.name)).bind(
+                options.model_dir, m.name, options.device
+            )
+            for m in spec.members
+        }
+    ensembles = {}
+    for modality in spec.modalities():
+        names = [m.name for m in spec.members_for(modality)]
+        ensembles[modality.value] = EnsembleDeployment.options(
+            name=ensemble_deployment_name(modality.value)
+        ).bind(
+            options.model_dir,
+            modality.value,
+            {n: members[n] for n in names} if members else {},
+            options.colocate_members,
+            options.chunk_slices,
+            options.device,
+        )
+    limits = {"max_request_bytes": options.max_request_mb * 2**20, "max_voxels": options.max_voxels}
+    return Router.options(name="router").bind(options.model_dir, ensembles, limits)

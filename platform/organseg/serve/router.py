@@ -1,0 +1,301 @@
+"""The ingress: HTTP (FastAPI) and gRPC on one deployment, routing each volume to its modality's ensemble.
+
+The router replaces SUMNet's learned modality classifier with the DICOM header (or an explicit request
+field that the header must not contradict); unknown or contradictory modalities are a 4xx /
+INVALID_ARGUMENT, never a guess. Bad input of any kind is answered with a message and leaves the replica
+healthy for the next request.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see real annotation objects.
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from organseg import __version__
+from organseg.ensemble.predictor import Prediction
+from organseg.ensemble.routing import ModalityError, decide_modality
+from organseg.ensemble.spec import EnsembleSpec, load_spec
+from organseg.errors import DataError, ModelError, OrgansegError
+from organseg.io.volume import Volume
+from organseg.serve.wire import (
+    OUTPUT_FORMATS,
+    RequestTooLarge,
+    WireLimits,
+    decode_dicom_zip,
+    decode_raw,
+    decode_volume_file,
+    encode_labels,
+)
+
+api = FastAPI(
+    title="organseg",
+    version=__version__,
+    description="Abdominal organ segmentation ensembles (CHAOS) served by Ray Serve. "
+    "POST a NIfTI/MHA/NRRD file, a zip of one DICOM series, or raw voxels to /v1/segment.",
+)
+
+
+def http_status(exc: Exception) -> int:
+    if isinstance(exc, RequestTooLarge):
+        return 413
+    if isinstance(exc, (ModalityError, ModelError)):
+        return 422
+    if isinstance(exc, (DataError, OrgansegError, ValueError)):
+        return 400
+    return 500
+
+
+def grpc_status(exc: Exception) -> grpc.StatusCode:
+    if isinstance(exc, RequestTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, (ModelError, ModalityError)):
+        return (
+            grpc.StatusCode.FAILED_PRECONDITION
+            if isinstance(exc, ModelError)
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+    if isinstance(exc, (DataError, OrgansegError, ValueError)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
+
+
+def _floats(text: str | None, name: str) -> list[float] | None:
+    if text in (None, ""):
+        return None
+    try:
+        return [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"field {name!r} must be comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str | None, name: str) -> list[int]:
+    values = _floats(text, name) or []
+    if any(v != int(v) for v in values):
+        raise DataError(f"field {name!r} must be whole numbers, got {text!r}")
+    return [int(v) for v in values]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
+@serve.ingress(api)
+class Router:
+    """HTTP routes and gRPC methods (same names as the rpcs in segmentation.proto) on one ingress."""
+
+    def __init__(
+        self, model_dir: str, ensembles: dict[str, DeploymentHandle], limits: dict[str, int]
+    ) -> None:
+        self.spec: EnsembleSpec = load_spec(model_dir)
+        self.ensembles = ensembles
+        self.limits = WireLimits(**limits)
+
+    # -- shared request path ------------------------------------------------------------------------
+    async def _segment(
+        self, volume: Volume, modality: str | None, output_format: str
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        if output_format not in OUTPUT_FORMATS:
+            raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
+        decision = decide_modality(volume, modality or None)
+        handle = self.ensembles.get(decision.modality.value)
+        if handle is None:
+            raise ModelError(
+                f"{decision.modality.value} ({decision.reason}) has no ensemble here; this server segments "
+                f"{sorted(self.ensembles)}"
+            )
+        prediction: Prediction = await handle.segment.remote(volume, decision.modality.value)
+        prediction.modality_reason = decision.reason  # the router's decision, with its evidence
+        encoded = await asyncio.to_thread(encode_labels, prediction.labels, output_format)
+        report = prediction.report()
+        report["timings_s"]["router_total"] = round(time.perf_counter() - started, 4)
+        labels = prediction.labels
+        return {
+            "labels": encoded,
+            "output_format": output_format,
+            "shape": list(labels.shape),
+            "spacing": list(labels.spacing),
+            "origin": list(labels.origin),
+            "direction": list(labels.direction),
+            "ensemble": f"{self.spec.name}/{decision.modality.value}",
+            **{
+                k: report[k]
+                for k in (
+                    "modality",
+                    "modality_reason",
+                    "members",
+                    "volumes_ml",
+                    "uncertainty",
+                    "timings_s",
+                )
+            },
+        }
+
+    async def _models(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "name": spec.name,
+            "task": spec.task,
+            "organseg_version": spec.organseg_version,
+            "created": spec.created,
+            "size": spec.preprocess.size,
+            "t1_mode": spec.preprocess.t1_mode,
+            "ensembles": [
+                {
+                    "modality": modality,
+                    "members": [m.name for m in spec.members_for(modality)],
+                    "organs": spec.organs_for(modality),
+                }
+                for modality in sorted(self.ensembles)
+            ],
+            "members": [
+                {
+                    "name": m.name,
+                    "arch": m.arch,
+                    "organs": m.organs,
+                    "modalities": [x.value for x in m.modalities],
+                    "in_channels": m.in_channels,
+                    "val_dice": m.val_dice,
+                }
+                for m in spec.members
+            ],
+        }
+
+    async def _readiness(self) -> dict[str, Any]:
+        async def check(name: str, handle: DeploymentHandle) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(handle.health.remote(), timeout=30)
+                return name, "ok"
+            except Exception as exc:  # report, don't raise: this is a health check
+                return name, f"unavailable: {type(exc).__name__}"
+
+        results = dict(await asyncio.gather(*(check(n, h) for n, h in self.ensembles.items())))
+        status = "ok" if all(v == "ok" for v in results.values()) else "degraded"
+        return {"status": status, "ensembles": results}
+
+    # -- HTTP -------------------------------------------------------------------------------------------
+    @api.post("/v1/segment", summary="Segment a volume; the ensemble is chosen by modality")
+    async def segment_http(self, request: Request) -> JSONResponse:
+        """multipart/form-data with ``file`` (NIfTI/MHA/NRRD, DICOM zip, or raw bytes with ``shape`` and
+        ``dtype``), and optional ``modality``, ``output_format`` (nifti | png-zip | raw), ``spacing``,
+        ``origin``, ``direction``, ``compression`` (raw only). Labels come back base64-encoded."""
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+            self.limits.check_bytes(declared)
+            if declared == 0 and not request.headers.get("transfer-encoding"):
+                raise DataError("empty request body; send multipart/form-data with a 'file' field")
+            if "multipart/form-data" not in request.headers.get("content-type", ""):
+                raise DataError("send multipart/form-data with a 'file' field (see /docs)")
+            form = await request.form(max_files=1, max_fields=16)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise DataError("missing 'file' field (the volume, DICOM zip or raw voxels)")
+            data = await upload.read()
+            self.limits.check_bytes(len(data), "uploaded file")
+            fields = {k: str(v) for k, v in form.items() if k != "file"}
+            volume = await asyncio.to_thread(self._decode_form, data, upload.filename, fields)
+            result = await self._segment(
+                volume, fields.get("modality"), fields.get("output_format") or "nifti"
+            )
+        except Exception as exc:
+            return JSONResponse(
+                status_code=http_status(exc),
+                content={"error": str(exc), "type": type(exc).__name__},
+            )
+        result["labels"] = base64.b64encode(result["labels"]).decode()
+        return JSONResponse(result)
+
+    def _decode_form(self, data: bytes, filename: str | None, fields: dict[str, str]) -> Volume:
+        if not data:
+            raise DataError("the uploaded file is empty")
+        if fields.get("shape"):
+            return decode_raw(
+                data,
+                fields.get("dtype") or "",
+                _ints(fields.get("shape"), "shape"),
+                _floats(fields.get("spacing"), "spacing"),
+                _floats(fields.get("origin"), "origin"),
+                _floats(fields.get("direction"), "direction"),
+                fields.get("compression"),
+                self.limits,
+            )
+        if data[:4] == b"PK\x03\x04":
+            return decode_dicom_zip(data, self.limits)
+        return decode_volume_file(data, filename, self.limits)
+
+    @api.get("/v1/models", summary="Ensembles, members, modalities and versions")
+    async def models_http(self) -> dict[str, Any]:
+        return await self._models()
+
+    @api.get("/healthz", summary="Liveness of the router")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @api.get("/readyz", summary="Readiness: every ensemble and member answers")
+    async def readyz(self) -> JSONResponse:
+        result = await self._readiness()
+        return JSONResponse(result, status_code=200 if result["status"] == "ok" else 503)
+
+    # -- gRPC (method names equal the rpc names) -------------------------------------------------------
+    async def Segment(self, request: Any, grpc_context: Any = None) -> Any:
+        from organseg.serve.proto import segmentation_pb2 as pb
+
+        try:
+            kind = request.WhichOneof("input")
+            if kind == "volume_file":
+                volume = await asyncio.to_thread(
+                    decode_volume_file, request.volume_file, request.filename or None, self.limits
+                )
+            elif kind == "dicom_zip":
+                volume = await asyncio.to_thread(decode_dicom_zip, request.dicom_zip, self.limits)
+            elif kind == "raw":
+                raw = request.raw
+                volume = await asyncio.to_thread(
+                    decode_raw,
+                    raw.data,
+                    raw.dtype,
+                    list(raw.shape),
+                    list(raw.spacing),
+                    list(raw.origin),
+                    list(raw.direction),
+                    raw.compression,
+                    self.limits,
+                )
+            else:
+                raise DataError("empty request: set one of volume_file, dicom_zip or raw")
+            result = await self._segment(
+                volume, request.modality or None, request.output_format or "nifti"
+            )
+        except Exception as exc:
+            if grpc_context is not None:
+                grpc_context.set_code(grpc_status(exc))
+                grpc_context.set_details(str(exc))
+            return pb.SegmentResponse()
+        return pb.SegmentResponse(**result)
+
+    async def ListModels(self, request: Any, grpc_context: Any = None) -> Any:
+        from organseg.serve.proto import segmentation_pb2 as pb
+
+        models = await self._models()
+        return pb.ListModelsResponse(
+            name=models["name"],
+            task=models["task"],
+            organseg_version=models["organseg_version"],
+            created=models["created"],
+            size=models["size"],
+            ensembles=[pb.EnsembleInfo(**e) for e in models["ensembles"]],
+            members=[
+                pb.MemberInfo(**{**m, "val_dice": m["val_dice"] or 0.0}) for m in models["members"]
+            ],
+        )
+
+    async def Health(self, request: Any, grpc_context: Any = None) -> Any:
+        from organseg.serve.proto import segmentation_pb2 as pb
+
+        result = await self._readiness()
+        return pb.HealthResponse(status=result["status"], ensembles=result["ensembles"])

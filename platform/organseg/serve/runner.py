@@ -1,0 +1,112 @@
+"""Starting the application from a Serve config file: what ``organseg serve`` (and the tests) run.
+
+The config is deployed exactly as ``serve run CONFIG`` deploys it (Ray applies the per-deployment
+overrides), with the model directory and ports optionally overridden on the command line.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from ray import serve
+from ray.serve._private import (
+    api as _serve_api,  # the entry `serve run CONFIG` uses; no public equivalent
+)
+from ray.serve.config import gRPCOptions
+from ray.serve.schema import ServeDeploySchema
+
+from organseg.errors import ConfigError, OrgansegError
+from organseg.serve.app import APP_NAME, GRPC_SERVICER
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "serve" / "local.yaml"
+
+
+def load_serve_config(
+    path: Path | str | None = None,
+    model_dir: Path | str | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    host: str | None = None,
+) -> ServeDeploySchema:
+    """Read a Serve config (default: the local CPU profile) and apply command-line overrides."""
+    if path is None:
+        app = {
+            "name": APP_NAME,
+            "route_prefix": "/",
+            "import_path": "organseg.serve.app:build_app",
+            "args": {},
+        }
+        data: dict[str, Any] = {"applications": [app]}
+        if DEFAULT_CONFIG.is_file():
+            data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: Serve config not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = copy.deepcopy(data)
+    if http_port is not None or host is not None:
+        data.setdefault("http_options", {})
+        if http_port is not None:
+            data["http_options"]["port"] = http_port
+        if host is not None:
+            data["http_options"]["host"] = host
+    grpc = data.setdefault("grpc_options", {})
+    grpc.setdefault("grpc_servicer_functions", [GRPC_SERVICER])
+    if grpc_port is not None:
+        grpc["port"] = grpc_port
+    if model_dir is not None:
+        for app in data.get("applications", []):
+            app.setdefault("args", {})["model_dir"] = str(Path(model_dir).resolve())
+    try:
+        return ServeDeploySchema.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path or 'Serve config'}: invalid ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})"
+        ) from None
+
+
+def deploy(config: ServeDeploySchema, timeout_s: float = 600.0) -> None:
+    """Start Serve with the config's HTTP/gRPC options, deploy its applications and wait until RUNNING."""
+    for app in config.applications:
+        if not (app.args or {}).get("model_dir"):
+            raise ConfigError(f"application {app.name!r} has no args.model_dir; pass --model-dir")
+        from organseg.ensemble.spec import load_spec
+
+        load_spec(app.args["model_dir"])  # a clear error before any replica tries
+    client = _serve_api.serve_start(
+        http_options=config.http_options.model_dump(),
+        grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
+        proxy_location=config.proxy_location,
+    )
+    client.deploy_apps(config, _blocking=False)
+    wait_until_running([a.name for a in config.applications], timeout_s)
+
+
+def wait_until_running(names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications
+        states = {n: status[n].status if n in status else "NOT_STARTED" for n in names}
+        failed = {
+            n: status[n].message
+            for n in names
+            if n in status and status[n].status == "DEPLOY_FAILED"
+        }
+        if failed:
+            raise OrgansegError(
+                "; ".join(f"application {n} failed to deploy: {m}" for n, m in failed.items())
+            )
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise OrgansegError(f"applications not running after {timeout_s:.0f} s: {states}")
+        time.sleep(0.5)

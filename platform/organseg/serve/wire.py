@@ -1,0 +1,249 @@
+"""How volumes and label maps travel: decoding requests and encoding responses, with limits.
+
+Pixels are the cost in this service (not the networks), so the wire carries each volume in its own dtype
+(int16 CT, uint16 MR), optionally zlib-compressed, and label maps as compressed uint8 - never as floats.
+Every decoder checks sizes before allocating and raises a :class:`DataError` naming the problem, so bad
+input costs a 4xx answer, not a replica.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from organseg.errors import DataError
+from organseg.io.dicom import read_dicom_series
+from organseg.io.files import read_volume_file
+from organseg.io.png import labels_to_grey
+from organseg.io.volume import Geometry, Modality, Volume
+
+RAW_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+OUTPUT_FORMATS = ("nifti", "png-zip", "raw")
+
+
+class RequestTooLarge(DataError):
+    """The request exceeds the configured size limits (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    max_request_bytes: int = 1024 * 1024 * 1024
+    max_voxels: int = 400 * 1024 * 1024  # e.g. 1600 slices of 512²
+    max_zip_members: int = 5000
+
+    def check_bytes(self, size: int, what: str = "request") -> None:
+        if size > self.max_request_bytes:
+            raise RequestTooLarge(
+                f"{what} is {size / 2**20:.1f} MiB; this server accepts at most "
+                f"{self.max_request_bytes / 2**20:.0f} MiB"
+            )
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 3 or any(int(s) <= 0 for s in shape):
+            raise DataError(f"shape must be three positive sizes (z, y, x), got {list(shape)}")
+        voxels = int(np.prod([int(s) for s in shape], dtype=np.int64))
+        if voxels > self.max_voxels:
+            raise RequestTooLarge(
+                f"volume of {list(shape)} has {voxels} voxels; the limit is {self.max_voxels}"
+            )
+
+
+def _sniff_suffix(data: bytes, filename: str | None) -> str:
+    name = (filename or "").lower()
+    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
+        if name.endswith(suffix):
+            return suffix
+    if data[:2] == b"\x1f\x8b":
+        return ".nii.gz"
+    if data[:4] == b"NRRD":
+        return ".nrrd"
+    if data[:10].startswith(b"ObjectType") or b"ElementDataFile" in data[:4096]:
+        return ".mha"
+    if len(data) >= 348 and data[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return ".nii"
+    raise DataError("the uploaded file is not a NIfTI, MHA or NRRD volume (unrecognised content)")
+
+
+def decode_volume_file(data: bytes, filename: str | None, limits: WireLimits) -> Volume:
+    """A NIfTI/MHA/NRRD file's bytes as a Volume (SimpleITK reads from a private temporary file)."""
+    if not data:
+        raise DataError("empty volume file")
+    limits.check_bytes(len(data), "volume file")
+    suffix = _sniff_suffix(data, filename)
+    if suffix == ".nii.gz":
+        try:  # a gzip bomb must not expand past the limits
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                header = stream.read(352)
+            if len(header) < 348:
+                raise DataError("NIfTI file is truncated (header shorter than 348 bytes)")
+        except (OSError, EOFError) as exc:
+            raise DataError(f"corrupt gzip in the uploaded NIfTI file ({exc})") from None
+    with tempfile.TemporaryDirectory(prefix="organseg-upload-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise DataError(f"unreadable {suffix} volume: header corrupt or truncated") from None
+        size = reader.GetSize()
+        limits.check_shape(tuple(reversed(size)) if len(size) == 3 else (1, *reversed(size)))
+        try:
+            volume = read_volume_file(path)
+        except DataError as exc:
+            raise DataError(str(exc).replace(str(path), f"uploaded {suffix} file")) from None
+    volume.meta["source"] = filename or f"upload{suffix}"
+    return volume
+
+
+def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
+    """A zip of exactly one DICOM series (any folder depth) as a Volume with its header facts."""
+    if not data:
+        raise DataError("empty DICOM zip")
+    limits.check_bytes(len(data), "DICOM zip")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise DataError("the upload is not a valid zip archive") from None
+    with archive, tempfile.TemporaryDirectory(prefix="organseg-dicom-") as tmp:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if not members:
+            raise DataError("the zip archive is empty")
+        if len(members) > limits.max_zip_members:
+            raise RequestTooLarge(
+                f"the zip holds {len(members)} files; the limit is {limits.max_zip_members}"
+            )
+        total = sum(m.file_size for m in members)
+        limits.check_bytes(total, "unzipped DICOM series")
+        folder = Path(tmp)
+        for member in members:
+            name = Path(member.filename).name
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            # flatten: keep the archive order in the name so file-name order survives, never trust paths
+            parent = Path(member.filename).parent.as_posix()
+            target = folder / (
+                name if parent in ("", ".") else f"{parent.replace('/', '_')}__{name}"
+            )
+            try:
+                with archive.open(member) as source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise DataError(f"zip member {member.filename!r} is corrupt ({exc})") from None
+        try:
+            volume = read_dicom_series(folder)
+        except DataError as exc:
+            raise DataError(
+                str(exc).replace(str(folder) + "/", "").replace(str(folder), "the zip")
+            ) from None
+    limits.check_shape(volume.shape)
+    volume.meta["source"] = "uploaded DICOM zip"
+    return volume
+
+
+def decode_raw(
+    data: bytes,
+    dtype: str,
+    shape: list[int] | tuple[int, ...],
+    spacing: list[float] | tuple[float, ...] | None,
+    origin: list[float] | tuple[float, ...] | None = None,
+    direction: list[float] | tuple[float, ...] | None = None,
+    compression: str | None = None,
+    limits: WireLimits | None = None,
+) -> Volume:
+    """Raw C-order voxels plus geometry as a Volume; the byte count must match shape × dtype exactly."""
+    limits = limits or WireLimits()
+    if not data:
+        raise DataError("empty raw volume (no bytes)")
+    limits.check_bytes(len(data), "raw volume")
+    if dtype not in RAW_DTYPES:
+        raise DataError(f"dtype {dtype!r} is not accepted; use one of {list(RAW_DTYPES)}")
+    shape = tuple(int(s) for s in shape)
+    limits.check_shape(shape)
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if compression in ("zlib",):
+        try:
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(data, expected + 1)
+        except zlib.error as exc:
+            raise DataError(f"corrupt zlib data in the raw volume ({exc})") from None
+    elif compression not in (None, "", "none"):
+        raise DataError(f"compression {compression!r} is not supported; use 'zlib' or none")
+    if len(data) != expected:
+        raise DataError(
+            f"raw volume has {len(data)} bytes but shape {list(shape)} of {dtype} needs {expected} bytes"
+        )
+    try:
+        geometry = Geometry(
+            spacing=tuple(spacing) if spacing else (1.0, 1.0, 1.0),
+            origin=tuple(origin) if origin else (0.0, 0.0, 0.0),
+            direction=tuple(direction) if direction else (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        )
+    except ValueError as exc:
+        raise DataError(f"invalid geometry: {exc}") from None
+    array = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    return Volume(array=array, geometry=geometry, meta={"source": "raw upload"})
+
+
+def encode_raw(volume: Volume, compress: bool = True) -> dict:
+    """The client side of :func:`decode_raw`: the volume's own dtype, zlib-compressed."""
+    array = np.ascontiguousarray(volume.array)
+    data = array.tobytes()
+    return {
+        "data": zlib.compress(data, 1) if compress else data,
+        "dtype": array.dtype.name,
+        "shape": list(array.shape),
+        "spacing": list(volume.spacing),
+        "origin": list(volume.origin),
+        "direction": list(volume.direction),
+        "compression": "zlib" if compress else "none",
+    }
+
+
+def encode_labels(labels: Volume, output_format: str = "nifti") -> bytes:
+    """The label map as NIfTI (gzip) bytes, a zip of CHAOS PNGs, or zlib-compressed raw uint8."""
+    if output_format in ("", None, "nifti"):
+        with tempfile.TemporaryDirectory(prefix="organseg-out-") as tmp:
+            path = Path(tmp) / "labels.nii.gz"
+            image = labels.to_sitk()
+            image.SetMetaData("ITK_FileNotes", f"organseg modality={labels.modality.value}")
+            sitk.WriteImage(image, str(path), useCompression=True)
+            return path.read_bytes()
+    if output_format == "png-zip":
+        grey = labels_to_grey(labels.array, labels.modality)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+            for z in range(grey.shape[0]):
+                png = io.BytesIO()
+                from PIL import Image
+
+                Image.fromarray(grey[z]).save(png, format="PNG")
+                archive.writestr(f"results{z + 1:03d}.png", png.getvalue())
+        return buffer.getvalue()
+    if output_format == "raw":
+        return zlib.compress(np.ascontiguousarray(labels.array, dtype=np.uint8).tobytes(), 1)
+    raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
+
+
+def decode_labels(
+    data: bytes, output_format: str, shape: list[int], geometry: Geometry, modality: str
+) -> Volume:
+    """The client side of :func:`encode_labels` (NIfTI and raw; PNG zips are for people)."""
+    if output_format in ("", "nifti"):
+        volume = decode_volume_file(data, "labels.nii.gz", WireLimits())
+        volume.array = volume.array.astype(np.uint8)
+        return volume
+    if output_format == "raw":
+        array = np.frombuffer(zlib.decompress(data), dtype=np.uint8).reshape(shape)
+        return Volume(array.copy(), geometry, Modality.parse(modality))
+    raise DataError(f"cannot decode {output_format!r} labels into a volume")

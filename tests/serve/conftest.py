@@ -1,0 +1,55 @@
+"""One Serve instance per test module: the tiny trained ensemble on loopback ports."""
+
+from __future__ import annotations
+
+import pytest
+
+HTTP_PORT, GRPC_PORT = 18345, 19345
+
+
+@pytest.fixture(scope="module")
+def served(trained_ensemble, ray_cluster):
+    """The app deployed exactly as `organseg serve` deploys a config; yields (http url, grpc target, config)."""
+    from ray import serve
+
+    from organseg.serve.runner import deploy, load_serve_config
+
+    config, report = trained_ensemble
+    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}
+    schema = {
+        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
+        "grpc_options": {"port": GRPC_PORT},
+        "applications": [
+            {
+                "name": "organseg",
+                "route_prefix": "/",
+                "import_path": "organseg.serve.app:build_app",
+                "args": {
+                    "model_dir": str(report.model_dir),
+                    "max_voxels": 30_000_000,
+                    "max_request_mb": 128,
+                },
+                "deployments": [
+                    {"name": "router", **small},
+                    {"name": "ensemble-CT", **small, "user_config": {"threshold": 0.5}},
+                    {"name": "ensemble-MR-T2SPIR", **small},
+                    {"name": "member-dualtail", **small, "user_config": batching},
+                    {"name": "member-attn", **small, "user_config": batching},
+                ],
+            }
+        ],
+    }
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "serve.yaml"
+        path.write_text(yaml.safe_dump(schema))
+        deploy(load_serve_config(path), timeout_s=300)
+    try:
+        yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", config, report.model_dir
+    finally:
+        serve.shutdown()
