@@ -45,7 +45,7 @@ class DatasetConfig(_Strict):
     synthetic: SyntheticDataConfig | None = None
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     split_seed: int = 0
-    #: Where the preprocessed slice cache lives (default: ``<storage_path>/cache``).
+    #: Where the preprocessed slice cache lives (default: ``<storage_path>/<name>/cache``).
     cache_dir: Path | None = None
 
     @model_validator(mode="after")
@@ -260,6 +260,24 @@ class ExperimentConfig(_Strict):
                     f"member {member.name!r} accepts {outside}, which CHAOS task {self.task} does not include "
                     f"({[m.value for m in task.modalities]})"
                 )
+        stacked = self.preprocess.t1_mode == "stack"
+        for member in self.members:
+            modalities = member.modalities or []
+            if stacked and Modality.MR_T1_OUT in modalities:
+                raise ValueError(
+                    f"member {member.name!r} accepts MR-T1-out, but preprocess.t1_mode is 'stack': out-phase is "
+                    "the second channel of each MR-T1-in sample; drop MR-T1-out (or use t1_mode: separate)"
+                )
+            if member.in_channels == 2 and not (stacked and modalities == [Modality.MR_T1_IN]):
+                raise ValueError(
+                    f"member {member.name!r} has in_channels: 2, which only fits stacked T1 in+out "
+                    "(t1_mode: stack and modalities: [MR-T1-in])"
+                )
+            if member.encoder_weights and member.in_channels != 3:
+                raise ValueError(
+                    f"member {member.name!r} loads {member.encoder_weights} encoder weights, which expect "
+                    f"in_channels: 3 (got {member.in_channels}); grey slices are repeated to 3 channels"
+                )
         if self.tune and self.tune.members:
             missing = sorted(set(self.tune.members) - set(names))
             if missing:
@@ -365,11 +383,30 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> Ex
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.0.c`` in nested mappings/lists (list items by index), naming the key when it cannot."""
     keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(
+                    f"override {dotted!r}: {where} is not an index of a list of {len(node)}"
+                )
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(
+                f"override {dotted!r}: {'.'.join(keys[:depth])} is a value, not a section"
+            )
 
 
 def dump_config(config: ExperimentConfig) -> str:

@@ -16,6 +16,12 @@ from organseg.cli import data, evaluate, models, predict, quickstart, serve, tra
 from organseg.cli._console import err_console
 from organseg.errors import OrgansegError
 
+# typer ≥ 0.25 vendors its own click; catch both its exceptions and click's (older typer uses click's).
+_USAGE_ERRORS = tuple(
+    {click.ClickException, getattr(typer, "TyperException", click.ClickException)}
+)
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+
 app = typer.Typer(
     name="organseg",
     help="Train, tune, evaluate and serve CHAOS organ-segmentation ensembles on Ray.",
@@ -38,10 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="organseg", standalone_mode=False)
-    except click.exceptions.Abort:
+    except _ABORTS:
         err_console.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
+        if not hasattr(
+            exc, "show"
+        ):  # TyperException subclasses without a usage message (Exit is handled by main)
+            raise
         exc.show()
         sys.exit(exc.exit_code)
     except OrgansegError as exc:

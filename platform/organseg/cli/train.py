@@ -7,10 +7,20 @@ from pathlib import Path
 import typer
 
 
-def _load(config: Path, output: Path | None):
-    from organseg.config import load_config
+def _load(config: Path, output: Path | None, overrides: list[str] | None = None):
+    """Load the config, applying ``--set key.path=value`` overrides (values parse as YAML)."""
+    import yaml
 
-    cfg = load_config(config)
+    from organseg.config import load_config
+    from organseg.errors import ConfigError
+
+    parsed = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    cfg = load_config(config, overrides=parsed)
     if output is not None:
         cfg.output = output.resolve()
     return cfg
@@ -30,6 +40,11 @@ def train_command(
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)."
     ),
+    overrides: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="Override a config key (value parsed as YAML), e.g. --set storage_path=s3://b/runs.",
+    ),
 ) -> None:
     """Train every ensemble member at the same time (one Ray Train run each); rerun to resume."""
     from rich.table import Table
@@ -37,7 +52,7 @@ def train_command(
     from organseg.cli._console import console, err_console
     from organseg.train.launcher import train_experiment
 
-    cfg = _load(config, output)
+    cfg = _load(config, output, overrides)
     report = train_experiment(
         cfg, members=member or None, address=address, restart=restart, console=err_console
     )
@@ -74,12 +89,17 @@ def tune_command(
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)."
     ),
+    overrides: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="Override a config key (value parsed as YAML), e.g. --set dataset.path=/mnt/data.",
+    ),
 ) -> None:
     """Search learning rate and loss weighting with Ray Tune (Optuna TPE + ASHA); write the best config."""
     from organseg.cli._console import console, err_console
     from organseg.train.tune import tune_experiment
 
-    cfg = _load(config, None)
+    cfg = _load(config, None, overrides)
     report = tune_experiment(
         cfg,
         members=member or None,

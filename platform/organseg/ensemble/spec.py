@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from organseg import __version__
-from organseg.config import PostprocessConfig
+from organseg.config import ExperimentConfig, MemberConfig, PostprocessConfig
 from organseg.errors import ModelError
 from organseg.io.volume import Modality
 from organseg.preprocess.config import PreprocessConfig
@@ -86,6 +86,65 @@ class EnsembleSpec(BaseModel):
         """Organs predicted for a modality (union over its members, in CHAOS label order)."""
         names = {o for m in self.members_for(modality) for o in m.organs}
         return [o for o in self.organs if o in names]
+
+
+def entry_for(config: ExperimentConfig, member: MemberConfig, **trained: Any) -> MemberEntry:
+    """The ensemble.yaml entry of a configured member (``trained``: val_dice, epoch)."""
+    return MemberEntry(
+        name=member.name,
+        arch=member.arch,
+        kwargs=member.kwargs,
+        in_channels=member.in_channels,
+        organs=list(config.organs_for(member)),
+        modalities=list(member.modalities or []),
+        weights=f"{member.name}/model.pt",
+        **trained,
+    )
+
+
+def spec_for(config: ExperimentConfig, members: list[MemberEntry]) -> EnsembleSpec:
+    """The ensemble description of an experiment with these (trained) members."""
+    from organseg.tasks import get_task
+
+    return EnsembleSpec(
+        name=config.name,
+        task=config.task,
+        organs=list(get_task(config.task).organs),
+        preprocess=config.preprocess,
+        postprocess=config.postprocess,
+        members=members,
+    )
+
+
+def write_untrained_model_dir(
+    config: ExperimentConfig, model_dir: Path | str, seed: int = 0
+) -> Path:
+    """A model directory whose members carry freshly initialised weights.
+
+    Nothing to segment with, but everything else is real: benchmarks time the serving data plane with the
+    true architectures (e.g. the four 512² CT members) and tests build graphs without training first.
+    """
+    import torch
+
+    from organseg.models import create_member
+
+    model_dir = Path(model_dir)
+    torch.manual_seed(seed)
+    entries = []
+    for member in config.members:
+        entry = entry_for(config, member)
+        network = create_member(
+            member.arch,
+            member.in_channels,
+            len(entry.organs),
+            encoder_weights=None,
+            **member.kwargs,
+        )
+        (model_dir / member.name).mkdir(parents=True, exist_ok=True)
+        torch.save(network.state_dict(), model_dir / entry.weights)
+        entries.append(entry)
+    save_spec(spec_for(config, entries), model_dir)
+    return model_dir
 
 
 def load_spec(model_dir: Path | str) -> EnsembleSpec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from organseg.ensemble.spec import load_spec
+from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.serve.deployments import EnsembleDeployment, MemberDeployment
 from organseg.serve.router import Router
 from organseg.serve.wire import WireLimits
@@ -40,6 +40,14 @@ class AppArgs(BaseModel):
     chunk_slices: int = Field(8, ge=1)
     #: torch device for members (default: cuda when the replica has a GPU).
     device: str | None = None
+
+
+def deployment_names(spec: EnsembleSpec, options: AppArgs) -> set[str]:
+    """Every deployment the graph of ``spec`` has (what a Serve config may configure by name)."""
+    names = {"router"} | {ensemble_deployment_name(m.value) for m in spec.modalities()}
+    if not options.colocate_members:
+        names |= {member_deployment_name(m.name) for m in spec.members}
+    return names
 
 
 def build_app(args: dict) -> Application:

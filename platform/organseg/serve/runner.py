@@ -63,15 +63,53 @@ def load_serve_config(
     grpc.setdefault("grpc_servicer_functions", [GRPC_SERVICER])
     if grpc_port is not None:
         grpc["port"] = grpc_port
-    if model_dir is not None:
-        for app in data.get("applications", []):
-            app.setdefault("args", {})["model_dir"] = str(Path(model_dir).resolve())
+    for app in data.get("applications", []):
+        args = app.setdefault("args", {})
+        if model_dir is not None:
+            args["model_dir"] = str(Path(model_dir).resolve())
+        elif args.get("model_dir") and "://" not in str(args["model_dir"]):
+            # relative to where the command runs, as `serve run` would read it; absolute for the replicas
+            args["model_dir"] = str(Path(args["model_dir"]).resolve())
+    for app in data.get("applications", []):
+        _drop_absent_deployments(app)
     try:
         return ServeDeploySchema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
             f"{path or 'Serve config'}: invalid ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})"
         ) from None
+
+
+def _drop_absent_deployments(app: dict[str, Any]) -> None:
+    """Keep only the per-deployment settings that name a deployment of this model directory's graph.
+
+    A profile written for one ensemble (its member names) can then serve another model directory: settings
+    for members it lacks are dropped with a note instead of failing the whole deployment.
+    """
+    model_dir = (app.get("args") or {}).get("model_dir")
+    if (
+        not model_dir
+        or app.get("import_path") != "organseg.serve.app:build_app"
+        or not app.get("deployments")
+    ):
+        return
+    from organseg.ensemble.spec import load_spec
+    from organseg.serve.app import AppArgs, deployment_names
+
+    try:
+        names = deployment_names(load_spec(model_dir), AppArgs.model_validate(app["args"]))
+    except Exception:  # an unreadable model directory is reported by deploy(), with its own message
+        return
+    kept = [d for d in app["deployments"] if d.get("name") in names]
+    dropped = sorted(d.get("name") for d in app["deployments"] if d.get("name") not in names)
+    if dropped:
+        import warnings
+
+        warnings.warn(
+            f"Serve config settings for {dropped} skipped: {model_dir} has no such deployments",
+            stacklevel=3,
+        )
+    app["deployments"] = kept
 
 
 def deploy(config: ServeDeploySchema, timeout_s: float = 600.0) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from organseg.config import ExperimentConfig, MemberConfig
-from organseg.errors import DataError
+from organseg.errors import DataError, DataWarning
 from organseg.io import discover_cases
 from organseg.preprocess.dataset import SliceCache, patient_split
 from organseg.tasks import get_task
@@ -72,4 +73,13 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     train_ids, val_ids = patient_split(
         cache.samples, val_fraction=config.dataset.val_fraction, seed=config.dataset.split_seed
     )
+    if not val_ids:
+        # One patient cannot be split by patient; validate on the training data rather than not at all.
+        warnings.warn(
+            DataWarning(
+                f"{root}: a single patient; validation Dice is measured on the training patient"
+            ),
+            stacklevel=2,
+        )
+        val_ids = list(train_ids)
     return PreparedData(root=root, cache=cache, train_ids=list(train_ids), val_ids=list(val_ids))

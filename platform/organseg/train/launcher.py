@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 
 from organseg.config import ExperimentConfig, MemberConfig
-from organseg.ensemble.spec import EnsembleSpec, MemberEntry, load_spec, save_spec
+from organseg.ensemble.spec import MemberEntry, entry_for, load_spec, save_spec, spec_for
 from organseg.errors import ConfigError
 from organseg.runtime import ray_session
 from organseg.tasks import get_task
@@ -167,10 +167,22 @@ def _fit_member(
         "trained",
         best_val_dice=metrics.get("val_dice"),
         best_epoch=metrics.get("epoch"),
+        history=_full_history(result.checkpoint),
         checkpoint=checkpoint.path
         if "://" not in run_root
         else f"{run_root.split('://')[0]}://{checkpoint.path}",
     )
+
+
+def _full_history(latest: Any) -> list[dict[str, Any]]:
+    """Every epoch so far, from the latest checkpoint (the best one only knows the epochs before it)."""
+    if latest is None:
+        return []
+    try:
+        with latest.as_directory() as folder:
+            return json.loads((Path(folder) / MEMBER_FILE).read_text()).get("history", [])
+    except (OSError, ValueError):
+        return []
 
 
 def _previous_outcome(
@@ -358,15 +370,11 @@ def export_model_dir(config: ExperimentConfig, outcomes: list[MemberOutcome]) ->
             description = json.loads((staging / MEMBER_FILE).read_text())
             shutil.rmtree(target, ignore_errors=True)
             staging.replace(target)
-        outcome.history = description.get("history", [])
-        entries[member.name] = MemberEntry(
-            name=member.name,
-            arch=member.arch,
-            kwargs=member.kwargs,
-            in_channels=member.in_channels,
-            organs=list(config.organs_for(member)),
-            modalities=list(member.modalities or []),
-            weights=f"{member.name}/{WEIGHTS_FILE}",
+        if not outcome.history:
+            outcome.history = description.get("history", [])
+        entries[member.name] = entry_for(
+            config,
+            member,
             val_dice=description.get("metrics", {}).get("val_dice"),
             epoch=description.get("epoch"),
         )
@@ -374,14 +382,7 @@ def export_model_dir(config: ExperimentConfig, outcomes: list[MemberOutcome]) ->
     members = sorted(
         entries.values(), key=lambda e: order.index(e.name) if e.name in order else len(order)
     )
-    spec = EnsembleSpec(
-        name=config.name,
-        task=config.task,
-        organs=list(get_task(config.task).organs),
-        preprocess=config.preprocess,
-        postprocess=config.postprocess,
-        members=members,
-    )
+    spec = spec_for(config, members)
     save_spec(spec, model_dir)
     return model_dir
 

@@ -1,0 +1,340 @@
+"""``organseg quickstart``: the whole product on a laptop in minutes.
+
+Synthesize a CHAOS-layout dataset (CT and MR) → train a small ensemble with its members in parallel (Ray
+Train) → score it with the CHAOS metrics on held-out cases → start the Serve graph → segment a CT and an MR
+volume over HTTP and gRPC → write masks, overlays and reports → shut everything down. Re-running reuses
+the work directory (finished members are not retrained); ``clean`` starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from organseg.config import ExperimentConfig, load_config
+from organseg.errors import ConfigError, DataError
+from organseg.io import discover_cases, load_case
+from organseg.io.volume import Modality
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
+DEFAULT_SERVE_CONFIG = REPO_ROOT / "deploy" / "serve" / "local.yaml"
+SERVED_MODALITIES = (Modality.CT, Modality.MR_T2SPIR)
+
+
+@dataclass
+class QuickstartOptions:
+    workdir: Path = Path("organseg-quickstart")
+    data: Path | None = None
+    config: Path = DEFAULT_CONFIG
+    serve_config: Path = DEFAULT_SERVE_CONFIG
+    clean: bool = False
+    epochs: int | None = None
+    size: int | None = None
+    cases: int | None = None  # synthetic patients per modality for training
+    http_port: int = 8000
+    grpc_port: int = 9000
+    address: str | None = None
+
+
+@dataclass
+class QuickstartResult:
+    workdir: Path
+    model_dir: Path
+    evaluation: list[dict[str, Any]] = field(default_factory=list)
+    served: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Steps:
+    """Numbered, timed progress lines."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console, self.total, self.index, self.started = console, total, 0, time.perf_counter()
+
+    def __call__(self, title: str) -> None:
+        self.index += 1
+        elapsed = time.perf_counter() - self.started
+        self.console.rule(f"[bold]{self.index}/{self.total} {title}[/]  [dim]{elapsed:.0f} s[/]")
+
+
+def experiment(options: QuickstartOptions) -> ExperimentConfig:
+    """The quickstart config pointed at the work directory (and at real data with ``data``)."""
+    if not options.config.is_file():
+        raise ConfigError(
+            f"{options.config}: quickstart config not found (run from a clone of the repository)"
+        )
+    config = load_config(options.config)
+    workdir = options.workdir.resolve()
+    config.storage_path = str(workdir / "runs")
+    config.output = workdir / "model"
+    config.dataset.cache_dir = workdir / "cache"
+    if options.size is not None:
+        config.preprocess = config.preprocess.model_copy(update={"size": options.size})
+    synthetic = config.dataset.synthetic
+    # the quickstart writes its synthetic data itself (training + held-out), so the run reads a folder
+    if options.data is not None or synthetic is not None:
+        folder = options.data.resolve() if options.data is not None else workdir / "data"
+        config.dataset = config.dataset.model_copy(update={"path": folder, "synthetic": None})
+    members = []
+    for member in config.members:
+        update: dict[str, Any] = {}
+        if options.epochs is not None:
+            update["epochs"] = options.epochs
+        members.append(member.model_copy(update=update))
+    config.members = members
+    return config
+
+
+def _synthesize(
+    options: QuickstartOptions, config: ExperimentConfig, console: Console
+) -> tuple[Path, Path]:
+    """Training data and separately seeded held-out patients (reused when already there)."""
+    from organseg.synth import write_dataset
+
+    base = load_config(options.config).dataset.synthetic
+    if base is None:
+        raise ConfigError(f"{options.config}: the quickstart config needs dataset.synthetic")
+    cases = options.cases or max(base.ct, base.mr)
+    size = base.size if options.size is None else max(base.size, options.size)
+    train_root, heldout_root = options.workdir / "data", options.workdir / "heldout"
+    for root, n, seed, what in (
+        (train_root, cases, base.seed, "training"),
+        (heldout_root, 1, base.seed + 1000, "held-out"),
+    ):
+        if (root / "Train_Sets").is_dir():
+            console.print(f"  reusing {what} data in {root}")
+            continue
+        write_dataset(root, ct=n, mr=n, size=size, slices=base.slices, seed=seed, overwrite=True)
+        console.print(f"  wrote {n} CT + {n} MR synthetic {what} patients ({size}²) to {root}")
+    return train_root, heldout_root
+
+
+def _restrict_to_data(config: ExperimentConfig, root: Path, console: Console) -> None:
+    """On real data, members accept only the modalities the folder actually holds."""
+    present = {r.modality for r in discover_cases(root) if r.mask_dir is not None}
+    if not present:
+        raise DataError(f"{root}: no labelled CHAOS cases found")
+    kept = []
+    for member in config.members:
+        modalities = [m for m in member.modalities or [] if m in present]
+        if modalities:
+            kept.append(member.model_copy(update={"modalities": modalities}))
+    if not kept:
+        raise DataError(
+            f"{root}: holds {sorted(m.value for m in present)}, which no quickstart member takes"
+        )
+    config.members = kept
+    console.print(f"  {root} holds {', '.join(sorted(m.value for m in present))}")
+
+
+def _evaluate(model_dir: Path, heldout: list[Any], console: Console) -> list[dict[str, Any]]:
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.metrics.chaos import evaluate_masks
+
+    predictor = EnsemblePredictor(model_dir)
+    rows = []
+    for case in heldout:
+        prediction = predictor.predict(case.image, case.modality.value)
+        metrics = evaluate_masks(
+            case.label.array, prediction.labels.array, case.image.geometry, prediction.organs
+        )
+        for organ, m in metrics.items():
+            rows.append(
+                {
+                    "case": case.case_id,
+                    "modality": case.modality.value,
+                    "organ": organ,
+                    **m.to_dict(),
+                }
+            )
+    table = Table(title="CHAOS metrics on held-out cases")
+    for column in ("case", "organ", "DICE", "RAVD %", "ASSD mm", "MSSD mm", "score"):
+        table.add_column(column, justify="left" if column in ("case", "organ") else "right")
+
+    def num(value: Any, spec: str) -> str:
+        return "inf" if value is None else format(value, spec)
+
+    for r in rows:
+        table.add_row(r["case"], r["organ"], num(r["dice"], ".3f"), num(r["ravd"], ".2f"), num(r["assd"], ".2f"),
+                      num(r["mssd"], ".2f"), num(r["score"], ".1f"))  # fmt: skip
+    console.print(table)
+    return rows
+
+
+def _serve_and_segment(
+    options: QuickstartOptions, model_dir: Path, heldout: list[Any], console: Console
+) -> list[dict[str, Any]]:
+    """Deploy the graph from the local Serve profile, send each held-out volume over HTTP and gRPC."""
+    from ray import serve
+
+    from organseg.ensemble.inputs import PredictInput
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.io.files import write_volume_file
+    from organseg.serve.client import GrpcBackend, HttpBackend
+    from organseg.serve.runner import deploy, load_serve_config
+    from organseg.viz.overlay import render_overlays
+
+    schema = load_serve_config(
+        options.serve_config, model_dir, options.http_port, options.grpc_port, host="127.0.0.1"
+    )
+    console.print(
+        f"  deploying router → ensembles → members (HTTP :{options.http_port}, gRPC :{options.grpc_port})"
+    )
+    deploy(schema)
+    local = EnsemblePredictor(model_dir)
+    served = []
+    try:
+        backends = {
+            "http": HttpBackend(f"http://127.0.0.1:{options.http_port}", 300),
+            "grpc": GrpcBackend(f"127.0.0.1:{options.grpc_port}", 300),
+        }
+        for case in heldout:
+            expected = local.predict(case.image, case.modality.value).labels.array
+            for transport, backend in backends.items():
+                started = time.perf_counter()
+                prediction = backend.predict(PredictInput(case.case_id, case.image), None)
+                seconds = time.perf_counter() - started
+                stem = f"{case.case_id.replace('/', '_')}_{transport}"
+                mask = write_volume_file(
+                    prediction.labels, options.workdir / "predictions" / f"{stem}.nii.gz"
+                )
+                overlay_dir = options.workdir / "overlays" / stem
+                shutil.rmtree(overlay_dir, ignore_errors=True)
+                overlays = render_overlays(
+                    case.image, prediction.labels, case.label, out_dir=overlay_dir
+                )
+                report = {"case": case.case_id, "transport": transport, "seconds": round(seconds, 3),
+                          "identical_to_in_process": bool(np.array_equal(prediction.labels.array, expected)),
+                          "mask": str(mask), "overlay": str(overlays[-1]), **prediction.report()}  # fmt: skip
+                (options.workdir / "predictions" / f"{stem}.json").write_text(
+                    json.dumps(report, indent=2)
+                )
+                served.append(report)
+                console.print(
+                    f"  {transport:4s} {case.case_id}: routed to {prediction.modality.value} "
+                    f"({prediction.modality_reason}); liver {prediction.volumes_ml.get('liver', 0):.0f} mL; "
+                    f"{seconds:.2f} s; same mask as in-process: {report['identical_to_in_process']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    finally:
+        serve.shutdown()
+    return served
+
+
+def run_quickstart(options: QuickstartOptions, console: Console | None = None) -> QuickstartResult:
+    """Run every stage; returns where everything went."""
+    from organseg.runtime import ray_session
+    from organseg.train.launcher import train_experiment
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    steps = Steps(console, 5)
+    if options.clean and options.workdir.exists():
+        shutil.rmtree(options.workdir)
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    options.workdir = options.workdir.resolve()
+    config = experiment(options)
+
+    steps("data")
+    if options.data is None:
+        train_root, heldout_root = _synthesize(options, config, console)
+        config.dataset.path = train_root.resolve()
+        heldout_refs = [r for r in discover_cases(heldout_root) if r.modality in SERVED_MODALITIES]
+    else:
+        if not options.data.is_dir():
+            raise DataError(f"{options.data}: not a folder")
+        _restrict_to_data(config, options.data, console)
+        heldout_refs = None  # decided after the split: the validation patients
+    (options.workdir / "experiment.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    )
+
+    with ray_session(options.address):
+        steps("training the ensemble (members in parallel, Ray Train)")
+        report = train_experiment(config, console=console)
+        for outcome in report.outcomes:
+            note = (
+                f"best val Dice {outcome.best_val_dice:.3f}"
+                if outcome.best_val_dice is not None
+                else outcome.error
+            )
+            console.print(f"  {outcome.name}: {outcome.status} ({note})", highlight=False)
+        if report.model_dir is None or not report.ok:
+            raise ConfigError("training failed; see the member outcomes above")
+
+        steps("evaluating with the CHAOS metrics")
+        if heldout_refs is None:
+            heldout_refs = _heldout_from_split(config, console)
+        heldout = [load_case(r) for r in heldout_refs]
+        heldout = [c for c in heldout if c.label is not None]
+        evaluation = _evaluate(report.model_dir, heldout, console)
+
+        steps("serving: router → ensembles → members, over HTTP and gRPC")
+        to_send = _one_per_modality(heldout)
+        served = _serve_and_segment(options, report.model_dir, to_send, console)
+
+    steps("done")
+    (options.workdir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    result = QuickstartResult(
+        workdir=options.workdir,
+        model_dir=report.model_dir,
+        evaluation=evaluation,
+        served=served,
+        outputs={
+            "model directory": report.model_dir,
+            "learning curves": report.curves_png or report.model_dir,
+            "evaluation (JSON)": options.workdir / "evaluation.json",
+            "predicted masks + reports": options.workdir / "predictions",
+            "overlay PNGs": options.workdir / "overlays",
+            "experiment config used": options.workdir / "experiment.yaml",
+        },
+        seconds=time.perf_counter() - started,
+    )
+    table = Table(title=f"organseg quickstart finished in {result.seconds / 60:.1f} min")
+    table.add_column("output")
+    table.add_column("where")
+    for what, where in result.outputs.items():
+        table.add_row(what, str(where))
+    console.print(table)
+    return result
+
+
+def _one_per_modality(cases: list[Any]) -> list[Any]:
+    chosen: dict[Modality, Any] = {}
+    for case in cases:
+        if case.modality in SERVED_MODALITIES:
+            chosen.setdefault(case.modality, case)
+    return list(chosen.values())
+
+
+def _heldout_from_split(config: ExperimentConfig, console: Console) -> list[Any]:
+    """With real data, the validation patients are the held-out ones (training never fits them)."""
+    from organseg.train.data import prepare_data
+
+    data = prepare_data(config)
+    val_patients = {s.patient for s in data.cache.samples if s.id in data.val_ids}
+    train_patients = {s.patient for s in data.cache.samples if s.id in data.train_ids}
+    refs = [
+        r
+        for r in discover_cases(config.dataset.path)
+        if r.mask_dir is not None and r.patient in val_patients
+    ]
+    if val_patients & train_patients:
+        console.print("  [yellow]only one patient: it is scored although it was also trained on[/]")
+    return [
+        r
+        for r in refs
+        if r.modality in {m for member in config.members for m in member.modalities or []}
+    ]
