@@ -9,6 +9,7 @@ head-to-feet.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,14 @@ def read_slice_header(path: Path) -> SliceHeader:
     except RuntimeError as exc:
         raise DataError(f"{path}: not a readable DICOM file ({_first_line(exc)})") from None
     keys = set(reader.GetMetaDataKeys())
+    size = reader.GetSize()
+    return _parse_header(
+        path, lambda tag: reader.GetMetaData(tag).strip() if tag in keys else "", size
+    )
 
-    def get(tag: str) -> str:
-        return reader.GetMetaData(tag).strip() if tag in keys else ""
 
+def _parse_header(path: Path, get: Callable[[str], str], size: tuple[int, ...]) -> SliceHeader:
+    """A SliceHeader from a tag getter (one file's reader, or one slice of a series reader)."""
     for tag, name in (
         (_POSITION, "ImagePositionPatient"),
         (_ORIENTATION, "ImageOrientationPatient"),
@@ -95,9 +100,9 @@ def read_slice_header(path: Path) -> SliceHeader:
         position=_numbers(get(_POSITION), 3, path, "ImagePositionPatient"),
         orientation=_numbers(get(_ORIENTATION), 6, path, "ImageOrientationPatient"),
         pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        rows=int(get(_ROWS) or reader.GetSize()[1]),
-        columns=int(get(_COLUMNS) or reader.GetSize()[0]),
-        tags={name: get(tag) for name, tag in HEADER_TAGS.items() if get(tag)},
+        rows=int(get(_ROWS) or size[1]),
+        columns=int(get(_COLUMNS) or size[0]),
+        tags={name: value for name, tag in HEADER_TAGS.items() if (value := get(tag))},
     )
 
 
@@ -214,51 +219,136 @@ def read_dicom_geometry(folder: Path) -> tuple[Geometry, Modality, dict[str, str
     return series_geometry(headers), infer_modality(meta).modality, meta
 
 
-def _read_pixels(paths: list[Path]) -> np.ndarray:
+def _candidate_files(folder: Path) -> list[Path]:
+    """Files to read as the series: Part-10 DICOM by its marker (cheap), others only if a header parses."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    paths = []
+    for path in listed_files(folder):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        if _claims_dicom(path):
+            paths.append(path)
+            continue
+        try:  # DICOM without the preamble exists in the wild
+            read_slice_header(path)
+            paths.append(path)
+        except DataError as exc:
+            warnings.warn(DataWarning(f"skipped {exc}"), stacklevel=3)
+    if not paths:
+        raise DataError(f"{folder}: no DICOM files found")
+    return paths
+
+
+def _read_series(paths: list[Path]) -> tuple[np.ndarray, list[SliceHeader]]:
+    """Pixels and per-slice headers in one pass over the files (GDCM parses each file once)."""
+    pixel_type = _exact_pixel_type(paths[0])
+    image, reader = _execute_series(paths, pixel_type)
+    if pixel_type is not None and not _uniform_rescale(reader, len(paths)):
+        image, reader = _execute_series(
+            paths, None
+        )  # per-slice rescaling: let GDCM choose a wide type
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{paths[0].parent}: colour DICOM images are not supported")
+    size = image.GetSize()[:2]
+    headers = []
+    for index, path in enumerate(paths):
+        keys = set(reader.GetMetaDataKeys(index))
+
+        def get(tag: str, i: int = index, k: set[str] = keys) -> str:
+            return reader.GetMetaData(i, tag).strip() if tag in k else ""
+
+        headers.append(_parse_header(path, get, size))
+    return _compact(sitk.GetArrayViewFromImage(image)), headers
+
+
+_RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept
+
+
+def _exact_pixel_type(first: Path) -> int | None:
+    """int16/uint16 when stored bits and rescale fit exactly (GDCM would otherwise widen CT to int32)."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(first))
+    try:
+        reader.ReadImageInformation()
+        tags = {k: reader.GetMetaData(k).strip() for k in reader.GetMetaDataKeys()}
+        slope, intercept = float(tags.get(_RESCALE[0]) or 1), float(tags.get(_RESCALE[1]) or 0)
+        bits, signed = int(tags.get("0028|0101") or 16), (tags.get("0028|0103") or "0") == "1"
+    except (RuntimeError, ValueError):
+        return None
+    if slope != int(slope) or intercept != int(intercept) or not 1 <= bits <= 16:
+        return None
+    stored = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    lo, hi = sorted(v * slope + intercept for v in stored)
+    if lo >= -(2**15) and hi < 2**15:
+        return sitk.sitkInt16
+    if lo >= 0 and hi < 2**16:
+        return sitk.sitkUInt16
+    return None
+
+
+def _uniform_rescale(reader: sitk.ImageSeriesReader, count: int) -> bool:
+    def rescale(i: int) -> tuple[str, ...]:
+        keys = set(reader.GetMetaDataKeys(i))
+        return tuple(reader.GetMetaData(i, k).strip() if k in keys else "" for k in _RESCALE)
+
+    first = rescale(0)
+    return all(rescale(i) == first for i in range(1, count))
+
+
+def _execute_series(
+    paths: list[Path], pixel_type: int | None
+) -> tuple[sitk.Image, sitk.ImageSeriesReader]:
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames([str(p) for p in paths])
+    reader.MetaDataDictionaryArrayUpdateOn()
+    if pixel_type is not None:
+        reader.SetOutputPixelType(pixel_type)
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    # Geometry is ours (file-name order); silence ITK's non-uniform sampling chatter meanwhile.
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        # Geometry is ours (file-name order); silence ITK's non-uniform sampling chatter meanwhile.
-        previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-        sitk.ProcessObject.SetGlobalWarningDisplay(False)
-        try:
-            image = reader.Execute()
-        finally:
-            sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+        image = reader.Execute()
     except RuntimeError:
-        # Name the culprit: read file by file until one fails.
-        for path in paths:
-            try:
-                sitk.ReadImage(str(path), imageIO="GDCMImageIO")
-            except RuntimeError as exc:
-                raise DataError(
-                    f"{path}: pixel data unreadable, file truncated or corrupt ({_first_line(exc)})"
-                ) from None
+        _raise_for_culprit(paths)
         raise
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{paths[0].parent}: colour DICOM images are not supported")
-    return _compact(sitk.GetArrayFromImage(image))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+    return image, reader
 
 
-def _compact(array: np.ndarray) -> np.ndarray:
-    """Store integer images as int16 when they fit (GDCM widens rescaled CT to int32: twice the memory)."""
-    if array.dtype.kind in "iu" and array.dtype.itemsize > 2 and array.size:
-        lo, hi = array.min(), array.max()
+def _raise_for_culprit(paths: list[Path]) -> None:
+    """Name the file that broke a series read: its header, or its pixel data."""
+    for path in paths:
+        read_slice_header(path)  # raises DataError naming a file whose header is damaged
+        try:
+            sitk.ReadImage(str(path), imageIO="GDCMImageIO")
+        except RuntimeError as exc:
+            raise DataError(
+                f"{path}: pixel data unreadable, file truncated or corrupt ({_first_line(exc)})"
+            ) from None
+
+
+def _compact(view: np.ndarray) -> np.ndarray:
+    """An owned array, int16 when integer values fit (halves memory against a widened int32)."""
+    if view.dtype.kind in "iu" and view.dtype.itemsize > 2 and view.size:
+        lo, hi = view.min(), view.max()
         if np.iinfo(np.int16).min <= lo and hi <= np.iinfo(np.int16).max:
-            return array.astype(np.int16)
-    return array
+            return view.astype(np.int16)
+    return np.array(view)
 
 
 def read_dicom_series(folder: Path, modality: Modality | str | None = None) -> Volume:
     """A DICOM series folder as a Volume in CHAOS file-name order, in stored units (HU for CT)."""
     folder = Path(folder)
-    headers = list_dicom_files(folder)
+    paths = _candidate_files(folder)
+    _check_sizes(paths)
+    array, headers = _read_series(paths)
     _check_series(headers)
-    _check_sizes(headers)
     meta = _series_meta(headers)
     geometry = series_geometry(headers)
-    array = _read_pixels([h.path for h in headers])
     if array.shape[0] != len(headers):
         raise DataError(f"{folder}: read {array.shape[0]} slices from {len(headers)} files")
     if modality is None:
@@ -268,13 +358,13 @@ def read_dicom_series(folder: Path, modality: Modality | str | None = None) -> V
     return Volume(array=array, geometry=geometry, modality=Modality.parse(modality), meta=meta)
 
 
-def _check_sizes(headers: list[SliceHeader]) -> None:
-    """Catch truncated files cheaply: a file much smaller than its siblings lost its pixel data."""
-    sizes = np.array([h.path.stat().st_size for h in headers])
-    expected = headers[0].rows * headers[0].columns
-    for h, size in zip(headers, sizes, strict=True):
-        if size < expected * 0.5 and size < 0.5 * np.median(sizes):
+def _check_sizes(paths: list[Path]) -> None:
+    """Catch truncated files cheaply, before decoding: a file far smaller than its siblings lost data."""
+    sizes = np.array([p.stat().st_size for p in paths])
+    median = float(np.median(sizes))
+    for path, size in zip(paths, sizes, strict=True):
+        if size < 0.5 * median:
             raise DataError(
-                f"{h.path}: {size} bytes, too small for {h.rows}x{h.columns} pixels; "
+                f"{path}: {size} bytes where the series' files have about {median:.0f}; "
                 "the file looks truncated"
             )

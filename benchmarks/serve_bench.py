@@ -1,0 +1,274 @@
+"""Serving data plane: in-process ensemble vs the Serve graph over HTTP and gRPC, and what batching buys.
+
+One run measures, on the same volume and the same models:
+  1. the in-process ensemble (``EnsemblePredictor``: preprocess, members, average, threshold, components);
+  2. for each deployment mode — ``separate`` (one deployment per member, volume passed by object-store
+     reference, uint8 maps back) and ``colocated`` (members inside the ensemble replica) — the latency
+     of one volume over HTTP and over gRPC (overhead = served / in-process), and throughput with 1, 4
+     and 16 concurrent clients, with ``@serve.batch`` on and off (max_batch_size 1).
+Members carry freshly initialised weights: the architectures and pixels are real, the masks are not.
+
+    python benchmarks/serve_bench.py                       # CPU-sized default (128², 2 small members)
+    python benchmarks/serve_bench.py --gpu                 # 512², the four CT members, GPU fractions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GPU_MEMBERS = {
+    "ternausnet": {"arch": "ternausnet", "in_channels": 3},
+    "linknet34": {"arch": "linknet34", "in_channels": 3},
+    "unet-resnet50": {"arch": "unet_resnet50", "in_channels": 3},
+    "unet-se-resnet50": {"arch": "unet_se_resnet50", "in_channels": 3},
+}
+CPU_MEMBERS = {
+    "dualtail": {"arch": "dualtail", "in_channels": 1, "kwargs": {"base_channels": 8, "depth": 4}},
+    "attention-unet": {
+        "arch": "attention_unet",
+        "in_channels": 1,
+        "kwargs": {"base_channels": 8, "depth": 4},
+    },
+}
+
+
+def make_volume(slices: int, size: int):
+    """A CT phantom at ``size``² (synthesized at 128² and upsampled: realistic anatomy, cheap to make)."""
+    from organseg.io.volume import Geometry, Modality, Volume
+    from organseg.synth import make_phantom
+
+    image, _, spacing = make_phantom("CT", size=128, slices=slices, seed=1)
+    factor = max(1, size // 128)
+    array = np.repeat(np.repeat(image, factor, axis=1), factor, axis=2)
+    geometry = Geometry(spacing=(spacing[0] / factor, spacing[1] / factor, spacing[2]))
+    return Volume(array, geometry, Modality.CT, {"Modality": "CT"})
+
+
+def make_model_dir(members: dict[str, dict], size: int, root: Path) -> Path:
+    from organseg.config import parse_config
+    from organseg.ensemble.spec import write_untrained_model_dir
+
+    config = parse_config(
+        {
+            "name": "serve-bench",
+            "task": 2,
+            "dataset": {"synthetic": {"ct": 2}},
+            "preprocess": {"size": size},
+            "members": [{"name": n, **m} for n, m in members.items()],
+        }
+    )
+    return write_untrained_model_dir(config, root / "model")
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def throughput(send, clients: int, requests_per_client: int, slices: int) -> float:
+    """Slices per second with ``clients`` threads each sending ``requests_per_client`` volumes."""
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(requests_per_client):
+                send()
+        except BaseException as exc:  # surface after the run
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return clients * requests_per_client * slices / (time.perf_counter() - started)
+
+
+def serve_config(
+    model_dir: Path, members: list[str], mode: str, gpu: bool, batch: int, ports: tuple[int, int]
+) -> dict:
+    colocated = mode == "colocated"
+    deployments: list[dict[str, Any]] = [{"name": "router", "num_replicas": 2 if gpu else 1,
+                                          "ray_actor_options": {"num_cpus": 1 if gpu else 0.1}}]  # fmt: skip
+    ensemble = {"name": "ensemble-CT", "num_replicas": 4 if gpu else 1, "max_ongoing_requests": 8,
+                "ray_actor_options": {"num_cpus": 2 if gpu else 0.2}}  # fmt: skip
+    if colocated and gpu:
+        ensemble["ray_actor_options"]["num_gpus"] = 0.24
+    deployments.append(ensemble)
+    if not colocated:
+        for name in members:
+            options = {"num_cpus": 1 if gpu else 0.3, **({"num_gpus": 0.2} if gpu else {})}
+            deployments.append({"name": f"member-{name}", "max_ongoing_requests": 64, "ray_actor_options": options,
+                                "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01}})  # fmt: skip
+    return {
+        "http_options": {"host": "127.0.0.1", "port": ports[0]},
+        "grpc_options": {"port": ports[1]},
+        "applications": [
+            {
+                "name": "organseg",
+                "route_prefix": "/",
+                "import_path": "organseg.serve.app:build_app",
+                "args": {
+                    "model_dir": str(model_dir),
+                    "colocate_members": colocated,
+                    "chunk_slices": 8,
+                },
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--gpu", action="store_true", help="512², the four CT members, fractional GPUs"
+    )
+    parser.add_argument(
+        "--size", type=int, help="in-plane size (default 128 on CPU, 512 with --gpu)"
+    )
+    parser.add_argument(
+        "--slices", type=int, default=None, help="slices per volume (default 32 CPU / 96 GPU)"
+    )
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="requests per client (default 2 CPU / 4 GPU)"
+    )
+    parser.add_argument("--modes", default="separate,colocated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ports", default="18901,19901")
+    options = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.serve.client import GrpcClient, HttpClient
+    from organseg.serve.runner import deploy
+
+    gpu = options.gpu
+    size = options.size or (512 if gpu else 128)
+    slices = options.slices or (96 if gpu else 32)
+    requests = options.requests or (4 if gpu else 2)
+    members = GPU_MEMBERS if gpu else CPU_MEMBERS
+    clients = [int(c) for c in options.clients.split(",")]
+    ports = tuple(int(p) for p in options.ports.split(","))
+    results: dict[str, Any] = {"size": size, "slices": slices, "members": list(members), "gpu": gpu}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_model_dir(members, size, Path(tmp))
+        volume = make_volume(slices, size)
+        print(
+            f"volume {volume.shape} int16, {len(members)} members at {size}², device {'cuda' if gpu else 'cpu'}"
+        )
+
+        local = EnsemblePredictor(model_dir)
+        local.predict(volume)  # warm-up: weights, kernels, allocator
+        local_s = statistics.median(timed(lambda: local.predict(volume), options.repeats))
+        results["in_process"] = {"seconds": local_s, "slices_per_s": slices / local_s}
+        print(f"in-process ensemble: {local_s:.3f} s/volume = {slices / local_s:.1f} slices/s")
+        expected = local.predict(volume).labels.array
+
+        ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            for mode in options.modes.split(","):
+                for batch in (4, 1):
+                    label = f"{mode}, max_batch_size {batch}" if mode == "separate" else mode
+                    if mode == "colocated" and batch == 1:
+                        continue
+                    schema = load_serve_config_from(
+                        serve_config(model_dir, list(members), mode, gpu, batch, ports)
+                    )
+                    deploy(schema)
+                    http, grpc_client = (
+                        HttpClient(f"http://127.0.0.1:{ports[0]}"),
+                        GrpcClient(f"127.0.0.1:{ports[1]}"),
+                    )
+                    check = http.segment(volume)
+                    assert np.array_equal(check.labels.array, expected), (
+                        "served mask differs from in-process"
+                    )
+                    entry: dict[str, Any] = {}
+                    if batch != 1:
+                        for name, client in (("http", http), ("grpc", grpc_client)):
+                            client.segment(volume)
+                            seconds = statistics.median(
+                                timed(lambda c=client: c.segment(volume), options.repeats)
+                            )
+                            entry[f"{name}_latency_s"] = seconds
+                            entry[f"{name}_overhead_x"] = seconds / local_s
+                            print(
+                                f"[{label}] one volume over {name}: {seconds:.3f} s "
+                                f"({seconds / local_s:.2f}× in-process)"
+                            )
+                    for n in clients:
+                        rate = throughput(
+                            lambda c=grpc_client: c.segment(volume), n, requests, slices
+                        )
+                        entry[f"throughput_{n}_clients"] = rate
+                        print(
+                            f"[{label}] {n:2d} clients (gRPC): {rate:.1f} slices/s "
+                            f"({rate / (slices / local_s):.2f}× in-process)"
+                        )
+                    results[label] = entry
+                    serve.delete("organseg")
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+    separate, unbatched = (
+        results.get("separate, max_batch_size 4"),
+        results.get("separate, max_batch_size 1"),
+    )
+    if separate and unbatched:
+        top = max(clients)
+        gain = separate[f"throughput_{top}_clients"] / unbatched[f"throughput_{top}_clients"]
+        print(f"@serve.batch at {top} clients: {gain:.2f}× the slices/s of max_batch_size 1")
+        results["batching_gain"] = gain
+    if "colocated" in results and separate:
+        top = max(clients)
+        ratio = (
+            results["colocated"][f"throughput_{top}_clients"]
+            / separate[f"throughput_{top}_clients"]
+        )
+        print(f"colocated / separate member deployments at {top} clients: {ratio:.2f}×")
+        results["colocated_over_separate"] = ratio
+    if options.json:
+        options.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def load_serve_config_from(data: dict):
+    """A Serve config dict through the same loader `organseg serve` uses (validation, absolute paths)."""
+    import yaml
+
+    from organseg.serve.runner import load_serve_config
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(data, handle)
+    try:
+        return load_serve_config(handle.name)
+    finally:
+        Path(handle.name).unlink()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
