@@ -104,8 +104,12 @@ def assemble_prediction(
             if organ in per_organ:
                 per_organ[organ].append(probs[:, k])
     for k, organ in enumerate(organs):
-        if per_organ[organ]:  # members return uint8 probabilities (p·255)
-            mean[:, k] = np.mean(np.stack(per_organ[organ]), axis=0, dtype=np.float32) / 255.0
+        maps = per_organ[organ]  # members return uint8 probabilities (p·255)
+        if maps:
+            total = maps[0].astype(np.uint16)
+            for other in maps[1:]:
+                total += other  # exact in uint16 for up to 257 members
+            np.multiply(total, np.float32(1.0 / (255.0 * len(maps))), out=mean[:, k])
     threshold = round(spec.postprocess.threshold * 255)
     uncertainty = {o: disagreement(per_organ[o], threshold) for o in organs}
     restored = prepared.restore(mean)

@@ -1,16 +1,13 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-from typing import Union as _Union
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RawVolume(_message.Message):
-    __slots__ = ("compression", "data", "direction", "dtype", "origin", "shape", "spacing")
+    __slots__ = ("data", "dtype", "shape", "spacing", "origin", "direction", "compression")
     DATA_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -25,10 +22,10 @@ class RawVolume(_message.Message):
     origin: _containers.RepeatedScalarFieldContainer[float]
     direction: _containers.RepeatedScalarFieldContainer[float]
     compression: str
-    def __init__(self, data: bytes | None = ..., dtype: str | None = ..., shape: _Iterable[int] | None = ..., spacing: _Iterable[float] | None = ..., origin: _Iterable[float] | None = ..., direction: _Iterable[float] | None = ..., compression: str | None = ...) -> None: ...
+    def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("dicom_zip", "filename", "modality", "output_format", "raw", "volume_file")
+    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format")
     VOLUME_FILE_FIELD_NUMBER: _ClassVar[int]
     DICOM_ZIP_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
@@ -41,31 +38,31 @@ class SegmentRequest(_message.Message):
     filename: str
     modality: str
     output_format: str
-    def __init__(self, volume_file: bytes | None = ..., dicom_zip: bytes | None = ..., raw: _Union[RawVolume, _Mapping] | None = ..., filename: str | None = ..., modality: str | None = ..., output_format: str | None = ...) -> None: ...
+    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("direction", "ensemble", "labels", "members", "modality", "modality_reason", "origin", "output_format", "shape", "spacing", "timings_s", "uncertainty", "volumes_ml")
+    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble")
     class VolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: float
-        def __init__(self, key: str | None = ..., value: float | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class UncertaintyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: float
-        def __init__(self, key: str | None = ..., value: float | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class TimingsSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: float
-        def __init__(self, key: str | None = ..., value: float | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LABELS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -92,14 +89,14 @@ class SegmentResponse(_message.Message):
     uncertainty: _containers.ScalarMap[str, float]
     timings_s: _containers.ScalarMap[str, float]
     ensemble: str
-    def __init__(self, labels: bytes | None = ..., output_format: str | None = ..., shape: _Iterable[int] | None = ..., spacing: _Iterable[float] | None = ..., origin: _Iterable[float] | None = ..., direction: _Iterable[float] | None = ..., modality: str | None = ..., modality_reason: str | None = ..., members: _Iterable[str] | None = ..., volumes_ml: _Mapping[str, float] | None = ..., uncertainty: _Mapping[str, float] | None = ..., timings_s: _Mapping[str, float] | None = ..., ensemble: str | None = ...) -> None: ...
+    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class MemberInfo(_message.Message):
-    __slots__ = ("arch", "in_channels", "modalities", "name", "organs", "val_dice")
+    __slots__ = ("name", "arch", "organs", "modalities", "in_channels", "val_dice")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     ORGANS_FIELD_NUMBER: _ClassVar[int]
@@ -112,20 +109,20 @@ class MemberInfo(_message.Message):
     modalities: _containers.RepeatedScalarFieldContainer[str]
     in_channels: int
     val_dice: float
-    def __init__(self, name: str | None = ..., arch: str | None = ..., organs: _Iterable[str] | None = ..., modalities: _Iterable[str] | None = ..., in_channels: int | None = ..., val_dice: float | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., arch: _Optional[str] = ..., organs: _Optional[_Iterable[str]] = ..., modalities: _Optional[_Iterable[str]] = ..., in_channels: _Optional[int] = ..., val_dice: _Optional[float] = ...) -> None: ...
 
 class EnsembleInfo(_message.Message):
-    __slots__ = ("members", "modality", "organs")
+    __slots__ = ("modality", "members", "organs")
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ORGANS_FIELD_NUMBER: _ClassVar[int]
     modality: str
     members: _containers.RepeatedScalarFieldContainer[str]
     organs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, modality: str | None = ..., members: _Iterable[str] | None = ..., organs: _Iterable[str] | None = ...) -> None: ...
+    def __init__(self, modality: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., organs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("created", "ensembles", "members", "name", "organseg_version", "size", "task")
+    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ORGANSEG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -140,23 +137,23 @@ class ListModelsResponse(_message.Message):
     ensembles: _containers.RepeatedCompositeFieldContainer[EnsembleInfo]
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     size: int
-    def __init__(self, name: str | None = ..., task: int | None = ..., organseg_version: str | None = ..., created: str | None = ..., ensembles: _Iterable[_Union[EnsembleInfo, _Mapping]] | None = ..., members: _Iterable[_Union[MemberInfo, _Mapping]] | None = ..., size: int | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("ensembles", "status")
+    __slots__ = ("status", "ensembles")
     class EnsemblesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ENSEMBLES_FIELD_NUMBER: _ClassVar[int]
     status: str
     ensembles: _containers.ScalarMap[str, str]
-    def __init__(self, status: str | None = ..., ensembles: _Mapping[str, str] | None = ...) -> None: ...
+    def __init__(self, status: _Optional[str] = ..., ensembles: _Optional[_Mapping[str, str]] = ...) -> None: ...
