@@ -12,7 +12,6 @@ The case is ``$ORGANSEG_CHAOS_SAMPLE/Train_Sets/CT/1`` or ``../shared/chaos-samp
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import torch
+from _sample import REPO_ROOT, find_case
 
 from organseg.io import discover_cases, read_dicom_series
 from organseg.preprocess import (
@@ -33,19 +33,6 @@ from organseg.preprocess import (
     SliceDataset,
     ct_window,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def find_case() -> Path | None:
-    env = os.environ.get("ORGANSEG_CHAOS_SAMPLE")
-    roots = [Path(env)] if env else []
-    roots.append(REPO_ROOT.parent / "shared" / "chaos-sample")
-    for root in roots:
-        case = root / "Train_Sets" / "CT" / "1"
-        if (case / "DICOM_anon").is_dir():
-            return case
-    return None
 
 
 def pydicom_hu(path: Path) -> np.ndarray:

@@ -21,20 +21,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from _sample import find_sample
 from scipy import ndimage
 from scipy.spatial import cKDTree
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def find_sample() -> Path | None:
-    env = os.environ.get("ORGANSEG_CHAOS_SAMPLE")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "chaos-sample")
-    return next((p for p in candidates if (p / "Train_Sets" / "CT" / "1").is_dir()), None)
 
 
 def kdtree_metrics(

@@ -12,7 +12,6 @@ The case is ``$ORGANSEG_CHAOS_SAMPLE/Train_Sets/CT/1`` or ``../shared/chaos-samp
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -20,24 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _sample import find_case
 
 from organseg.io import discover_cases, load_case
 from organseg.io.dicomseg import write_dicom_seg
 from organseg.viz import render_overlays
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERLAY_GOAL_S = 2.0
-
-
-def find_case() -> Path | None:
-    env = os.environ.get("ORGANSEG_CHAOS_SAMPLE")
-    roots = [Path(env)] if env else []
-    roots.append(REPO_ROOT.parent / "shared" / "chaos-sample")
-    for root in roots:
-        case = root / "Train_Sets" / "CT" / "1"
-        if (case / "DICOM_anon").is_dir():
-            return case
-    return None
 
 
 def timed(fn, repeats: int) -> float:

@@ -35,16 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _sample import find_sample
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ORGANS = ["liver"]
-
-
-def find_sample() -> Path | None:
-    env = os.environ.get("ORGANSEG_CHAOS_SAMPLE")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "chaos-sample")
-    return next((p for p in candidates if (p / "Train_Sets" / "CT").is_dir()), None)
 
 
 def split_slices(

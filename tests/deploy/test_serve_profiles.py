@@ -113,6 +113,68 @@ def test_import_path_names_the_app_builder() -> None:
 def weightless_model_dir(config: ExperimentConfig, root: Path) -> Path:
     """The model directory `organseg train` writes for ``config``, with empty weight files: enough for
     the application builder, which reads ensemble.yaml and binds the graph without loading weights."""
+    from organseg.ensemble.spec import entry_for, save_spec, spec_for
+
+    entries = [entry_for(config, member) for member in config.members]
+    for entry in entries:
+        (root / entry.weights).parent.mkdir(parents=True)
+        (root / entry.weights).write_bytes(b"")
+    save_spec(spec_for(config, entries), root)
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_validates_with_ray_serve_schema(name: str) -> None:
+    profile = load_profile(name)
+    schema = ServeDeploySchema.model_validate(profile)
+    assert [a.name for a in schema.applications] == ["organseg"]
+    for deployment in app_of(profile)["deployments"]:
+        if "autoscaling_config" in deployment:
+            AutoscalingConfig.model_validate(deployment["autoscaling_config"])
+            assert "num_replicas" not in deployment, "autoscaling replaces num_replicas"
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_application_ports_and_builder_args(name: str) -> None:
+    profile = load_profile(name)
+    assert profile["http_options"]["port"] == HTTP_PORT
+    assert profile["grpc_options"]["port"] == GRPC_PORT
+    assert profile["grpc_options"]["grpc_servicer_functions"] == [SERVICER]
+    app = app_of(profile)
+    assert (app["name"], app["route_prefix"]) == ("organseg", "/")
+    assert app["import_path"] == "organseg.serve.app:build_app"
+    args = app["args"]
+    assert set(args) <= APP_ARGS | {"device"}
+    assert "model_dir" in args
+    assert isinstance(args["model_dir"], str)
+    assert isinstance(args.get("colocate_members", False), bool)
+    assert args.get("colocate_members", False) is False, (
+        "member-* deployments exist only when not colocated"
+    )
+    for key in ("max_request_mb", "max_voxels", "chunk_slices"):
+        assert isinstance(args[key], int), key
+        assert args[key] > 0, key
+
+
+def test_grpc_servicer_function_imports() -> None:
+    assert callable(_resolve(SERVICER))
+
+
+def _needs_app_module() -> None:
+    if importlib.util.find_spec("organseg.serve.app") is None:
+        pytest.skip("organseg.serve.app is not written yet: build_app cannot be imported")
+
+
+def test_import_path_names_the_app_builder() -> None:
+    _needs_app_module()
+    for name in PROFILES:
+        module, _, attr = app_of(load_profile(name))["import_path"].partition(":")
+        assert callable(getattr(importlib.import_module(module), attr))
+
+
+def weightless_model_dir(config: ExperimentConfig, root: Path) -> Path:
+    """The model directory `organseg train` writes for ``config``, with empty weight files: enough for
+    the application builder, which reads ensemble.yaml and binds the graph without loading weights."""
     from organseg.ensemble.spec import EnsembleSpec, MemberEntry, save_spec
     from organseg.tasks import get_task
 

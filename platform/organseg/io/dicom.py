@@ -8,8 +8,11 @@ head-to-feet.
 
 from __future__ import annotations
 
+import itertools
+import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,25 +244,51 @@ def _candidate_files(folder: Path) -> list[Path]:
 
 
 def _read_series(paths: list[Path]) -> tuple[np.ndarray, list[SliceHeader]]:
-    """Pixels and per-slice headers in one pass over the files (GDCM parses each file once)."""
+    """Pixels and per-slice headers in one pass over the files (GDCM parses each file once).
+
+    The files are read as a few contiguous runs in parallel threads (GDCM releases the GIL), which is
+    what puts this reader ahead of a plain per-file pydicom loop.
+    """
     pixel_type = _exact_pixel_type(paths[0])
-    image, reader = _execute_series(paths, pixel_type)
-    if pixel_type is not None and not _uniform_rescale(reader, len(paths)):
-        image, reader = _execute_series(
-            paths, None
-        )  # per-slice rescaling: let GDCM choose a wide type
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{paths[0].parent}: colour DICOM images are not supported")
-    size = image.GetSize()[:2]
-    headers = []
-    for index, path in enumerate(paths):
-        keys = set(reader.GetMetaDataKeys(index))
+    runs = _runs(paths)
+    results = _execute_runs(runs, pixel_type)
+    if pixel_type is not None and not _uniform_rescale([reader for _, reader in results]):
+        results = _execute_runs(runs, None)  # per-slice rescaling: let GDCM choose a wide type
+    headers: list[SliceHeader] = []
+    views = []
+    for run, (image, reader) in zip(runs, results, strict=True):
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise DataError(f"{paths[0].parent}: colour DICOM images are not supported")
+        size = image.GetSize()[:2]
+        for index, path in enumerate(run):
+            keys = set(reader.GetMetaDataKeys(index))
 
-        def get(tag: str, i: int = index, k: set[str] = keys) -> str:
-            return reader.GetMetaData(i, tag).strip() if tag in k else ""
+            def get(
+                tag: str, i: int = index, k: set[str] = keys, r: sitk.ImageSeriesReader = reader
+            ) -> str:
+                return r.GetMetaData(i, tag).strip() if tag in k else ""
 
-        headers.append(_parse_header(path, get, size))
-    return _compact(sitk.GetArrayViewFromImage(image)), headers
+            headers.append(_parse_header(path, get, size))
+        del reader  # the image stops sharing its buffer with the pipeline: viewing it needs no copy
+        views.append(sitk.GetArrayViewFromImage(image))
+    _check_series(headers)  # before stacking: differing slice sizes get a message naming the file
+    stacked = views[0].copy() if len(views) == 1 else np.concatenate(views)
+    return _compact(stacked), headers
+
+
+def _runs(paths: list[Path], min_files: int = 16) -> list[list[Path]]:
+    workers = max(1, min(4, os.cpu_count() or 1, len(paths) // min_files))
+    bounds = np.linspace(0, len(paths), workers + 1).astype(int)
+    return [paths[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _execute_runs(
+    runs: list[list[Path]], pixel_type: int | None
+) -> list[tuple[sitk.Image, sitk.ImageSeriesReader]]:
+    if len(runs) == 1:
+        return [_execute_series(runs[0], pixel_type)]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda run: _execute_series(run, pixel_type), runs))
 
 
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept
@@ -288,13 +317,17 @@ def _exact_pixel_type(first: Path) -> int | None:
     return None
 
 
-def _uniform_rescale(reader: sitk.ImageSeriesReader, count: int) -> bool:
-    def rescale(i: int) -> tuple[str, ...]:
+def _uniform_rescale(readers: list[sitk.ImageSeriesReader]) -> bool:
+    """Every slice shares the first slice's RescaleSlope/Intercept (so the exact pixel type holds)."""
+
+    def rescale(reader: sitk.ImageSeriesReader, i: int) -> tuple[str, ...]:
         keys = set(reader.GetMetaDataKeys(i))
         return tuple(reader.GetMetaData(i, k).strip() if k in keys else "" for k in _RESCALE)
 
-    first = rescale(0)
-    return all(rescale(i) == first for i in range(1, count))
+    first = rescale(readers[0], 0)
+    return all(
+        rescale(reader, i) == first for reader in readers for i in range(len(reader.GetFileNames()))
+    )
 
 
 def _execute_series(
@@ -331,13 +364,13 @@ def _raise_for_culprit(paths: list[Path]) -> None:
             ) from None
 
 
-def _compact(view: np.ndarray) -> np.ndarray:
-    """An owned array, int16 when integer values fit (halves memory against a widened int32)."""
-    if view.dtype.kind in "iu" and view.dtype.itemsize > 2 and view.size:
-        lo, hi = view.min(), view.max()
+def _compact(array: np.ndarray) -> np.ndarray:
+    """int16 when integer values fit (halves memory against a widened int32); else the array as is."""
+    if array.dtype.kind in "iu" and array.dtype.itemsize > 2 and array.size:
+        lo, hi = array.min(), array.max()
         if np.iinfo(np.int16).min <= lo and hi <= np.iinfo(np.int16).max:
-            return view.astype(np.int16)
-    return np.array(view)
+            return array.astype(np.int16)
+    return array
 
 
 def read_dicom_series(folder: Path, modality: Modality | str | None = None) -> Volume:

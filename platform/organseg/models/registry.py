@@ -110,10 +110,17 @@ def _ensure_loaded() -> None:
     _loaded = True
 
 
+def _module_rank(spec: MemberSpec) -> int:
+    module = getattr(spec.builder, "__module__", "")
+    return MEMBER_MODULES.index(module) if module in MEMBER_MODULES else len(MEMBER_MODULES)
+
+
 def list_members(kind: MemberKind | None = None) -> list[MemberSpec]:
-    """All registered members in registration order, optionally only one ``kind``."""
+    """All registered members in :data:`MEMBER_MODULES` order (stable whichever module was imported
+    first), then registration order within a module; optionally only one ``kind``."""
     _ensure_loaded()
-    return [s for s in _REGISTRY.values() if kind is None or s.kind == kind]
+    ordered = sorted(_REGISTRY.values(), key=_module_rank)  # sorted() is stable: keeps file order
+    return [s for s in ordered if kind is None or s.kind == kind]
 
 
 def member_names(kind: MemberKind | None = None) -> list[str]:
