@@ -18,7 +18,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_case_train.p
 
 
 def _load_script():
-    if str(SCRIPT.parent) not in sys.path:  # the script imports its sibling _sample, as when run directly
+    if (
+        str(SCRIPT.parent) not in sys.path
+    ):  # the script imports its sibling _sample, as when run directly
         sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("real_case_train", SCRIPT)
     module = importlib.util.module_from_spec(spec)

@@ -120,6 +120,18 @@ def test_killed_training_resumes_from_last_epoch(ray_cluster: str, tmp_path: Pat
     assert [h["epoch"] for h in outcome.history] == list(range(6))
 
 
+def test_member_with_two_workers_trains_data_parallel(ray_cluster: str, tmp_path: Path) -> None:
+    base = tiny_experiment(tmp_path, "ddp")
+    members = [m.model_dump(mode="json") for m in base.members][:1]
+    members[0].update(epochs=1, num_workers=2, cpus_per_worker=0.5)
+    config = tiny_experiment(tmp_path, "ddp", members=members)
+    (outcome,) = train_experiment(config).outcomes
+    assert outcome.status == "trained"
+    assert (
+        outcome.history[-1]["world_size"] == 2
+    )  # one DDP process group of two ranks (gloo on CPU)
+
+
 def test_changed_member_refuses_to_resume_silently(trained_ensemble, tmp_path: Path) -> None:
     from organseg.errors import ConfigError
 

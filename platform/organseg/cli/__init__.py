@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # Before torch loads: OpenMP threads that spin while waiting collapse throughput on a busy machine
 # (observed 30-50x slower on 2 shared cores); passive waiting costs little when the machine is idle.
@@ -44,8 +45,14 @@ serve.register(app)
 quickstart.register(app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a skipped file, a single-patient split) as one readable line, without source locations."""
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and turn user errors into one-line messages."""
+    warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="organseg", standalone_mode=False)

@@ -205,6 +205,7 @@ def train_member_loop(config: dict[str, Any]) -> None:
             best_val_dice=best,
             epochs=member.epochs,
             start_epoch=start_epoch,  # > 0 after a resume or a restart from a checkpoint
+            world_size=world,
             finished_at=time.time(),
         )
         history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
