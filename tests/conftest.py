@@ -75,7 +75,7 @@ def tiny_experiment(root: Path, name: str, **overrides: object):
     """
     from organseg.config import parse_config
 
-    member_common = {"in_channels": 1, "epochs": 2, "batch_size": 8, "optimizer": {"lr": 0.002},
+    member_common = {"in_channels": 1, "epochs": 3, "batch_size": 8, "optimizer": {"lr": 0.002},
                      "modalities": ["CT", "MR-T2SPIR"]}  # fmt: skip
     data = {
         "name": name,

@@ -88,6 +88,7 @@ def _inject_faults(member: MemberConfig, epoch: int, fault_dir: str | None) -> N
 
 def train_member_loop(config: dict[str, Any]) -> None:
     """Ray Train entry point (``train_loop_per_worker``)."""
+    worker_started_at = time.time()
     payload = TrainPayload(**config)
     member = MemberConfig.model_validate(payload.member)
     context = ray.train.get_context()
@@ -206,6 +207,7 @@ def train_member_loop(config: dict[str, Any]) -> None:
             epochs=member.epochs,
             start_epoch=start_epoch,  # > 0 after a resume or a restart from a checkpoint
             world_size=world,
+            worker_started_at=worker_started_at,
             finished_at=time.time(),
         )
         history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
