@@ -304,7 +304,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     )
     table = Table(title=f"organseg quickstart finished in {result.seconds / 60:.1f} min")
     table.add_column("output")
-    table.add_column("where")
+    table.add_column("where", overflow="fold")  # full paths, wrapped rather than cut
     for what, where in result.outputs.items():
         table.add_row(what, str(where))
     console.print(table)
