@@ -364,19 +364,24 @@ def parse_config(
     return _resolve_paths(config, base) if base is not None else config
 
 
-def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate an experiment YAML (optionally with dotted-key overrides such as ``{"name": x}``)."""
-    path = Path(path)
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """A YAML file's content; a missing file or a syntax error is a ConfigError naming file and line."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(
             f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})"
         ) from None
+
+
+def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML (optionally with dotted-key overrides such as ``{"name": x}``)."""
+    path = Path(path)
+    data = read_yaml(path, "config file")
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return parse_config(data, source=str(path), base=path.parent.resolve())

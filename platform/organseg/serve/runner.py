@@ -20,6 +20,7 @@ from ray.serve._private import (
 from ray.serve.config import gRPCOptions
 from ray.serve.schema import ServeDeploySchema
 
+from organseg.config import read_yaml
 from organseg.errors import ConfigError, OrgansegError
 from organseg.serve.app import APP_NAME, GRPC_SERVICER
 
@@ -45,13 +46,7 @@ def load_serve_config(
         if DEFAULT_CONFIG.is_file():
             data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: Serve config not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml(Path(path), "Serve config")
     data = copy.deepcopy(data)
     if http_port is not None or host is not None:
         data.setdefault("http_options", {})
