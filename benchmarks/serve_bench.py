@@ -165,7 +165,7 @@ def main() -> int:
 
     from organseg.ensemble.predictor import EnsemblePredictor
     from organseg.serve.client import GrpcClient, HttpClient
-    from organseg.serve.runner import deploy
+    from organseg.serve.runner import deploy, load_serve_config
 
     gpu = options.gpu
     size = options.size or (512 if gpu else 128)
@@ -198,7 +198,7 @@ def main() -> int:
                     label = f"{mode}, max_batch_size {batch}" if mode == "separate" else mode
                     if mode == "colocated" and batch == 1:
                         continue
-                    schema = load_serve_config_from(
+                    schema = load_serve_config(
                         serve_config(model_dir, list(members), mode, gpu, batch, ports)
                     )
                     deploy(schema)
@@ -261,20 +261,6 @@ def main() -> int:
     if options.json:
         options.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-def load_serve_config_from(data: dict):
-    """A Serve config dict through the same loader `organseg serve` uses (validation, absolute paths)."""
-    import yaml
-
-    from organseg.serve.runner import load_serve_config
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(data, handle)
-    try:
-        return load_serve_config(handle.name)
-    finally:
-        Path(handle.name).unlink()
 
 
 if __name__ == "__main__":

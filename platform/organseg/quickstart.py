@@ -96,9 +96,7 @@ def experiment(options: QuickstartOptions) -> ExperimentConfig:
     return config
 
 
-def _synthesize(
-    options: QuickstartOptions, config: ExperimentConfig, console: Console
-) -> tuple[Path, Path]:
+def _synthesize(options: QuickstartOptions, console: Console) -> tuple[Path, Path]:
     """Training data and separately seeded held-out patients (reused when already there)."""
     from organseg.synth import write_dataset
 
@@ -249,7 +247,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
 
     steps("data")
     if options.data is None:
-        train_root, heldout_root = _synthesize(options, config, console)
+        train_root, heldout_root = _synthesize(options, console)
         config.dataset.path = train_root.resolve()
         heldout_refs = [r for r in discover_cases(heldout_root) if r.modality in SERVED_MODALITIES]
     else:

@@ -40,15 +40,7 @@ def served(trained_ensemble, ray_cluster):
             }
         ],
     }
-    import tempfile
-    from pathlib import Path
-
-    import yaml
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "serve.yaml"
-        path.write_text(yaml.safe_dump(schema))
-        deploy(load_serve_config(path), timeout_s=300)
+    deploy(load_serve_config(schema), timeout_s=300)
     try:
         yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", config, report.model_dir
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "serve" / "loc
 
 
 def load_serve_config(
-    path: Path | str | None = None,
+    path: Path | str | Mapping[str, Any] | None = None,
     model_dir: Path | str | None = None,
     http_port: int | None = None,
     grpc_port: int | None = None,
     host: str | None = None,
 ) -> ServeDeploySchema:
-    """Read a Serve config (default: the local CPU profile) and apply command-line overrides."""
+    """Read a Serve config (a file, an already-parsed mapping, or by default the local CPU profile)
+    and apply command-line overrides."""
     if path is None:
         app = {
             "name": APP_NAME,
@@ -45,6 +47,8 @@ def load_serve_config(
         data: dict[str, Any] = {"applications": [app]}
         if DEFAULT_CONFIG.is_file():
             data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    elif isinstance(path, Mapping):
+        data = dict(path)
     else:
         data = read_yaml(Path(path), "Serve config")
     data = copy.deepcopy(data)
