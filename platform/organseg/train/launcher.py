@@ -30,8 +30,9 @@ from organseg.errors import ConfigError
 from organseg.runtime import ray_session
 from organseg.tasks import get_task
 from organseg.train import storage
+from organseg.train.core import MEMBER_FILE, WEIGHTS_FILE, TrainPayload
 from organseg.train.data import PreparedData, prepare_data
-from organseg.train.loop import MEMBER_FILE, WEIGHTS_FILE, TrainPayload, train_member_loop
+from organseg.train.loop import train_member_loop
 from organseg.train.progress import ProgressBoard, ProgressCallback, render_table
 
 OUTCOME_FILE = "organseg-outcome.json"

@@ -22,9 +22,9 @@ from organseg.config import ExperimentConfig, MemberConfig, RangeConfig, dump_co
 from organseg.errors import ConfigError
 from organseg.runtime import ray_session
 from organseg.train import storage
+from organseg.train.core import TrainPayload
 from organseg.train.data import prepare_data
 from organseg.train.launcher import _payload, describe_failure, make_trainer
-from organseg.train.loop import TrainPayload
 
 METRIC = "val_dice"
 
