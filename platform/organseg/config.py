@@ -10,18 +10,44 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-from organseg.errors import ConfigError
-from organseg.io.volume import Modality
-from organseg.preprocess.augment import AugmentConfig
-from organseg.preprocess.config import PreprocessConfig
-from organseg.tasks import get_task
+from organseg.errors import ConfigError, FieldErrors, ModelError
+from organseg.modalities import KnownModality, Modality
+from organseg.preprocess.config import AugmentConfig, PreprocessConfig
+from organseg.tasks import CHAOS_TASKS, get_task, unknown_task_message
+from organseg.uri import is_uri
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+Problems = list[tuple[tuple[str | int, ...], str]]
+
+
+def _folder_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} must be lower-case letters, digits, '-' or '_'")
+    return value
+
+
+#: A name that becomes a folder (and a Serve deployment name): lower-case letters, digits, '-', '_'.
+FolderName = Annotated[
+    str,
+    AfterValidator(_folder_name),
+    WithJsonSchema({"type": "string", "pattern": _NAME.pattern}),
+]
 
 
 class _Strict(BaseModel):
@@ -31,22 +57,43 @@ class _Strict(BaseModel):
 class SyntheticDataConfig(_Strict):
     """A synthetic CHAOS-layout dataset generated on first use (tests, demos, the quickstart)."""
 
-    ct: int = Field(4, ge=0)
-    mr: int = Field(0, ge=0)
-    size: int = Field(64, ge=32)
-    slices: int | None = Field(None, ge=4)
-    seed: int = 0
+    ct: int = Field(4, ge=0, description="Number of CT patients.")
+    mr: int = Field(
+        0, ge=0, description="Number of MR patients (each with T1-DUAL in/out and T2-SPIR)."
+    )
+    size: int = Field(64, ge=32, description="In-plane size of the generated slices (pixels).")
+    slices: int | None = Field(
+        None, ge=4, description="Slices per volume (default: the generator's own)."
+    )
+    seed: int = Field(0, description="Seed of the generator: same seed, same dataset.")
 
 
 class DatasetConfig(_Strict):
     """Where the cases come from and how patients are split into training and validation."""
 
-    path: Path | None = None
-    synthetic: SyntheticDataConfig | None = None
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    split_seed: int = 0
-    #: Where the preprocessed slice cache lives (default: ``<storage_path>/<name>/cache``).
-    cache_dir: Path | None = None
+    path: Path | None = Field(
+        None,
+        description="A CHAOS folder (holding ``Train_Sets/CT``, ``Train_Sets/MR``); relative to the "
+        "config file. Checked when training starts, not when the config loads.",
+    )
+    synthetic: SyntheticDataConfig | None = Field(
+        None,
+        description="Generate a synthetic CHAOS-layout dataset instead (exactly one of ``path`` and "
+        "``synthetic``).",
+    )
+    val_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="Share of patients held out for validation (split by patient, CT and MR "
+        "patients separately).",
+    )
+    split_seed: int = Field(0, description="Seed of the patient split.")
+    cache_dir: Path | None = Field(
+        None,
+        description="Where the preprocessed slice cache lives (default: "
+        "``<storage_path>/<name>/cache``).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -58,17 +105,25 @@ class DatasetConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-4, gt=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    """The optimizer of one member."""
+
+    name: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="``adam``, ``adamw`` or ``sgd`` (momentum 0.9)."
+    )
+    lr: float = Field(1e-4, gt=0.0, lt=1.0, description="Learning rate (what Ray Tune searches).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
 
 
 class SchedulerConfig(_Strict):
     """ReduceLROnPlateau on validation Dice: the seeds halve the rate after 5 epochs without progress."""
 
-    factor: float = Field(0.5, gt=0.0, lt=1.0)
-    patience: int = Field(5, ge=0)
-    min_lr: float = Field(1e-7, ge=0.0)
+    factor: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Multiply the learning rate by this on a plateau."
+    )
+    patience: int = Field(
+        5, ge=0, description="Epochs without validation-Dice progress before reducing."
+    )
+    min_lr: float = Field(1e-7, ge=0.0, description="Lower bound of the learning rate.")
 
 
 class AdversarialConfig(_Strict):
@@ -77,9 +132,15 @@ class AdversarialConfig(_Strict):
     Generator loss = −log D(x, G(x)) + ``lam`` · Dice loss.
     """
 
-    enabled: bool = False
-    lam: float = Field(10.0, ge=0.0)
-    discriminator_lr: float = Field(1e-4, gt=0.0)
+    enabled: bool = Field(
+        False, description="Train as a cGAN generator against a PatchGAN discriminator."
+    )
+    lam: float = Field(
+        10.0, ge=0.0, description="λ: weight of the Dice term against the adversarial term."
+    )
+    discriminator_lr: float = Field(
+        1e-4, gt=0.0, description="Learning rate of the discriminator (Adam)."
+    )
 
 
 class FaultInjection(_Strict):
@@ -89,75 +150,138 @@ class FaultInjection(_Strict):
     last checkpoint); ``fail_at_epoch`` raises on every attempt (the member must fail alone).
     """
 
-    crash_once_at_epoch: int | None = Field(None, ge=0)
-    fail_at_epoch: int | None = Field(None, ge=0)
+    crash_once_at_epoch: int | None = Field(
+        None, ge=0, description="Kill the worker once at this epoch (resume must follow)."
+    )
+    fail_at_epoch: int | None = Field(
+        None, ge=0, description="Raise at this epoch on every attempt (the member fails alone)."
+    )
 
 
 class MemberConfig(_Strict):
     """One ensemble member: architecture, what it sees, how it trains and on what resources."""
 
-    name: str
-    arch: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    in_channels: int = Field(1, ge=1, le=8)
-    encoder_weights: str | None = None
-    #: Modalities this member accepts (default: all of the task's).
-    modalities: list[Modality] | None = None
-    loss: Literal["dice", "bce", "dice_bce"] | None = None
-    #: Dice share w of w·Dice + (1 − w)·BCE (what Ray Tune searches).
-    dice_weight: float = Field(0.5, ge=0.0, le=1.0)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(4, ge=1)
-    #: Cap on optimizer steps per epoch (None: a full pass over the training slices).
-    steps_per_epoch: int | None = Field(None, ge=1)
-    #: Include slices without any organ (True keeps the data distribution honest).
-    empty_slices: bool = True
-    adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    gpu_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    cpus_per_worker: float = Field(1.0, gt=0.0)
-    max_failures: int = Field(1, ge=-1)
-    seed: int = 0
-    fault: FaultInjection | None = None
+    name: FolderName = Field(
+        description="Member name: its folder in the model directory and its Serve deployment "
+        "(``member-<name>``); lower-case letters, digits, ``-``, ``_``; unique in the config."
+    )
+    arch: str = Field(
+        description="Registered architecture (architectures table above; ``organseg models list``)."
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Architecture-specific parameters (architectures table above); unknown keys "
+        "are errors.",
+    )
+    in_channels: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Channels the network takes; inputs are adapted to it: grey is repeated (1 → 3 "
+        "for ImageNet encoders), a stacked T1 pair becomes (in, out, mean) for 3 or their mean for 1.",
+    )
+    encoder_weights: str | None = Field(
+        None,
+        description="``imagenet`` for a pretrained encoder (pretrainable members only; weights come "
+        "from the Hugging Face cache), null to train from scratch.",
+    )
+    modalities: list[KnownModality] | None = Field(
+        None, description="Modalities this member accepts (default: all of the task's)."
+    )
+    loss: Literal["dice", "bce", "dice_bce"] | None = Field(
+        None,
+        description="``dice``, ``bce`` or ``dice_bce`` (w·Dice + (1 − w)·BCE); default: the "
+        "architecture's own.",
+    )
+    dice_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Dice share w of w·Dice + (1 − w)·BCE (what Ray Tune searches).",
+    )
+    optimizer: OptimizerConfig = Field(
+        default_factory=OptimizerConfig, description="Optimizer and learning rate."
+    )
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig, description="ReduceLROnPlateau on validation Dice."
+    )
+    epochs: int = Field(60, ge=1, description="Training epochs.")
+    batch_size: int = Field(4, ge=1, description="Slices per optimizer step (per worker).")
+    steps_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on optimizer steps per epoch (None: a full pass over the training slices).",
+    )
+    empty_slices: bool = Field(
+        True,
+        description="Include slices without any organ (True keeps the data distribution honest).",
+    )
+    adversarial: AdversarialConfig = Field(
+        default_factory=AdversarialConfig,
+        description="cGAN training with a patch discriminator.",
+    )
+    num_workers: int = Field(
+        1, ge=1, description="Data-parallel Ray Train workers for this member."
+    )
+    use_gpu: bool = Field(False, description="Train on GPUs.")
+    gpu_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="GPU share per worker: below 1, several members share a GPU (needs "
+        "``num_workers: 1``).",
+    )
+    cpus_per_worker: float = Field(
+        1.0, gt=0.0, description="CPUs reserved per worker (also its torch thread count)."
+    )
+    max_failures: int = Field(
+        1,
+        ge=-1,
+        description="Restarts from the last checkpoint after a worker failure (−1: unlimited).",
+    )
+    seed: int = Field(0, description="Seed of weights initialisation, data order and augmentation.")
+    fault: FaultInjection | None = Field(
+        None, description="Deliberate failures for fault-tolerance tests; never in real configs."
+    )
 
-    @field_validator("name")
+    @field_validator("arch")
     @classmethod
-    def _name_is_a_folder_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+    def _arch_is_a_segmenter(cls, value: str) -> str:
+        from organseg.models import get_member_spec
+
+        try:
+            spec = get_member_spec(value)
+        except ModelError as exc:  # names the valid architectures; pydantic adds the key
+            raise ValueError(str(exc)) from None
+        if spec.kind != "segmenter":
+            raise ValueError(f"arch {value!r} is a {spec.kind}, not a segmentation member")
+        return value
+
+    @field_validator("kwargs")
+    @classmethod
+    def _arch_takes_kwargs(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from organseg.models import get_member_spec
+
+        arch = info.data.get("arch")
+        if arch is None:  # the arch itself is invalid and reported already
+            return value
+        spec = get_member_spec(arch)
+        unknown = set(value) - set(spec.params)
+        if unknown:
             raise ValueError(
-                f"member name {value!r} must be lower-case letters, digits, '-' or '_'"
+                f"arch {arch!r} has no parameter(s) {sorted(unknown)}; it takes {spec.describe_params()}"
             )
         return value
 
-    @field_validator("modalities", mode="before")
-    @classmethod
-    def _parse_modalities(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        return [Modality.parse(v) for v in value]
-
     @model_validator(mode="after")
-    def _arch_exists(self) -> MemberConfig:
-        from organseg.models import get_member_spec
-
-        spec = get_member_spec(self.arch)  # raises ModelError listing valid names
-        if spec.kind != "segmenter":
-            raise ValueError(f"arch {self.arch!r} is a {spec.kind}, not a segmentation member")
-        unknown = set(self.kwargs) - set(spec.params)
-        if unknown:
-            raise ValueError(
-                f"arch {self.arch!r} has no parameter(s) {sorted(unknown)}; it takes {spec.describe_params()}"
-            )
+    def _gpu_share_fits(self) -> MemberConfig:
         if self.gpu_fraction < 1.0 and self.num_workers > 1:
-            raise ValueError(
-                "gpu_fraction < 1 needs num_workers: 1 (NCCL rejects two workers on one GPU)"
-            )
+            message = "gpu_fraction < 1 needs num_workers: 1 (NCCL rejects two workers on one GPU)"
+            raise FieldErrors([(("gpu_fraction",), message)])
         return self
 
     def resolved_loss(self) -> str:
+        """The loss this member trains with: its own ``loss`` or its architecture's default."""
         from organseg.models import get_member_spec
 
         return self.loss or get_member_spec(self.arch).default_loss
@@ -166,131 +290,206 @@ class MemberConfig(_Strict):
 class PostprocessConfig(_Strict):
     """How averaged member probabilities become a label map."""
 
-    #: Voxels whose mean probability reaches ``threshold`` are candidates.
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    #: A candidate component survives only if it holds a voxel at or above ``component_threshold``
-    #: (hysteresis: the 0.5/0.6 pair of the CHAOS-winning CT ensemble). None disables it.
-    component_threshold: float | None = Field(0.6, gt=0.0, lt=1.0)
-    #: Keep only the largest 3D connected component per organ.
-    largest_component: bool = True
+    threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Voxels whose mean probability reaches ``threshold`` are candidates.",
+    )
+    component_threshold: float | None = Field(
+        0.6,
+        gt=0.0,
+        lt=1.0,
+        description="A candidate component survives only if it holds a voxel at or above "
+        "``component_threshold`` (hysteresis: the 0.5/0.6 pair of the CHAOS-winning CT ensemble). "
+        "None disables it.",
+    )
+    largest_component: bool = Field(
+        True, description="Keep only the largest 3D connected component per organ."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> PostprocessConfig:
         if self.component_threshold is not None and self.component_threshold < self.threshold:
-            raise ValueError("component_threshold must be at least threshold")
+            raise FieldErrors(
+                [(("component_threshold",), "component_threshold must be at least threshold")]
+            )
         return self
 
 
 class RangeConfig(_Strict):
-    low: float
-    high: float
-    log: bool = False
+    """A search range: uniform, or log-uniform with ``log: true``."""
+
+    low: float = Field(description="Lower bound.")
+    high: float = Field(description="Upper bound.")
+    log: bool = Field(False, description="Sample log-uniformly (needs low > 0).")
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeConfig:
+        problems: Problems = []
         if not self.low < self.high:
-            raise ValueError(f"range needs low < high, got {self.low} .. {self.high}")
+            problems.append((("high",), f"range needs low < high, got {self.low} .. {self.high}"))
         if self.log and self.low <= 0:
-            raise ValueError("a log-uniform range needs low > 0")
+            problems.append((("low",), "a log-uniform range needs low > 0"))
+        FieldErrors.check(problems)
         return self
 
 
 class TuneConfig(_Strict):
     """Ray Tune + Optuna (TPE) + ASHA over learning rate and loss weighting."""
 
-    #: Members to tune (default: all).
-    members: list[str] | None = None
-    num_samples: int = Field(8, ge=1)
-    max_concurrent_trials: int = Field(2, ge=1)
-    #: Epochs per trial (ASHA's max_t); default: the member's epochs.
-    epochs: int | None = Field(None, ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: int = Field(2, ge=2)
-    lr: RangeConfig = Field(default_factory=lambda: RangeConfig(low=1e-5, high=1e-3, log=True))
-    dice_weight: RangeConfig | None = Field(default_factory=lambda: RangeConfig(low=0.2, high=1.0))
-    #: λ of the adversarial term (cGAN members only).
-    adversarial_lam: RangeConfig | None = None
-    seed: int = 0
+    members: list[str] | None = Field(None, description="Members to tune (default: all).")
+    num_samples: int = Field(8, ge=1, description="Trials per member.")
+    max_concurrent_trials: int = Field(
+        2,
+        ge=1,
+        description="Trials running at once (size it to the GPUs: each trial asks for its member's "
+        "resources).",
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs per trial (ASHA's max_t); default: the member's epochs."
+    )
+    grace_period: int = Field(
+        1, ge=1, description="ASHA: epochs every trial gets before it can be stopped."
+    )
+    reduction_factor: int = Field(
+        2, ge=2, description="ASHA: keep 1 in this many trials at each rung."
+    )
+    lr: RangeConfig = Field(
+        default_factory=lambda: RangeConfig(low=1e-5, high=1e-3, log=True),
+        description="Learning-rate range.",
+    )
+    dice_weight: RangeConfig | None = Field(
+        default_factory=lambda: RangeConfig(low=0.2, high=1.0),
+        description="Range of the Dice share w (non-adversarial members; null: not searched).",
+    )
+    adversarial_lam: RangeConfig | None = Field(
+        None, description="λ of the adversarial term (cGAN members only)."
+    )
+    seed: int = Field(0, description="Seed of the Optuna sampler.")
 
 
 class ExperimentConfig(_Strict):
     """Top level of every training/tuning YAML under ``configs/``."""
 
-    name: str
-    task: int = 2
-    #: Where Ray Train keeps runs and checkpoints: a local folder or any URI Ray supports (s3://, gs://).
-    storage_path: str = "runs"
-    dataset: DatasetConfig
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    members: list[MemberConfig] = Field(min_length=1)
-    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
-    tune: TuneConfig | None = None
-    #: Where the model directory goes (default: ``<storage_path>/<name>/model``).
-    output: Path | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_folder_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"experiment name {value!r} must be lower-case letters, digits, '-' or '_'"
-            )
-        return value
+    name: FolderName = Field(
+        description="Experiment name: the folder of its runs under ``storage_path`` and of its model "
+        "directory; lower-case letters, digits, ``-``, ``_``."
+    )
+    task: int = Field(
+        2,
+        description="CHAOS task 1–5: which modalities the ensemble sees and which organs it segments "
+        "(CHAOS tasks table above).",
+    )
+    storage_path: str = Field(
+        "runs",
+        description="Where Ray Train keeps runs and checkpoints: a local folder or any URI Ray "
+        "supports (s3://, gs://).",
+    )
+    dataset: DatasetConfig = Field(description="Where the cases come from.")
+    preprocess: PreprocessConfig = Field(
+        default_factory=PreprocessConfig,
+        description="Intensity, size and channel layout of the slices; stored with every member, so "
+        "serving reproduces it.",
+    )
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="Training-time slice augmentation."
+    )
+    members: list[MemberConfig] = Field(
+        min_length=1,
+        description="The ensemble members (at least one), trained in parallel.",
+    )
+    postprocess: PostprocessConfig = Field(
+        default_factory=PostprocessConfig,
+        description="How averaged member probabilities become a label map.",
+    )
+    tune: TuneConfig | None = Field(
+        None,
+        description="Search space and budget of ``organseg tune`` (absent: the config cannot be "
+        "tuned).",
+    )
+    output: Path | None = Field(
+        None,
+        description="Where the model directory goes (default: ``<storage_path>/<name>/model``).",
+    )
 
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: int) -> int:
-        get_task(value)
+        if value not in CHAOS_TASKS:
+            raise ValueError(unknown_task_message(value))
         return value
 
     @model_validator(mode="after")
     def _members_fit_the_task(self) -> ExperimentConfig:
+        """Cross-field rules, every broken one reported at its member's key."""
+        problems: Problems = []
         names = [m.name for m in self.members]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"member names must be unique; repeated: {duplicates}")
+        for i, name in enumerate(names):
+            if names.count(name) > 1:
+                problems.append(
+                    (("members", i, "name"), f"member names must be unique; {name!r} repeats")
+                )
         task = get_task(self.task)
-        for member in self.members:
+        stacked = self.preprocess.t1_mode == "stack"
+        for i, member in enumerate(self.members):
             if member.modalities is None:
                 member.modalities = list(task.modalities)
-            outside = [m.value for m in member.modalities if m not in task.modalities]
+            modalities = member.modalities
+            outside = [m.value for m in modalities if m not in task.modalities]
             if outside:
-                raise ValueError(
-                    f"member {member.name!r} accepts {outside}, which CHAOS task {self.task} does not include "
-                    f"({[m.value for m in task.modalities]})"
+                problems.append(
+                    (
+                        ("members", i, "modalities"),
+                        f"member {member.name!r} accepts {outside}, which CHAOS task {self.task} "
+                        f"does not include ({[m.value for m in task.modalities]})",
+                    )
                 )
-        stacked = self.preprocess.t1_mode == "stack"
-        for member in self.members:
-            modalities = member.modalities or []
             if stacked and Modality.MR_T1_OUT in modalities:
-                raise ValueError(
-                    f"member {member.name!r} accepts MR-T1-out, but preprocess.t1_mode is 'stack': out-phase is "
-                    "the second channel of each MR-T1-in sample; drop MR-T1-out (or use t1_mode: separate)"
+                problems.append(
+                    (
+                        ("members", i, "modalities"),
+                        f"member {member.name!r} accepts MR-T1-out, but preprocess.t1_mode is "
+                        "'stack': out-phase is the second channel of each MR-T1-in sample; drop "
+                        "MR-T1-out (or use t1_mode: separate)",
+                    )
                 )
             if member.in_channels == 2 and not (stacked and modalities == [Modality.MR_T1_IN]):
-                raise ValueError(
-                    f"member {member.name!r} has in_channels: 2, which only fits stacked T1 in+out "
-                    "(t1_mode: stack and modalities: [MR-T1-in])"
+                problems.append(
+                    (
+                        ("members", i, "in_channels"),
+                        f"member {member.name!r} has in_channels: 2, which only fits stacked T1 "
+                        "in+out (t1_mode: stack and modalities: [MR-T1-in])",
+                    )
                 )
             if member.encoder_weights and member.in_channels != 3:
-                raise ValueError(
-                    f"member {member.name!r} loads {member.encoder_weights} encoder weights, which expect "
-                    f"in_channels: 3 (got {member.in_channels}); grey slices are repeated to 3 channels"
+                problems.append(
+                    (
+                        ("members", i, "encoder_weights"),
+                        f"member {member.name!r} loads {member.encoder_weights} encoder weights, "
+                        f"which expect in_channels: 3 (got {member.in_channels}); grey slices are "
+                        "repeated to 3 channels",
+                    )
                 )
         if self.tune and self.tune.members:
             missing = sorted(set(self.tune.members) - set(names))
             if missing:
-                raise ValueError(
-                    f"tune.members names unknown members {missing}; members are {names}"
+                problems.append(
+                    (
+                        ("tune", "members"),
+                        f"tune.members names unknown members {missing}; members are {names}",
+                    )
                 )
+        FieldErrors.check(problems)
         return self
 
     # -- derived facts ---------------------------------------------------------------------------
     def organs_for(self, member: MemberConfig) -> tuple[str, ...]:
+        """Organs ``member`` learns: its task's organs that its modalities are annotated for."""
         return get_task(self.task).organs_for(member.modalities or [])
 
     def member(self, name: str) -> MemberConfig:
+        """The member called ``name``, or a ConfigError listing the members."""
         for m in self.members:
             if m.name == name:
                 return m
@@ -301,28 +500,48 @@ class ExperimentConfig(_Strict):
         return self.storage_path.rstrip("/") + "/" + self.name
 
     def model_dir(self) -> Path:
+        """Where training writes the model directory (``output`` or ``<storage_root>/model``)."""
         if self.output is not None:
             return self.output
-        if "://" in self.storage_path:
+        if is_uri(self.storage_path):
             raise ConfigError("storage_path is a URI; set output: to a local model directory")
         return Path(self.storage_root()) / "model"
 
     def cache_dir(self) -> Path:
+        """Where the slice cache lives (``dataset.cache_dir`` or ``<storage_root>/cache``)."""
         if self.dataset.cache_dir is not None:
             return self.dataset.cache_dir
-        if "://" in self.storage_path:
+        if is_uri(self.storage_path):
             raise ConfigError(
                 "storage_path is a URI; set dataset.cache_dir to a node-local or shared folder"
             )
         return Path(self.storage_root()) / "cache"
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+def validation_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """``(dotted key, message)`` of every problem in ``error``, cross-field ones at their own keys."""
+    found: list[tuple[str, str]] = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
+        loc = tuple(item["loc"])
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldErrors):
+            for key, message in cause.problems:
+                found.append((_dotted(loc + tuple(key)), message))
+        else:
+            found.append((_dotted(loc), item["msg"].removeprefix("Value error, ")))
+    return found
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    problems = validation_problems(error)
+    lines = [
+        f"{source}: invalid configuration ({len(problems)} problem{'s' * (len(problems) > 1)})"
+    ]
+    lines += [f"  {source}: {where}: {message}" for where, message in problems]
     return "\n".join(lines)
 
 
@@ -340,7 +559,7 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
         config.dataset.cache_dir = (cwd / config.dataset.cache_dir).resolve()
     if config.output is not None and not config.output.is_absolute():
         config.output = (cwd / config.output).resolve()
-    if "://" not in config.storage_path and not Path(config.storage_path).is_absolute():
+    if not is_uri(config.storage_path) and not Path(config.storage_path).is_absolute():
         config.storage_path = str((cwd / config.storage_path).resolve())
     return config
 
@@ -348,9 +567,7 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
 def parse_config(
     data: dict[str, Any], source: str = "config", base: Path | None = None
 ) -> ExperimentConfig:
-    """Validate a config mapping; errors become a ConfigError listing every bad key."""
-    from organseg.errors import ModelError
-
+    """Validate a config mapping; errors become one ConfigError listing every bad key."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(data).__name__}"
@@ -359,8 +576,6 @@ def parse_config(
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
-    except ModelError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
     return _resolve_paths(config, base) if base is not None else config
 
 
@@ -418,3 +633,13 @@ def dump_config(config: ExperimentConfig) -> str:
     """YAML text that :func:`load_config` reads back to an equal config."""
     data = config.model_dump(mode="json", exclude_none=True)
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of an experiment YAML, for editors and ``organseg config schema``."""
+    schema = ExperimentConfig.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "organseg experiment configuration",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }

@@ -20,6 +20,34 @@ class ConfigError(OrgansegError):
     """An invalid configuration file or value. The message names the key."""
 
 
+class RunError(OrgansegError):
+    """A training, tuning or quickstart run that failed (every trial failed, a member did not finish).
+
+    The configuration was valid; the message says what failed and where its logs are.
+    """
+
+
+class FieldErrors(ValueError):
+    """Problems a cross-field check of a config model found, each at its own key.
+
+    Raised inside a pydantic validator, so pydantic reports it with the model's location; the config
+    loader adds each ``key`` (relative to that model) to the location, so every message names its dotted
+    key and all of them are reported at once.
+    """
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__(
+            "; ".join(f"{'.'.join(str(k) for k in key)}: {message}" for key, message in problems)
+        )
+
+    @classmethod
+    def check(cls, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        """Raise when ``problems`` holds any."""
+        if problems:
+            raise cls(problems)
+
+
 class ModelError(OrgansegError):
     """A model cannot be built or loaded (unknown member, missing weights, bad checkpoint)."""
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from organseg.config import ExperimentConfig, load_config
-from organseg.errors import ConfigError, DataError
+from organseg.errors import ConfigError, DataError, RunError
 from organseg.io import discover_cases, load_case
 from organseg.io.volume import Modality
 
@@ -270,7 +270,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
             )
             console.print(f"  {outcome.name}: {outcome.status} ({note})", highlight=False)
         if report.model_dir is None or not report.ok:
-            raise ConfigError("training failed; see the member outcomes above")
+            raise RunError("quickstart: training failed; see the member outcomes above")
 
         steps("evaluating with the CHAOS metrics")
         if heldout_refs is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from organseg.errors import ConfigError
-from organseg.io.volume import Modality
+from organseg.modalities import Modality
 
 MR_MODALITIES = (Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR)
 ALL_ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
@@ -37,7 +37,12 @@ CHAOS_TASKS: dict[int, ChaosTask] = {
 }
 
 
+def unknown_task_message(number: object) -> str:
+    return f"task must be one of {sorted(CHAOS_TASKS)} (CHAOS tasks), got {number}"
+
+
 def get_task(number: int) -> ChaosTask:
+    """The CHAOS task numbered ``number``, or a ConfigError listing the valid numbers."""
     if number not in CHAOS_TASKS:
-        raise ConfigError(f"task must be one of {sorted(CHAOS_TASKS)} (CHAOS tasks), got {number}")
+        raise ConfigError(unknown_task_message(number))
     return CHAOS_TASKS[number]

@@ -18,9 +18,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click
 import typer
 
-from organseg.cli import data, evaluate, models, predict, quickstart, serve, train
+from organseg.cli import config, data, evaluate, models, predict, quickstart, serve, train
 from organseg.cli._console import err_console
-from organseg.errors import OrgansegError
+from organseg.errors import OrgansegError, RunError
 
 # typer ≥ 0.25 vendors its own click; catch both its exceptions and click's (older typer uses click's).
 _USAGE_ERRORS = tuple(
@@ -36,6 +36,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 evaluate.register(app)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except OrgansegError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, RunError) else 2)  # 1: the run failed; 2: bad input
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

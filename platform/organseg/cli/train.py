@@ -74,7 +74,10 @@ def train_command(
     if report.curves_png:
         console.print(f"learning curves: {report.curves_png}")
     if not report.ok:
-        raise typer.Exit(1)
+        from organseg.errors import RunError
+
+        failed = [o.name for o in report.outcomes if not o.ok]
+        raise RunError(f"{cfg.name}: training failed for member(s) {failed}; see the table above")
 
 
 def tune_command(

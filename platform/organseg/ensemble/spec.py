@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from organseg import __version__
 from organseg.config import ExperimentConfig, MemberConfig, PostprocessConfig
 from organseg.errors import ModelError
-from organseg.io.volume import Modality
+from organseg.modalities import KnownModality, Modality
 from organseg.preprocess.config import PreprocessConfig
 
 SPEC_FILE = "ensemble.yaml"
@@ -38,15 +38,10 @@ class MemberEntry(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     in_channels: int
     organs: list[str]
-    modalities: list[Modality]
+    modalities: list[KnownModality]
     weights: str  # path relative to the model directory
     val_dice: float | None = None
     epoch: int | None = None
-
-    @field_validator("modalities", mode="before")
-    @classmethod
-    def _parse(cls, value: Any) -> Any:
-        return [Modality.parse(v) for v in value]
 
 
 class EnsembleSpec(BaseModel):

@@ -9,50 +9,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 import SimpleITK as sitk
 
-from organseg.errors import ConfigError
+from organseg.modalities import Modality
 
 _META_PREFIX = "organseg:"
 _MODALITY_KEY = _META_PREFIX + "modality"
 
-
-class Modality(str, Enum):
-    """Imaging modality/sequence; the value is the string used in configs, files and APIs."""
-
-    CT = "CT"
-    MR_T1_IN = "MR-T1-in"
-    MR_T1_OUT = "MR-T1-out"
-    MR_T2SPIR = "MR-T2SPIR"
-    UNKNOWN = "unknown"
-
-    @property
-    def is_mr(self) -> bool:
-        return self in (Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR)
-
-    @classmethod
-    def parse(cls, value: str | Modality) -> Modality:
-        """Accept the canonical value or a common alias (``ct``, ``t2spir``, ``t1-in``, ``inphase``...)."""
-        if isinstance(value, Modality):
-            return value
-        key = str(value).strip().lower().replace("_", "-").replace(" ", "")
-        for member in cls:
-            if key == member.value.lower():
-                return member
-        aliases = {
-            "t1in": cls.MR_T1_IN, "t1-in": cls.MR_T1_IN, "inphase": cls.MR_T1_IN,
-            "t1dual-in": cls.MR_T1_IN, "mr-t1in": cls.MR_T1_IN,
-            "t1out": cls.MR_T1_OUT, "t1-out": cls.MR_T1_OUT, "outphase": cls.MR_T1_OUT,
-            "t1dual-out": cls.MR_T1_OUT, "mr-t1out": cls.MR_T1_OUT,
-            "t2": cls.MR_T2SPIR, "t2spir": cls.MR_T2SPIR, "mr-t2": cls.MR_T2SPIR,
-        }  # fmt: skip
-        if key in aliases:
-            return aliases[key]
-        valid = [m.value for m in cls]
-        raise ConfigError(f"unknown modality {value!r}; expected one of {valid}")
+__all__ = ["Geometry", "Modality", "Volume"]
 
 
 @dataclass(frozen=True)

@@ -13,70 +13,14 @@ the same seed gives the same output.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 
-#: A probability in [0, 1].
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-class AugmentConfig(BaseModel):
-    """Probabilities and ranges of each augmentation; sizes in pixels are for a 256² slice and scale
-    with the slice size."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    #: Probability of the random affine (scale, rotation, shear, shift together).
-    affine_p: Probability = 0.8
-    scale: tuple[float, float] = (0.85, 1.15)
-    rotation_deg: float = Field(default=15.0, ge=0.0, le=180.0)
-    shear_deg: float = Field(default=8.0, ge=0.0, lt=45.0)
-    #: Maximum shift as a fraction of the slice size, per axis.
-    shift: float = Field(default=0.08, ge=0.0, le=0.5)
-    #: Elastic deformation: probability, RMS displacement (px at 256²) and smoothness sigma (px at 256²).
-    elastic_p: Probability = 0.2
-    elastic_alpha: float = Field(default=4.0, ge=0.0)
-    elastic_sigma: float = Field(default=12.0, gt=0.0)
-    #: Flip across the vertical axis (image left-right). Off by default: it mirrors the patient, putting
-    #: the liver on the wrong side and swapping right/left kidney (their labels are not swapped).
-    flip_horizontal_p: Probability = 0.0
-    #: Flip across the horizontal axis (anterior-posterior); keeps patient left-right, so labels stay true.
-    flip_vertical_p: Probability = 0.5
-    #: Additive Gaussian noise: probability and the range its standard deviation is drawn from.
-    noise_p: Probability = 0.3
-    noise_std: tuple[float, float] = (0.0, 0.03)
-    #: Linear intensity change ``x * scale + shift``.
-    intensity_p: Probability = 0.5
-    intensity_scale: tuple[float, float] = (0.9, 1.1)
-    intensity_shift: float = Field(default=0.1, ge=0.0)
-    #: Histogram shift: a random monotone piecewise-linear remap through ``histogram_points`` nodes.
-    histogram_p: Probability = 0.2
-    histogram_points: int = Field(default=8, ge=3, le=64)
-
-    @model_validator(mode="after")
-    def _ranges_in_order(self) -> AugmentConfig:
-        for name in ("scale", "noise_std", "intensity_scale"):
-            lo, hi = getattr(self, name)
-            if not 0.0 <= lo <= hi:
-                raise ValueError(f"{name} needs 0 <= lo <= hi, got ({lo}, {hi})")
-        if self.scale[0] <= 0.0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
-        return self
-
-    @classmethod
-    def geometric_only(cls, **overrides: float | bool) -> AugmentConfig:
-        """Geometry always on, intensity off: for checking that masks stay aligned."""
-        values: dict[str, float | bool] = {
-            "affine_p": 1.0, "elastic_p": 1.0, "noise_p": 0.0, "intensity_p": 0.0, "histogram_p": 0.0,
-        }  # fmt: skip
-        values.update(overrides)
-        return cls(**values)
+from organseg.preprocess.config import AugmentConfig
 
 
 class SliceAugmenter:

@@ -1,15 +1,18 @@
-"""The one set of preprocessing choices a model is trained with, and must be served with.
+"""The preprocessing and augmentation choices of an experiment, as torch-free pydantic models.
 
-A member's checkpoint stores this config, so training, ``organseg predict --local`` and the Serve graph
-rebuild exactly the same pixels from a raw volume.
+A member's checkpoint stores :class:`PreprocessConfig`, so training, ``organseg predict --local`` and the
+Serve graph rebuild exactly the same pixels from a raw volume. :class:`AugmentConfig` sits here too (its
+implementation is :mod:`organseg.preprocess.augment`), so reading an experiment config never loads torch.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from organseg.errors import FieldErrors
 
 
 class PreprocessConfig(BaseModel):
@@ -17,18 +20,35 @@ class PreprocessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Square in-plane target in pixels; slices are resampled to size×size over the same field of view.
-    size: int = 256
-    #: CT window in HU, mapped linearly to [0, 1] (the CHAOS winners' abdominal window).
-    ct_window: tuple[float, float] = (-160.0, 240.0)
-    #: MR normalization after percentile clipping: z-score (mean 0, std 1) or min-max to [0, 1].
-    mr_norm: Literal["zscore", "minmax"] = "zscore"
-    #: Percentiles clipped before MR normalization, so a few bright vessels or artefacts don't set the scale.
-    mr_percentiles: tuple[float, float] = (0.5, 99.5)
-    #: ``stack``: a patient's T1 in- and out-phase become one 2-channel sample; ``separate``: two samples.
-    t1_mode: Literal["stack", "separate"] = "stack"
-    #: dtype of the slice cache on disk (float16 halves disk and page-cache use; [0, 1] and z-scores fit).
-    cache_dtype: Literal["float16", "float32"] = "float16"
+    size: int = Field(
+        256,
+        description="Square in-plane target in pixels; slices are resampled to size×size over the "
+        "same field of view.",
+    )
+    ct_window: tuple[float, float] = Field(
+        (-160.0, 240.0),
+        description="CT window in HU, mapped linearly to [0, 1] (the CHAOS winners' abdominal window).",
+    )
+    mr_norm: Literal["zscore", "minmax"] = Field(
+        "zscore",
+        description="MR normalization after percentile clipping: z-score (mean 0, std 1) or min-max "
+        "to [0, 1].",
+    )
+    mr_percentiles: tuple[float, float] = Field(
+        (0.5, 99.5),
+        description="Percentiles clipped before MR normalization, so a few bright vessels or "
+        "artefacts don't set the scale.",
+    )
+    t1_mode: Literal["stack", "separate"] = Field(
+        "stack",
+        description="``stack``: a patient's T1 in- and out-phase become one 2-channel sample; "
+        "``separate``: two samples.",
+    )
+    cache_dtype: Literal["float16", "float32"] = Field(
+        "float16",
+        description="dtype of the slice cache on disk (float16 halves disk and page-cache use; "
+        "[0, 1] and z-scores fit).",
+    )
 
     @field_validator("size")
     @classmethod
@@ -58,3 +78,87 @@ class PreprocessConfig(BaseModel):
     def fingerprint(self) -> str:
         """Short stable hash of every field: caches and checkpoints compare it to detect drift."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+#: A probability in [0, 1].
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class AugmentConfig(BaseModel):
+    """Probabilities and ranges of each augmentation; sizes in pixels are for a 256² slice and scale
+    with the slice size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Augment training slices at all.")
+    affine_p: Probability = Field(
+        0.8,
+        description="Probability of the random affine (scale, rotation, shear, shift together).",
+    )
+    scale: tuple[float, float] = Field((0.85, 1.15), description="Range of the random zoom factor.")
+    rotation_deg: float = Field(
+        15.0, ge=0.0, le=180.0, description="Maximum rotation either way, in degrees."
+    )
+    shear_deg: float = Field(
+        8.0, ge=0.0, lt=45.0, description="Maximum shear either way, in degrees."
+    )
+    shift: float = Field(
+        0.08, ge=0.0, le=0.5, description="Maximum shift as a fraction of the slice size, per axis."
+    )
+    elastic_p: Probability = Field(0.2, description="Probability of the elastic deformation.")
+    elastic_alpha: float = Field(
+        4.0, ge=0.0, description="RMS displacement of the elastic field (pixels at 256²)."
+    )
+    elastic_sigma: float = Field(
+        12.0, gt=0.0, description="Smoothness of the elastic field (pixels at 256²)."
+    )
+    flip_horizontal_p: Probability = Field(
+        0.0,
+        description="Flip across the vertical axis (image left-right). Off by default: it mirrors "
+        "the patient, putting the liver on the wrong side and swapping right/left kidney (their "
+        "labels are not swapped).",
+    )
+    flip_vertical_p: Probability = Field(
+        0.5,
+        description="Flip across the horizontal axis (anterior-posterior); keeps patient "
+        "left-right, so labels stay true.",
+    )
+    noise_p: Probability = Field(0.3, description="Probability of additive Gaussian noise.")
+    noise_std: tuple[float, float] = Field(
+        (0.0, 0.03), description="Range the noise's standard deviation is drawn from."
+    )
+    intensity_p: Probability = Field(
+        0.5, description="Probability of a linear intensity change ``x * scale + shift``."
+    )
+    intensity_scale: tuple[float, float] = Field(
+        (0.9, 1.1), description="Range of the intensity factor."
+    )
+    intensity_shift: float = Field(0.1, ge=0.0, description="Maximum intensity offset either way.")
+    histogram_p: Probability = Field(
+        0.2,
+        description="Probability of a histogram shift: a random monotone piecewise-linear remap.",
+    )
+    histogram_points: int = Field(
+        8, ge=3, le=64, description="Nodes of the random monotone intensity remap."
+    )
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> AugmentConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for name in ("scale", "noise_std", "intensity_scale"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi:
+                problems.append(((name,), f"needs 0 <= lo <= hi, got ({lo}, {hi})"))
+        if self.scale[0] <= 0.0:
+            problems.append((("scale",), f"must be positive, got {self.scale}"))
+        FieldErrors.check(problems)
+        return self
+
+    @classmethod
+    def geometric_only(cls, **overrides: float | bool) -> AugmentConfig:
+        """Geometry always on, intensity off: for checking that masks stay aligned."""
+        values: dict[str, float | bool] = {
+            "affine_p": 1.0, "elastic_p": 1.0, "noise_p": 0.0, "intensity_p": 0.0, "histogram_p": 0.0,
+        }  # fmt: skip
+        values.update(overrides)
+        return cls(**values)

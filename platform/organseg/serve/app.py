@@ -31,18 +31,28 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str
-    #: Run each ensemble's members inside the ensemble replica instead of as member deployments.
-    #: Measured on one H100 with the four 512² CT members (benchmarks/serve_bench.py): co-located gave
-    #: 1.18× the throughput at 16 clients but 1.36× the single-volume latency (separate: 1.07×), and
-    #: separate deployments scale and batch each member on its own; so separate stays the default.
-    colocate_members: bool = False
-    max_request_mb: int = Field(1024, ge=1)
-    max_voxels: int = Field(WireLimits().max_voxels, ge=1)
-    #: Slices per chunk sent through a member's @serve.batch queue.
-    chunk_slices: int = Field(8, ge=1)
-    #: torch device for members (default: cuda when the replica has a GPU).
-    device: str | None = None
+    model_dir: str = Field(
+        description="Model directory written by ``organseg train``; on a cluster, a path every node "
+        "mounts at the same place."
+    )
+    # Measured on one H100 with the four 512² CT members (benchmarks/serve_bench.py): co-located gave
+    # 1.18× the throughput at 16 clients but 1.36× the single-volume latency (separate: 1.07×), and
+    # separate deployments scale and batch each member on its own; so separate stays the default.
+    colocate_members: bool = Field(
+        False,
+        description="Run each ensemble's members inside the ensemble replica instead of as member "
+        "deployments.",
+    )
+    max_request_mb: int = Field(1024, ge=1, description="Largest accepted request body (MiB).")
+    max_voxels: int = Field(
+        WireLimits().max_voxels, ge=1, description="Largest accepted volume (voxels)."
+    )
+    chunk_slices: int = Field(
+        8, ge=1, description="Slices per chunk sent through a member's @serve.batch queue."
+    )
+    device: str | None = Field(
+        None, description="torch device for members (default: cuda when the replica has a GPU)."
+    )
 
 
 def deployment_names(spec: EnsembleSpec, options: AppArgs) -> set[str]:

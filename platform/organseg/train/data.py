@@ -9,7 +9,8 @@ from pathlib import Path
 from organseg.config import ExperimentConfig, MemberConfig
 from organseg.errors import DataError, DataWarning
 from organseg.io import discover_cases
-from organseg.preprocess.dataset import SliceCache, patient_split
+from organseg.preprocess.dataset import SliceCache
+from organseg.preprocess.splits import patient_split
 from organseg.tasks import get_task
 
 

@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from organseg.config import ExperimentConfig, MemberConfig, RangeConfig, dump_config
-from organseg.errors import ConfigError
+from organseg.errors import ConfigError, RunError
 from organseg.runtime import ray_session
 from organseg.train import storage
 from organseg.train.core import TrainPayload
@@ -158,8 +158,8 @@ def tune_experiment(
                 winner = None
             if winner is None or winner.metrics is None or METRIC not in winner.metrics:
                 errors = [describe_failure(r.error) for r in results if r.error]
-                raise ConfigError(
-                    f"member {name!r}: every trial failed ({'; '.join(errors[:3]) or 'no results'})"
+                raise RunError(
+                    f"tuning member {name!r}: every trial failed ({'; '.join(errors[:3]) or 'no results'})"
                 )
             params = {
                 k: v

@@ -1,0 +1,40 @@
+"""`organseg config`: the experiment schema for editors, and checking a config without training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Experiment configuration: JSON Schema and validation.", no_args_is_help=True
+)
+
+
+@app.command("schema")
+def schema_command(
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the schema to this file instead of stdout."
+    ),
+) -> None:
+    """The JSON Schema of an experiment YAML (point an editor's YAML language server at it)."""
+    from organseg.config import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+
+
+@app.command("check")
+def check_command(
+    config: Path = typer.Argument(..., help="Experiment YAML to validate."),
+) -> None:
+    """Validate CONFIG and report every problem with its file and dotted key."""
+    from organseg.config import load_config
+
+    loaded = load_config(config)
+    typer.echo(f"{config}: valid ({len(loaded.members)} member(s), CHAOS task {loaded.task})")
