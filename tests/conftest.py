@@ -123,3 +123,46 @@ def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory)
     report = train_experiment(config)
     assert report.ok, [o.error for o in report.outcomes]
     return config, report
+
+
+@pytest.fixture(scope="session")
+def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose one untrained member says "liver" everywhere: its output layer is
+    zeroed with a bias of +4 (probability 0.98), so the prediction is known without training. It
+    accepts CT only."""
+    import torch
+
+    from organseg.ensemble.spec import EnsembleSpec, MemberEntry, save_spec
+    from organseg.io.volume import Modality
+    from organseg.models import create_member
+    from organseg.preprocess.config import PreprocessConfig
+
+    kwargs = {"base_channels": 8, "depth": 4}
+    model_dir = tmp_path_factory.mktemp("model")
+    member = create_member("attention_unet", 1, 1, encoder_weights=None, **kwargs)
+    head = [m for m in member.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert head.out_channels == 1
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(4.0)
+    (model_dir / "attn").mkdir()
+    torch.save(member.state_dict(), model_dir / "attn" / "model.pt")
+    spec = EnsembleSpec(
+        name="liver-everywhere",
+        task=2,
+        organs=["liver"],
+        preprocess=PreprocessConfig(size=64),
+        members=[
+            MemberEntry(
+                name="attn",
+                arch="attention_unet",
+                kwargs=kwargs,
+                in_channels=1,
+                organs=["liver"],
+                modalities=[Modality.CT],
+                weights="attn/model.pt",
+            )
+        ],
+    )
+    save_spec(spec, model_dir)
+    return model_dir

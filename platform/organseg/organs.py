@@ -23,16 +23,26 @@ SUBMISSION_GREY: MappingProxyType[str, int] = MappingProxyType(
 #: CT ground truth is binary liver; organseg writes 255 for CT masks like the CHAOS ``Ground`` folders.
 CT_LIVER_GREY = 255
 
-#: Overlay colours (RGB) as in the seed papers' figures; ground-truth contours are green.
+#: Display colours (RGB) for overlays and DICOM-SEG: one bright, mutually distinct hue per organ that
+#: stays visible on dark MR and grey CT (pure blue and red vanish on dark images).
 ORGAN_COLOURS: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(
     {
         "liver": (255, 255, 0),
-        "spleen": (0, 255, 255),
-        "right_kidney": (0, 0, 255),
-        "left_kidney": (255, 0, 0),
+        "right_kidney": (255, 0, 255),
+        "left_kidney": (0, 255, 255),
+        "spleen": (255, 140, 0),
     }
 )
-GROUND_TRUTH_COLOUR: tuple[int, int, int] = (0, 255, 0)
+#: Adult organ volumes (mL) outside which a prediction is flagged for a second look; wide on
+#: purpose (livers of 1.0-2.5 L and kidneys of 100-250 mL are usual; CHAOS livers span ~1-3 L).
+TYPICAL_VOLUME_ML: MappingProxyType[str, tuple[float, float]] = MappingProxyType(
+    {
+        "liver": (600.0, 3500.0),
+        "right_kidney": (50.0, 400.0),
+        "left_kidney": (50.0, 400.0),
+        "spleen": (40.0, 1000.0),
+    }
+)
 
 
 def organ_ids(names: list[str] | tuple[str, ...]) -> list[int]:

@@ -97,10 +97,18 @@ def test_task_means_cover_the_chaos_tasks(synth_root: Path, predictions: Path) -
     ct_scores = [c.organs["liver"].score for c in report.cases if c.case_id.startswith("CT")]
     assert means["Task 2 (liver, CT)"]["score"] == pytest.approx(np.mean(ct_scores))
     assert means["Task 2 (liver, CT)"]["n"] == 2
-    assert means["Task 5 (all organs, MR)"]["n"] == 4 * 4  # four MR series, four organs each
-    assert means["Task 4 (all organs, CT+MR)"]["n"] == 2 + 16
+    # four scored MR series and the missing MR/2/T2SPIR, four organs each
+    assert means["Task 5 (all organs, MR)"]["n"] == 5 * 4
+    assert means["Task 5 (all organs, MR)"]["missing"] == 4
+    assert means["Task 4 (all organs, CT+MR)"]["n"] == 2 + 20
     assert math.isinf(means["Task 5 (all organs, MR)"]["assd"])  # the missing spleen
-    assert means["Task 3 (liver, MR)"]["score"] == 100.0
+    # The missing series' liver counts as score 0, as the challenge counts it: 4 perfect + 1 zero.
+    assert means["Task 3 (liver, MR)"]["score"] == pytest.approx(400.0 / 5)
+    assert means["Task 3 (liver, MR)"]["dice"] == pytest.approx(4.0 / 5)
+    scored_only = [
+        m.score for c, o, m in report.rows(with_missing=False) if o == "liver" and c.modality.is_mr
+    ]
+    assert np.mean(scored_only) == 100.0
 
     only_ct = evaluate_dataset(synth_root / "Train_Sets" / "CT", predictions)
     assert list(only_ct.task_means()) == ["Task 2 (liver, CT)"]
@@ -114,12 +122,17 @@ def test_csv_and_json_from_the_cli(synth_root: Path, predictions: Path, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert "Task 5 (all organs, MR)" in result.stdout
+    assert "counts as score 0" in " ".join(result.output.split())
 
     with table.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS
     case_rows = [r for r in rows if r["row"] == "case"]
     assert len(case_rows) == 1 + 1 + 4 + 4 + 4 + 4
+    missing_rows = [r for r in rows if r["row"] == "missing"]
+    assert [(r["case_id"], r["organ"], r["score"], r["prediction"]) for r in missing_rows] == [
+        ("MR/2/T2SPIR", organ, "0.0", "") for organ in ORGAN_LABELS
+    ]
     spleen = next(
         r for r in case_rows if r["case_id"] == "MR/1/T1DUAL-in" and r["organ"] == "spleen"
     )

@@ -26,6 +26,7 @@ _EMPTY_NOTES = {
     "both": "both empty",
     "reference": "empty reference",
     "prediction": "empty prediction",
+    "missing": "no prediction: score 0",
 }
 
 
@@ -91,22 +92,45 @@ def _single(
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
         err_console.print(f"wrote {json_path}", highlight=False)
     if overlay is not None:
-        written = _write_overlays(data, overlay)
+        written = _write_overlays(data, overlay, list(results))
         err_console.print(f"wrote {len(written)} overlay PNGs to {overlay}", highlight=False)
 
 
-def _write_overlays(data, overlay: Path) -> list[Path]:
-    """Prediction in organ colours, reference as green contour, over the case's DICOM image when the
-    geometry came from one (``--dicom`` or a CHAOS case folder), else on black."""
+def _write_overlays(data, overlay: Path, organs: list[str]) -> list[Path]:
+    """Prediction filled and reference outlined in each scored organ's colour, over the case's DICOM
+    image when the geometry came from one (``--dicom`` or a CHAOS case folder), else on black."""
     from organseg.io.dicom import read_dicom_series
     from organseg.io.volume import Volume
-    from organseg.viz import render_overlays
+    from organseg.metrics.surface import voxel_volume_ml
+    from organseg.organs import ORGAN_LABELS
+    from organseg.viz import render_overlays, volume_flags
 
     source = Path(data.geometry_source)
     image = read_dicom_series(source, data.modality) if source.is_dir() else None
     pred = Volume(data.pred_labels, data.geometry, data.modality)
     ref = Volume(data.ref_labels, data.geometry, data.modality)
-    return render_overlays(image, pred, ref, out_dir=overlay)
+    voxel_ml = voxel_volume_ml(data.geometry)
+    volumes = {o: float((data.pred_labels == ORGAN_LABELS[o]).sum()) * voxel_ml for o in organs}
+    return render_overlays(
+        image,
+        pred,
+        ref,
+        out_dir=overlay,
+        organs=organs,
+        case_id=_case_label(data.ref.source),
+        flags=volume_flags(volumes),
+    )
+
+
+def _case_label(source: Path) -> str:
+    """``CT/1`` or ``MR/2/T2SPIR`` for a CHAOS mask folder, else the file or folder name."""
+    parts = Path(source).resolve().parts
+    for kind in ("CT", "MR"):
+        if kind in parts:
+            i = len(parts) - 1 - parts[::-1].index(kind)
+            tail = [p for p in parts[i:] if p not in ("Ground", "Results")]
+            return "/".join(tail)
+    return Path(source).name
 
 
 def _dataset(
@@ -133,8 +157,9 @@ def _dataset(
         table.add_column(title, justify="right", no_wrap=True)
     for case, organ, metrics in report.rows():
         values = metrics.to_dict()
+        note = " (no prediction)" if metrics.empty == "missing" else ""
         table.add_row(
-            case.case_id,
+            case.case_id + note,
             organ,
             *[_fmt(values[key], digits) for _, key, digits in _CHAOS_COLUMNS],  # type: ignore[arg-type]
         )
@@ -142,20 +167,25 @@ def _dataset(
     means = Table(title="CHAOS task means")
     means.add_column("task", no_wrap=True)
     means.add_column("n", justify="right")
+    means.add_column("missing", justify="right")
     for title, _, _ in _CHAOS_COLUMNS:
         means.add_column(title, justify="right", no_wrap=True)
     for task, values in report.task_means().items():
         means.add_row(
             task,
             str(int(values["n"])),
+            str(int(values["missing"])),
             *[_fmt(values[key], digits) for _, key, digits in _CHAOS_COLUMNS],
         )
     console.print(means)
     if report.missing:
         err_console.print(
             f"[yellow]warning:[/] no prediction for {len(report.missing)} series: "
-            + ", ".join(report.missing),
+            + ", ".join(report.missing)
+            + "; each of their organs counts as score 0 (and DICE 0) in the task means, as the "
+            "challenge counts a missing series",
             highlight=False,
+            soft_wrap=True,
         )
     if csv_path is not None:
         report.write_csv(csv_path)

@@ -1,21 +1,37 @@
-"""`organseg predict`: segment a volume with a model directory in-process, or through a served endpoint."""
+"""`organseg predict`: segment a volume with a model directory in-process, or through a served endpoint.
+
+Order of work, so a mistake costs nothing: settle every output path (label maps, overlays, report)
+and refuse to replace any without ``--overwrite``; ask the backend which modalities it serves and set
+aside the series it cannot take; only then read and segment. Several series go to a folder in the
+CHAOS layout that ``organseg evaluate`` reads in dataset mode. Exit code 0: everything written;
+1: written, but some series were skipped (listed with the reason); 2: an error, nothing more written.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from organseg.errors import OrgansegError
 
+EXIT_SKIPPED = 1
+
 
 def predict_command(
     input_path: Path = typer.Argument(
-        ..., metavar="INPUT", help="NIfTI/MHA file, DICOM series folder or CHAOS case."
+        ..., metavar="INPUT", help="NIfTI/MHA file, DICOM series folder, CHAOS case or dataset."
     ),
     out: Path = typer.Option(
-        ..., "--output", "-o", help="Output file (.nii.gz, .mha, .dcm) or PNG-series folder."
+        ...,
+        "--output",
+        "-o",
+        help="Output file (.nii.gz, .mha, .dcm) or PNG-series folder; for several series a folder "
+        "that receives them in the CHAOS layout (CT/1, MR/2/T2SPIR, …).",
     ),
     local: Path | None = typer.Option(None, "--local", help="Model directory to run in-process."),
     endpoint: str | None = typer.Option(
@@ -31,9 +47,14 @@ def predict_command(
         "auto", "--format", help="auto (by OUTPUT's name), nifti, png or dicom-seg."
     ),
     report: Path | None = typer.Option(
-        None, "--report", help="Write the prediction's metadata as JSON here."
+        None,
+        "--report",
+        help="Write a JSON report here: input, model (directory, version), time, modality, "
+        "members, organ volumes, uncertainty, flags.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing outputs (label maps, overlays, report)."
+    ),
     overlay: Path | None = typer.Option(
         None, "--overlay", help="Also write overlay PNGs (slices + montage.png) into this folder."
     ),
@@ -44,60 +65,169 @@ def predict_command(
         300.0, "--timeout", help="Seconds to wait for a served endpoint."
     ),
 ) -> None:
-    """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
-    from organseg.cli._console import console, err_console
-    from organseg.io.outputs import write_labels
+    Exit code 1 means some series were skipped (listed at the end with the reason).
+    """
+    from organseg.io.outputs import check_free, output_format, plan_outputs
 
     chosen = [x for x in (local, endpoint, grpc_target) if x]
     if len(chosen) != 1:
         raise OrgansegError(
             "choose exactly one of --local MODEL_DIR, --endpoint URL or --grpc HOST:PORT"
         )
+    kind = output_format(out, fmt)  # rejects an unknown --format at once
+    if kind == "dicom-seg" and input_path.is_file():
+        raise OrgansegError(
+            f"{input_path}: DICOM-SEG output needs the source DICOM series; INPUT is a volume file "
+            "(write .nii.gz, or predict from the DICOM folder)"
+        )
     backend = _backend(local, endpoint, grpc_target, device, timeout)
-    inputs = backend.inputs(input_path, modality)
+    plans = backend.plan(input_path, modality)
+    targets = plan_outputs(out, fmt, [p.case_id for p in plans], overlay)
+    wanted: list[tuple[Path, bool]] = [(t.labels, t.kind == "png") for t in targets]
+    wanted += [(t.overlay, True) for t in targets if t.overlay is not None]
+    if report is not None:
+        wanted.append((report, False))
+    check_free(wanted, overwrite)
+
+    served = backend.modalities()
+    skipped: list[dict[str, str]] = []
+    todo = []
+    for plan, target in zip(plans, targets, strict=True):
+        if plan.modality is not None and plan.modality not in served:
+            skipped.append(
+                {
+                    "case": plan.case_id,
+                    "reason": f"{plan.modality.value}: the ensemble serves "
+                    f"{', '.join(m.value for m in served)}",
+                }
+            )
+        else:
+            todo.append((plan, target))
+    if not todo:
+        listed = "; ".join(f"{s['case']} ({s['reason']})" for s in skipped)
+        raise OrgansegError(f"{input_path}: nothing this ensemble can segment: {listed}")
+
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results = _run(backend, todo, modality, overwrite, several=len(plans) > 1, skipped=skipped)
+    if report is not None:
+        _write_report(report, input_path, out, backend, started, results, skipped, len(plans) > 1)
+    _summarize(skipped, results, report)
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _run(backend, todo, modality, overwrite, several, skipped) -> list[dict[str, Any]]:
+    """Read, segment and write each planned series; in a multi-series run, a series the service or
+    the data refuses is skipped with the reason instead of stopping the others."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from organseg.cli._console import console, err_console
+    from organseg.ensemble.routing import ModalityError
+    from organseg.io.outputs import write_labels
+    from organseg.viz import prediction_flags, render_overlays
+
     results = []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        for item in inputs:
-            task = progress.add_task(f"segmenting {item.name} ({backend.describe()})", total=None)
-            prediction = backend.predict(item, modality)
-            target = out if len(inputs) == 1 else out / item.name
-            if len(inputs) > 1 and target.suffix == "" and fmt in ("auto", "nifti"):
-                target = out / f"{item.name}.nii.gz"
+        for plan, target in todo:
+            task = progress.add_task(
+                f"segmenting {plan.case_id} ({backend.describe()})", total=None
+            )
+            try:
+                item = plan.load()
+                prediction = backend.predict(item, modality)
+            except ModalityError as exc:
+                if not several:
+                    raise OrgansegError(exc.cli_message()) from None
+                skipped.append({"case": plan.case_id, "reason": exc.cli_message()})
+                continue
+            except OrgansegError as exc:
+                if not several:
+                    raise
+                skipped.append({"case": plan.case_id, "reason": str(exc)})
+                continue
+            finally:
+                progress.remove_task(task)
+            source = item.image.meta.get("source")
             source_dicom = (
-                Path(item.image.meta["source"])
-                if item.image.meta.get("SeriesInstanceUID")
-                else None
+                Path(source) if item.image.meta.get("SeriesInstanceUID") and source else None
             )
             written = write_labels(
-                prediction.labels, target, fmt, source_dicom=source_dicom, overwrite=overwrite
+                prediction.labels, target.labels, target.kind, source_dicom, overwrite=overwrite
             )
-            if overlay is not None:
-                from organseg.viz import render_overlays
-
-                folder = overlay if len(inputs) == 1 else overlay / item.name
-                render_overlays(item.image, prediction.labels, out_dir=folder)
-            progress.remove_task(task)
+            flags = prediction_flags(prediction.volumes_ml, prediction.uncertainty)
             entry = {
-                "input": item.name,
-                "output": str(written[0] if len(written) == 1 else target),
+                "case": plan.case_id,
+                "output": str(written[0] if target.kind != "png" else target.labels),
                 **prediction.report(),
+                "flags": flags,
             }
+            if target.overlay is not None:
+                paths = render_overlays(
+                    item.image,
+                    prediction.labels,
+                    out_dir=target.overlay,
+                    organs=prediction.organs,
+                    case_id=plan.case_id,
+                    flags=flags,
+                )
+                entry["overlay"] = str(paths[-1])
             results.append(entry)
             volumes = ", ".join(f"{k} {v:.1f} mL" for k, v in prediction.volumes_ml.items())
             console.print(
-                f"{item.name}: {prediction.modality.value} ({prediction.modality_reason}) → {entry['output']}; "
-                f"{volumes}; members {', '.join(prediction.members)}",
+                f"{plan.case_id}: {prediction.modality.value} ({prediction.modality_reason}) → "
+                f"{entry['output']}; {volumes}; members {', '.join(prediction.members)}",
                 highlight=False,
                 soft_wrap=True,
             )
+            for flag in flags:
+                err_console.print(f"[yellow]check:[/] {plan.case_id}: {flag}", highlight=False)
+    return results
+
+
+def _write_report(
+    report: Path,
+    input_path: Path,
+    out: Path,
+    backend,
+    started: str,
+    results: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    several: bool,
+) -> None:
+    """The JSON report, written atomically: what was segmented with which model, when, and the results."""
+    payload: dict[str, Any] = {
+        "input": str(input_path.resolve()),
+        "output": str(out.resolve()),
+        "model": backend.model_info(),
+        "started": started,
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if several:
+        payload.update(results=results, skipped=skipped)
+    elif results:
+        payload.update(results[0])
+    report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report.with_name(f".{report.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(report)
+
+
+def _summarize(skipped: list[dict[str, str]], results: list[dict[str, Any]], report) -> None:
+    from organseg.cli._console import console, err_console
+
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        payload = results[0] if len(results) == 1 else {"results": results}
-        report.write_text(json.dumps(payload, indent=2))
-        console.print(f"report: {report}")
+        console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if skipped:
+        err_console.print(
+            f"[yellow]skipped {len(skipped)} of {len(skipped) + len(results)} series[/] "
+            "(the others were written):",
+            highlight=False,
+        )
+        for s in skipped:
+            err_console.print(f"  {s['case']}: {s['reason']}", highlight=False, soft_wrap=True)
 
 
 def _backend(

@@ -1,24 +1,47 @@
-"""The in-process prediction backend behind ``organseg predict --local`` (remote ones live in serve.client)."""
+"""The in-process prediction backend behind ``organseg predict --local`` (remote ones live in serve.client).
+
+Every backend answers the same questions before any work (what it serves, what to record about the
+model) so ``organseg predict`` can skip series it cannot take and write a complete report.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from organseg.ensemble.inputs import PredictInput, resolve_inputs
+from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
 from organseg.ensemble.predictor import EnsemblePredictor, Prediction
+from organseg.io.volume import Modality
 
 
 class LocalBackend:
     def __init__(self, model_dir: Path, device: str | None = None) -> None:
+        self.model_dir = Path(model_dir)
         self.predictor = EnsemblePredictor(model_dir, device=device)
 
     def describe(self) -> str:
         return f"in-process, {self.predictor.spec.name}"
 
-    def inputs(self, path: Path, modality: str | None) -> list[PredictInput]:
-        return resolve_inputs(
+    def plan(self, path: Path, modality: str | None) -> list[InputPlan]:
+        return plan_inputs(
             path, modality, stack_t1=self.predictor.spec.preprocess.t1_mode == "stack"
         )
+
+    def modalities(self) -> list[Modality]:
+        """Modalities some member accepts (a series of any other is skipped unread)."""
+        return self.predictor.spec.modalities()
+
+    def model_info(self) -> dict[str, Any]:
+        """What a report records about the model: its directory, name, creation time and version."""
+        spec = self.predictor.spec
+        return {
+            "model_dir": str(self.model_dir.resolve()),
+            "name": spec.name,
+            "created": spec.created,
+            # the model directory's version where the spec records one (None until it does)
+            "version": getattr(spec, "version", None),
+            "organseg_version": spec.organseg_version,
+        }
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         return self.predictor.predict(item.image, modality, item.partner)

@@ -1,12 +1,19 @@
-"""What to segment when a user points at a path: one series, or each series of a CHAOS case."""
+"""What to segment when a user points at a path: one series, or each series of a CHAOS case/dataset.
+
+:func:`plan_inputs` only looks at the folder layout (no pixels are read), so a command can check its
+outputs and skip series the ensemble cannot take before any work; each :class:`InputPlan` loads its
+volume(s) on demand.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from organseg.errors import DataError
 from organseg.io import discover_cases, load_case, read_any
+from organseg.io.chaos import CaseRef
 from organseg.io.readers import _looks_like_chaos
 from organseg.io.volume import Modality, Volume
 
@@ -20,50 +27,85 @@ class PredictInput:
     partner: Volume | None = None
 
 
+@dataclass
+class InputPlan:
+    """One series to segment, before reading it.
+
+    ``case_id`` is the CHAOS case id (``CT/1``, ``MR/2/T2SPIR``, ``MR/2/T1DUAL`` for stacked in+out
+    phases, ``Test/CT/3``) or, for a single file or DICOM folder, its name. ``modality`` is what the
+    CHAOS layout says (None when only the headers or the file can tell).
+    """
+
+    case_id: str
+    modality: Modality | None
+    load: Callable[[], PredictInput]
+    chaos: bool = False
+    split: str = "train"
+
+
+def plan_inputs(
+    path: Path | str, modality: Modality | str | None = None, stack_t1: bool = False
+) -> list[InputPlan]:
+    """The series to segment under ``path`` (a file, a DICOM folder, or a CHAOS case/dataset folder).
+
+    A CHAOS MR case yields its T2-SPIR series and its T1 series: one stacked input (in + out) when the
+    ensemble stacks T1, else both phases separately. ``modality`` narrows a CHAOS folder to one series
+    kind, or sets the modality of a file that does not record it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if not (path.is_dir() and (path.name in ("CT", "MR") or _looks_like_chaos(path))):
+        return [
+            InputPlan(
+                _stem(path), None, lambda: PredictInput(_stem(path), read_any(path, modality))
+            )
+        ]
+    refs = discover_cases(path)
+    if modality is not None:
+        wanted = Modality.parse(modality)
+        keep = (
+            {wanted, Modality.MR_T1_OUT} if stack_t1 and wanted is Modality.MR_T1_IN else {wanted}
+        )
+        refs = [r for r in refs if r.modality in keep]
+    if not refs:
+        raise DataError(
+            f"{path}: no series to segment" + (f" for --modality {modality}" if modality else "")
+        )
+    by_id = {r.case_id: r for r in refs}
+    plans = []
+    for ref in refs:
+        if stack_t1 and ref.modality is Modality.MR_T1_OUT:
+            continue  # consumed as the partner of its in-phase series
+        partner = None
+        case_id = ref.case_id
+        if stack_t1 and ref.modality is Modality.MR_T1_IN:
+            partner = by_id.get(ref.case_id.replace("T1DUAL-in", "T1DUAL-out"))
+            if partner is None:
+                raise DataError(
+                    f"{ref.image_dir}: T1 in-phase has no out-phase partner to stack with"
+                )
+            case_id = ref.case_id.replace("/T1DUAL-in", "/T1DUAL")
+        plans.append(
+            InputPlan(case_id, ref.modality, _loader(case_id, ref, partner), True, ref.split)
+        )
+    return plans
+
+
+def _loader(case_id: str, ref: CaseRef, partner: CaseRef | None) -> Callable[[], PredictInput]:
+    def load() -> PredictInput:
+        image = load_case(ref, with_label=False).image
+        other = load_case(partner, with_label=False).image if partner is not None else None
+        return PredictInput(case_id, image, other)
+
+    return load
+
+
 def resolve_inputs(
     path: Path | str, modality: Modality | str | None = None, stack_t1: bool = False
 ) -> list[PredictInput]:
-    """Volumes to segment from a file, a DICOM folder or a CHAOS case/dataset folder.
-
-    A CHAOS MR case yields its T2-SPIR series and its T1 series: one stacked input (in + out) when the
-    ensemble stacks T1, else both phases separately. ``modality`` narrows a CHAOS folder to one series kind,
-    or sets the modality of a file that does not record it.
-    """
-    path = Path(path)
-    if path.is_dir() and _looks_like_chaos(path):
-        refs = discover_cases(path)
-        if modality is not None:
-            wanted = Modality.parse(modality)
-            keep = (
-                {wanted, Modality.MR_T1_OUT}
-                if stack_t1 and wanted is Modality.MR_T1_IN
-                else {wanted}
-            )
-            refs = [r for r in refs if r.modality in keep]
-        if not refs:
-            raise DataError(
-                f"{path}: no series to segment" + (f" for modality {modality}" if modality else "")
-            )
-        images = {r.case_id: load_case(r, with_label=False).image for r in refs}
-        inputs = []
-        for ref in refs:
-            image = images[ref.case_id]
-            if stack_t1 and ref.modality is Modality.MR_T1_OUT:
-                continue  # consumed as the partner of its in-phase series
-            partner = None
-            if stack_t1 and ref.modality is Modality.MR_T1_IN:
-                partner = images.get(ref.case_id.replace("T1DUAL-in", "T1DUAL-out"))
-                if partner is None:
-                    raise DataError(
-                        f"{ref.image_dir}: T1 in-phase has no out-phase partner to stack with"
-                    )
-            name = (
-                ref.case_id.replace("/T1DUAL-in", "/T1DUAL") if partner is not None else ref.case_id
-            )
-            inputs.append(PredictInput(name.replace("/", "_"), image, partner))
-        return inputs
-    image = read_any(path, modality)
-    return [PredictInput(_stem(path), image)]
+    """Every input of :func:`plan_inputs`, loaded."""
+    return [plan.load() for plan in plan_inputs(path, modality, stack_t1)]
 
 
 def _stem(path: Path) -> str:

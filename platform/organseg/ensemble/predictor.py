@@ -69,7 +69,8 @@ def prepare_input(
     if stacking:
         if partner is None:
             raise ModalityError(
-                f"ensemble {spec.name!r} stacks T1 in- and out-phase as channels; send both series"
+                f"ensemble {spec.name!r} stacks T1 in- and out-phase as channels; send both series",
+                ask=False,
             )
         if decision.modality is Modality.MR_T1_OUT:  # channel order is always (in, out)
             image, partner = partner, image

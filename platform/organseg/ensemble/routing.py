@@ -10,9 +10,23 @@ from organseg.errors import DataError
 from organseg.io.modality import ModalityDecision, infer_modality
 from organseg.io.volume import Modality, Volume
 
+_CHOICES = "CT, MR-T1-in, MR-T1-out or MR-T2SPIR"
+
 
 class ModalityError(DataError):
-    """The modality is unknown or contradictory; the message says what to send."""
+    """The modality is unknown or contradictory; the message says what to send.
+
+    ``str()`` speaks the service's language (the ``modality`` request field); :meth:`cli_message`
+    says the same for the command line (``--modality``).
+    """
+
+    def __init__(self, problem: str, ask: bool = True) -> None:
+        self.problem, self.ask = problem, ask
+        super().__init__(f"{problem}; send the modality field as {_CHOICES}" if ask else problem)
+
+    def cli_message(self) -> str:
+        problem = self.problem.replace("requested modality", "--modality")
+        return f"{problem}; pass --modality {_CHOICES}" if self.ask else problem
 
 
 def decide_modality(image: Volume, requested: Modality | str | None = None) -> ModalityDecision:
@@ -21,13 +35,12 @@ def decide_modality(image: Volume, requested: Modality | str | None = None) -> M
     if requested not in (None, ""):
         wanted = Modality.parse(requested)
         if wanted is Modality.UNKNOWN:
-            raise ModalityError(
-                "requested modality 'unknown' cannot be segmented; name CT, MR-T1-in, MR-T1-out or MR-T2SPIR"
-            )
+            raise ModalityError("requested modality 'unknown' cannot be segmented")
         if header is not None and header.certain and header.modality is not wanted:
             raise ModalityError(
                 f"requested modality {wanted.value} contradicts the DICOM header ({header.reason}: "
-                f"{header.modality.value})"
+                f"{header.modality.value})",
+                ask=False,
             )
         return ModalityDecision(
             wanted,
@@ -36,9 +49,7 @@ def decide_modality(image: Volume, requested: Modality | str | None = None) -> M
         )
     if header is not None:
         if header.conflicts:
-            raise ModalityError(
-                f"{header.reason}: {'; '.join(header.conflicts)}; send an explicit modality"
-            )
+            raise ModalityError(f"{header.reason}: {'; '.join(header.conflicts)}")
         if header.certain:
             return header
     if image.modality is not Modality.UNKNOWN:
@@ -53,6 +64,4 @@ def decide_modality(image: Volume, requested: Modality | str | None = None) -> M
         if header is not None
         else "no DICOM header and no modality recorded in the file"
     )
-    raise ModalityError(
-        f"cannot tell the modality ({why}); send modality as one of CT, MR-T1-in, MR-T1-out, MR-T2SPIR"
-    )
+    raise ModalityError(f"cannot tell the modality ({why})")

@@ -200,3 +200,123 @@ def write_dicom_seg(labels: Volume, source_dicom: Path, out: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+#: SOP Class UID of the DICOM Segmentation Storage object.
+SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+_PROPERTY_ORGANS = {"10200004": "liver", "78961009": "spleen"}
+_KIDNEY, _LATERALITY = "64033007", {"24028007": "right_kidney", "7771000": "left_kidney"}
+
+
+def is_dicom_seg(path: Path) -> bool:
+    """True when ``path`` is a DICOM file whose SOP class is Segmentation (header only)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # not DICOM at all: pydicom raises several types
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID
+
+
+def _segment_organ(description: Dataset) -> str | None:
+    """The organ a segment stands for: its label (as organseg writes it), else its SNOMED codes."""
+    label = str(description.get("SegmentLabel", "")).strip().lower().replace(" ", "_")
+    if label in ORGAN_LABELS:
+        return label
+    for item in description.get("SegmentedPropertyTypeCodeSequence", []):
+        code = str(item.get("CodeValue", ""))
+        if code in _PROPERTY_ORGANS:
+            return _PROPERTY_ORGANS[code]
+        if code == _KIDNEY:
+            for modifier in item.get("SegmentedPropertyTypeModifierCodeSequence", []):
+                side = _LATERALITY.get(str(modifier.get("CodeValue", "")))
+                if side:
+                    return side
+    return None
+
+
+def _frame_item(ds: Dataset, i: int, name: str) -> Dataset | None:
+    """Functional-group item ``name`` of frame ``i``: per-frame, else shared."""
+    for groups in (
+        ds.get("PerFrameFunctionalGroupsSequence", [])[i : i + 1],
+        ds.get("SharedFunctionalGroupsSequence", [])[:1],
+    ):
+        for group in groups:
+            if name in group and len(group[name].value):
+                return group[name].value[0]
+    return None
+
+
+def read_dicom_seg(
+    path: Path,
+    geometry,
+    shape: tuple[int, int, int],
+    series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+) -> np.ndarray:
+    """Organ label ids (uint8, ``shape``) of a DICOM-SEG on a reference series' grid.
+
+    The SEG must reference the series (``series_uid``) or share its frame of reference; each frame
+    is placed by its ImagePositionPatient on ``geometry``'s slices (so the file order of either
+    series does not matter), and must lie on the grid in-plane (no resampling: a mask drawn on
+    another grid is refused, not guessed). Segments map to organs by label or SNOMED code;
+    FRACTIONAL segments are cut at one half.
+    """
+    import highdicom as hd
+
+    path = Path(path)
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as exc:  # highdicom/pydicom raise several types for foreign files
+        raise DataError(f"{path}: not a readable DICOM-SEG ({exc})") from None
+    referenced = {
+        str(item.get("SeriesInstanceUID", "")) for item in seg.get("ReferencedSeriesSequence", [])
+    }
+    same_series = bool(series_uid) and series_uid in referenced
+    same_frame = bool(frame_of_reference_uid) and (
+        str(seg.get("FrameOfReferenceUID", "")) == frame_of_reference_uid
+    )
+    if (series_uid or frame_of_reference_uid) and not (same_series or same_frame):
+        raise DataError(
+            f"{path}: the DICOM-SEG references another series and frame of reference than the "
+            "reference's DICOM series; pass --dicom with the series it was made from"
+        )
+    organs: dict[int, str] = {}
+    for description in seg.SegmentSequence:
+        organ = _segment_organ(description)
+        if organ is None:
+            raise DataError(
+                f"{path}: segment {description.SegmentNumber} "
+                f"({description.get('SegmentLabel', 'no label')!r}) is none of {list(ORGAN_LABELS)}"
+            )
+        organs[int(description.SegmentNumber)] = organ
+    depth, rows, columns = shape
+    if (int(seg.Rows), int(seg.Columns)) != (rows, columns):
+        raise DataError(
+            f"{path}: frames are {seg.Columns}x{seg.Rows} pixels, the reference slices "
+            f"{columns}x{rows}"
+        )
+    pixels = np.asarray(seg.pixel_array)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if seg.SegmentationType == "FRACTIONAL":
+        pixels = pixels * 2 >= int(seg.get("MaximumFractionalValue", 255))
+    matrix = geometry.direction_matrix
+    origin = np.asarray(geometry.origin)
+    spacing = np.asarray(geometry.spacing)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for i in range(pixels.shape[0]):
+        identification = _frame_item(seg, i, "SegmentIdentificationSequence")
+        position = _frame_item(seg, i, "PlanePositionSequence")
+        if identification is None or position is None:
+            raise DataError(f"{path}: frame {i + 1} lacks its segment number or position")
+        offset = np.asarray([float(v) for v in position.ImagePositionPatient]) - origin
+        index = matrix.T @ offset / spacing  # (x, y, z) in voxels on the reference grid
+        z = int(np.rint(index[2]))
+        if np.abs(index[:2]).max() > 0.05 or abs(index[2] - z) > 0.05 or not 0 <= z < depth:
+            raise DataError(
+                f"{path}: frame {i + 1} at {np.round(offset + origin, 2).tolist()} mm lies on no "
+                "slice of the reference series; the SEG was made on another grid"
+            )
+        organ = organs[int(identification.ReferencedSegmentNumber)]
+        labels[z][pixels[i].astype(bool)] = ORGAN_LABELS[organ]
+    return labels

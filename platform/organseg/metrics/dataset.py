@@ -7,9 +7,15 @@ split folder (``Train_Sets/CT/1`` …). MR T1-DUAL in- and out-phase share one m
 ``MR/3/T1DUAL-in`` or ``MR/3/T1DUAL-out`` scores that series, and the CHAOS submission folder
 ``MR/3/T1DUAL`` scores the in-phase series (the out-phase one is then not expected).
 
+Predictions may be PNG series, volume files or DICOM-SEG objects (``CT/1.dcm``; placed on the
+reference series by their references and frame positions) -- every format ``organseg predict`` writes.
+
 CHAOS ranks five tasks; each mean here is over the (case, organ) rows that task covers:
 Task 1 liver on CT and MR, Task 2 liver on CT, Task 3 liver on MR, Task 4 CT liver plus the four MR
-organs, Task 5 the four MR organs. Tasks 1 and 4 need both modalities.
+organs, Task 5 the four MR organs. Tasks 1 and 4 need both modalities. A series without a prediction
+counts as the challenge counts it: score 0 (and DICE 0) for each of its organs, in every task mean
+that covers it; its distances are unknown (RAVD/ASSD/MSSD means then read infinite). It is listed in
+``missing`` and in the CSV (``row=missing``).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ MEAN_FIELDS: tuple[str, ...] = tuple(
     f for f in METRIC_FIELDS if f not in ("ref_voxels", "pred_voxels", "empty")
 )
 CSV_COLUMNS: tuple[str, ...] = (
-    "row",
+    "row",  # case, missing or mean
     "case_id",
     "modality",
     "organ",
@@ -71,15 +77,33 @@ class CaseResult:
     organs: dict[str, OrganMetrics] = field(default_factory=dict)
 
 
+def missing_metrics() -> OrganMetrics:
+    """An organ of a series without a prediction: score 0 as the challenge scores it; DICE 0;
+    distances infinite like an empty prediction's; volumes unknown."""
+    nan, inf = math.nan, math.inf
+    return OrganMetrics(
+        dice=0.0, ravd=inf, assd=inf, mssd=inf, score=0.0,
+        dice_score=0.0, ravd_score=0.0, assd_score=0.0, mssd_score=0.0,
+        sensitivity=0.0, specificity=nan, jaccard=0.0, volume_error_ml=nan,
+        ref_volume_ml=nan, pred_volume_ml=0.0, ref_voxels=0, pred_voxels=0, empty="missing",
+    )  # fmt: skip
+
+
 @dataclass
 class DatasetReport:
-    """Every evaluated case, the cases without a prediction, and the CHAOS task means."""
+    """Every evaluated case, the cases without a prediction, and the CHAOS task means.
+
+    ``missing`` lists case ids; ``missing_cases`` holds their zero-score rows (see the module docs).
+    """
 
     cases: list[CaseResult]
     missing: list[str]
+    missing_cases: list[CaseResult] = field(default_factory=list)
 
-    def rows(self) -> list[tuple[CaseResult, str, OrganMetrics]]:
-        return [(case, organ, m) for case in self.cases for organ, m in case.organs.items()]
+    def rows(self, with_missing: bool = True) -> list[tuple[CaseResult, str, OrganMetrics]]:
+        """(case, organ, metrics) for every scored series, then every missing one."""
+        cases = self.cases + (self.missing_cases if with_missing else [])
+        return [(case, organ, m) for case in cases for organ, m in case.organs.items()]
 
     def task_means(self) -> dict[str, dict[str, float]]:
         """Mean of each metric per CHAOS task, over the task's (case, organ) rows; ``n`` counts them.
@@ -87,8 +111,9 @@ class DatasetReport:
         NaN (undefined sensitivity/specificity) is skipped; an infinite distance stays infinite.
         """
         rows = self.rows()
-        has_ct = any(c.modality is Modality.CT and c.organs for c in self.cases)
-        has_mr = any(c.modality.is_mr and c.organs for c in self.cases)
+        everything = self.cases + self.missing_cases
+        has_ct = any(c.modality is Modality.CT and c.organs for c in everything)
+        has_mr = any(c.modality.is_mr and c.organs for c in everything)
         means: dict[str, dict[str, float]] = {}
         for task, (needs_ct, needs_mr, ct_organs, mr_organs) in TASKS.items():
             if (needs_ct and not has_ct) or (needs_mr and not has_mr):
@@ -125,8 +150,9 @@ class DatasetReport:
             writer.writerow(CSV_COLUMNS)
             for case, organ, m in self.rows():
                 values = m.to_dict()
+                kind = "missing" if m.empty == "missing" else "case"
                 writer.writerow(
-                    ["case", case.case_id, case.modality.value, organ, 1, case.prediction]
+                    [kind, case.case_id, case.modality.value, organ, 1, case.prediction or ""]
                     + [_cell(values[f]) for f in MEAN_FIELDS]
                 )
             for task, values in self.task_means().items():
@@ -148,7 +174,10 @@ def _cell(value: object) -> object:
 
 
 def _mean(metrics: list[OrganMetrics]) -> dict[str, float]:
-    out: dict[str, float] = {"n": float(len(metrics))}
+    out: dict[str, float] = {
+        "n": float(len(metrics)),
+        "missing": float(sum(m.empty == "missing" for m in metrics)),
+    }
     for name in MEAN_FIELDS:
         values = np.array([getattr(m, name) for m in metrics], dtype=np.float64)
         finite_or_inf = values[~np.isnan(values)]
@@ -172,7 +201,7 @@ def find_prediction(root: Path, ref: CaseRef) -> Path | None:
     for candidate in _prediction_candidates(root, ref):
         if candidate.is_dir() and png_series_folder(candidate) is not None:
             return candidate
-        for suffix in VOLUME_SUFFIXES:
+        for suffix in (*VOLUME_SUFFIXES, ".dcm"):
             file = candidate.with_name(candidate.name + suffix)
             if file.is_file():
                 return file
@@ -192,7 +221,7 @@ def _shared_t1dual_folder(root: Path, ref: CaseRef) -> bool:
         ref.split,
     )
     found = find_prediction(root, in_phase)
-    return found is not None and found.name == "T1DUAL"
+    return found is not None and (found.name == "T1DUAL" or found.name.startswith("T1DUAL."))
 
 
 def evaluate_case(
@@ -209,7 +238,7 @@ def evaluate_case(
     grey, files = read_png_series(ref.mask_dir)
     check_frame(grey.shape[0], files, frame)
     reference = MaskSource(values=grey, source=ref.mask_dir, files=files, modality=ref.modality)
-    predicted = load_mask(prediction)
+    predicted = load_mask(prediction, frame, grey.shape)
     check_same_grid(reference, predicted)
     wanted = list(organs) if organs is not None else list(ORGAN_NAMES)
     if ref.modality is Modality.CT:
@@ -232,8 +261,8 @@ def evaluate_dataset(
 ) -> DatasetReport:
     """Score every annotated series under ``reference_root`` whose prediction exists.
 
-    Series without a prediction are listed in ``missing`` (a CHAOS-style shared ``T1DUAL``
-    prediction covers the out-phase series by design, so that one is not missing).
+    Series without a prediction are listed in ``missing`` and score 0 (a CHAOS-style shared
+    ``T1DUAL`` prediction covers the out-phase series by design, so that one is not missing).
     """
     reference_root, predictions_root = Path(reference_root), Path(predictions_root)
     if not predictions_root.is_dir():
@@ -242,12 +271,20 @@ def evaluate_dataset(
     if not refs:
         raise DataError(f"{reference_root}: no CHAOS series with a Ground folder found")
     organ_list = list(organs) if organs is not None else None
-    cases, missing = [], []
+    cases, missing, missing_cases = [], [], []
     for ref in refs:
         prediction = find_prediction(predictions_root, ref)
         if prediction is None:
             if not _shared_t1dual_folder(predictions_root, ref):
                 missing.append(ref.case_id)
+                wanted = organ_list if organ_list is not None else list(ORGAN_NAMES)
+                if ref.modality is Modality.CT:
+                    wanted = [o for o in wanted if o == "liver"]
+                missing_cases.append(
+                    CaseResult(
+                        ref.case_id, ref.modality, None, {o: missing_metrics() for o in wanted}
+                    )
+                )
             continue
         if progress is not None:
             progress(f"{ref.case_id} ← {prediction}")
@@ -261,4 +298,4 @@ def evaluate_dataset(
             f"{predictions_root}: no predictions found for the {len(refs)} series under "
             f"{reference_root} (expected e.g. {_prediction_candidates(predictions_root, refs[0])[0]})"
         )
-    return DatasetReport(cases=cases, missing=missing)
+    return DatasetReport(cases=cases, missing=missing, missing_cases=missing_cases)

@@ -1,7 +1,8 @@
 """Turning what a user points ``organseg evaluate`` at into label maps on one millimetre grid.
 
 A mask source is a CHAOS PNG series folder (or a submission folder holding ``Results/``), a CHAOS
-case folder (``Ground`` beside ``DICOM_anon``), or a volume file (NIfTI, NRRD, MHA). Grey levels
+case folder (``Ground`` beside ``DICOM_anon``), a volume file (NIfTI, NRRD, MHA), or a DICOM-SEG
+(placed on the reference DICOM series' grid by its references and frame positions). Grey levels
 become organ ids by the data layer's CHAOS rules: CT — every non-zero voxel is liver, as the
 organizers' evaluator reads it; MR — the CHAOS grey ranges. The modality, in order of precedence,
 comes from an explicit choice, the ``--dicom`` header, a CHAOS case folder, or a volume file's own
@@ -21,6 +22,7 @@ import numpy as np
 
 from organseg.errors import DataError
 from organseg.io.dicom import read_dicom_geometry
+from organseg.io.dicomseg import is_dicom_seg, read_dicom_seg
 from organseg.io.files import is_volume_file, read_volume_file
 from organseg.io.png import grey_to_labels, read_png_series
 from organseg.io.volume import Geometry, Modality
@@ -40,6 +42,8 @@ class ReferenceFrame:
     modality: Modality
     source: Path
     slice_count: int
+    series_uid: str = ""
+    frame_of_reference_uid: str = ""
 
 
 @dataclass
@@ -52,7 +56,8 @@ class MaskSource:
     geometry: Geometry | None = None
     geometry_source: str | None = None
     modality: Modality = Modality.UNKNOWN  # what the source itself implies
-    is_volume_file: bool = False
+    is_volume_file: bool = False  # values are organ ids or grey levels of one file (not PNGs)
+    frame: ReferenceFrame | None = None  # the DICOM series a CHAOS case folder carries
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -93,7 +98,14 @@ def dicom_frame(folder: Path | str) -> ReferenceFrame:
     geometry, modality, meta = read_dicom_geometry(folder)
     if modality is Modality.UNKNOWN and meta.get("Modality", "").upper() == "MR":
         modality = Modality.MR_T2SPIR
-    return ReferenceFrame(geometry, modality, folder, int(meta.get("slice_count", 0)))
+    return ReferenceFrame(
+        geometry,
+        modality,
+        folder,
+        int(meta.get("slice_count", 0)),
+        meta.get("SeriesInstanceUID", ""),
+        meta.get("FrameOfReferenceUID", ""),
+    )
 
 
 def png_series_folder(folder: Path) -> Path | None:
@@ -147,23 +159,32 @@ def _volume_labels(array: np.ndarray, modality: Modality, path: Path) -> np.ndar
     return grey_to_labels(array, modality, [path] * array.shape[0])
 
 
-def load_mask(path: Path | str) -> MaskSource:
-    """Read one mask source as stored; organ ids follow once the modality is settled."""
+def load_mask(
+    path: Path | str,
+    frame: ReferenceFrame | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> MaskSource:
+    """Read one mask source as stored; organ ids follow once the modality is settled.
+
+    A DICOM-SEG needs ``frame`` (the reference DICOM series) and ``shape`` (the reference grid).
+    """
     path = Path(path)
     if path.is_file():
-        if not is_volume_file(path):
-            raise DataError(
-                f"{path}: not a volume file (NIfTI, NRRD, MHA) nor a PNG mask series folder"
+        if is_volume_file(path):
+            volume = read_volume_file(path)
+            return MaskSource(
+                values=_volume_values(volume.array, path),
+                source=path,
+                files=[path],
+                geometry=volume.geometry,
+                geometry_source=str(path),
+                modality=volume.modality,
+                is_volume_file=True,
             )
-        volume = read_volume_file(path)
-        return MaskSource(
-            values=_volume_values(volume.array, path),
-            source=path,
-            files=[path],
-            geometry=volume.geometry,
-            geometry_source=str(path),
-            modality=volume.modality,
-            is_volume_file=True,
+        if is_dicom_seg(path):
+            return _load_seg(path, frame, shape)
+        raise DataError(
+            f"{path}: not a volume file (NIfTI, NRRD, MHA), a DICOM-SEG nor a PNG mask series folder"
         )
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
@@ -192,6 +213,38 @@ def load_mask(path: Path | str) -> MaskSource:
         geometry=frame.geometry if frame else None,
         geometry_source=str(frame.source) if frame else None,
         modality=modality,
+        frame=frame,
+    )
+
+
+def _load_seg(
+    path: Path, frame: ReferenceFrame | None, shape: tuple[int, ...] | None
+) -> MaskSource:
+    """A DICOM-SEG as organ ids on the reference series' grid."""
+    if frame is None or shape is None:
+        raise DataError(
+            f"{path}: a DICOM-SEG is placed on the reference's DICOM series; pass --dicom with "
+            "that series (or give a CHAOS case folder as the reference)"
+        )
+    if frame.slice_count and frame.slice_count != shape[0]:
+        raise DataError(
+            f"{frame.source}: {frame.slice_count} slices, the reference mask {shape[0]}"
+        )
+    labels = read_dicom_seg(
+        path,
+        frame.geometry,
+        (int(shape[0]), int(shape[1]), int(shape[2])),
+        frame.series_uid,
+        frame.frame_of_reference_uid,
+    )
+    return MaskSource(
+        values=labels,
+        source=path,
+        files=[path],
+        geometry=frame.geometry,
+        geometry_source=str(frame.source),
+        modality=frame.modality,
+        is_volume_file=True,
     )
 
 
@@ -207,9 +260,23 @@ def load_pair(
     Geometry: the ``dicom`` series > the reference's > the prediction's; two differing file
     geometries without ``dicom`` are an error, as is no geometry at all.
     """
-    ref_mask, pred_mask = load_mask(ref), load_mask(pred)
-    check_same_grid(ref_mask, pred_mask)
     frame = dicom_frame(dicom) if dicom is not None else None
+    ref, pred = Path(ref), Path(pred)
+    ref_is_seg, pred_is_seg = (
+        p.is_file() and not is_volume_file(p) and is_dicom_seg(p) for p in (ref, pred)
+    )
+    if ref_is_seg and pred_is_seg:
+        raise DataError(
+            f"{ref} and {pred} are both DICOM-SEG; give the reference as a PNG folder, a CHAOS case "
+            "or a volume file"
+        )
+    if ref_is_seg:
+        pred_mask = load_mask(pred)
+        ref_mask = load_mask(ref, frame or pred_mask.frame, pred_mask.shape)
+    else:
+        ref_mask = load_mask(ref)
+        pred_mask = load_mask(pred, frame or ref_mask.frame, ref_mask.shape)
+    check_same_grid(ref_mask, pred_mask)
     if frame is not None:
         check_frame(ref_mask.shape[0], ref_mask.files, frame)
 

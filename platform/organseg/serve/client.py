@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from organseg.ensemble.inputs import PredictInput, resolve_inputs
+from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
 from organseg.ensemble.predictor import Prediction
 from organseg.errors import OrgansegError
 from organseg.io.volume import Geometry, Modality, Volume
@@ -181,8 +181,25 @@ class GrpcClient:
 class _RemoteBackend:
     client: HttpClient | GrpcClient
 
-    def inputs(self, path: Path, modality: str | None) -> list[PredictInput]:
-        return resolve_inputs(path, modality)
+    def plan(self, path: Path, modality: str | None) -> list[InputPlan]:
+        return plan_inputs(path, modality)
+
+    def _listing(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def modalities(self) -> list[Modality]:
+        """What the served graph routes (asked once, before any series is sent)."""
+        return [Modality.parse(e["modality"]) for e in self._listing()["ensembles"]]
+
+    def model_info(self) -> dict[str, Any]:
+        listing = self._listing()
+        return {
+            "endpoint": self.describe(),
+            "name": listing.get("name"),
+            "created": listing.get("created"),
+            "version": listing.get("version") or listing.get("model_version") or None,
+            "organseg_version": listing.get("organseg_version"),
+        }
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         if item.partner is not None:
@@ -200,6 +217,11 @@ class HttpBackend(_RemoteBackend):
     def describe(self) -> str:
         return f"HTTP {self.client.base}"
 
+    def _listing(self) -> dict[str, Any]:
+        if not hasattr(self, "_cached"):
+            self._cached = self.client.models()
+        return self._cached
+
     def _send(
         self, kind: str, data: bytes, raw: dict[str, Any], modality: str | None
     ) -> Prediction:
@@ -216,6 +238,13 @@ class GrpcBackend(_RemoteBackend):
 
     def describe(self) -> str:
         return f"gRPC {self.client.target}"
+
+    def _listing(self) -> dict[str, Any]:
+        if not hasattr(self, "_cached"):
+            from google.protobuf.json_format import MessageToDict
+
+            self._cached = MessageToDict(self.client.models(), preserving_proto_field_name=True)
+        return self._cached
 
     def _send(
         self, kind: str, data: bytes, raw: dict[str, Any], modality: str | None

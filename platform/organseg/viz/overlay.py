@@ -1,9 +1,15 @@
-"""Overlay PNGs: translucent organ colours for a prediction, a 1-px green contour for the reference.
+"""Overlay PNGs a clinician can read: the prediction as a translucent fill, the reference as an outline.
 
-Colours are the seed papers' (liver yellow, spleen cyan, right kidney blue, left kidney red; reference
-green, from :mod:`organseg.organs`). Slices are drawn as stored (row 0 at the top) and stretched to
-square millimetres, so anisotropic pixels do not distort organs. Composition is plain NumPy and the
-text is Pillow's: matplotlib would add a second or more per case for figures this simple.
+Each organ has one bright colour (:data:`organseg.organs.ORGAN_COLOURS`) used for both its predicted
+fill and its reference outline; only the organs asked for (the scored ones) are drawn, so a kidney in
+an MR reference never looks like missed liver. Every tile carries the case id, the slice number
+counted from 1 with its position in mm, orientation letters at the edges (L/R, A/P from the volume's
+direction), a legend saying which mark is prediction and which reference, "not for diagnosis", and
+the flags the caller hands in (implausible volumes, member disagreement).
+
+Slices are drawn as stored (row 0 at the top) and stretched to square millimetres. Composition is
+plain NumPy and the text Pillow's: matplotlib would add a second or more per case for figures this
+simple.
 """
 
 from __future__ import annotations
@@ -15,21 +21,29 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from scipy import ndimage
 
 from organseg.errors import ConfigError, DataError
-from organseg.io.volume import Modality, Volume
-from organseg.organs import GROUND_TRUTH_COLOUR, LABEL_NAMES, ORGAN_COLOURS, ORGAN_LABELS
+from organseg.io.volume import Geometry, Modality, Volume
+from organseg.organs import LABEL_NAMES, ORGAN_COLOURS, ORGAN_LABELS
 
 #: Display window for CT in HU (abdominal soft tissue, as in the seed papers' figures).
 CT_WINDOW = (-160.0, 240.0)
 #: MR has no absolute units: window between these intensity percentiles of the volume.
 MR_PERCENTILES = (1.0, 99.0)
 MAX_AUTO_SLICES = 6
-#: Small images are enlarged (nearest neighbour) to at least this width so the legend stays legible.
+#: Small images are enlarged (nearest neighbour) to at least this width so the text stays legible.
 MIN_DISPLAY_WIDTH = 256
+#: Chosen slices are at least this far apart (more on long organs: an eighth of the extent divided
+#: by the slice count), so no two tiles show neighbouring slices.
+MIN_SLICE_GAP = 2
+DISCLAIMER = "NOT FOR DIAGNOSIS"
 _LUT_SIZE = 256
+_TEXT = (255, 255, 255)
+_FLAG = (255, 170, 60)
+#: Anatomical letter of each world direction in LPS (DICOM/ITK patient coordinates).
+_LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 
 
 def display_window(image: Volume) -> tuple[float, float]:
@@ -41,6 +55,15 @@ def display_window(image: Volume) -> tuple[float, float]:
     sample = array[:, ::step, ::step].astype(np.float32, copy=False)
     lo, hi = np.percentile(sample, MR_PERCENTILES)
     return float(lo), (float(hi) if hi > lo else float(lo) + 1.0)
+
+
+def _only(labels: np.ndarray | None, ids: Sequence[int]) -> np.ndarray | None:
+    """``labels`` with every organ not in ``ids`` cleared (what is not scored is not drawn)."""
+    if labels is None:
+        return None
+    keep = np.zeros(_LUT_SIZE, dtype=np.uint8)
+    keep[list(ids)] = list(ids)
+    return keep[labels.astype(np.uint8, copy=False)]
 
 
 def _per_slice_areas(labels: np.ndarray) -> dict[int, np.ndarray]:
@@ -56,8 +79,9 @@ def choose_slices(
     depth: int | None = None,
     max_slices: int = MAX_AUTO_SLICES,
 ) -> list[int]:
-    """Informative slices: each organ's largest predicted slice, then its largest reference slice,
-    then evenly spaced slices over the organs' extent, at most ``max_slices``, in ascending order."""
+    """Informative slices (0-based): each organ's largest predicted and reference slice, then slices
+    spread over where the organs are, at least :data:`MIN_SLICE_GAP` apart when the organs allow it;
+    without any organ, slices spread over the middle of the volume. Ascending."""
     maps = [m for m in (labels, truth) if m is not None]
     if depth is None:
         if not maps:
@@ -67,28 +91,31 @@ def choose_slices(
 
 
 def _choose(areas: list[dict[int, np.ndarray]], depth: int, max_slices: int) -> list[int]:
-    chosen: list[int] = []
-    for per_organ in areas:
-        for counts in per_organ.values():
-            z = int(np.argmax(counts))
-            if z not in chosen and len(chosen) < max_slices:
-                chosen.append(z)
     occupied = np.zeros(depth, dtype=bool)
     for per_organ in areas:
         for counts in per_organ.values():
             occupied |= counts > 0
-    zs = np.flatnonzero(occupied)
-    lo, hi = (int(zs[0]), int(zs[-1])) if zs.size else (0, depth - 1)
-    candidates = sorted({round(float(z)) for z in np.linspace(lo, hi, max_slices)})
+    zs = [int(z) for z in np.flatnonzero(occupied)]
+    if not zs:  # nothing drawn anywhere: the middle of the volume, not its first slices
+        lo, hi = round(0.2 * (depth - 1)), round(0.8 * (depth - 1))
+        return sorted({round(float(z)) for z in np.linspace(lo, hi, min(max_slices, depth))})
+    chosen: list[int] = []
+    min_gap = max(MIN_SLICE_GAP, (zs[-1] - zs[0] + 1) // (2 * max_slices))
 
     def gap(z: int) -> int:
         return min((abs(z - c) for c in chosen), default=depth)
 
+    for per_organ in areas:
+        for counts in per_organ.values():
+            z = int(np.argmax(counts))
+            if len(chosen) < max_slices and gap(z) >= min_gap:
+                chosen.append(z)
+    candidates = list(zs)
     while len(chosen) < max_slices and candidates:
-        # Farthest candidate from those chosen first, so a few slices still span the organs.
+        # Farthest occupied slice from those chosen first, so a few slices still span the organs.
         best = max(candidates, key=gap)
         candidates.remove(best)
-        if gap(best) > 0:
+        if gap(best) >= min_gap:
             chosen.append(best)
     return sorted(chosen)
 
@@ -105,15 +132,15 @@ def _blend_table(alpha: float) -> np.ndarray:
     return np.clip(np.rint(table), 0, 255).astype(np.uint8)
 
 
-def _contour(truth: np.ndarray) -> np.ndarray:
-    """Inner 1-px border of every organ region (4-connected), so touching organs keep their edge."""
-    border = np.zeros(truth.shape, dtype=bool)
+def _contour(truth: np.ndarray, width: int = 1) -> dict[int, np.ndarray]:
+    """Inner border (``width`` px, 4-connected erosion) of every organ region, per organ id."""
+    borders = {}
     for k in np.unique(truth):
         if k == 0:
             continue
         region = truth == k
-        border |= region & ~ndimage.binary_erosion(region)
-    return border
+        borders[int(k)] = region & ~ndimage.binary_erosion(region, iterations=width)
+    return borders
 
 
 def render_slice(
@@ -121,8 +148,10 @@ def render_slice(
     labels: np.ndarray | None,
     truth: np.ndarray | None = None,
     alpha: float = 0.4,
+    outline: int = 1,
 ) -> np.ndarray:
-    """One RGB slice (uint8, same size as the inputs): grey image, blended organs, green contour.
+    """One RGB slice (uint8, same size as the inputs): grey image, organs blended in their colour
+    (prediction), each reference organ's border in the same colour at full strength.
 
     ``grey`` is uint8 display intensity (None: black); ``labels`` and ``truth`` hold organ ids.
     """
@@ -133,7 +162,8 @@ def render_slice(
     else:
         out = _blend_table(alpha)[labels.astype(np.uint8, copy=False), grey]
     if truth is not None:
-        out[_contour(truth)] = GROUND_TRUTH_COLOUR
+        for k, border in _contour(truth, outline).items():
+            out[border] = ORGAN_COLOURS[LABEL_NAMES[k]]
     return out
 
 
@@ -163,53 +193,146 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _legend_items(
-    predicted: list[int], with_truth: bool
-) -> list[tuple[str, tuple[int, int, int], bool]]:
-    """(text, colour, is_line) for every predicted organ in the volume and the reference contour."""
-    items = []
-    for label in predicted:
-        name = LABEL_NAMES[label]
-        items.append((name.replace("_", " "), ORGAN_COLOURS[name], False))
-    if with_truth:
-        items.append(("reference", GROUND_TRUTH_COLOUR, True))
-    return items
+def orientation_letters(geometry: Geometry) -> dict[str, str]:
+    """Patient direction at each image edge (``left``, ``right``, ``top``, ``bottom``) from the
+    volume's direction matrix, in DICOM's LPS convention; an axis that runs obliquely gets the
+    letters of its dominant component."""
+    matrix = geometry.direction_matrix
+
+    def letter(vector: np.ndarray) -> str:
+        axis = int(np.argmax(np.abs(vector)))
+        return _LPS_LETTERS[axis][int(vector[axis] > 0)]
+
+    column, row = matrix[:, 0], matrix[:, 1]  # index x runs along columns, y down the rows
+    return {
+        "left": letter(-column),
+        "right": letter(column),
+        "top": letter(-row),
+        "bottom": letter(row),
+    }
 
 
-class _Legend:
-    """A band under the slice: slice number, then colour swatches that wrap to the image width."""
+def slice_position_mm(geometry: Geometry, z: int) -> float:
+    """Position of slice ``z`` along the slice normal (mm), as viewers show a slice location."""
+    matrix = geometry.direction_matrix
+    normal = np.cross(matrix[:, 0], matrix[:, 1])
+    centre = np.asarray(geometry.origin) + matrix[:, 2] * geometry.spacing[2] * z
+    return float(np.dot(centre, normal))
 
-    def __init__(self, width: int, items: list, depth: int) -> None:
-        self.items = items
-        self.depth = depth
-        self.size = max(10, min(16, width // 32))
+
+def _wrap(parts: list[tuple[str, tuple[int, int, int], str]], width: int, font, size: int) -> list:
+    """Lay out ``(text, colour, mark)`` items left to right, wrapping at ``width``; mark is
+    ``fill``, ``outline`` or ``""``. Returns ``(x, row, item)``."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    placed, x, row = [], 4, 0
+    for text, colour, mark in parts:
+        w = int(probe.textlength(text, font=font)) + (size + 4 if mark else 0)
+        if x > 4 and x + w > width - 4:
+            x, row = 4, row + 1
+        placed.append((x, row, (text, colour, mark)))
+        x += w + size
+    return placed
+
+
+class _Bands:
+    """Text above and below a slice: a header (case, slice, position, disclaimer, flags) and a legend."""
+
+    def __init__(
+        self,
+        width: int,
+        organs: list[str],
+        with_prediction: bool,
+        with_truth: bool,
+        case_id: str | None,
+        flags: Sequence[str],
+    ) -> None:
+        self.width, self.case_id = width, case_id
+        self.size = max(11, min(16, width // 30))
         self.font = _font(self.size)
         self.line = self.size + 6
-        self.layout: list[tuple[int, int, int]] = []  # x, y, item index (-1: the slice text)
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        x, y, pad = 4, 3, 4
-        texts = [f"z {depth - 1}/{depth}"] + [t for t, _, _ in items]
-        for i, text in enumerate(texts):
-            w = int(probe.textlength(text, font=self.font)) + (0 if i == 0 else self.size + 4)
-            if x > 4 and x + w > width - pad:
-                x, y = 4, y + self.line
-            self.layout.append((x, y, i - 1))
-            x += w + 3 * pad
-        self.height = y + self.line + 2
+        self.flag_lines: list[str] = []
+        for flag in flags:  # one flag per line, wrapped at words
+            line = ""
+            for word in f"! {flag}".split():
+                trial = f"{line} {word}".strip()
+                if line and probe.textlength(trial, font=self.font) > width - 8:
+                    self.flag_lines.append(line)
+                    line = "  " + word
+                else:
+                    line = trial
+            self.flag_lines.append(line)
+        widest = max(
+            probe.textlength(t, font=self.font)
+            for t in ("slice 999 of 999", f"{case_id or ''}   slice 999 of 999")
+        )
+        self.disclaimer_line = (
+            4 + widest + self.size + probe.textlength(DISCLAIMER, font=self.font) > width - 4
+            and 4
+            + probe.textlength("position -1234.5 mm", font=self.font)
+            + self.size
+            + probe.textlength(DISCLAIMER, font=self.font)
+            > width - 4
+        )
+        lines = 2 + int(self.disclaimer_line) + len(self.flag_lines)
+        self.header_height = self.line * lines + 4
+        items = []
+        for organ in organs:
+            colour = ORGAN_COLOURS[organ]
+            name = organ.replace("_", " ")
+            if with_prediction:
+                items.append((f"{name} prediction", colour, "fill"))
+            if with_truth:
+                items.append((f"{name} reference", colour, "outline"))
+        self.legend = _wrap(items, width, self.font, self.size)
+        rows = 1 + max((row for _, row, _ in self.legend), default=-1)
+        self.legend_height = self.line * rows + 6 if rows else 0
 
-    def draw(self, draw: ImageDraw.ImageDraw, top: int, z: int) -> None:
-        for x, y, i in self.layout:
-            y += top
-            if i < 0:
-                draw.text((x, y), f"z {z}/{self.depth}", fill=(255, 255, 255), font=self.font)
-                continue
-            text, colour, is_line = self.items[i]
-            s = self.size
-            if is_line:
-                draw.rectangle([x, y + s // 2 - 1, x + s, y + s // 2], fill=colour)
-            else:
+    def draw_header(self, draw: ImageDraw.ImageDraw, title: str, position: str) -> None:
+        """Case and slice, position, the disclaimer (right-aligned where it fits), then the flags."""
+        f, right = self.font, self.width - 4
+        draw.text((4, 3), title, fill=_TEXT, font=f)
+        draw.text((4, 3 + self.line), position, fill=_TEXT, font=f)
+        disclaimer_w = int(draw.textlength(DISCLAIMER, font=f))
+        for row, text in enumerate((title, position)):
+            if 4 + draw.textlength(text, font=f) + self.size + disclaimer_w <= right:
+                draw.text(
+                    (right - disclaimer_w, 3 + row * self.line), DISCLAIMER, fill=_FLAG, font=f
+                )
+                break
+        else:  # narrow tile: the disclaimer gets the line the flags would start on
+            draw.text((4, 3 + 2 * self.line), DISCLAIMER, fill=_FLAG, font=f)
+        first = 2 + int(self.disclaimer_line)
+        for i, line in enumerate(self.flag_lines):
+            draw.text((4, 3 + self.line * (first + i)), line, fill=_FLAG, font=f)
+
+    def draw_legend(self, draw: ImageDraw.ImageDraw, top: int, left: int = 0) -> None:
+        s = self.size
+        for x, row, (text, colour, mark) in self.legend:
+            x += left
+            y = top + 3 + row * self.line
+            if mark == "fill":
                 draw.rectangle([x, y + 1, x + s, y + s], fill=colour)
-            draw.text((x + s + 4, y), text, fill=(255, 255, 255), font=self.font)
+            elif mark == "outline":
+                draw.rectangle([x, y + 1, x + s, y + s], outline=colour, width=2)
+            draw.text((x + s + 4, y), text, fill=_TEXT, font=self.font)
+
+
+def _draw_orientation(
+    draw: ImageDraw.ImageDraw, letters: dict[str, str], box: tuple[int, int, int, int], font
+) -> None:
+    """Orientation letters in the margins around the image ``box`` (x0, y0, x1, y1), never over it."""
+    x0, y0, x1, y1 = box
+    ascent = font.getbbox("L")[3] if hasattr(font, "getbbox") else 10
+    for edge, text in letters.items():
+        tw = int(draw.textlength(text, font=font))
+        x, y = {
+            "left": ((x0 - tw) // 2, (y0 + y1 - ascent) // 2),
+            "right": (x1 + (x0 - tw) // 2, (y0 + y1 - ascent) // 2),
+            "top": ((x0 + x1 - tw) // 2, y0 - ascent - 3),
+            "bottom": ((x0 + x1 - tw) // 2, y1 + 2),
+        }[edge]
+        draw.text((x, y), text, fill=_TEXT, font=font)
 
 
 def _check_shapes(volumes: dict[str, Volume | None]) -> tuple[int, int, int]:
@@ -222,27 +345,50 @@ def _check_shapes(volumes: dict[str, Volume | None]) -> tuple[int, int, int]:
     return next(iter(shapes.values()))
 
 
+def _organs_to_draw(organs: Sequence[str] | None, arrays: list[np.ndarray | None]) -> list[str]:
+    if organs is not None:
+        unknown = [o for o in organs if o not in ORGAN_LABELS]
+        if unknown:
+            raise ConfigError(f"unknown organ(s) {unknown}; valid organs are {list(ORGAN_LABELS)}")
+        return [o for o in ORGAN_LABELS if o in organs]
+    present = {int(v) for a in arrays if a is not None for v in np.unique(a) if v}
+    return [o for o, k in ORGAN_LABELS.items() if k in present]
+
+
+def slice_file_name(z: int, depth: int) -> str:
+    """``slice_<n>.png`` with ``n`` counted from 1, as the tile's caption counts."""
+    return f"slice_{z + 1:0{max(3, len(str(depth)))}d}.png"
+
+
 def render_overlays(
     image: Volume | None,
     labels: Volume | None,
     truth: Volume | None = None,
     *,
     out_dir: Path,
+    organs: Sequence[str] | None = None,
+    case_id: str | None = None,
+    flags: Sequence[str] = (),
     slices: Literal["auto"] | Sequence[int] = "auto",
     window: tuple[float, float] | None = None,
     alpha: float = 0.4,
 ) -> list[Path]:
-    """Write ``slice_<z>.png`` for the chosen slices and a ``montage.png`` grid of them.
+    """Write ``slice_<n>.png`` for the chosen slices (``n`` from 1) and a ``montage.png`` grid of them.
 
-    ``image`` may be None (masks are drawn on black). ``slices="auto"`` picks up to six informative
-    slices (:func:`choose_slices`). ``window`` overrides the display window (CT [-160, 240] HU,
-    MR 1–99 percentiles). Returns the slice files in ascending z, then the montage.
+    ``image`` may be None (masks are drawn on black). ``organs`` limits what is drawn (default: every
+    organ in the prediction or reference); pass the scored organs. ``slices`` is ``"auto"`` (up to six
+    slices holding those organs, :func:`choose_slices`) or 0-based indices. ``window`` overrides the
+    display window (CT [-160, 240] HU, MR 1–99 percentiles). Earlier slice files and montage in
+    ``out_dir`` are removed first, so the folder shows one run. Returns the slice files in ascending
+    order, then the montage.
     """
     depth, _, _ = _check_shapes({"image": image, "labels": labels, "reference": truth})
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"overlay alpha must lie in [0, 1], got {alpha}")
-    label_array = None if labels is None else np.asarray(labels.array)
-    truth_array = None if truth is None else np.asarray(truth.array)
+    raw = [None if v is None else np.asarray(v.array) for v in (labels, truth)]
+    drawn = _organs_to_draw(organs, raw)
+    ids = [ORGAN_LABELS[o] for o in drawn]
+    label_array, truth_array = (_only(a, ids) for a in raw)
     areas = [_per_slice_areas(a) for a in (label_array, truth_array) if a is not None]
     if isinstance(slices, str):
         if slices != "auto":
@@ -258,12 +404,21 @@ def render_overlays(
     placed = next(v for v in (image, labels, truth) if v is not None)
     row_idx, col_idx = _display_indices(placed.shape[1:], placed.spacing[:2])
     grid = np.ix_(row_idx, col_idx)
-    predicted = sorted(areas[0]) if label_array is not None else []
-    legend = _Legend(len(col_idx), _legend_items(predicted, truth_array is not None), depth)
+    width, height = len(col_idx), len(row_idx)
+    bands = _Bands(width, drawn, labels is not None, truth is not None, case_id, flags)
+    letters = orientation_letters(placed.geometry)
+    outline = max(1, round(width / 300))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    digits = max(3, len(str(depth - 1)))
+    for old in [*out_dir.glob("slice_*.png"), out_dir / "montage.png"]:
+        old.unlink(missing_ok=True)
+    margin = bands.size + 8  # room for the orientation letters around the image
+    x0, y0 = margin, bands.header_height + bands.line
+    box = (x0, y0, x0 + width, y0 + height)
+    tile_size = (width + 2 * margin, y0 + height + bands.line + bands.legend_height)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("organseg:image-box", ",".join(map(str, box)))
     tiles, paths = [], []
     for z in chosen:
         grey = None if image is None else _to_grey(image.array[z][grid], window)  # type: ignore[arg-type]
@@ -272,16 +427,31 @@ def render_overlays(
             None if label_array is None else label_array[z][grid],
             None if truth_array is None else truth_array[z][grid],
             alpha,
+            outline,
         )
-        tile = Image.new("RGB", (rgb.shape[1], rgb.shape[0] + legend.height))
-        tile.paste(Image.fromarray(rgb), (0, 0))
-        legend.draw(ImageDraw.Draw(tile), rgb.shape[0], z)
-        path = out_dir / f"slice_{z:0{digits}d}.png"
-        tile.save(path, compress_level=1)
+        tile = Image.new("RGB", tile_size)
+        tile.paste(Image.fromarray(rgb), (x0, y0))
+        draw = ImageDraw.Draw(tile)
+        title = f"{case_id}   " if case_id else ""
+        bands.draw_header(
+            draw,
+            f"{title}slice {z + 1} of {depth}",
+            f"position {slice_position_mm(placed.geometry, z):.1f} mm",
+        )
+        _draw_orientation(draw, letters, box, bands.font)
+        bands.draw_legend(draw, box[3] + bands.line, x0)
+        path = out_dir / slice_file_name(z, depth)
+        tile.save(path, compress_level=1, pnginfo=info)
         tiles.append(tile)
         paths.append(path)
     paths.append(_montage(tiles, out_dir / "montage.png"))
     return paths
+
+
+def image_box(path: Path | str) -> tuple[int, int, int, int]:
+    """Where the slice itself lies in an overlay PNG (x0, y0, x1, y1), from the PNG's text chunk."""
+    with Image.open(path) as png:
+        return tuple(int(v) for v in png.text["organseg:image-box"].split(","))  # type: ignore[return-value]
 
 
 def _montage(tiles: list[Image.Image], path: Path, gap: int = 4) -> Path:
