@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from organseg.config import ExperimentConfig, load_config
+from organseg.config import ExperimentConfig, dump_config, load_config
 from organseg.errors import ConfigError, DataError, RunError
 from organseg.io import discover_cases, load_case
 from organseg.io.volume import Modality
+from organseg.shipped import experiment_config, serve_profile
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
-DEFAULT_SERVE_CONFIG = REPO_ROOT / "deploy" / "serve" / "local.yaml"
+DEFAULT_CONFIG = experiment_config("quickstart")
+DEFAULT_SERVE_CONFIG = serve_profile("local")
 SERVED_MODALITIES = (Modality.CT, Modality.MR_T2SPIR)
 
 
@@ -71,9 +70,7 @@ class Steps:
 def experiment(options: QuickstartOptions) -> ExperimentConfig:
     """The quickstart config pointed at the work directory (and at real data with ``data``)."""
     if not options.config.is_file():
-        raise ConfigError(
-            f"{options.config}: quickstart config not found (run from a clone of the repository)"
-        )
+        raise ConfigError(f"{options.config}: quickstart config not found")
     config = load_config(options.config)
     workdir = options.workdir.resolve()
     config.storage_path = str(workdir / "runs")
@@ -255,9 +252,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
             raise DataError(f"{options.data}: not a folder")
         _restrict_to_data(config, options.data, console)
         heldout_refs = None  # decided after the split: the validation patients
-    (options.workdir / "experiment.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
-    )
+    (options.workdir / "experiment.yaml").write_text(dump_config(config))
 
     with ray_session(options.address):
         steps("training the ensemble (members in parallel, Ray Train)")

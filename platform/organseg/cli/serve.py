@@ -11,7 +11,7 @@ import typer
 
 def serve_command(
     config: Path | None = typer.Argument(
-        None, help="Serve config YAML (default: deploy/serve/local.yaml)."
+        None, help="Serve config YAML (default: the shipped CPU profile, deploy/serve/local.yaml)."
     ),
     model_dir: Path | None = typer.Option(
         None, "--model-dir", help="Model directory (overrides the config's args)."

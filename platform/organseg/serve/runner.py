@@ -12,20 +12,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from ray import serve
-from ray.serve._private import (
-    api as _serve_api,  # the entry `serve run CONFIG` uses; no public equivalent
-)
 from ray.serve.config import gRPCOptions
 from ray.serve.schema import ServeDeploySchema
 
 from organseg.config import read_yaml
 from organseg.errors import ConfigError, OrgansegError
-from organseg.serve.app import APP_NAME, GRPC_SERVICER
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "serve" / "local.yaml"
+from organseg.serve.app import GRPC_SERVICER
+from organseg.shipped import serve_profile
+from organseg.uri import is_uri
 
 
 def load_serve_config(
@@ -35,20 +31,12 @@ def load_serve_config(
     grpc_port: int | None = None,
     host: str | None = None,
 ) -> ServeDeploySchema:
-    """Read a Serve config (a file, an already-parsed mapping, or by default the local CPU profile)
-    and apply command-line overrides."""
+    """Read a Serve config (a file, an already-parsed mapping, or by default the shipped local CPU
+    profile) and apply command-line overrides."""
     if path is None:
-        app = {
-            "name": APP_NAME,
-            "route_prefix": "/",
-            "import_path": "organseg.serve.app:build_app",
-            "args": {},
-        }
-        data: dict[str, Any] = {"applications": [app]}
-        if DEFAULT_CONFIG.is_file():
-            data = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    elif isinstance(path, Mapping):
-        data = dict(path)
+        path = serve_profile()
+    if isinstance(path, Mapping):
+        data: dict[str, Any] = dict(path)
     else:
         data = read_yaml(Path(path), "Serve config")
     data = copy.deepcopy(data)
@@ -66,7 +54,7 @@ def load_serve_config(
         args = app.setdefault("args", {})
         if model_dir is not None:
             args["model_dir"] = str(Path(model_dir).resolve())
-        elif args.get("model_dir") and "://" not in str(args["model_dir"]):
+        elif args.get("model_dir") and not is_uri(args["model_dir"]):
             # relative to where the command runs, as `serve run` would read it; absolute for the replicas
             args["model_dir"] = str(Path(args["model_dir"]).resolve())
     for app in data.get("applications", []):
@@ -119,13 +107,27 @@ def deploy(config: ServeDeploySchema, timeout_s: float = 600.0) -> None:
         from organseg.ensemble.spec import load_spec
 
         load_spec(app.args["model_dir"])  # a clear error before any replica tries
-    client = _serve_api.serve_start(
+    serve.start(
+        proxy_location=config.proxy_location,
         http_options=config.http_options.model_dump(),
         grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
-        proxy_location=config.proxy_location,
     )
-    client.deploy_apps(config, _blocking=False)
+    _deploy_config(config)
     wait_until_running([a.name for a in config.applications], timeout_s)
+
+
+def _deploy_config(config: ServeDeploySchema) -> None:
+    """Submit every application of ``config`` with its per-deployment settings, as ``serve run CONFIG`` does.
+
+    Ray 2.60 has no public Python call for this: ``serve.run`` takes one built Application and never sees a
+    config's ``deployments`` overrides, and ``serve deploy`` goes through the dashboard's REST API (which
+    needs the dashboard and, under token auth, a token). So this uses the client ``serve run`` itself uses,
+    ``ray.serve.context._get_global_client().deploy_apps`` (private). It is pinned twice: ``ray<2.70`` in
+    pyproject.toml and tests/serve/test_ray_serve_pins.py, which fails when its signature changes.
+    """
+    from ray.serve.context import _get_global_client
+
+    _get_global_client().deploy_apps(config, _blocking=False)
 
 
 def wait_until_running(names: list[str], timeout_s: float) -> None:
