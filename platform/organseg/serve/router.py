@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.formparsers import MultiPartException
 
 from organseg import __version__
 from organseg.ensemble.predictor import Prediction
@@ -25,6 +26,11 @@ from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.errors import DataError, ModelError, OrgansegError
 from organseg.io.volume import Volume
+from organseg.serve.http_schema import (
+    READY_RESPONSES,
+    SEGMENT_REQUEST_BODY,
+    segment_responses,
+)
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RequestTooLarge,
@@ -48,7 +54,7 @@ def http_status(exc: Exception) -> int:
         return 413
     if isinstance(exc, (ModalityError, ModelError)):
         return 422
-    if isinstance(exc, (DataError, OrgansegError, ValueError)):
+    if isinstance(exc, (DataError, OrgansegError, ValueError, MultiPartException)):
         return 400
     return 500
 
@@ -179,7 +185,13 @@ class Router:
         return {"status": status, "ensembles": results}
 
     # -- HTTP -------------------------------------------------------------------------------------------
-    @api.post("/v1/segment", summary="Segment a volume; the ensemble is chosen by modality")
+    @api.post(
+        "/v1/segment",
+        summary="Segment a volume; the ensemble is chosen by modality",
+        response_model=None,
+        responses=segment_responses(),
+        openapi_extra=SEGMENT_REQUEST_BODY,
+    )
     async def segment_http(self, request: Request) -> JSONResponse:
         """multipart/form-data with ``file`` (NIfTI/MHA/NRRD, DICOM zip, or raw bytes with ``shape`` and
         ``dtype``), and optional ``modality``, ``output_format`` (nifti | png-zip | raw), ``spacing``,
@@ -236,7 +248,12 @@ class Router:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @api.get("/readyz", summary="Readiness: every ensemble and member answers")
+    @api.get(
+        "/readyz",
+        summary="Readiness: every ensemble and member answers",
+        response_model=None,
+        responses=READY_RESPONSES,
+    )
     async def readyz(self) -> JSONResponse:
         result = await self._readiness()
         return JSONResponse(result, status_code=200 if result["status"] == "ok" else 503)

@@ -1,0 +1,149 @@
+"""What the HTTP API says about itself: the OpenAPI description of ``POST /v1/segment``.
+
+The router reads the multipart form by hand (it checks sizes before parsing, and decodes in a thread), so
+FastAPI cannot infer the request body; it is declared here, field for field the same as the gRPC
+``SegmentRequest``/``RawVolume`` in ``proto/segmentation.proto``, and the answers are pydantic models the
+same as ``SegmentResponse``. A test holds the two descriptions together and runs schemathesis against the
+live application with this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from organseg.modalities import Modality
+from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
+
+_NUMBERS = r"^\s*-?[0-9.eE+-]+(\s*[,;]\s*-?[0-9.eE+-]+)*\s*$"
+
+
+class SegmentResponse(BaseModel):
+    """A segmented volume: the label map in the requested format plus what produced it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    labels: str = Field(
+        description="The label map in output_format, base64-encoded (uint8 ids: 1 liver, 2 right "
+        "kidney, 3 left kidney, 4 spleen; 0 background)."
+    )
+    output_format: str = Field(description="Format of labels: nifti, png-zip or raw.")
+    shape: list[int] = Field(description="(z, y, x) of the label map: the input's grid.")
+    spacing: list[float] = Field(description="(x, y, z) voxel spacing in millimetres.")
+    origin: list[float] = Field(description="(x, y, z) world position of voxel 0 in millimetres.")
+    direction: list[float] = Field(description="Row-major 3×3 direction cosines.")
+    ensemble: str = Field(description="``<experiment>/<modality>``: the ensemble that answered.")
+    modality: str = Field(description="The modality the volume was segmented as.")
+    modality_reason: str = Field(description="Why: the header tags or request field that decided.")
+    members: list[str] = Field(description="Members that answered.")
+    volumes_ml: dict[str, float] = Field(description="Segmented volume per organ, in millilitres.")
+    uncertainty: dict[str, float] = Field(
+        description="Per organ: 1 − mean pairwise Dice of the members' masks (0: all agree)."
+    )
+    timings_s: dict[str, float] = Field(description="Seconds spent per stage.")
+
+
+class ErrorBody(BaseModel):
+    """Why a request was refused; the message names the field or file at fault."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="What is wrong, naming the field or file.")
+    type: str = Field(description="Kind of error (DataError, ModalityError, RequestTooLarge, ...).")
+
+
+#: multipart/form-data fields of POST /v1/segment (gRPC: SegmentRequest and RawVolume).
+SEGMENT_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The volume: a NIfTI (.nii/.nii.gz), MHA or NRRD file; a zip of one DICOM "
+            "series; or, with shape and dtype, raw C-order voxels (z, y, x). The file name, when given, "
+            "hints at the format (gRPC: volume_file + filename, dicom_zip, raw.data).",
+        },
+        "modality": {
+            "type": "string",
+            "enum": [m.value for m in Modality.known()],
+            "description": "The volume's modality; optional for DICOM (checked against its headers), "
+            "required for raw voxels and files without modality metadata.",
+        },
+        "output_format": {
+            "type": "string",
+            "enum": list(OUTPUT_FORMATS),
+            "default": "nifti",
+            "description": "Format of the returned label map: nifti (.nii.gz), png-zip (CHAOS PNG "
+            "series) or raw (zlib-compressed uint8).",
+        },
+        "shape": {
+            "type": "string",
+            "pattern": r"^\s*[0-9]+\s*,\s*[0-9]+\s*,\s*[0-9]+\s*$",
+            "description": "Raw voxels only: z,y,x sizes.",
+        },
+        "dtype": {
+            "type": "string",
+            "enum": list(RAW_DTYPES),
+            "description": "Raw voxels only: numpy dtype of the voxels.",
+        },
+        "spacing": {
+            "type": "string",
+            "pattern": _NUMBERS,
+            "description": "Raw voxels only: x,y,z spacing in millimetres (default 1,1,1).",
+        },
+        "origin": {
+            "type": "string",
+            "pattern": _NUMBERS,
+            "description": "Raw voxels only: x,y,z origin in millimetres (default 0,0,0).",
+        },
+        "direction": {
+            "type": "string",
+            "pattern": _NUMBERS,
+            "description": "Raw voxels only: 9 row-major direction cosines (default identity).",
+        },
+        "compression": {
+            "type": "string",
+            "enum": ["none", "zlib"],
+            "description": "Raw voxels only: how the bytes are compressed.",
+        },
+    },
+}
+
+SEGMENT_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": SEGMENT_FORM}},
+    }
+}
+
+#: Every answer POST /v1/segment gives, by status code.
+SEGMENT_ERRORS: dict[int, str] = {
+    400: "The request or the volume is invalid (the message names the field or file).",
+    413: "The body, file or volume exceeds the server's limits.",
+    422: "The modality is unknown, contradicts the headers, or no ensemble here serves it.",
+}
+
+
+def segment_responses() -> dict[int | str, dict[str, Any]]:
+    """FastAPI ``responses`` of POST /v1/segment: the 200 model and every error with its body model."""
+    answers: dict[int | str, dict[str, Any]] = {
+        200: {"model": SegmentResponse, "description": "The segmentation."}
+    }
+    for code, description in SEGMENT_ERRORS.items():
+        answers[code] = {"model": ErrorBody, "description": description}
+    return answers
+
+
+class ReadinessResponse(BaseModel):
+    """Readiness of every ensemble."""
+
+    status: str = Field(description="ok when every ensemble answered, else degraded.")
+    ensembles: dict[str, str] = Field(description="Per ensemble: ok or why it is unavailable.")
+
+
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ReadinessResponse, "description": "Every ensemble answers."},
+    503: {"model": ReadinessResponse, "description": "Some ensemble does not answer."},
+}

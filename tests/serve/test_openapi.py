@@ -1,0 +1,167 @@
+"""The HTTP API describes itself: OpenAPI for POST /v1/segment agrees with the gRPC proto and with the live app.
+
+The static part compares the multipart form and the 200 model with ``SegmentRequest``/``RawVolume`` and
+``SegmentResponse``. The live part deploys a one-member CT model over loopback and lets schemathesis
+fuzz every documented operation from ``/openapi.json`` (bounded, derandomized): no server error, no
+status code or body the document does not describe; then schema-valid, meaningful requests (raw voxels,
+a NIfTI file) are accepted with a 200 whose body matches the documented model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from organseg.modalities import Modality
+from organseg.serve.http_schema import SEGMENT_FORM, SegmentResponse
+from organseg.serve.proto import segmentation_pb2 as pb
+from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
+
+from .conftest import GRPC_PORT, HTTP_PORT
+
+FUZZ_EXAMPLES = 40
+
+
+def _proto_fields(message) -> set[str]:
+    return {f.name for f in message.DESCRIPTOR.fields}
+
+
+def test_http_form_and_grpc_request_carry_the_same_fields() -> None:
+    raw = _proto_fields(pb.RawVolume) - {"data"}
+    request = _proto_fields(pb.SegmentRequest) - {"volume_file", "dicom_zip", "raw", "filename"}
+    # file carries volume_file/dicom_zip/raw.data, its part's file name carries filename
+    assert set(SEGMENT_FORM["properties"]) == {"file"} | raw | request
+    properties = SEGMENT_FORM["properties"]
+    assert properties["output_format"]["enum"] == list(OUTPUT_FORMATS)
+    assert properties["dtype"]["enum"] == list(RAW_DTYPES)
+    assert properties["modality"]["enum"] == [m.value for m in Modality.known()]
+
+
+def test_http_answer_and_grpc_answer_carry_the_same_fields() -> None:
+    assert set(SegmentResponse.model_fields) == _proto_fields(pb.SegmentResponse)
+
+
+def test_openapi_documents_the_segment_operation() -> None:
+    from organseg.serve.router import api
+
+    operation = api.openapi()["paths"]["/v1/segment"]["post"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert form["properties"]["file"]["format"] == "binary"
+    codes = set(operation["responses"])
+    assert {"200", "400", "413", "422"} <= codes
+    for code in codes - {"200"}:
+        schema = operation["responses"][code]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith("/ErrorBody")
+
+
+@pytest.fixture(scope="module")
+def live_api(ray_cluster: str, liver_everywhere_model):
+    from ray import serve
+
+    from organseg.serve.runner import deploy, load_serve_config
+
+    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    schema = {
+        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
+        "grpc_options": {"port": GRPC_PORT},
+        "applications": [
+            {
+                "name": "organseg",
+                "route_prefix": "/",
+                "import_path": "organseg.serve.app:build_app",
+                "args": {"model_dir": str(liver_everywhere_model), "max_voxels": 2_000_000},
+                "deployments": [
+                    {"name": n, **small} for n in ("router", "ensemble-CT", "member-attn")
+                ],
+            }
+        ],
+    }
+    deploy(load_serve_config(schema), timeout_s=300)
+    try:
+        yield f"http://127.0.0.1:{HTTP_PORT}"
+    finally:
+        serve.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(live_api: str) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    seen: set[int] = set()
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES if op.method.upper() == "POST" else 3,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=op.as_strategy())
+        def fuzz(case) -> None:
+            response = case.call_and_validate(base_url=live_api, checks=checks, timeout=60)
+            seen.add(response.status_code)
+
+        fuzz()
+    assert 400 in seen, f"fuzzing never reached a refusal: {sorted(seen)}"
+
+
+def _nifti(array: np.ndarray, folder: Path) -> bytes:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.5, 1.5, 3.0))
+    sitk.WriteImage(image, str(folder / "scan.nii.gz"))
+    return (folder / "scan.nii.gz").read_bytes()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_valid_requests_are_accepted_as_documented(live_api: str, tmp_path: Path) -> None:
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        positive_data_acceptance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
+    op = schema["/v1/segment"]["POST"]
+    volume = np.full((4, 48, 48), -100, dtype=np.int16)
+    bodies = [
+        {"file": volume.tobytes(), "shape": "4,48,48", "dtype": "int16", "modality": "CT",
+         "spacing": "1.5,1.5,3", "output_format": "raw"},
+        {"file": _nifti(volume, tmp_path), "modality": "CT"},
+    ]  # fmt: skip
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        response_schema_conformance,
+        positive_data_acceptance,
+    ]
+    for body in bodies:
+        case = op.Case(body=body, media_type="multipart/form-data")
+        response = case.call_and_validate(base_url=live_api, checks=checks, timeout=120)
+        assert response.status_code == 200, response.text
+        answer = SegmentResponse.model_validate(response.json())
+        assert answer.shape == [4, 48, 48]
+        assert answer.modality == "CT"
