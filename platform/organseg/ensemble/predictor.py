@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 
 from organseg.ensemble.members import MemberRunner
-from organseg.ensemble.postprocess import disagreement, probabilities_to_labels
+from organseg.ensemble.postprocess import labels_from_member_maps
 from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Modality, Volume
-from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.pipeline import PreparedVolume, prepare_volume
 
 
@@ -97,33 +96,21 @@ def assemble_prediction(
     started = time.perf_counter()
     organs = spec.organs_for(decision.modality)
     entries = {m.name: m for m in spec.members_for(decision.modality)}
-    z, _, size = prepared.array.shape[0], prepared.array.shape[1], prepared.size
-    mean = np.zeros((z, len(organs), size, size), dtype=np.float32)
     per_organ: dict[str, list[np.ndarray]] = {o: [] for o in organs}
     for name, probs in member_probs.items():
         for k, organ in enumerate(entries[name].organs):
             if organ in per_organ:
-                per_organ[organ].append(probs[:, k])
-    for k, organ in enumerate(organs):
-        maps = per_organ[organ]  # members return uint8 probabilities (p·255)
-        if maps:
-            total = maps[0].astype(np.uint16)
-            for other in maps[1:]:
-                total += other  # exact in uint16 for up to 257 members
-            np.multiply(total, np.float32(1.0 / (255.0 * len(maps))), out=mean[:, k])
-    threshold = round(spec.postprocess.threshold * 255)
-    uncertainty = {o: disagreement(per_organ[o], threshold) for o in organs}
-    restored = prepared.restore(mean)
-    labels = probabilities_to_labels(restored, organs, spec.postprocess)
+                per_organ[organ].append(probs[:, k])  # uint8 p·255, views (no copies)
+    _, h, w = prepared.shape
+    masks = labels_from_member_maps(per_organ, organs, spec.postprocess, grid=(h, w))
     volume = Volume(
-        labels,
+        masks.labels,
         geometry=prepared.geometry,
         modality=decision.modality,
         meta={"organs": ",".join(organs)},
     )
     voxel_ml = prepared.geometry.voxel_volume_ml()
-    counts = np.bincount(labels.ravel(), minlength=max(ORGAN_LABELS.values()) + 1)
-    volumes = {o: float(counts[ORGAN_LABELS[o]] * voxel_ml) for o in organs}
+    volumes = {o: float(masks.voxels[o] * voxel_ml) for o in organs}
     timings["postprocess"] = time.perf_counter() - started
     return Prediction(
         labels=volume,
@@ -132,7 +119,7 @@ def assemble_prediction(
         organs=organs,
         members=sorted(member_probs),
         volumes_ml=volumes,
-        uncertainty=uncertainty,
+        uncertainty=masks.uncertainty,
         timings=timings,
     )
 
