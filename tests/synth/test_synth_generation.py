@@ -87,6 +87,49 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(DataError, match="not a folder"):
         write_dataset(tmp_path / "file")
+    with pytest.raises(ConfigError, match="no cases asked for"):
+        write_dataset(tmp_path / "d", ct=0, mr=0)
+    with pytest.raises(ConfigError, match="size must be 32-1024 pixels, got 100000"):
+        write_dataset(tmp_path / "e", size=100000)
+    with pytest.raises(ConfigError, match=r"1024x1024x256 series is 268 M voxels .* 50 GiB"):
+        write_dataset(tmp_path / "f", size=1024)  # CT's default depth scales with the size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_a_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the second case's write is interrupted (as Ctrl-C or a full disk would)."""
+    import organseg.synth.dataset as dataset
+
+    real_write, written = dataset.write_case, []
+
+    def write_then_fail(root: Path, case) -> None:
+        if written:
+            raise KeyboardInterrupt
+        real_write(root, case)
+        written.append(case)
+
+    monkeypatch.setattr(dataset, "write_case", write_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "new", ct=2, mr=0, size=32, slices=4)
+    assert written  # the first case was on disk before the failure
+    assert not (tmp_path / "new").exists()  # created by the run, so removed with it
+    (tmp_path / "kept").mkdir()
+    written.clear()
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "kept", ct=2, mr=0, size=32, slices=4)
+    assert list((tmp_path / "kept").iterdir()) == []  # no hidden .Train_Sets.partial
+    monkeypatch.undo()
+    write_dataset(tmp_path / "kept", ct=1, mr=0, size=32, slices=4)  # the rerun just works
+
+
+def test_cli_bounds_sizes_before_any_work(tmp_path: Path) -> None:
+    from organseg.cli import main
+
+    out = tmp_path / "big"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "synth", str(out), "--size", "100000"])
+    assert exit_info.value.code == 2
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

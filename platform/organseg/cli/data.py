@@ -14,9 +14,15 @@ def synth_command(
     out: Path = typer.Argument(..., help="Folder to write the dataset into (CHAOS layout)."),
     ct: int = typer.Option(2, "--ct", min=0, help="Number of CT cases."),
     mr: int = typer.Option(2, "--mr", min=0, help="Number of MR cases (T1DUAL in/out + T2SPIR)."),
-    size: int = typer.Option(128, "--size", min=32, help="In-plane size in pixels (square)."),
+    size: int = typer.Option(
+        128, "--size", min=32, max=1024, help="In-plane size in pixels (square), 32-1024."
+    ),
     slices: int | None = typer.Option(
-        None, "--slices", min=4, help="Slices per series (default scales with size)."
+        None,
+        "--slices",
+        min=4,
+        max=512,
+        help="Slices per series, 4-512 (default scales with size).",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Random seed; the same seed gives the same dataset."

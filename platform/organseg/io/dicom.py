@@ -181,14 +181,17 @@ def series_geometry(headers: list[SliceHeader]) -> Geometry:
         z_dir = step / dz
         positions = np.array([h.position for h in headers])
         gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-        bad = np.flatnonzero(np.abs(gaps - dz) > max(0.05 * dz, 1e-3))
+        # Compare with the median step: a missing slice stretches the average step, which would
+        # make every step look uneven and blame the first pair instead of the gap.
+        usual = float(np.median(gaps))
+        bad = np.flatnonzero(np.abs(gaps - usual) > max(0.05 * usual, 1e-3))
         if bad.size:
             i = int(bad[0])
             warnings.warn(
                 DataWarning(
                     f"{first.path.parent}: uneven slice spacing ({gaps[i]:.3g} mm between "
-                    f"{headers[i].path.name} and {headers[i + 1].path.name}, {dz:.3g} mm on average); "
-                    "a slice may be missing"
+                    f"{headers[i].path.name} and {headers[i + 1].path.name}, {usual:.3g} mm "
+                    "elsewhere); a slice may be missing"
                 ),
                 stacklevel=2,
             )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from organseg.errors import DataError
 from organseg.io.chaos import discover_cases, load_case
-from organseg.io.dicom import read_dicom_series
+from organseg.io.dicom import _claims_dicom, read_dicom_series
 from organseg.io.files import is_volume_file, read_volume_file
 from organseg.io.volume import Modality, Volume
 
@@ -20,6 +20,10 @@ def read_any(path: Path | str, modality: Modality | str | None = None) -> Volume
     path = Path(path)
     if path.is_file():
         if not is_volume_file(path):
+            if path.suffix.lower() == ".dcm" or _claims_dicom(path):
+                raise DataError(
+                    f"{path}: one DICOM file; a series is read from its folder: use {path.parent}"
+                )
             raise DataError(f"{path}: not a volume file (NIfTI, NRRD, MHA) nor a DICOM folder")
         volume = read_volume_file(path)
     elif path.is_dir():
