@@ -24,6 +24,7 @@ from organseg.errors import ConfigError, DataError, RunError
 from organseg.io import discover_cases, load_case
 from organseg.io.volume import Modality
 from organseg.shipped import experiment_config, serve_profile
+from organseg.tasks import get_task
 
 DEFAULT_CONFIG = experiment_config("quickstart")
 DEFAULT_SERVE_CONFIG = serve_profile("local")
@@ -108,10 +109,14 @@ def _synthesize(options: QuickstartOptions, console: Console) -> tuple[Path, Pat
         (heldout_root, 1, base.seed + 1000, "held-out"),
     ):
         if (root / "Train_Sets").is_dir():
-            console.print(f"  reusing {what} data in {root}")
+            console.print(f"  reusing {what} data in {root}", highlight=False, soft_wrap=True)
             continue
         write_dataset(root, ct=n, mr=n, size=size, slices=base.slices, seed=seed, overwrite=True)
-        console.print(f"  wrote {n} CT + {n} MR synthetic {what} patients ({size}²) to {root}")
+        console.print(
+            f"  wrote {n} CT + {n} MR synthetic {what} patients ({size}²) to {root}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return train_root, heldout_root
 
 
@@ -130,10 +135,33 @@ def _restrict_to_data(config: ExperimentConfig, root: Path, console: Console) ->
             f"{root}: holds {sorted(m.value for m in present)}, which no quickstart member takes"
         )
     config.members = kept
-    console.print(f"  {root} holds {', '.join(sorted(m.value for m in present))}")
+    config.task = _task_for(present, config.task)
+    console.print(
+        f"  {root} holds {', '.join(sorted(m.value for m in present))}: CHAOS task {config.task} "
+        f"({get_task(config.task).title})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
-def _evaluate(model_dir: Path, heldout: list[Any], console: Console) -> list[dict[str, Any]]:
+def _task_for(present: set[Modality], task: int) -> int:
+    """The CHAOS task for the modalities a folder holds, with the quickstart's organs (liver):
+    CT only is task 2, MR only task 3, both task 1; an all-organ config keeps its organs (4/5)."""
+    has_ct, has_mr = Modality.CT in present, any(m.is_mr for m in present)
+    all_organs = len(get_task(task).organs) > 1
+    if has_ct and has_mr:
+        return 4 if all_organs else 1
+    if has_ct:
+        return 2  # CHAOS CT is annotated for the liver only
+    return 5 if all_organs else 3
+
+
+def _evaluate(
+    model_dir: Path,
+    heldout: list[Any],
+    console: Console,
+    title: str = "CHAOS metrics on held-out patients",
+) -> list[dict[str, Any]]:
     from organseg.ensemble.predictor import EnsemblePredictor
     from organseg.metrics.chaos import evaluate_masks
 
@@ -153,7 +181,7 @@ def _evaluate(model_dir: Path, heldout: list[Any], console: Console) -> list[dic
                     **m.to_dict(),
                 }
             )
-    table = Table(title="CHAOS metrics on held-out cases")
+    table = Table(title=title)
     for column in ("case", "organ", "DICE", "RAVD %", "ASSD mm", "MSSD mm", "score"):
         table.add_column(column, justify="left" if column in ("case", "organ") else "right")
 
@@ -167,6 +195,26 @@ def _evaluate(model_dir: Path, heldout: list[Any], console: Console) -> list[dic
     return rows
 
 
+def _serve_schema(options: QuickstartOptions, model_dir: Path):
+    """The local Serve profile for this model directory. The profile also tunes deployments a model
+    may lack (MR members of a CT-only model); here that is expected, not worth a warning."""
+    import warnings
+
+    from organseg.serve.runner import load_serve_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schema = load_serve_config(
+            options.serve_config, model_dir, options.http_port, options.grpc_port, host="127.0.0.1"
+        )
+    for warning in caught:
+        if "Serve config settings for" not in str(warning.message):
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return schema
+
+
 def _serve_and_segment(
     options: QuickstartOptions, model_dir: Path, heldout: list[Any], console: Console
 ) -> list[dict[str, Any]]:
@@ -177,12 +225,10 @@ def _serve_and_segment(
     from organseg.ensemble.predictor import EnsemblePredictor
     from organseg.io.files import write_volume_file
     from organseg.serve.client import GrpcBackend, HttpBackend
-    from organseg.serve.runner import deploy, load_serve_config
-    from organseg.viz.overlay import render_overlays
+    from organseg.serve.runner import deploy
+    from organseg.viz import prediction_flags, render_overlays
 
-    schema = load_serve_config(
-        options.serve_config, model_dir, options.http_port, options.grpc_port, host="127.0.0.1"
-    )
+    schema = _serve_schema(options, model_dir)
     console.print(
         f"  deploying router → ensembles → members (HTTP :{options.http_port}, gRPC :{options.grpc_port})"
     )
@@ -207,7 +253,13 @@ def _serve_and_segment(
                 overlay_dir = options.workdir / "overlays" / stem
                 shutil.rmtree(overlay_dir, ignore_errors=True)
                 overlays = render_overlays(
-                    case.image, prediction.labels, case.label, out_dir=overlay_dir
+                    case.image,
+                    prediction.labels,
+                    case.label,
+                    out_dir=overlay_dir,
+                    organs=prediction.organs,
+                    case_id=case.case_id,
+                    flags=prediction_flags(prediction.volumes_ml, prediction.uncertainty),
                 )
                 report = {"case": case.case_id, "transport": transport, "seconds": round(seconds, 3),
                           "identical_to_in_process": bool(np.array_equal(prediction.labels.array, expected)),
@@ -268,11 +320,17 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
             raise RunError("quickstart: training failed; see the member outcomes above")
 
         steps("evaluating with the CHAOS metrics")
+        title = "CHAOS metrics on held-out synthetic patients"
         if heldout_refs is None:
-            heldout_refs = _heldout_from_split(config, console)
+            heldout_refs, independent = _heldout_from_split(config, console)
+            title = (
+                "CHAOS metrics on the validation patients (not trained on)"
+                if independent
+                else "CHAOS metrics on the training patient (one patient: not a held-out score)"
+            )
         heldout = [load_case(r) for r in heldout_refs]
         heldout = [c for c in heldout if c.label is not None]
-        evaluation = _evaluate(report.model_dir, heldout, console)
+        evaluation = _evaluate(report.model_dir, heldout, console, title)
 
         steps("serving: router → ensembles → members, over HTTP and gRPC")
         to_send = _one_per_modality(heldout)
@@ -295,12 +353,14 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
         },
         seconds=time.perf_counter() - started,
     )
-    table = Table(title=f"organseg quickstart finished in {result.seconds / 60:.1f} min")
-    table.add_column("output")
-    table.add_column("where", overflow="fold")  # full paths, wrapped rather than cut
+    # One line per output, never wrapped by us: a terminal breaks a long path where it must, and a
+    # path copied from the log stays whole (a table column would fold it mid-word).
+    console.print(
+        f"[bold]organseg quickstart finished in {result.seconds / 60:.1f} min[/]", highlight=False
+    )
+    width = max(len(what) for what in result.outputs)
     for what, where in result.outputs.items():
-        table.add_row(what, str(where))
-    console.print(table)
+        console.print(f"  {what:<{width}}  {where}", highlight=False, soft_wrap=True)
     return result
 
 
@@ -312,11 +372,16 @@ def _one_per_modality(cases: list[Any]) -> list[Any]:
     return list(chosen.values())
 
 
-def _heldout_from_split(config: ExperimentConfig, console: Console) -> list[Any]:
-    """With real data, the validation patients are the held-out ones (training never fits them)."""
+def _heldout_from_split(config: ExperimentConfig, console: Console) -> tuple[list[Any], bool]:
+    """With real data, the validation patients are scored; False when they were also trained on
+    (a single patient), so nothing calls them held-out."""
+    import warnings
+
     from organseg.train.data import prepare_data
 
-    data = prepare_data(config)
+    with warnings.catch_warnings():  # training already said so once
+        warnings.simplefilter("ignore")
+        data = prepare_data(config)
     val_patients = {s.patient for s in data.cache.samples if s.id in data.val_ids}
     train_patients = {s.patient for s in data.cache.samples if s.id in data.train_ids}
     refs = [
@@ -324,10 +389,13 @@ def _heldout_from_split(config: ExperimentConfig, console: Console) -> list[Any]
         for r in discover_cases(config.dataset.path)
         if r.mask_dir is not None and r.patient in val_patients
     ]
-    if val_patients & train_patients:
-        console.print("  [yellow]only one patient: it is scored although it was also trained on[/]")
-    return [
-        r
-        for r in refs
-        if r.modality in {m for member in config.members for m in member.modalities or []}
-    ]
+    independent = not (val_patients & train_patients)
+    if not independent:
+        console.print(
+            "  one patient only: it is scored on the same slices training saw, so this is no "
+            "held-out score",
+            highlight=False,
+            soft_wrap=True,
+        )
+    served = {m for member in config.members for m in member.modalities or []}
+    return [r for r in refs if r.modality in served], independent

@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_two_trial_search_writes_a_trainable_best_config(ray_cluster: str, tmp_path: Path) -> None:
     config = tiny_experiment(tmp_path, "tuning")
-    report = tune_experiment(config, members=["dualtail"])
-    best = report.best["dualtail"]
+    report = tune_experiment(config, members=["attn"])
+    best = report.best["attn"]
     assert 0.0 <= best["val_dice"] <= 1.0
     assert set(best["params"]) == {"lr", "dice_weight"}
     assert 1e-5 <= best["params"]["lr"] <= 1e-3
@@ -30,10 +30,11 @@ def test_two_trial_search_writes_a_trainable_best_config(ray_cluster: str, tmp_p
     assert report.plot.stat().st_size > 0
 
     tuned = load_config(report.best_config)  # the same loader `organseg train` uses
-    member = tuned.member("dualtail")
+    member = tuned.member("attn")
     assert member.optimizer.lr == pytest.approx(best["params"]["lr"])
     assert member.dice_weight == pytest.approx(best["params"]["dice_weight"])
     assert member.resolved_loss() == "dice_bce"
+    assert tuned.member("dualtail").resolved_loss() == "dice"  # untuned members keep their loss
     assert tuned.tune is None
 
     # ...and it really trains: one epoch of the tuned member

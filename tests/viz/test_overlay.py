@@ -27,6 +27,7 @@ H, W, DEPTH = 64, 256, 10  # 256 columns: shown at scale 1, so image pixels are 
 BLENDED_ON_BLACK = {1: (102, 102, 0), 2: (102, 0, 102), 3: (0, 102, 102), 4: (102, 56, 0)}
 PURE = {1: (255, 255, 0), 2: (255, 0, 255), 3: (0, 255, 255), 4: (255, 140, 0)}
 FLAG_TEXT = (255, 170, 60)
+KEY = (170, 170, 170)
 
 
 @pytest.fixture
@@ -99,27 +100,32 @@ def test_only_the_scored_organs_are_drawn(case, tmp_path) -> None:
         render_overlays(image, labels, out_dir=tmp_path, organs=["heart"])
 
 
-def test_legend_has_a_filled_prediction_and_an_outlined_reference_swatch(case, tmp_path) -> None:
+def swatches(pixels: np.ndarray, colour: tuple[int, int, int]) -> list[np.ndarray]:
+    """The swatches of one colour in a legend band, left to right, each cropped to its box."""
+    from scipy import ndimage
+
+    found, _ = ndimage.label(is_colour(pixels, colour), structure=np.ones((3, 3)))
+    boxes = sorted(ndimage.find_objects(found), key=lambda b: b[1].start)
+    big = [b for b in boxes if b[0].stop - b[0].start >= 8 and b[1].stop - b[1].start >= 8]
+    return [is_colour(pixels[box], colour) for box in big]  # (antialiased text is no swatch)
+
+
+def test_legend_explains_fill_and_outline_and_names_each_drawn_organ(case, tmp_path) -> None:
     image, labels, truth = case
     path = render_overlays(image, labels, truth, out_dir=tmp_path, slices=[7], organs=["spleen"])[0]
-    _, _, _, y1 = image_box(path)
-    legend = read(path)[y1:]
-    spleen = is_colour(legend, PURE[4])
-    rows, cols = np.nonzero(spleen)
-    assert spleen.any()
-    # Two swatches: one solid square (prediction), one hollow square (reference).
-    xs = np.unique(cols)
-    split = xs[int(np.argmax(np.diff(xs)))]  # the widest gap between the two swatches
-    left, right = cols <= split, cols > split
-    solid = spleen[rows[left].min() : rows[left].max() + 1, cols[left].min() : cols[left].max() + 1]
-    hollow = spleen[
-        rows[right].min() : rows[right].max() + 1, cols[right].min() : cols[right].max() + 1
-    ]
-    assert solid.all()
-    assert not hollow[3:-3, 3:-3].any()
-    assert hollow[0].all()
+    legend = read(path)[image_box(path)[3] :]
+    key = swatches(legend, KEY)
+    assert len(key) == 2
+    assert key[0].all()  # "fill: prediction"
+    assert key[1][0].all()
+    assert not key[1][4:-4, 4:-4].any()
+    assert len(swatches(legend, PURE[4])) == 1  # the spleen's chip, and no other organ's
+    assert not any(is_colour(legend, PURE[k]).any() for k in (1, 2, 3))
     without_truth = read(render_overlays(image, labels, out_dir=tmp_path / "p", slices=[7])[0])
-    assert is_colour(without_truth, PURE[4]).sum() == solid.sum()  # the prediction swatch only
+    assert len(swatches(without_truth[image_box(path)[3] :], KEY)) == 1  # no reference mark
+    both = read(render_overlays(image, labels, truth, out_dir=tmp_path / "b", slices=[3])[0])
+    for label in (1, 2, 3, 4):  # organs of the whole case, not just this slice
+        assert is_colour(both, PURE[label]).any(), label
 
 
 def test_text_bands_disclaimer_flags_and_orientation(case, tmp_path) -> None:

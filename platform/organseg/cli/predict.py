@@ -84,7 +84,9 @@ def predict_command(
         )
     backend = _backend(local, endpoint, grpc_target, device, timeout)
     plans = backend.plan(input_path, modality)
-    targets = plan_outputs(out, fmt, [p.case_id for p in plans], overlay)
+    targets = plan_outputs(
+        out, fmt, [p.case_id for p in plans], overlay, chaos_layout=_dataset_folder(input_path)
+    )
     wanted: list[tuple[Path, bool]] = [(t.labels, t.kind == "png") for t in targets]
     wanted += [(t.overlay, True) for t in targets if t.overlay is not None]
     if report is not None:
@@ -110,9 +112,10 @@ def predict_command(
         raise OrgansegError(f"{input_path}: nothing this ensemble can segment: {listed}")
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    results = _run(backend, todo, modality, overwrite, several=len(plans) > 1, skipped=skipped)
+    several = len(plans) > 1 or _dataset_folder(input_path)
+    results = _run(backend, todo, modality, overwrite, several=several, skipped=skipped)
     if report is not None:
-        _write_report(report, input_path, out, backend, started, results, skipped, len(plans) > 1)
+        _write_report(report, input_path, out, backend, started, results, skipped, several)
     _summarize(skipped, results, report)
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
@@ -228,6 +231,13 @@ def _summarize(skipped: list[dict[str, str]], results: list[dict[str, Any]], rep
         )
         for s in skipped:
             err_console.print(f"  {s['case']}: {s['reason']}", highlight=False, soft_wrap=True)
+
+
+def _dataset_folder(path: Path) -> bool:
+    """A CHAOS dataset, split or modality folder: its series go to the CHAOS layout even when there
+    is only one, so ``evaluate`` finds them where it looks (``OUT/CT/1``)."""
+    names = ("Train_Sets", "Test_Sets", "CT", "MR")
+    return path.is_dir() and (path.name in names or any((path / n).is_dir() for n in names))
 
 
 def _backend(

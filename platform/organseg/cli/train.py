@@ -26,6 +26,25 @@ def _load(config: Path, output: Path | None, overrides: list[str] | None = None)
     return cfg
 
 
+def _given_paths(config: Path, overrides: list[str] | None):
+    """The config's paths as written (with ``--set`` overrides), for a best config that keeps them."""
+    import yaml
+
+    from organseg.config import read_yaml
+    from organseg.train.tune import GivenPaths
+
+    data = read_yaml(config, "config file")
+    data = data if isinstance(data, dict) else {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key in ("storage_path", "output"):
+            data[key] = yaml.safe_load(value)
+        elif key in ("dataset.path", "dataset.cache_dir"):
+            data.setdefault("dataset", {})[key.split(".")[1]] = yaml.safe_load(value)
+    return GivenPaths.of(data, config.parent)
+
+
 def train_command(
     config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
     output: Path | None = typer.Option(
@@ -110,6 +129,7 @@ def tune_command(
         output=output,
         address=address,
         console=err_console,
+        given=_given_paths(config, overrides),
     )
     for name, best in report.best.items():
         console.print(f"{name}: best val Dice {best['val_dice']:.4f} with {best['params']}")

@@ -68,9 +68,10 @@ def plan_outputs(
     overlay: Path | None = None,
     chaos_layout: bool = False,
 ) -> list[OutputTarget]:
-    """The targets of a run segmenting ``case_ids`` into ``out`` (one file/folder, or a CHAOS-layout
-    folder when there are several series or ``chaos_layout``). Raises DataError for a name that
-    cannot hold what is asked (``seg.png``, ``multi.nii.gz`` for several series)."""
+    """The targets of a run segmenting ``case_ids`` into ``out``: one file or folder, or a folder in
+    the CHAOS layout when there are several series (or ``chaos_layout`` and ``out`` names a folder:
+    a dataset with one series still lands where ``evaluate`` looks). Raises DataError for a name
+    that cannot hold what is asked (``seg.png``, ``multi.nii.gz`` for several series)."""
     out = Path(out)
     kind = output_format(out, fmt)
     suffix = file_suffix(out)
@@ -80,7 +81,7 @@ def plan_outputs(
             f"(e.g. {out.with_suffix('')}) or a .nii.gz / .dcm file"
         )
     several = len(case_ids) > 1
-    if not several and not chaos_layout:
+    if not several and not (chaos_layout and suffix is None):
         target = out
         if kind == "nifti" and not is_volume_file(out):
             target = out.with_name(out.name + ".nii.gz")

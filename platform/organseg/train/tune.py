@@ -45,9 +45,12 @@ def apply_params(
     if "lr" in params:
         data["optimizer"]["lr"] = float(params["lr"])
     if "dice_weight" in params:
+        if member.resolved_loss() != "dice_bce":  # a Dice share only means something there
+            raise ConfigError(
+                f"member {member.name!r} trains with {member.resolved_loss()!r}; dice_weight only "
+                "applies to loss: dice_bce"
+            )
         data["dice_weight"] = float(params["dice_weight"])
-        if (data.get("loss") or member.resolved_loss()) != "dice_bce":
-            data["loss"] = "dice_bce"  # a Dice share only means something in the weighted loss
     if "adversarial_lam" in params:
         data["adversarial"]["lam"] = float(params["adversarial_lam"])
     if epochs is not None:
@@ -66,9 +69,23 @@ def search_space(config: ExperimentConfig, member: MemberConfig) -> dict[str, An
     if member.adversarial.enabled:
         if spec.adversarial_lam is not None:
             space["adversarial_lam"] = _domain(spec.adversarial_lam)
-    elif spec.dice_weight is not None:
+    elif spec.dice_weight is not None and member.resolved_loss() == "dice_bce":
+        # Only the weighted loss has a Dice share to tune; a member's loss kind is never changed.
         space["dice_weight"] = _domain(spec.dice_weight)
     return space
+
+
+def untuned_note(config: ExperimentConfig, member: MemberConfig) -> str | None:
+    """Why ``dice_weight`` is not searched for ``member`` although the config asks for it, or None."""
+    spec = config.tune
+    if spec is None or spec.dice_weight is None or member.adversarial.enabled:
+        return None
+    if member.resolved_loss() != "dice_bce":
+        return (
+            f"{member.name} trains with loss {member.resolved_loss()!r}, which has no Dice/BCE "
+            "share: tuning the learning rate only (set loss: dice_bce to tune the weighting)"
+        )
+    return None
 
 
 def _trial(params: dict[str, Any], *, base: dict[str, Any]) -> None:
@@ -93,8 +110,13 @@ def tune_experiment(
     output: Path | None = None,
     address: str | None = None,
     console: Console | None = None,
+    given: GivenPaths | None = None,
 ) -> TuneReport:
-    """Run one study per member, then write the best config, a CSV of all trials and a plot."""
+    """Run one study per member, then write the best config, a CSV of all trials and a plot.
+
+    ``given`` holds the config's paths as the user wrote them, so the best config keeps them (a
+    relative ``storage_path`` stays relative) instead of this machine's absolute paths.
+    """
     console = console or Console(stderr=True)
     if config.tune is None:
         raise ConfigError("the config has no `tune:` section (search space, samples, concurrency)")
@@ -130,6 +152,9 @@ def tune_experiment(
                     f"[bold]{name}[/]: {spec.num_samples} trials, {spec.max_concurrent_trials} at a time, "
                     f"up to {epochs} epochs each (Optuna TPE + ASHA on {METRIC})"
                 )
+                note = untuned_note(config, member)
+                if note:
+                    console.print(f"  {note}", highlight=False, soft_wrap=True)
                 tuner = tune.Tuner(
                     trainable,
                     param_space=search_space(config, member),
@@ -178,7 +203,7 @@ def tune_experiment(
     header = "# Best hyper-parameters found by `organseg tune`: " + ", ".join(
         f"{n} val_dice={b['val_dice']:.4f} {b['params']}" for n, b in best.items()
     )
-    best_config.write_text(header + "\n" + dump_config(tuned))
+    best_config.write_text(header + "\n" + best_config_text(tuned, given, best_config))
     trials = pd.concat(frames, ignore_index=True)
     trials_csv = best_config.parent / "trials.csv"
     trials.to_csv(trials_csv, index=False)
@@ -187,8 +212,87 @@ def tune_experiment(
     )
 
 
+@dataclass(frozen=True)
+class GivenPaths:
+    """The config's paths as written: outputs relative to the working directory, ``dataset_path``
+    relative to ``config_dir`` (the folder of the config file)."""
+
+    config_dir: Path
+    storage_path: str | None = None
+    output: str | None = None
+    cache_dir: str | None = None
+    dataset_path: str | None = None
+
+    @classmethod
+    def of(cls, data: dict[str, Any], config_dir: Path) -> GivenPaths:
+        """From a config mapping as read from YAML (before paths are made absolute)."""
+        dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+        text = lambda v: None if v is None else str(v)  # noqa: E731
+        return cls(
+            config_dir=Path(config_dir).resolve(),
+            storage_path=text(data.get("storage_path")),
+            output=text(data.get("output")),
+            cache_dir=text(dataset.get("cache_dir")),
+            dataset_path=text(dataset.get("path")),
+        )
+
+
+def best_config_text(tuned: ExperimentConfig, given: GivenPaths | None, where: Path) -> str:
+    """The tuned config as YAML, with paths as the user gave them: outputs unchanged (they are
+    relative to the working directory), the dataset path re-expressed relative to ``where``'s folder
+    so the file still finds the data; without ``given``, as resolved."""
+    import os
+
+    import yaml
+
+    if given is None:
+        return dump_config(tuned)
+    data = tuned.model_dump(mode="json", exclude_none=True)
+    for key, value in (("storage_path", given.storage_path), ("output", given.output)):
+        if value is not None:
+            data[key] = value
+        elif key == "output":
+            data.pop(key, None)
+    dataset = data.get("dataset", {})
+    if given.cache_dir is not None:
+        dataset["cache_dir"] = given.cache_dir
+    else:
+        dataset.pop("cache_dir", None)
+    if given.dataset_path is not None and not Path(given.dataset_path).is_absolute():
+        absolute = (given.config_dir / given.dataset_path).resolve()
+        dataset["path"] = os.path.relpath(absolute, Path(where).resolve().parent)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _log_axis(axis, low: float, high: float) -> None:
+    """A log axis with a handful of short labels (``2e-04``): every decade over wide ranges, 1-2-5
+    over a few decades, 1-2-3-5-7 within one; minor ticks unlabelled. Matplotlib's default labels every
+    minor tick of a narrow range in ``2×10^-4`` form, and those labels run into each other."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(max(high, low * 1.0001) / low) if low > 0 else 3.0
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 2.0, 3.0, 5.0, 7.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_trials(trials: pd.DataFrame, path: Path) -> Path | None:
     """Per member: trial value in completion order (with the running best) and lr × weight coloured by Dice."""
+    import matplotlib.pyplot as plt
+
+    fig = trials_figure(trials)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def trials_figure(trials: pd.DataFrame):
+    """The figure :func:`plot_trials` saves (None without trials)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,21 +314,31 @@ def plot_trials(trials: pd.DataFrame, path: Path) -> Path | None:
         row[0].set(title=f"{name}: trial value", xlabel="trial (completion order)", ylabel=METRIC)
         row[0].legend()
         weight = next(
-            (c for c in ("config/dice_weight", "config/adversarial_lam") if c in frame), None
+            (
+                c
+                for c in ("config/dice_weight", "config/adversarial_lam")
+                if c in frame and frame[c].notna().any()
+            ),
+            None,
         )
         if "config/lr" in frame and weight:
             points = row[1].scatter(
                 frame["config/lr"], frame[weight], c=values, cmap="viridis", vmin=0, vmax=1
             )
-            row[1].set_xscale("log")
             row[1].set(
                 title=f"{name}: lr × {weight.split('/')[1]}",
                 xlabel="learning rate",
                 ylabel=weight.split("/")[1],
             )
             fig.colorbar(points, ax=row[1], label=METRIC)
+        elif "config/lr" in frame:  # only the learning rate was searched
+            row[1].plot(frame["config/lr"], values, "o")
+            row[1].set(title=f"{name}: {METRIC} by lr", xlabel="learning rate", ylabel=METRIC)
+        if "config/lr" in frame:
+            row[1].set_xscale("log")
+            _log_axis(
+                row[1].xaxis, float(frame["config/lr"].min()), float(frame["config/lr"].max())
+            )
         for ax in row:
             ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

@@ -38,10 +38,14 @@ MIN_DISPLAY_WIDTH = 256
 #: Chosen slices are at least this far apart (more on long organs: an eighth of the extent divided
 #: by the slice count), so no two tiles show neighbouring slices.
 MIN_SLICE_GAP = 2
+#: Beyond each organ's largest slice, slices are picked where some organ shows at least this share
+#: of its largest cross-section (so no tile shows only the tip of an organ).
+SUBSTANTIAL = 0.25
 DISCLAIMER = "NOT FOR DIAGNOSIS"
 _LUT_SIZE = 256
 _TEXT = (255, 255, 255)
 _FLAG = (255, 170, 60)
+_KEY = (170, 170, 170)  # legend marks that explain fill and outline, in no organ's colour
 #: Anatomical letter of each world direction in LPS (DICOM/ITK patient coordinates).
 _LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 
@@ -80,8 +84,9 @@ def choose_slices(
     max_slices: int = MAX_AUTO_SLICES,
 ) -> list[int]:
     """Informative slices (0-based): each organ's largest predicted and reference slice, then slices
-    spread over where the organs are, at least :data:`MIN_SLICE_GAP` apart when the organs allow it;
-    without any organ, slices spread over the middle of the volume. Ascending."""
+    spread over where the organs are substantial (:data:`SUBSTANTIAL`), at least
+    :data:`MIN_SLICE_GAP` apart; without any organ, slices spread over the middle of the volume.
+    Ascending."""
     maps = [m for m in (labels, truth) if m is not None]
     if depth is None:
         if not maps:
@@ -110,7 +115,14 @@ def _choose(areas: list[dict[int, np.ndarray]], depth: int, max_slices: int) -> 
             z = int(np.argmax(counts))
             if len(chosen) < max_slices and gap(z) >= min_gap:
                 chosen.append(z)
-    candidates = list(zs)
+    # Spread the rest over slices where the organs are substantial, not over their tips.
+    total = np.zeros(depth)
+    for per_organ in areas:
+        for counts in per_organ.values():
+            total = np.maximum(total, counts / max(int(counts.max()), 1))
+    candidates = [z for z in zs if total[z] >= SUBSTANTIAL]
+    trim = max(1, len(candidates) // 10) if len(candidates) >= 5 else 0
+    candidates = candidates[trim : len(candidates) - trim]  # the outermost slices show least
     while len(chosen) < max_slices and candidates:
         # Farthest occupied slice from those chosen first, so a few slices still span the organs.
         best = max(candidates, key=gap)
@@ -255,10 +267,10 @@ class _Bands:
         for flag in flags:  # one flag per line, wrapped at words
             line = ""
             for word in f"! {flag}".split():
-                trial = f"{line} {word}".strip()
-                if line and probe.textlength(trial, font=self.font) > width - 8:
+                trial = f"{line} {word}" if line else word
+                if line.strip() and probe.textlength(trial, font=self.font) > width - 8:
                     self.flag_lines.append(line)
-                    line = "  " + word
+                    line = "    " + word  # continuation lines are indented under the flag
                 else:
                     line = trial
             self.flag_lines.append(line)
@@ -276,14 +288,13 @@ class _Bands:
         )
         lines = 2 + int(self.disclaimer_line) + len(self.flag_lines)
         self.header_height = self.line * lines + 4
+        # What the two marks mean (in neutral grey), then one colour chip per drawn organ.
         items = []
-        for organ in organs:
-            colour = ORGAN_COLOURS[organ]
-            name = organ.replace("_", " ")
-            if with_prediction:
-                items.append((f"{name} prediction", colour, "fill"))
-            if with_truth:
-                items.append((f"{name} reference", colour, "outline"))
+        if with_prediction:
+            items.append(("fill: prediction", _KEY, "fill"))
+        if with_truth:
+            items.append(("outline: reference", _KEY, "outline"))
+        items += [(organ.replace("_", " "), ORGAN_COLOURS[organ], "fill") for organ in organs]
         self.legend = _wrap(items, width, self.font, self.size)
         rows = 1 + max((row for _, row, _ in self.legend), default=-1)
         self.legend_height = self.line * rows + 6 if rows else 0
