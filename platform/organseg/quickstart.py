@@ -216,7 +216,11 @@ def _serve_schema(options: QuickstartOptions, model_dir: Path):
 
 
 def _serve_and_segment(
-    options: QuickstartOptions, model_dir: Path, heldout: list[Any], console: Console
+    options: QuickstartOptions,
+    model_dir: Path,
+    heldout: list[Any],
+    console: Console,
+    own_cluster: bool = False,
 ) -> list[dict[str, Any]]:
     """Deploy the graph from the local Serve profile, send each held-out volume over HTTP and gRPC."""
     from ray import serve
@@ -276,7 +280,11 @@ def _serve_and_segment(
                     soft_wrap=True,
                 )
     finally:
-        serve.shutdown()
+        if not own_cluster:
+            serve.shutdown()
+        # On a local cluster this command started, Ray's shutdown ends Serve with it. serve.shutdown()
+        # there would only add a yellow "(raylet) Task ServeController.graceful_shutdown failed ...
+        # killed by ray.kill" line: the controller kills itself while the driver's call is pending.
     return served
 
 
@@ -306,6 +314,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
         heldout_refs = None  # decided after the split: the validation patients
     (options.workdir / "experiment.yaml").write_text(dump_config(config))
 
+    own_cluster = _starts_local_cluster(options.address)
     with ray_session(options.address):
         steps("training the ensemble (members in parallel, Ray Train)")
         report = train_experiment(config, console=console)
@@ -324,9 +333,9 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
         if heldout_refs is None:
             heldout_refs, independent = _heldout_from_split(config, console)
             title = (
-                "CHAOS metrics on the validation patients (not trained on)"
+                "CHAOS metrics on the validation patients"
                 if independent
-                else "CHAOS metrics on the training patient (one patient: not a held-out score)"
+                else "CHAOS metrics on the training patient"
             )
         heldout = [load_case(r) for r in heldout_refs]
         heldout = [c for c in heldout if c.label is not None]
@@ -334,7 +343,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
 
         steps("serving: router → ensembles → members, over HTTP and gRPC")
         to_send = _one_per_modality(heldout)
-        served = _serve_and_segment(options, report.model_dir, to_send, console)
+        served = _serve_and_segment(options, report.model_dir, to_send, console, own_cluster)
 
     steps("done")
     (options.workdir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
@@ -362,6 +371,15 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     for what, where in result.outputs.items():
         console.print(f"  {what:<{width}}  {where}", highlight=False, soft_wrap=True)
     return result
+
+
+def _starts_local_cluster(address: str | None) -> bool:
+    """True when :func:`organseg.runtime.ray_session` will start (and stop) a local Ray cluster."""
+    import os
+
+    import ray
+
+    return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
 
 
 def _one_per_modality(cases: list[Any]) -> list[Any]:
