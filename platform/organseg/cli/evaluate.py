@@ -208,8 +208,10 @@ def register(app: typer.Typer) -> None:
         ),
         pred: Path = typer.Argument(
             ...,
-            help="Prediction: PNG folder (or one holding Results/), volume file, or a folder "
-            "of predictions named by case id (CT/1, MR/3/T2SPIR, …) when REF is a dataset.",
+            help="Prediction: PNG folder (or one holding Results/), volume file, DICOM-SEG (.dcm, "
+            "placed on the reference's DICOM series), or a folder of predictions in the CHAOS "
+            "layout (CT/1, MR/3/T2SPIR, … as `organseg predict` writes it) when REF is a dataset; "
+            "a missing series scores 0.",
         ),
         dicom: Path | None = typer.Option(
             None, "--dicom", help="DICOM series giving geometry (mm) and modality; single case."
