@@ -183,9 +183,14 @@ def test_tune_sections_search_what_the_seeds_tuned(path: Path) -> None:
         assert (config.tune.dice_weight.low, config.tune.dice_weight.high) == (0.2, 1.0)
     for member in config.members:
         space = search_space(config, member)
-        expected = (
-            {"lr", "adversarial_lam"} if member.adversarial.enabled else {"lr", "dice_weight"}
-        )
+        # The Dice/BCE weighting is searched only where a member trains with that weighted loss;
+        # a Dice-only member (DualTail-Net, LinkNet34) keeps its loss and tunes the learning rate.
+        if member.adversarial.enabled:
+            expected = {"lr", "adversarial_lam"}
+        elif member.resolved_loss() == "dice_bce":
+            expected = {"lr", "dice_weight"}
+        else:
+            expected = {"lr"}
         assert set(space) == expected, f"{path.name}: {member.name} searches {sorted(space)}"
 
 
