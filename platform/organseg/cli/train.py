@@ -64,6 +64,15 @@ def train_command(
         "--set",
         help="Override a config key (value parsed as YAML), e.g. --set storage_path=s3://b/runs.",
     ),
+    autoscaling: bool | None = typer.Option(
+        None,
+        "--autoscaling/--no-autoscaling",
+        help="Whether the cluster can add nodes (default: detected). Without, members that can never "
+        "be placed fail at once; with, the command waits for them up to --resource-wait.",
+    ),
+    resource_wait: float = typer.Option(
+        600.0, "--resource-wait", help="Seconds to wait for an autoscaler to add what members need."
+    ),
 ) -> None:
     """Train every ensemble member at the same time (one Ray Train run each); rerun to resume."""
     from rich.table import Table
@@ -73,7 +82,13 @@ def train_command(
 
     cfg = _load(config, output, overrides)
     report = train_experiment(
-        cfg, members=member or None, address=address, restart=restart, console=err_console
+        cfg,
+        members=member or None,
+        address=address,
+        restart=restart,
+        console=err_console,
+        autoscaling=autoscaling,
+        resource_wait_s=resource_wait,
     )
     table = Table(title=f"{cfg.name}: members")
     for column in ("member", "outcome", "best val Dice", "best epoch", "note"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from organseg.config import read_yaml
 from organseg.errors import ConfigError, OrgansegError
+from organseg.resources import Request, largest_node, settle
 from organseg.serve.app import GRPC_SERVICER
 from organseg.shipped import serve_profile
 from organseg.uri import is_uri
@@ -99,14 +101,97 @@ def _drop_absent_deployments(app: dict[str, Any]) -> None:
     app["deployments"] = kept
 
 
-def deploy(config: ServeDeploySchema, timeout_s: float = 600.0) -> None:
-    """Start Serve with the config's HTTP/gRPC options, deploy its applications and wait until RUNNING."""
+def replica_requests(config: ServeDeploySchema) -> list[Request]:
+    """What every deployment of the config's organseg applications asks: one bundle per replica.
+
+    Replicas: ``num_replicas``, else the autoscaling minimum (at least 1, as Serve starts them); per replica
+    the config's ``ray_actor_options``, else the deployment class's defaults.
+    """
+    from organseg.ensemble.spec import load_spec
+    from organseg.serve.app import AppArgs, deployment_names
+    from organseg.serve.deployments import EnsembleDeployment, MemberDeployment
+    from organseg.serve.router import Router
+
+    requests = []
+    for app in config.applications:
+        if app.import_path != "organseg.serve.app:build_app":
+            continue
+        names = deployment_names(load_spec(app.args["model_dir"]), AppArgs.model_validate(app.args))
+        configured = {d.name: d.model_dump(exclude_unset=True) for d in app.deployments or []}
+        for name in sorted(names):
+            cls = (
+                Router
+                if name == "router"
+                else (EnsembleDeployment if name.startswith("ensemble-") else MemberDeployment)
+            )
+            entry = configured.get(name, {})
+            options = {**(cls.ray_actor_options or {}), **(entry.get("ray_actor_options") or {})}
+            replicas = entry.get("num_replicas")
+            if not isinstance(replicas, int):
+                scaling = entry.get("autoscaling_config") or {}
+                replicas = max(
+                    1, int(scaling.get("initial_replicas") or scaling.get("min_replicas") or 1)
+                )
+            bundle = {"CPU": float(options.get("num_cpus", 1) or 0.0)}
+            if options.get("num_gpus"):
+                bundle["GPU"] = float(options["num_gpus"])
+            if options.get("memory"):
+                bundle["memory"] = float(options["memory"])
+            bundle.update({k: float(v) for k, v in (options.get("resources") or {}).items()})
+            requests.append(
+                Request(name, (bundle,) * replicas, source=f"{app.name}/deployments/{name}")
+            )
+    return requests
+
+
+def _replica_advice(request: Request, nodes: list[dict[str, float]]) -> str:
+    largest = largest_node(nodes)
+    bundle = request.bundles[0]
+    hints = []
+    if bundle.get("GPU", 0.0) > largest.get("GPU", 0.0):
+        hints.append(
+            "ray_actor_options.num_gpus: 0 (runs on CPU; deploy/serve/local.yaml is the CPU profile)"
+            if not largest.get("GPU")
+            else f"ray_actor_options.num_gpus: {largest['GPU']:g} or less"
+        )
+    if bundle.get("CPU", 0.0) > largest.get("CPU", 0.0):
+        hints.append(f"ray_actor_options.num_cpus: {largest.get('CPU', 0.0):g} or less")
+    if not hints and len(request.bundles) > 1:
+        hints.append("fewer replicas (num_replicas or autoscaling_config.min_replicas)")
+    return f"set {' and '.join(hints)} for {request.name}" if hints else ""
+
+
+def deploy(
+    config: ServeDeploySchema,
+    timeout_s: float = 600.0,
+    autoscaling: bool | None = None,
+    resource_wait_s: float = 600.0,
+) -> None:
+    """Start Serve with the config's HTTP/gRPC options, deploy its applications and wait until RUNNING.
+
+    Before anything starts, every deployment's replicas are compared with the cluster: ones that can never
+    be placed (a GPU deployment on a machine without GPUs) fail at once, naming the deployments and why,
+    unless an autoscaler may add nodes (then this waits up to ``resource_wait_s``).
+    """
     for app in config.applications:
         if not (app.args or {}).get("model_dir"):
             raise ConfigError(f"application {app.name!r} has no args.model_dir; pass --model-dir")
         from organseg.ensemble.spec import load_spec
 
         load_spec(app.args["model_dir"])  # a clear error before any replica tries
+    requests = replica_requests(config)
+    settle(
+        requests,
+        what="Serve deployments",
+        advice=_replica_advice,
+        autoscaling=autoscaling,
+        timeout_s=resource_wait_s,
+        together=True,
+        on_wait=lambda missing: warnings.warn(
+            "waiting for resources: " + "; ".join(f"{n}: {w}" for n, w in missing.items()),
+            stacklevel=2,
+        ),
+    )
     serve.start(
         proxy_location=config.proxy_location,
         http_options=config.http_options.model_dump(),

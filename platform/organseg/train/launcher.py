@@ -27,6 +27,7 @@ from rich.live import Live
 from organseg.config import ExperimentConfig, MemberConfig
 from organseg.ensemble.spec import MemberEntry, entry_for, load_spec, save_spec, spec_for
 from organseg.errors import ConfigError
+from organseg.resources import Request, largest_node, settle
 from organseg.runtime import ray_session
 from organseg.tasks import get_task
 from organseg.train import storage
@@ -132,6 +133,37 @@ def make_trainer(
     )
 
 
+def member_request(config: ExperimentConfig, member: MemberConfig) -> Request:
+    """What one member's Ray Train run asks of the cluster: one bundle per worker."""
+    bundle: dict[str, float] = {"CPU": member.cpus_per_worker}
+    if member.use_gpu:
+        bundle["GPU"] = member.gpu_fraction
+    index = [m.name for m in config.members].index(member.name)
+    return Request(member.name, (bundle,) * member.num_workers, source=f"members.{index}")
+
+
+def member_advice(request: Request, nodes: list[dict[str, float]]) -> str:
+    """``--set`` overrides under which the member fits these nodes (one process per node at most)."""
+    largest = largest_node(nodes)
+    total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
+    bundle = dict(request.bundles[0])
+    key = request.source
+    sets = []
+    if bundle.get("GPU", 0.0) > largest.get("GPU", 0.0):
+        if largest.get("GPU", 0.0) <= 0:
+            sets.append(f"{key}.use_gpu=false")
+            bundle.pop("GPU")
+        else:
+            sets.append(f"{key}.gpu_fraction={largest['GPU']:g}")
+    cpus = min(bundle.get("CPU", 1.0), largest.get("CPU", 1.0))
+    if cpus < bundle.get("CPU", 1.0):
+        sets.append(f"{key}.cpus_per_worker={cpus:g}")
+    workers = max(1, int(total_cpu // cpus)) if cpus > 0 else 1
+    if len(request.bundles) > workers:
+        sets.append(f"{key}.num_workers={workers}")
+    return " ".join(f"--set {s}" for s in sets)
+
+
 def describe_failure(exc: BaseException) -> str:
     """The root cause of a failed run in one or two lines (Ray wraps worker tracebacks several deep)."""
     failures = getattr(exc, "worker_failures", None)
@@ -218,8 +250,16 @@ def train_experiment(
     address: str | None = None,
     restart: bool = False,
     console: Console | None = None,
+    autoscaling: bool | None = None,
+    resource_wait_s: float = 600.0,
 ) -> TrainingReport:
-    """Train the experiment's members in parallel and write the model directory."""
+    """Train the experiment's members in parallel and write the model directory.
+
+    Before any run starts, the members' workers, CPUs and GPU fractions are compared with the cluster:
+    a member that can never be placed fails the command at once (naming the overrides that would fit),
+    unless an autoscaler may add nodes (``autoscaling``: detected when None); then the command waits up to
+    ``resource_wait_s``, showing what is missing.
+    """
     console = console or Console(stderr=True)
     selected = [config.member(n) for n in members] if members else list(config.members)
     console.print(
@@ -252,6 +292,7 @@ def train_experiment(
 
     if to_run:
         with ray_session(address):
+            _check_resources(config, [m for m, _ in to_run], console, autoscaling, resource_wait_s)
             board = ProgressBoard.remote()
             finished = _run_parallel(config, data, run_root, to_run, board, console)
         for (member, fingerprint), outcome in zip(to_run, finished, strict=True):
@@ -268,6 +309,39 @@ def train_experiment(
         model_dir = export_model_dir(config, ordered)
         curves = plot_learning_curves(model_dir, [o for o in ordered if o.ok])
     return TrainingReport(model_dir, ordered, curves)
+
+
+def _check_resources(
+    config: ExperimentConfig,
+    members: list[MemberConfig],
+    console: Console,
+    autoscaling: bool | None,
+    timeout_s: float,
+) -> None:
+    requests = [member_request(config, m) for m in members]
+    shown: dict[str, str] = {}
+
+    def on_wait(missing: dict[str, str]) -> None:
+        if missing != shown:
+            shown.clear()
+            shown.update(missing)
+            for name, why in sorted(missing.items()):
+                console.print(f"  [yellow]waiting for resources[/] {name}: {why}", highlight=False)
+
+    verdict = settle(
+        requests,
+        what=f"{len(requests)} member(s) of {config.name}",
+        advice=member_advice,
+        autoscaling=autoscaling,
+        timeout_s=timeout_s,
+        on_wait=on_wait,
+    )
+    if verdict.waiting:
+        console.print(
+            "  not all members fit at once; these start when others finish: "
+            + "; ".join(f"{n} ({why})" for n, why in sorted(verdict.waiting.items())),
+            highlight=False,
+        )
 
 
 def _run_parallel(
