@@ -12,6 +12,8 @@ The case is ``$ORGANSEG_CHAOS_SAMPLE/Train_Sets/CT/1`` or ``../shared/chaos-samp
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import statistics
 import sys
 import tempfile
@@ -139,6 +141,17 @@ def main() -> int:
         print(f"{name:46} {median:12.0f} {best:10.0f} {ratio:6.1f}x")
     print(f"cache: first build {first_build:.2f} s, up-to-date rebuild {reuse * 1000:.1f} ms")
     print("ratio: median slices/s against the pydicom loop above it")
+    figures = {
+        re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"): {
+            "median_slices_per_s": round(median, 1),
+            "best_slices_per_s": round(best, 1),
+            "ratio": round(ratio, 2),
+        }
+        for name, median, best, ratio in rows
+    }
+    figures["cache_first_build_s"] = round(first_build, 3)
+    figures["cache_rebuild_s"] = round(reuse, 4)
+    print(json.dumps(figures))
     return 0
 
 

@@ -16,6 +16,7 @@ Run: ``python benchmarks/metrics_bench.py [--repeat N]``. The sample is found th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -110,6 +111,21 @@ def main() -> int:
     show("cKDTree, per-voxel coordinate loop", loop_t, [loop_t])
     print(f"speed-up vs vectorised cKDTree:        {kd_t / ours_t:6.1f}x")
     print(f"speed-up vs organizers-style loop:     {loop_t / ours_t:6.1f}x")
+    print(
+        json.dumps(
+            {
+                "dice": dice,
+                "ravd": ravd,
+                "assd": assd,
+                "mssd": mssd,
+                "organseg_best_s": round(ours_t, 5),
+                "kdtree_best_s": round(kd_t, 5),
+                "organizers_loop_s": round(loop_t, 5),
+                "speedup_vs_kdtree_x": round(kd_t / ours_t, 2),
+                "speedup_vs_organizers_x": round(loop_t / ours_t, 2),
+            }
+        )
+    )
     return 0
 
 

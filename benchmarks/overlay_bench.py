@@ -12,6 +12,7 @@ The case is ``$ORGANSEG_CHAOS_SAMPLE/Train_Sets/CT/1`` or ``../shared/chaos-samp
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -68,6 +69,16 @@ def main() -> int:
     )
     size_mb = (out / "prediction.dcm").stat().st_size / 1e6
     print(f"DICOM-SEG ({size_mb:.1f} MB): {seg_s:.3f} s median")
+    print(
+        json.dumps(
+            {
+                "overlays_s": round(overlay_s, 4),
+                "overlay_goal_ratio": round(overlay_s / OVERLAY_GOAL_S, 3),
+                "dicom_seg_s": round(seg_s, 4),
+                "dicom_seg_mb": round(size_mb, 2),
+            }
+        )
+    )
     return 0
 
 

@@ -260,6 +260,7 @@ def main() -> int:
         results["colocated_over_separate"] = ratio
     if options.json:
         options.json.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results))
     return 0
 
 

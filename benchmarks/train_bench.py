@@ -10,6 +10,7 @@ cluster, so the ratio is measured in one run.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -93,15 +94,26 @@ def main() -> int:
     print(
         f"two members, {options.epochs} epochs each, {options.size}² slices, 1 CPU worker per member"
     )
+    figures: dict[str, object] = {"epochs": options.epochs, "size": options.size, "members": {}}
     for outcome in parallel.outcomes:
         rate = statistics.mean(h["train_slices_per_s"] for h in outcome.history)
         solo_rate = statistics.mean(h["train_slices_per_s"] for h in alone[outcome.name].history)
         print(
             f"  {outcome.name:16s} {rate:7.1f} slices/s side by side, {solo_rate:7.1f} slices/s alone"
         )
+        figures["members"][outcome.name] = {  # type: ignore[index]
+            "parallel_slices_per_s": round(rate, 2),
+            "alone_slices_per_s": round(solo_rate, 2),
+        }
     print(f"  in parallel:       {parallel_s:7.1f} s wall")
     print(f"  one after another: {sequential_s:7.1f} s wall")
     print(f"  parallel speed-up: {sequential_s / parallel_s:.2f}x")
+    figures.update(
+        parallel_s=round(parallel_s, 2),
+        sequential_s=round(sequential_s, 2),
+        parallel_over_sequential_x=round(sequential_s / parallel_s, 3),
+    )
+    print(json.dumps(figures))
     return 0 if parallel.ok else 1
 
 
