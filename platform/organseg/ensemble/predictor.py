@@ -128,18 +128,27 @@ class EnsemblePredictor:
     """A model directory loaded for in-process prediction (members load on first use)."""
 
     def __init__(
-        self, model_dir: Path | str, device: str | None = None, batch_size: int = 16
+        self,
+        model_dir: Path | str,
+        device: str | None = None,
+        batch_size: int = 16,
+        precision: str | None = None,
+        compile: bool = False,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.spec = load_spec(self.model_dir)
         self.device = device
         self.batch_size = batch_size
+        self.precision = precision
+        self.compile = compile
         self._runners: dict[str, MemberRunner] = {}
 
     def runner(self, name: str) -> MemberRunner:
         if name not in self._runners:
             entry = next(m for m in self.spec.members if m.name == name)
-            self._runners[name] = MemberRunner(self.model_dir, entry, self.device, self.batch_size)
+            self._runners[name] = MemberRunner(
+                self.model_dir, entry, self.device, self.batch_size, self.precision, self.compile
+            )
         return self._runners[name]
 
     def predict(

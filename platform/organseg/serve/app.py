@@ -6,6 +6,8 @@ fractions, batch sizes and thresholds come from those files' ``deployments`` sec
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
@@ -53,6 +55,17 @@ class AppArgs(BaseModel):
     device: str | None = Field(
         None, description="torch device for members (default: cuda when the replica has a GPU)."
     )
+    member_precision: Literal["fp16", "bf16", "fp32"] | None = Field(
+        None,
+        description="Member weights' precision (default: fp16 on GPU, fp32 on CPU). On an H100 fp16 "
+        "weights ran the ResNet-50 U-Net at 1323 slices/s against 1088 with bf16 autocast.",
+    )
+    # About 1.7x the slices/s of eager fp16 for the ResNet-50 U-Net on an H100, after a ~7 s build.
+    compile_members: bool = Field(
+        False,
+        description="torch.compile each member, built and warmed up for the pass size "
+        "(chunk_slices x max_batch_size) before its replica reports ready.",
+    )
 
 
 def deployment_names(spec: EnsembleSpec, options: AppArgs) -> set[str]:
@@ -71,7 +84,12 @@ def build_app(args: dict) -> Application:
     if not options.colocate_members:
         members = {
             m.name: MemberDeployment.options(name=member_deployment_name(m.name)).bind(
-                options.model_dir, m.name, options.device
+                options.model_dir,
+                m.name,
+                options.device,
+                options.member_precision,
+                options.compile_members,
+                options.chunk_slices,
             )
             for m in spec.members
         }
@@ -87,6 +105,8 @@ def build_app(args: dict) -> Application:
             options.colocate_members,
             options.chunk_slices,
             options.device,
+            options.member_precision,
+            options.compile_members,
         )
     limits = {"max_request_bytes": options.max_request_mb * 2**20, "max_voxels": options.max_voxels}
     return Router.options(name="router").bind(options.model_dir, ensembles, limits)

@@ -34,10 +34,29 @@ from organseg.io.volume import Modality, Volume
 class MemberDeployment:
     """One ensemble member; several ensembles (modalities) may share it."""
 
-    def __init__(self, model_dir: str, member: str, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        member: str,
+        device: str | None = None,
+        precision: str | None = None,
+        compile: bool = False,
+        chunk_slices: int = 8,
+    ) -> None:
         spec = load_spec(model_dir)
         entry = next(m for m in spec.members if m.name == member)
-        self.runner = MemberRunner(model_dir, entry, device=device, batch_size=1 << 30)
+        self.size = spec.preprocess.size
+        self.chunk_slices = chunk_slices
+        # one forward pass per @serve.batch: at most max_batch_size chunks of chunk_slices slices
+        self.runner = MemberRunner(
+            model_dir,
+            entry,
+            device=device,
+            batch_size=chunk_slices * 4,
+            precision=precision,
+            compile=compile,
+        )
+        self._warm_up()
         self.name = member
         # How well @serve.batch merges work: forward passes, chunks, and the most requests in one pass.
         self.counters = {
@@ -51,6 +70,8 @@ class MemberDeployment:
         """``user_config``: ``max_batch_size`` (chunks per forward pass) and ``batch_wait_timeout_s``."""
         if "max_batch_size" in config:
             self.run_chunks.set_max_batch_size(int(config["max_batch_size"]))
+            self.runner.batch_size = self.chunk_slices * int(config["max_batch_size"])
+            self._warm_up()  # reconfigure runs before the replica reports ready
         if "batch_wait_timeout_s" in config:
             self.run_chunks.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
@@ -79,6 +100,12 @@ class MemberDeployment:
         )
         return np.concatenate(parts) if parts else np.zeros((0,), np.uint8)
 
+    def _warm_up(self) -> None:
+        """Compile / autotune for the pass size now, not on the first request (GPU or compiled only:
+        on CPU eager there is nothing to prepare)."""
+        if self.runner.compiled or self.runner.device.type == "cuda":
+            self.runner.warm_up(self.size)
+
     async def stats(self) -> dict[str, int]:
         return dict(self.counters)
 
@@ -98,16 +125,24 @@ class EnsembleDeployment:
         colocate: bool = False,
         chunk_slices: int = 8,
         device: str | None = None,
+        precision: str | None = None,
+        compile: bool = False,
     ) -> None:
         self.spec = load_spec(model_dir)
         self.modality = Modality.parse(modality)
         self.member_names = [m.name for m in self.spec.members_for(self.modality)]
         self.members = members
         self.chunk_slices = chunk_slices
-        self.predictor = EnsemblePredictor(model_dir, device=device) if colocate else None
+        self.predictor = (
+            EnsemblePredictor(model_dir, device=device, precision=precision, compile=compile)
+            if colocate
+            else None
+        )
         if self.predictor is not None:
             for name in self.member_names:
-                self.predictor.runner(name)  # load weights now, not on the first request
+                runner = self.predictor.runner(name)  # load weights now, not on the first request
+                if runner.compiled or runner.device.type == "cuda":
+                    runner.warm_up(self.spec.preprocess.size)  # compile / autotune before ready
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: any PostprocessConfig field (threshold, component_threshold, largest_component)."""
