@@ -234,6 +234,18 @@ class MemberConfig(_Strict):
     cpus_per_worker: float = Field(
         1.0, gt=0.0, description="CPUs reserved per worker (also its torch thread count)."
     )
+    precision: Literal["bf16", "fp16", "fp32"] | None = Field(
+        None,
+        description="Training precision (mixed: autocast forward, fp32 weights; fp16 adds loss "
+        "scaling). Default: bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU.",
+    )
+    loader_workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader processes preparing batches off the training thread (pinned memory "
+        "on GPU). Default: cpus_per_worker − 1 on GPU (at least 1), 0 on CPU (the worker's CPUs "
+        "train).",
+    )
     max_failures: int = Field(
         1,
         ge=-1,

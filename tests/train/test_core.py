@@ -62,3 +62,34 @@ def test_epochs_checkpoint_and_restore_without_ray(payload: TrainPayload, tmp_pa
     second = restored.run_epoch(1)
     assert [h["epoch"] for h in second.history] == [0, 1]
     assert second.metrics["start_epoch"] == 1
+
+
+def test_mixed_precision_and_loader_workers_on_cpu(payload: TrainPayload) -> None:
+    from dataclasses import replace
+
+    from organseg.errors import ConfigError
+    from organseg.train.core import loader_options
+    from organseg.train.steps import training_precision
+
+    assert training_precision(None, torch.device("cpu")) == "fp32"
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        training_precision("fp16", torch.device("cpu"))
+    member = {**payload.member, "precision": "bf16", "loader_workers": 1, "epochs": 1}
+    trainer = MemberTrainer(replace(payload, member=member))
+    assert trainer.loader.num_workers == 1  # batches prepared in another process
+    metrics = trainer.run_epoch(0).metrics
+    assert metrics["precision"] == "bf16"
+    assert metrics["train_loss"] == metrics["train_loss"]  # finite under bf16 autocast
+    assert 0.0 <= metrics["data_wait_fraction"] <= 1.0
+    assert next(trainer.model.parameters()).dtype == torch.float32  # mixed: fp32 master weights
+    from organseg.config import MemberConfig
+
+    fp32_member = MemberConfig.model_validate(payload.member)
+    assert loader_options(fp32_member, torch.device("cpu")) == {
+        "num_workers": 0,
+        "pin_memory": False,
+    }
+    gpu = loader_options(
+        fp32_member.model_copy(update={"cpus_per_worker": 4}), torch.device("cuda")
+    )
+    assert gpu == {"num_workers": 3, "pin_memory": True}

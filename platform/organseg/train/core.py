@@ -25,7 +25,14 @@ from organseg.config import MemberConfig
 from organseg.losses import build_loss
 from organseg.models import create_member
 from organseg.train.sources import TrainingSource, source_for
-from organseg.train.steps import AdversarialParts, StepFn, adversarial_step, plain_step, unwrap
+from organseg.train.steps import (
+    AdversarialParts,
+    Precision,
+    StepFn,
+    adversarial_step,
+    plain_step,
+    unwrap,
+)
 
 STATE_FILE = "state.pt"  # full training state, for resuming
 WEIGHTS_FILE = "model.pt"  # inference weights only, what the model directory ships
@@ -105,6 +112,16 @@ def inject_faults(member: MemberConfig, epoch: int, fault_dir: str | None) -> No
             os._exit(17)  # a hard worker death, not an exception: what FailureConfig must survive
 
 
+def loader_options(member: MemberConfig, device: torch.device) -> dict[str, Any]:
+    """DataLoader workers and pinned memory: batches are read and augmented in other processes while
+    the GPU trains; on CPU the worker's own CPUs train, so batches stay in-process unless asked."""
+    cuda = device.type == "cuda"
+    workers = member.loader_workers
+    if workers is None:
+        workers = max(1, int(member.cpus_per_worker) - 1) if cuda else 0
+    return {"num_workers": workers, "pin_memory": cuda}
+
+
 class MemberTrainer:
     """One member's model, optimiser, scheduler, data and loss; steps epochs and snapshots its state."""
 
@@ -140,6 +157,13 @@ class MemberTrainer:
             if discriminator is not None:
                 discriminator.load_state_dict(state["discriminator"])
 
+        self.precision = Precision.for_device(member.precision, place.device)
+        self.channels_last = place.device.type == "cuda"
+        if self.channels_last:
+            # NHWC convolutions are what tensor cores run natively; fixed slice shapes let cuDNN
+            # benchmark its algorithms once and keep the fastest
+            model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
         self.model = place.prepare_model(model.to(place.device))
         self.optimizer = build_optimizer(member, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -169,12 +193,17 @@ class MemberTrainer:
 
         self.loss_fn = build_loss(member.resolved_loss(), member.dice_weight)
         self.step: StepFn = self.source.make_step(self.model, self.loss_fn, self.optimizer) or (
-            adversarial_step(self.model, self.loss_fn, self.optimizer, self.adversarial)
+            adversarial_step(
+                self.model, self.loss_fn, self.optimizer, self.adversarial, self.precision
+            )
             if self.adversarial is not None
-            else plain_step(self.model, self.loss_fn, self.optimizer)
+            else plain_step(self.model, self.loss_fn, self.optimizer, self.precision)
         )
         self.dataset = self.source.train_dataset()
-        self.loader = place.prepare_loader(self.source.train_loader(self.dataset))
+        self.loader = place.prepare_loader(
+            self.source.train_loader(self.dataset, **loader_options(member, place.device))
+        )
+        self.data_wait_s = 0.0
 
     # -- epochs ----------------------------------------------------------------------------------
     def epochs(self) -> Iterator[int]:
@@ -190,11 +219,21 @@ class MemberTrainer:
         self.model.train()
         losses, seen = [], 0
         device = self.place.device
-        for index, (x, y) in enumerate(self.loader):
-            if self.member.steps_per_epoch is not None and index >= self.member.steps_per_epoch:
+        memory = torch.channels_last if self.channels_last else torch.preserve_format
+        self.data_wait_s = 0.0  # time the step waited for the loader (≈ 0 when it keeps up)
+        batches = iter(self.loader)
+        index = 0
+        while self.member.steps_per_epoch is None or index < self.member.steps_per_epoch:
+            waited = time.perf_counter()
+            try:
+                x, y = next(batches)
+            except StopIteration:
                 break
-            losses.append(self.step(x.to(device), y.to(device)))
+            self.data_wait_s += time.perf_counter() - waited
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory)
+            losses.append(self.step(x, y.to(device, non_blocking=True)))
             seen += x.shape[0]
+            index += 1
         return losses, seen
 
     def validate(self) -> dict[str, float]:
@@ -217,6 +256,10 @@ class MemberTrainer:
             train_loss=float(np.mean(losses)) if losses else float("nan"),
             lr=self.optimizer.param_groups[0]["lr"],
             train_slices_per_s=seen * world / max(train_time, 1e-9),
+            # share of the training time spent waiting for batches: the loader's throughput against
+            # what the member consumes (near 0: the loader keeps up; near 1: the GPU waits for the CPU)
+            data_wait_fraction=self.data_wait_s / max(train_time, 1e-9),
+            precision=self.precision.name,
             epoch_time_s=time.perf_counter() - started,
             best_val_dice=self.best,
             epochs=self.member.epochs,

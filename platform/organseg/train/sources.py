@@ -39,7 +39,11 @@ class TrainingSource(Protocol):
 
     def train_dataset(self) -> Any: ...
 
-    def train_loader(self, dataset: Dataset) -> DataLoader: ...
+    def train_loader(
+        self, dataset: Dataset, num_workers: int = 0, pin_memory: bool = False
+    ) -> DataLoader:
+        """Batches for training; ``num_workers`` processes prepare them off the training thread."""
+        ...
 
     def validate(
         self, model: nn.Module, loss_fn: nn.Module, device: torch.device
@@ -86,8 +90,15 @@ class SliceSource:
             only_labelled_slices=not self.member.empty_slices,
         )
 
-    def train_loader(self, dataset: Dataset) -> DataLoader:
+    def train_loader(
+        self, dataset: Dataset, num_workers: int = 0, pin_memory: bool = False
+    ) -> DataLoader:
         member = self.member
+        extra: dict[str, Any] = {}
+        if num_workers > 0:
+            # a few batches ready per worker; workers are not persistent, so each epoch's workers see
+            # the dataset's new epoch (its augmentation seeds) after set_epoch
+            extra = {"prefetch_factor": 4}
         return DataLoader(
             dataset,
             batch_size=member.batch_size,
@@ -95,6 +106,9 @@ class SliceSource:
             drop_last=len(dataset) > member.batch_size,  # type: ignore[arg-type]
             collate_fn=partial(collate_slices, in_channels=member.in_channels),
             generator=torch.Generator().manual_seed(member.seed),
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            **extra,
         )
 
     def validate(

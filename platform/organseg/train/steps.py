@@ -6,8 +6,9 @@ optimised, so the loop itself does not branch on the mode.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -16,6 +17,59 @@ from organseg.losses import discriminator_loss, generator_adversarial_loss
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], float]
 
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def training_precision(precision: str | None, device: torch.device) -> str:
+    """``precision`` checked against ``device``, or its default: bf16 on GPUs that have it (Ampere and
+    later: no loss scaling needed), fp16 on older GPUs, fp32 on CPU."""
+    from organseg.errors import ConfigError
+
+    if precision is None:
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a GPU (use bf16 or fp32 on CPU)")
+    return precision
+
+
+@dataclass
+class Precision:
+    """Mixed precision for one trainer: autocast for the forward pass, loss scaling for fp16."""
+
+    name: str = "fp32"
+    device_type: str = "cpu"
+    scaler: torch.amp.GradScaler | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_device(cls, precision: str | None, device: torch.device) -> Precision:
+        name = training_precision(precision, device)
+        scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+        return cls(name, device.type, scaler)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=_DTYPES[self.name])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def update(self) -> None:
+        """Once per iteration, after every optimizer stepped (adjusts the fp16 loss scale)."""
+        if self.scaler is not None:
+            self.scaler.update()
+
+
+FP32 = Precision()
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module under a DistributedDataParallel wrapper (checkpoints store the bare weights)."""
@@ -23,14 +77,25 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def supervised_loss(
-    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    loss_fn: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: Precision = FP32,
 ) -> torch.Tensor:
-    """Segmentation loss; a cascade is supervised at both stages (auto-context deep supervision)."""
+    """Segmentation loss; a cascade is supervised at both stages (auto-context deep supervision).
+
+    The forward pass runs under ``precision``'s autocast; the loss is computed in fp32 (Dice sums over
+    whole batches lose too many digits in half precision).
+    """
     inner = unwrap(model)
     if hasattr(inner, "forward_stages"):
-        stage1, stage2 = inner.forward_stages(x) if inner is model else _ddp_stages(model, x)
-        return 0.5 * loss_fn(stage1, y) + loss_fn(stage2, y)
-    return loss_fn(model(x), y)
+        with precision.autocast():
+            stage1, stage2 = inner.forward_stages(x) if inner is model else _ddp_stages(model, x)
+        return 0.5 * loss_fn(stage1.float(), y) + loss_fn(stage2.float(), y)
+    with precision.autocast():
+        logits = model(x)
+    return loss_fn(logits.float(), y)
 
 
 def _ddp_stages(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,12 +106,18 @@ def _ddp_stages(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return stage1, final
 
 
-def plain_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer) -> StepFn:
+def plain_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision = FP32,
+) -> StepFn:
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = supervised_loss(model, loss_fn, x, y)
-        loss.backward()
-        optimizer.step()
+        loss = supervised_loss(model, loss_fn, x, y, precision)
+        precision.backward(loss)
+        precision.step(optimizer)
+        precision.update()
         return float(loss.detach())
 
     return step
@@ -60,28 +131,39 @@ class AdversarialParts:
 
 
 def adversarial_step(
-    model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, adv: AdversarialParts
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    adv: AdversarialParts,
+    precision: Precision = FP32,
 ) -> StepFn:
     """cGAN: update D on (image ⊕ truth) vs (image ⊕ prediction), then G on −log D(x, G(x)) + λ·seg loss."""
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        logits = model(x)
-        fake = torch.cat([x, torch.sigmoid(logits)], dim=1)
-        real = torch.cat([x, y], dim=1)
+        with precision.autocast():
+            logits = model(x)
+        logits = logits.float()
+        fake = torch.cat([x.float(), torch.sigmoid(logits)], dim=1)
+        real = torch.cat([x.float(), y], dim=1)
 
         adv.optimizer.zero_grad(set_to_none=True)
-        d_loss = discriminator_loss(adv.discriminator(real), adv.discriminator(fake.detach()))
-        d_loss.backward()
-        adv.optimizer.step()
+        with precision.autocast():
+            d_real, d_fake = adv.discriminator(real), adv.discriminator(fake.detach())
+        d_loss = discriminator_loss(d_real.float(), d_fake.float())
+        precision.backward(d_loss)
+        precision.step(adv.optimizer)
 
         optimizer.zero_grad(set_to_none=True)
         for p in adv.discriminator.parameters():
             p.requires_grad_(False)
-        g_loss = generator_adversarial_loss(adv.discriminator(fake), loss_fn(logits, y), adv.lam)
-        g_loss.backward()
+        with precision.autocast():
+            d_on_fake = adv.discriminator(fake)
+        g_loss = generator_adversarial_loss(d_on_fake.float(), loss_fn(logits, y), adv.lam)
+        precision.backward(g_loss)
         for p in adv.discriminator.parameters():
             p.requires_grad_(True)
-        optimizer.step()
+        precision.step(optimizer)
+        precision.update()
         return float(g_loss.detach())
 
     return step
