@@ -1,10 +1,18 @@
-"""Training two ensemble members at the same time (one Ray Train run each) against one after the other.
+"""Training two ensemble members at the same time against one after the other, and each member's slices/s.
 
-Prints the wall time of both schedules on this machine and their ratio, plus each member's training
-throughput in slices/s. Both schedules run the same members with the same resources on one local Ray
-cluster, so the ratio is measured in one run.
+Two engines, same figures:
+
+- ``--engine ray`` (default): one Ray Train run per member on a local Ray cluster, as ``organseg train``
+  runs them; prints both schedules' wall time, their ratio and each member's slices/s.
+- ``--engine core``: the Ray-free trainer core in plain processes (what a Ray Train worker runs), for
+  machines without Ray (the GPU suite). Per member and precision: training slices/s, the DataLoader's
+  slices/s on its own (the loader must outpace the member) and the share of time the step waited for
+  data; then two members sharing the device at once against one after the other.
 
     python benchmarks/train_bench.py [--epochs 3] [--size 64]
+    python benchmarks/train_bench.py --engine core --gpu --size 512 --precisions bf16,fp32
+
+The last line is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -60,11 +69,180 @@ def experiment(root: Path, epochs: int, size: int):
     )
 
 
+GPU_MEMBERS = {  # the four 512² CT members of configs/task2-liver-ct.yaml (no downloads: no weights)
+    "ternausnet": {"arch": "ternausnet", "in_channels": 3},
+    "linknet34": {"arch": "linknet34", "in_channels": 3},
+    "unet-resnet50": {"arch": "unet_resnet50", "in_channels": 3},
+    "unet-se-resnet50": {"arch": "unet_se_resnet50", "in_channels": 3},
+}
+
+
+def core_experiment(root: Path, size: int, gpu: bool, batch: int):
+    from organseg.config import parse_config
+
+    members = (
+        GPU_MEMBERS
+        if gpu
+        else {
+            "dualtail": {"arch": "dualtail", "kwargs": {"base_channels": 8, "depth": 4}},
+            "attention-unet": {
+                "arch": "attention_unet",
+                "kwargs": {"base_channels": 8, "depth": 4},
+            },
+        }
+    )
+    return parse_config(
+        {
+            "name": "train-bench-core",
+            "task": 2,
+            "storage_path": str(root / "runs"),
+            "dataset": {
+                "synthetic": {"ct": 3, "size": min(size, 128), "slices": 24, "seed": 5},
+                "val_fraction": 0.34,
+                "cache_dir": str(root / "cache"),
+            },
+            "preprocess": {"size": size},
+            "augment": {"enabled": True},
+            "members": [
+                {
+                    "name": n,
+                    **m,
+                    "batch_size": batch,
+                    "use_gpu": gpu,
+                    "cpus_per_worker": 4 if gpu else 1,
+                }
+                for n, m in members.items()
+            ],
+        }
+    )
+
+
+def core_member(payload_dict: dict, steps: int, results: Any = None) -> dict[str, float]:
+    """Train one member for two short epochs in this process; figures of the second (warm) one."""
+    import torch
+
+    from organseg.train.core import MemberTrainer, Placement, TrainPayload
+
+    payload = TrainPayload(**payload_dict)
+    device = torch.device("cuda" if payload.member.get("use_gpu") else "cpu")
+    trainer = MemberTrainer(payload, Placement(device=device))
+    trainer.validate = lambda: {"val_dice": 0.0}  # type: ignore[method-assign]  # training speed only
+    started = time.perf_counter()
+    loaded = 0
+    for index, (x, _) in enumerate(trainer.loader):  # the loader alone
+        loaded += x.shape[0]
+        if index + 1 >= steps:
+            break
+    loader_rate = loaded / (time.perf_counter() - started)
+    trainer.run_epoch(0)  # warm-up: cuDNN autotuning, allocator, loader workers
+    metrics = trainer.run_epoch(1).metrics
+    out = {
+        "member": payload.member["name"],
+        "train_slices_per_s": metrics["train_slices_per_s"],
+        "loader_slices_per_s": loader_rate,
+        "data_wait_fraction": metrics["data_wait_fraction"],
+        "precision": metrics["precision"],
+    }
+    if results is not None:
+        results.put(out)
+    return out
+
+
+def core_main(options: argparse.Namespace) -> int:
+    import multiprocessing as mp
+
+    from organseg.train.core import TrainPayload
+    from organseg.train.data import prepare_data
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked; a fresh process per run, as a worker is
+    figures: dict[str, Any] = {
+        "engine": "core",
+        "size": options.size,
+        "gpu": options.gpu,
+        "members": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        config = core_experiment(Path(tmp), options.size, options.gpu, options.batch)
+        data = prepare_data(config)
+
+        def payload(member, precision: str) -> dict:
+            m = member.model_copy(
+                update={"precision": precision, "steps_per_epoch": options.steps, "epochs": 2}
+            )
+            return TrainPayload(
+                member=m.model_dump(mode="json"),
+                organs=list(config.organs_for(m)),
+                preprocess=config.preprocess.model_dump(mode="json"),
+                augment=config.augment.model_dump(mode="json"),
+                cache_dir=str(data.cache.root),
+                train_ids=data.ids_for(m, "train"),
+                val_ids=data.ids_for(m, "val"),
+            ).to_dict()
+
+        def run(jobs: list[dict]) -> tuple[list[dict], float]:
+            queue = ctx.Queue()
+            procs = [ctx.Process(target=core_member, args=(j, options.steps, queue)) for j in jobs]
+            started = time.perf_counter()
+            for p in procs:
+                p.start()
+            out = [queue.get(timeout=options.timeout) for _ in procs]
+            for p in procs:
+                p.join()
+            return out, time.perf_counter() - started
+
+        precisions = options.precisions.split(",")
+        for member in config.members:
+            entry: dict[str, Any] = {}
+            for precision in precisions:
+                (result,), _ = run([payload(member, precision)])
+                entry[precision] = result
+                print(
+                    f"  {member.name:18s} {precision}: {result['train_slices_per_s']:7.1f} slices/s "
+                    f"training, loader alone {result['loader_slices_per_s']:7.1f} slices/s, "
+                    f"waiting for data {100 * result['data_wait_fraction']:.1f} % of the time",
+                    flush=True,
+                )
+            figures["members"][member.name] = entry
+        pair = [config.members[0], config.members[1]]
+        first = precisions[0]
+        both, wall = run([payload(m, first) for m in pair])
+        side = {r["member"]: r["train_slices_per_s"] for r in both}
+        alone = {m.name: figures["members"][m.name][first]["train_slices_per_s"] for m in pair}
+        # the same number of slices per member: one after another takes Σ S/alone, side by side the
+        # slower of S/side (training time only; process start and data loading excluded)
+        sequential = sum(1.0 / alone[n] for n in alone)
+        parallel = max(1.0 / side[n] for n in side)
+        ratio = sequential / parallel
+        print(
+            f"  {pair[0].name} + {pair[1].name} ({first}) side by side: "
+            + ", ".join(f"{n} {side[n]:.1f} slices/s (alone {alone[n]:.1f})" for n in side)
+            + f"; parallel speed-up over one after another {ratio:.2f}x"
+        )
+        figures.update(
+            pair=[m.name for m in pair],
+            parallel_slices_per_s={n: round(v, 1) for n, v in side.items()},
+            parallel_over_sequential_x=round(ratio, 3),
+            pair_wall_s=round(wall, 1),
+        )
+    print(json.dumps(figures))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--engine", choices=("ray", "core"), default="ray")
+    parser.add_argument(
+        "--gpu", action="store_true", help="core engine: the four CT members on CUDA"
+    )
+    parser.add_argument("--precisions", default="fp32", help="core engine: e.g. bf16,fp32")
+    parser.add_argument("--steps", type=int, default=10, help="core engine: steps per epoch")
+    parser.add_argument("--batch", type=int, default=8, help="core engine: slices per step")
+    parser.add_argument("--timeout", type=float, default=300, help="core engine: seconds per run")
     options = parser.parse_args()
+    if options.engine == "core":
+        return core_main(options)
 
     from organseg.runtime import ray_session
     from organseg.train.launcher import train_experiment
