@@ -102,7 +102,14 @@ def throughput(send, clients: int, requests_per_client: int, slices: int) -> flo
 
 
 def serve_config(
-    model_dir: Path, members: list[str], mode: str, gpu: bool, batch: int, ports: tuple[int, int]
+    model_dir: Path,
+    members: list[str],
+    mode: str,
+    gpu: bool,
+    batch: int,
+    ports: tuple[int, int],
+    precision: str | None = None,
+    compile_members: bool = False,
 ) -> dict:
     colocated = mode == "colocated"
     deployments: list[dict[str, Any]] = [{"name": "router", "num_replicas": 2 if gpu else 1,
@@ -129,6 +136,8 @@ def serve_config(
                     "model_dir": str(model_dir),
                     "colocate_members": colocated,
                     "chunk_slices": 8,
+                    "member_precision": precision,
+                    "compile_members": compile_members,
                 },
                 "deployments": deployments,
             }
@@ -155,6 +164,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--ports", default="18901,19901")
+    parser.add_argument(
+        "--precision", default=None, help="members: fp16 | bf16 | fp32 (default by device)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the members (warmed up)"
+    )
     parser.add_argument(
         "--no-unbatched", dest="unbatched", action="store_false", help="skip max_batch_size 1"
     )
@@ -183,11 +198,20 @@ def main() -> int:
             f"volume {volume.shape} int16, {len(members)} members at {size}², device {'cuda' if gpu else 'cpu'}"
         )
 
-        local = EnsemblePredictor(model_dir)
+        local = EnsemblePredictor(
+            model_dir,
+            batch_size=32 if gpu else 16,
+            precision=options.precision,
+            compile=options.compile,
+        )
         warm = local.predict(volume)  # warm-up: weights, kernels, allocator
         print("in-process stages (s):", {k: round(v, 3) for k, v in warm.timings.items()})
         local_s = statistics.median(timed(lambda: local.predict(volume), options.repeats))
         results["in_process"] = {"seconds": local_s, "slices_per_s": slices / local_s}
+        for n in clients:  # threads sharing one predictor (members run one batch at a time each)
+            rate = throughput(lambda: local.predict(volume), n, requests, slices)
+            results["in_process"][f"throughput_{n}_clients"] = rate
+            print(f"in-process, {n:2d} client threads: {rate:.1f} slices/s")
         print(f"in-process ensemble: {local_s:.3f} s/volume = {slices / local_s:.1f} slices/s")
         expected = local.predict(volume).labels.array
 
@@ -199,7 +223,16 @@ def main() -> int:
                     if mode == "colocated" and batch == 1:
                         continue
                     schema = load_serve_config(
-                        serve_config(model_dir, list(members), mode, gpu, batch, ports)
+                        serve_config(
+                            model_dir,
+                            list(members),
+                            mode,
+                            gpu,
+                            batch,
+                            ports,
+                            options.precision,
+                            options.compile,
+                        )
                     )
                     deploy(schema)
                     http, grpc_client = (
@@ -222,9 +255,11 @@ def main() -> int:
                             )
                             entry[f"{name}_latency_s"] = seconds
                             entry[f"{name}_overhead_x"] = seconds / local_s
+                            stages = client.segment(volume).timings  # where the served time goes
                             print(
                                 f"[{label}] one volume over {name}: {seconds:.3f} s "
-                                f"({seconds / local_s:.2f}× in-process)"
+                                f"({seconds / local_s:.2f}× in-process); server stages (s): "
+                                f"{ {k: round(v, 3) for k, v in stages.items()} }"
                             )
                     for n in clients:
                         rate = throughput(
