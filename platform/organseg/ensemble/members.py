@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,9 @@ class MemberRunner:
             )
         self.model = torch.compile(model) if compile else model
         self._warm: set[int] = set()
+        # one forward pass at a time per member (client threads share a predictor; a compiled graph
+        # is not re-entrant, and the device runs one pass at a time anyway)
+        self._lock = threading.Lock()
 
     def warm_up(self, size: int, batch_size: int | None = None) -> float:
         """One forward pass of ``batch_size`` blank ``size``² slices (compiles, autotunes); its seconds."""
@@ -104,7 +108,6 @@ class MemberRunner:
         self._warm.add(batch)
         return time.perf_counter() - started
 
-    @torch.inference_mode()
     def predict(self, slices: np.ndarray) -> np.ndarray:
         """Probabilities quantized to uint8 (p·255) for ``(N, C, H, W)`` slices.
 
@@ -113,6 +116,11 @@ class MemberRunner:
         travel to the device in their stored dtype (float16) and are cast and channel-expanded there:
         a third of the host-to-device bytes of expanding grey to RGB float32 on the host.
         """
+        with self._lock:
+            return self._predict(slices)
+
+    @torch.inference_mode()
+    def _predict(self, slices: np.ndarray) -> np.ndarray:
         out = []
         n = len(slices)
         for start in range(0, n, self.batch_size):
