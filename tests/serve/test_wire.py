@@ -145,3 +145,16 @@ def test_png_zip_labels() -> None:
     assert archive.namelist() == [f"results{i:03d}.png" for i in range(1, 6)]
     with pytest.raises(DataError, match="output_format"):
         encode_labels(labels, "gif")
+
+
+def test_clients_compress_only_off_this_machine() -> None:
+    from organseg.serve.client import GrpcClient, HttpClient, is_loopback
+
+    assert is_loopback("127.0.0.1:9000")
+    assert is_loopback("http://localhost:8000")
+    assert is_loopback("http://[::1]:8000/")
+    assert not is_loopback("gpu-node:9000")
+    assert not is_loopback("https://10.0.0.2:8000")
+    assert not HttpClient("http://127.0.0.1:8000").compress
+    assert HttpClient("http://segment.example.org").compress
+    assert GrpcClient("127.0.0.1:1", compress=True).compress
