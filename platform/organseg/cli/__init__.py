@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click
 import typer
 
-from organseg.cli import config, data, evaluate, models, predict, quickstart, serve, train
+from organseg.cli import config, data, dicom, evaluate, models, predict, quickstart, serve, train
 from organseg.cli._console import err_console
 from organseg.errors import OrgansegError, RunError
 
@@ -39,6 +39,7 @@ app = typer.Typer(
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(dicom.app, name="dicom")
 evaluate.register(app)
 train.register(app)
 predict.register(app)

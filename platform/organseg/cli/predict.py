@@ -23,11 +23,11 @@ EXIT_SKIPPED = 1
 
 
 def predict_command(
-    input_path: Path = typer.Argument(
-        ..., metavar="INPUT", help="NIfTI/MHA file, DICOM series folder, CHAOS case or dataset."
+    input_path: Path | None = typer.Argument(
+        None, metavar="INPUT", help="NIfTI/MHA file, DICOM series folder, CHAOS case or dataset."
     ),
-    out: Path = typer.Option(
-        ...,
+    out: Path | None = typer.Option(
+        None,
         "--output",
         "-o",
         help="Output file (.nii.gz, .mha, .dcm) or PNG-series folder; for several series a folder "
@@ -64,6 +64,16 @@ def predict_command(
     timeout: float = typer.Option(
         300.0, "--timeout", help="Seconds to wait for a served endpoint."
     ),
+    dicomweb: str | None = typer.Option(
+        None, "--dicomweb", help="DICOMweb root URL to fetch --study/--series from (WADO-RS)."
+    ),
+    study: str | None = typer.Option(None, "--study", help="StudyInstanceUID (with --dicomweb)."),
+    series: str | None = typer.Option(
+        None, "--series", help="SeriesInstanceUID (with --dicomweb)."
+    ),
+    stow: bool = typer.Option(
+        False, "--stow", help="Store the SEG back by STOW-RS (with --dicomweb)."
+    ),
 ) -> None:
     """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
@@ -71,6 +81,15 @@ def predict_command(
     """
     from organseg.io.outputs import check_free, output_format, plan_outputs
 
+    if dicomweb is not None or study is not None:
+        from organseg.pacs.cli import predict_dicomweb_command
+
+        return predict_dicomweb_command(
+            dicomweb, study, series, stow, out, input_path, local, endpoint, grpc_target,
+            modality, device, timeout, report,
+        )  # fmt: skip
+    if input_path is None or out is None:
+        raise OrgansegError("give INPUT and --output (or --dicomweb URL --study UID)")
     chosen = [x for x in (local, endpoint, grpc_target) if x]
     if len(chosen) != 1:
         raise OrgansegError(

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.formparsers import MultiPartException
@@ -47,6 +47,13 @@ api = FastAPI(
     description="Abdominal organ segmentation ensembles (CHAOS) served by Ray Serve. "
     "POST a NIfTI/MHA/NRRD file, a zip of one DICOM series, or raw voxels to /v1/segment.",
 )
+
+
+def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
+    from organseg.pacs.results import build_results, to_bytes
+
+    (seg,) = build_results(received.volume, prediction, received.datasets, received.label)
+    return to_bytes(seg)
 
 
 def http_status(exc: Exception) -> int:
@@ -102,12 +109,7 @@ class Router:
         self.limits = WireLimits(**limits)
 
     # -- shared request path ------------------------------------------------------------------------
-    async def _segment(
-        self, volume: Volume, modality: str | None, output_format: str
-    ) -> dict[str, Any]:
-        started = time.perf_counter()
-        if output_format not in OUTPUT_FORMATS:
-            raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
+    async def _predict(self, volume: Volume, modality: str | None) -> Prediction:
         decision = decide_modality(volume, modality or None)
         handle = self.ensembles.get(decision.modality.value)
         if handle is None:
@@ -117,6 +119,15 @@ class Router:
             )
         prediction: Prediction = await handle.segment.remote(volume, decision.modality.value)
         prediction.modality_reason = decision.reason  # the router's decision, with its evidence
+        return prediction
+
+    async def _segment(
+        self, volume: Volume, modality: str | None, output_format: str
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        if output_format not in OUTPUT_FORMATS:
+            raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
+        prediction = await self._predict(volume, modality)
         encoded = await asyncio.to_thread(encode_labels, prediction.labels, output_format)
         report = prediction.report()
         report["timings_s"]["router_total"] = round(time.perf_counter() - started, 4)
@@ -128,7 +139,7 @@ class Router:
             "spacing": list(labels.spacing),
             "origin": list(labels.origin),
             "direction": list(labels.direction),
-            "ensemble": f"{self.spec.name}/{decision.modality.value}",
+            "ensemble": f"{self.spec.name}/{prediction.modality.value}",
             **{
                 k: report[k]
                 for k in (
@@ -239,6 +250,33 @@ class Router:
         if data[:4] == b"PK\x03\x04":
             return decode_dicom_zip(data, self.limits)
         return decode_volume_file(data, filename, self.limits)
+
+    @api.post(
+        "/v1/studies", summary="STOW-RS: one DICOM series in, its DICOM-SEG (or a report) out"
+    )
+    async def stow_http(self, request: Request) -> Response:
+        """``multipart/related; type="application/dicom"`` with the instances of one CT/MR series (any
+        transfer syntax). Answers the DICOM-SEG (``application/dicom``), or the JSON report when the
+        request's Accept header asks for ``application/json``."""
+        from organseg.pacs.stow import series_from_parts, split_multipart
+
+        try:
+            self.limits.check_bytes(int(request.headers.get("content-length") or 0))
+            body = await request.body()
+            self.limits.check_bytes(len(body))
+            parts = split_multipart(body, request.headers.get("content-type", ""))
+            received = await asyncio.to_thread(series_from_parts, parts)
+            self.limits.check_shape(received.volume.shape)
+            prediction = await self._predict(received.volume, request.query_params.get("modality"))
+            if "application/json" in request.headers.get("accept", ""):
+                return JSONResponse({"slices": len(received.datasets), **prediction.report()})
+            seg = await asyncio.to_thread(_seg_bytes, received, prediction)
+        except Exception as exc:
+            return JSONResponse(
+                status_code=http_status(exc),
+                content={"error": str(exc), "type": type(exc).__name__},
+            )
+        return Response(seg, media_type="application/dicom")
 
     @api.get("/v1/models", summary="Ensembles, members, modalities and versions")
     async def models_http(self) -> dict[str, Any]:

@@ -1,0 +1,182 @@
+"""The node's spool: every received instance is on disk (atomically) before it is acknowledged.
+
+Layout under the spool root (file and folder names are hashes, never UIDs or patient data)::
+
+    incoming/<series>/<instance>.dcm   instances still arriving (folder mtime = last arrival)
+    work/<series>/                     a series claimed for segmentation (resumed after a restart)
+    outbox/<series>/*.dcm              results built but not yet delivered (re-sent as they are)
+    done/<series>.json                 delivered: what was sent, when
+    quarantine/<series>-<n>/           a series that failed, with ``reason.txt``
+
+A crash at any point leaves each series in exactly one of these places, so a restart resumes it; results
+are written before delivery and keep their UIDs, so a re-sent result replaces itself in the PACS instead
+of appearing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_KINDS = ("incoming", "work", "outbox", "done", "quarantine", "tmp")
+
+
+def key_of(uid: str) -> str:
+    """File-system key of a UID (a hash: UIDs can embed site or device identifiers)."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:20]
+
+
+def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the whole file or nothing (fsync + rename)."""
+    fd, tmp = _mkstemp(tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _mkstemp(tmp_dir: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    folder: Path
+    reason: str
+
+
+class Spool:
+    """The spool folder; thread-safe between the receiving threads and the worker."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        for kind in _KINDS:
+            (self.root / kind).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        for stale in (self.root / "tmp").iterdir():  # half-written files of a crashed run
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        # A series interrupted by a restart gets a fresh quiet period: its sender may be resuming too,
+        # and segmenting the part received so far would be a confident answer on half a series.
+        for folder in (self.root / "incoming").iterdir():
+            if folder.is_dir():
+                os.utime(folder)
+
+    def _dir(self, kind: str, key: str = "") -> Path:
+        return self.root / kind / key if key else self.root / kind
+
+    # -- receiving -------------------------------------------------------------------------------------
+    def add(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
+        """Store one instance (a whole DICOM Part-10 file) of ``series_uid``; duplicates replace."""
+        key = key_of(series_uid)
+        with self._lock:
+            folder = self._dir("incoming", key)
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{key_of(sop_uid)}.dcm"
+            write_atomic(path, data, self._dir("tmp"))
+            os.utime(folder)  # the folder's mtime marks the series' last arrival
+        return path
+
+    # -- the worker's view -----------------------------------------------------------------------------
+    def ready(self, quiet_s: float, now: float | None = None) -> list[str]:
+        """Series keys to process: resumed work first, then incoming series quiet for ``quiet_s``."""
+        now = time.time() if now is None else now
+        keys = sorted(p.name for p in self._dir("work").iterdir() if p.is_dir())
+        keys += sorted(
+            p.name for p in self._dir("outbox").iterdir() if p.is_dir() and p.name not in keys
+        )
+        for folder in sorted(self._dir("incoming").iterdir()):
+            quiet = folder.is_dir() and now - folder.stat().st_mtime >= quiet_s
+            if quiet and folder.name not in keys:
+                keys.append(folder.name)
+        return keys
+
+    def claim(self, key: str) -> Path | None:
+        """Move a quiet incoming series to ``work`` (under the lock: no instance lands mid-move)."""
+        with self._lock:
+            work = self._dir("work", key)
+            incoming = self._dir("incoming", key)
+            if work.is_dir():
+                if incoming.is_dir():  # instances that arrived while it was being processed
+                    for path in incoming.iterdir():
+                        os.replace(path, work / path.name)
+                    incoming.rmdir()
+                return work
+            if not incoming.is_dir():
+                return None
+            os.replace(incoming, work)
+            return work
+
+    def is_done(self, key: str) -> bool:
+        return self._dir("done", f"{key}.json").is_file()
+
+    def outbox(self, key: str) -> Path | None:
+        folder = self._dir("outbox", key)
+        return folder if folder.is_dir() else None
+
+    def put_outbox(self, key: str, files: dict[str, bytes]) -> Path:
+        """Write the series' results as one unit: a folder that appears whole or not at all."""
+        staging = self._dir("tmp") / f"{key}.outbox"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        target = self._dir("outbox", key)
+        os.replace(staging, target)
+        return target
+
+    def finish(self, key: str, record: dict, keep_results: bool = False) -> None:
+        """Mark the series delivered, then drop its instances (and results, unless ``keep_results``:
+        with no destination, ``results/<series>/`` is where they stay)."""
+        if keep_results and (outbox := self._dir("outbox", key)).is_dir():
+            target = self.root / "results" / key
+            target.parent.mkdir(exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(outbox, target)
+        write_atomic(
+            self._dir("done", f"{key}.json"),
+            json.dumps(record, indent=1).encode(),
+            self._dir("tmp"),
+        )
+        shutil.rmtree(self._dir("outbox", key), ignore_errors=True)
+        shutil.rmtree(self._dir("work", key), ignore_errors=True)
+
+    def quarantine(self, key: str, reason: str) -> Quarantined:
+        """Move the series (work or incoming) to ``quarantine`` with ``reason.txt`` beside it."""
+        with self._lock:
+            n = 1
+            while (target := self._dir("quarantine", f"{key}-{n}")).exists():
+                n += 1
+            target.mkdir()
+            for kind in ("work", "incoming"):
+                source = self._dir(kind, key)
+                if source.is_dir():
+                    for path in source.iterdir():
+                        os.replace(path, target / path.name)
+                    source.rmdir()
+            shutil.rmtree(self._dir("outbox", key), ignore_errors=True)
+            (target / "reason.txt").write_text(reason.rstrip() + "\n")
+        return Quarantined(target, reason)
+
+    def quarantined(self) -> list[Quarantined]:
+        found = []
+        for folder in sorted(self._dir("quarantine").iterdir()):
+            reason = folder / "reason.txt"
+            if reason.is_file():
+                found.append(Quarantined(folder, reason.read_text().strip()))
+        return found

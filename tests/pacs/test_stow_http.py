@@ -1,0 +1,101 @@
+"""`POST /v1/studies` on the served graph: a STOW-RS body in, the DICOM-SEG (or a report) out."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+
+from organseg.pacs.stow import encode_multipart
+
+pytestmark = [pytest.mark.ray, pytest.mark.sample, pytest.mark.slow]
+MARKER = "QQMARKER7Z"
+
+
+@pytest.fixture(scope="module")
+def stow_server(ray_cluster, ct_model: Path, pacs_tools):
+    """The app deployed with the test CT model on free loopback ports."""
+    from ray import serve
+
+    from organseg.serve.runner import deploy, load_serve_config
+
+    http_port, grpc_port = pacs_tools.free_port(), pacs_tools.free_port()
+    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    schema = {
+        "http_options": {"host": "127.0.0.1", "port": http_port},
+        "grpc_options": {"port": grpc_port},
+        "applications": [
+            {
+                "name": "organseg",
+                "route_prefix": "/",
+                "import_path": "organseg.serve.app:build_app",
+                "args": {"model_dir": str(ct_model), "max_request_mb": 256},
+                "deployments": [
+                    {"name": "router", **small},
+                    {"name": "ensemble-CT", **small},
+                    {"name": "member-a", **small},
+                ],
+            }
+        ],
+    }
+    deploy(load_serve_config(schema), timeout_s=300)
+    try:
+        yield f"http://127.0.0.1:{http_port}"
+    finally:
+        serve.shutdown()
+
+
+def _stow(url: str, parts: list[bytes], accept: str = "application/dicom") -> httpx.Response:
+    body, content_type = encode_multipart(parts)
+    headers = {"content-type": content_type, "accept": accept}
+    return httpx.post(f"{url}/v1/studies", content=body, headers=headers, timeout=300)
+
+
+@pytest.mark.parametrize("codec", ["jpeg-ls", "jpeg2000", "rle"])
+def test_compressed_series_answer_the_same_seg(
+    stow_server, codec, compressed_copies, reference_mask, pacs_tools
+) -> None:
+    copy = compressed_copies[codec]
+    response = _stow(stow_server, [p.read_bytes() for p in reversed(copy.files)])  # any order
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom"
+    seg = pydicom.dcmread(io.BytesIO(response.content))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == copy.series_uid
+    assert np.array_equal(pacs_tools.seg_mask(seg, copy.sop_uids), reference_mask)
+
+
+def test_json_report_when_asked(stow_server, ct_files, reference_mask) -> None:
+    response = _stow(stow_server, [p.read_bytes() for p in ct_files], accept="application/json")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["modality"] == "CT"
+    assert report["slices"] == len(ct_files)
+    assert report["volumes_ml"]["liver"] > 0
+
+
+def test_bad_bodies_are_clear_4xx_without_patient_data(
+    stow_server, ct_files, pacs_tools, tmp_path
+) -> None:
+    url = f"{stow_server}/v1/studies"
+    wrong_type = httpx.post(url, content=b"PK\x03\x04", headers={"content-type": "application/zip"})
+    assert wrong_type.status_code == 400
+    assert "multipart/related" in wrong_type.json()["error"]
+
+    not_dicom = b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n"
+    ctype = 'multipart/related; type="application/dicom"; boundary=b'
+    answer = httpx.post(url, content=not_dicom, headers={"content-type": ctype})
+    assert answer.status_code == 400
+    assert "part 1" in answer.json()["error"]
+
+    copy = pacs_tools.copy_series(ct_files[30:40], tmp_path / "bad", "http-bad", patient=MARKER)
+    broken = pydicom.dcmread(copy.files[4])
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 3]
+    broken.save_as(copy.files[4], enforce_file_format=True)
+    response = _stow(stow_server, [p.read_bytes() for p in copy.files])
+    assert response.status_code == 400
+    assert "truncated" in response.json()["error"] or "corrupt" in response.json()["error"]
+    assert MARKER not in response.text
