@@ -102,11 +102,11 @@ def test_killed_mid_series_restart_ends_with_one_complete_seg(
     assert len(list((store / "incoming").rglob("*.dcm"))) == half
 
     # the restart gives the interrupted series a fresh quiet period before it counts as complete
-    second = pacs_tools.start_listener(store, log, *args, "--quiet-period", "3")
+    second = pacs_tools.start_listener(store, log, *args, "--quiet-period", "2")
     try:
         pacs_tools.send_files(second.port, copy.files[half:])
         segs = orthanc.wait_for_segs(copy.series_uid, copy.study_uid)
-        time.sleep(4)  # a second SEG (e.g. of a part of the series) would have arrived by now
+        time.sleep(2.5)  # a second SEG (e.g. of a part of the series) would have arrived by now
         segs = orthanc.segs_for(copy.series_uid, copy.study_uid)
     finally:
         second.stop()

@@ -8,6 +8,7 @@ from the headers in exactly the order of the volume's slices.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,11 @@ def read_received_series(folder: Path) -> ReceivedSeries:
         try:
             volume = read_dicom_series(Path(tmp))
         except DataError as exc:
-            message = str(exc).replace(tmp + "/", "slice ").replace(tmp, label)
+            message = re.sub(
+                re.escape(tmp) + r"/(\d+)\.dcm",
+                lambda m: f"{label}, slice {int(m[1]) + 1} of {len(ordered)} (by position)",
+                str(exc),
+            ).replace(tmp, label)
             raise DataError(redact(message, phi)) from None
     volume.meta["source"] = label
     volume.meta.pop("PatientID", None)
