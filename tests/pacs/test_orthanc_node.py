@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def node(orthanc, ct_model: Path, pacs_tools, tmp_path_factory):
         root / "spool",
         root / "listener.log",
         "--local", str(ct_model), "--device", "cpu", "--quiet-period", QUIET_S,
-        "--send-to", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+        "--send-to", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--outputs", "seg,overlay-sc",
     )  # fmt: skip
     orthanc.register("organseg", "ORGANSEG", listener.port)
     try:
@@ -58,6 +59,31 @@ def test_orthanc_forwards_the_real_case_and_gets_the_seg_back(
     assert mask.shape == reference_mask.shape
     assert np.array_equal(mask, reference_mask)
 
+    # the colour overlays, for viewers without DICOM-SEG: Secondary Capture in the same study
+    with orthanc.http as http:
+        query = {"Level": "Instance", "Query": {"StudyInstanceUID": headers[0].StudyInstanceUID,
+                 "SeriesDescription": "organseg overlay"}}  # fmt: skip
+        overlays = http.post("/tools/find", json=query).json()
+        assert 1 <= len(overlays) <= 6
+        sc = pydicom.dcmread(io.BytesIO(http.get(f"/instances/{overlays[0]}/file").content))
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    assert sc.PhotometricInterpretation == "RGB"
+    assert sc.pixel_array.shape == (512, 512, 3)
+
+
+def test_echo(node) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="ORGANSEG")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0
+    finally:
+        assoc.release()
+
 
 def test_dicomweb_fetch_segment_and_stow(
     orthanc, ct_model, ct_files, reference_mask, pacs_tools, tmp_path
@@ -88,6 +114,7 @@ def test_compressed_series_segment_like_the_uncompressed_one(
     assert np.array_equal(pacs_tools.seg_mask(seg, copy.sop_uids), reference_mask)
 
 
+@pytest.mark.slow
 def test_killed_mid_series_restart_ends_with_one_complete_seg(
     orthanc, ct_model, ct_files, reference_mask, pacs_tools, tmp_path
 ) -> None:
