@@ -258,8 +258,10 @@ class Router:
         """``multipart/related; type="application/dicom"`` with the instances of one CT/MR series (any
         transfer syntax). Answers the DICOM-SEG (``application/dicom``), or the JSON report when the
         request's Accept header asks for ``application/json``."""
+        from organseg.pacs.privacy import phi_values, redact
         from organseg.pacs.stow import series_from_parts, split_multipart
 
+        received = None
         try:
             self.limits.check_bytes(int(request.headers.get("content-length") or 0))
             body = await request.body()
@@ -272,9 +274,10 @@ class Router:
                 return JSONResponse({"slices": len(received.datasets), **prediction.report()})
             seg = await asyncio.to_thread(_seg_bytes, received, prediction)
         except Exception as exc:
+            phi = phi_values(received.datasets[:1]) if received is not None else set()
             return JSONResponse(
                 status_code=http_status(exc),
-                content={"error": str(exc), "type": type(exc).__name__},
+                content={"error": redact(str(exc), phi), "type": type(exc).__name__},
             )
         return Response(seg, media_type="application/dicom")
 
