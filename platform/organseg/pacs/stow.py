@@ -85,3 +85,22 @@ def encode_multipart(
         )
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def stow_responses() -> dict[int | str, dict]:
+    """OpenAPI answers of ``POST /v1/studies``: the SEG or the JSON report, and the documented errors."""
+    from organseg.serve.http_schema import SEGMENT_ERRORS, ErrorBody
+
+    answers: dict[int | str, dict] = {
+        200: {
+            "description": "The DICOM-SEG over the posted series, or (Accept: application/json) "
+            "the prediction report.",
+            "content": {
+                "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    }
+    for code, description in SEGMENT_ERRORS.items():
+        answers[code] = {"model": ErrorBody, "description": description}
+    return answers

@@ -26,6 +26,7 @@ from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.errors import DataError, ModelError, OrgansegError
 from organseg.io.volume import Volume
+from organseg.pacs.stow import stow_responses
 from organseg.serve.http_schema import (
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
@@ -252,7 +253,10 @@ class Router:
         return decode_volume_file(data, filename, self.limits)
 
     @api.post(
-        "/v1/studies", summary="STOW-RS: one DICOM series in, its DICOM-SEG (or a report) out"
+        "/v1/studies",
+        summary="STOW-RS: one DICOM series in, its DICOM-SEG (or a report) out",
+        response_model=None,
+        responses=stow_responses(),
     )
     async def stow_http(self, request: Request) -> Response:
         """``multipart/related; type="application/dicom"`` with the instances of one CT/MR series (any
