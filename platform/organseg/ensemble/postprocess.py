@@ -70,15 +70,15 @@ def select_components(mask: np.ndarray, seeds: np.ndarray | None, largest: bool)
         if kept.size == 0:
             return out
         if not largest:
-            out[box] = keep[labelled]
+            np.take(keep, labelled, out=out[box])
             return out
         if kept.size == 1:  # one seeded component: no sizes needed
-            out[box] = labelled == kept[0]
+            np.equal(labelled, kept[0], out=out[box])
             return out
     else:
         keep = None
     if count == 1:
-        out[box] = labelled != 0
+        np.not_equal(labelled, 0, out=out[box])
         return out
     # sizes counted over the mask's voxels only (and of seeded components only): on noisy maps that is
     # a fraction of the box, and a bincount over the whole box would widen every label to int64 first
@@ -86,7 +86,9 @@ def select_components(mask: np.ndarray, seeds: np.ndarray | None, largest: bool)
     if keep is not None:
         inside = inside[keep[inside]]
     sizes = np.bincount(inside, minlength=count + 1)
-    out[box] = labelled == int(np.argmax(sizes))
+    np.equal(
+        labelled, int(np.argmax(sizes)), out=out[box]
+    )  # written in place: no box-sized temporary
     return out
 
 
