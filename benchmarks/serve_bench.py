@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -216,6 +217,9 @@ def main() -> int:
         expected = local.predict(volume).labels.array
 
         ray.init(include_dashboard=False, log_to_driver=False)
+        # stopped by a time limit (SIGTERM): still shut Serve and the local Ray cluster down, or they
+        # keep holding the GPU for whatever runs next
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
         try:
             for mode in options.modes.split(","):
                 for batch in (4, 1) if options.unbatched else (4,):

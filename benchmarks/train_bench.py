@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -117,32 +118,43 @@ def core_experiment(root: Path, size: int, gpu: bool, batch: int):
     )
 
 
-def core_member(payload_dict: dict, steps: int, results: Any = None) -> dict[str, float]:
-    """Train one member for two short epochs in this process; figures of the second (warm) one."""
+def core_member(jobs: list[dict], steps: int, results: Any = None) -> list[dict[str, Any]]:
+    """Train each job's member for two short epochs in this process, one after the other (one process
+    per member, whatever the precisions: start-up is paid once); figures of each second (warm) epoch."""
+    import gc
+
     import torch
 
     from organseg.train.core import MemberTrainer, Placement, TrainPayload
 
-    payload = TrainPayload(**payload_dict)
-    device = torch.device("cuda" if payload.member.get("use_gpu") else "cpu")
-    trainer = MemberTrainer(payload, Placement(device=device))
-    trainer.validate = lambda: {"val_dice": 0.0}  # type: ignore[method-assign]  # training speed only
-    started = time.perf_counter()
-    loaded = 0
-    for index, (x, _) in enumerate(trainer.loader):  # the loader alone
-        loaded += x.shape[0]
-        if index + 1 >= steps:
-            break
-    loader_rate = loaded / (time.perf_counter() - started)
-    trainer.run_epoch(0)  # warm-up: cuDNN autotuning, allocator, loader workers
-    metrics = trainer.run_epoch(1).metrics
-    out = {
-        "member": payload.member["name"],
-        "train_slices_per_s": metrics["train_slices_per_s"],
-        "loader_slices_per_s": loader_rate,
-        "data_wait_fraction": metrics["data_wait_fraction"],
-        "precision": metrics["precision"],
-    }
+    out = []
+    for job in jobs:
+        payload = TrainPayload(**job)
+        device = torch.device("cuda" if payload.member.get("use_gpu") else "cpu")
+        trainer = MemberTrainer(payload, Placement(device=device))
+        trainer.validate = lambda: {"val_dice": 0.0}  # type: ignore[method-assign]  # speed only
+        started = time.perf_counter()
+        loaded = 0
+        for index, (x, _) in enumerate(trainer.loader):  # the loader alone
+            loaded += x.shape[0]
+            if index + 1 >= steps:
+                break
+        loader_rate = loaded / (time.perf_counter() - started)
+        trainer.run_epoch(0)  # warm-up: cuDNN autotuning, allocator, loader workers
+        metrics = trainer.run_epoch(1).metrics
+        out.append(
+            {
+                "member": payload.member["name"],
+                "train_slices_per_s": metrics["train_slices_per_s"],
+                "loader_slices_per_s": loader_rate,
+                "data_wait_fraction": metrics["data_wait_fraction"],
+                "precision": metrics["precision"],
+            }
+        )
+        del trainer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     if results is not None:
         results.put(out)
     return out
@@ -154,6 +166,9 @@ def core_main(options: argparse.Namespace) -> int:
     from organseg.train.core import TrainPayload
     from organseg.train.data import prepare_data
 
+    signal.signal(
+        signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum)
+    )  # run finally blocks
     ctx = mp.get_context("spawn")  # CUDA cannot be forked; a fresh process per run, as a worker is
     figures: dict[str, Any] = {
         "engine": "core",
@@ -179,22 +194,31 @@ def core_main(options: argparse.Namespace) -> int:
                 val_ids=data.ids_for(m, "val"),
             ).to_dict()
 
-        def run(jobs: list[dict]) -> tuple[list[dict], float]:
+        def run(groups: list[list[dict]]) -> tuple[list[dict], float]:
+            """One process per group, all at once; every job's figures and the wall time."""
             queue = ctx.Queue()
-            procs = [ctx.Process(target=core_member, args=(j, options.steps, queue)) for j in jobs]
+            procs = [
+                ctx.Process(target=core_member, args=(g, options.steps, queue)) for g in groups
+            ]
             started = time.perf_counter()
             for p in procs:
                 p.start()
-            out = [queue.get(timeout=options.timeout) for _ in procs]
-            for p in procs:
-                p.join()
+            try:
+                out = [
+                    r for _ in procs for r in queue.get(timeout=options.timeout * len(groups[0]))
+                ]
+            finally:  # a timeout or a SIGTERM must not leave trainers holding the device
+                for p in procs:
+                    p.join(timeout=10)
+                    if p.is_alive():
+                        p.terminate()
             return out, time.perf_counter() - started
 
         precisions = options.precisions.split(",")
         for member in config.members:
             entry: dict[str, Any] = {}
-            for precision in precisions:
-                (result,), _ = run([payload(member, precision)])
+            results, _ = run([[payload(member, p) for p in precisions]])
+            for precision, result in zip(precisions, results, strict=True):
                 entry[precision] = result
                 print(
                     f"  {member.name:18s} {precision}: {result['train_slices_per_s']:7.1f} slices/s "
@@ -205,7 +229,7 @@ def core_main(options: argparse.Namespace) -> int:
             figures["members"][member.name] = entry
         pair = [config.members[0], config.members[1]]
         first = precisions[0]
-        both, wall = run([payload(m, first) for m in pair])
+        both, wall = run([[payload(m, first)] for m in pair])
         side = {r["member"]: r["train_slices_per_s"] for r in both}
         alone = {m.name: figures["members"][m.name][first]["train_slices_per_s"] for m in pair}
         # the same number of slices per member: one after another takes Σ S/alone, side by side the
