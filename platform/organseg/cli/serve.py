@@ -28,6 +28,17 @@ def serve_command(
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)."
     ),
+    autoscaling: bool | None = typer.Option(
+        None,
+        "--autoscaling/--no-autoscaling",
+        help="Whether the cluster can add nodes (default: detected). Without, deployments that can "
+        "never be placed fail at once; with, the command waits for them up to --resource-wait.",
+    ),
+    resource_wait: float = typer.Option(
+        600.0,
+        "--resource-wait",
+        help="Seconds to wait for an autoscaler to add what replicas need.",
+    ),
 ) -> None:
     """Deploy router → per-modality ensembles → members and serve until Ctrl-C or SIGTERM."""
     from ray import serve
@@ -48,7 +59,7 @@ def serve_command(
         previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             err_console.print("deploying (first start loads every member; this can take a minute)")
-            deploy(schema)
+            deploy(schema, autoscaling=autoscaling, resource_wait_s=resource_wait)
             http = schema.http_options
             err_console.print(
                 f"[green]serving[/] {', '.join(a.name for a in schema.applications)}: "
