@@ -151,3 +151,27 @@ def test_cli_predict_over_http_and_grpc_with_report(served, tmp_path: Path) -> N
         assert set(meta["volumes_ml"]) == {"liver"}
         assert "liver" in meta["uncertainty"]
         assert meta["timings_s"]["router_total"] > 0
+
+
+def test_cli_predict_dataset_over_grpc_skips_what_is_not_served(served, tmp_path: Path) -> None:
+    """A whole dataset through the served graph: the series it routes go to the CHAOS layout, the T1
+    phases (no member takes them) are skipped unsent and listed, exit code 1."""
+    from organseg.train.data import dataset_root
+
+    _, grpc_target, config, _ = served
+    out, report = tmp_path / "preds", tmp_path / "run.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "organseg.cli", "predict", str(dataset_root(config)), "-o", str(out),
+         "--grpc", grpc_target, "--format", "nifti", "--report", str(report)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.nii.gz"))
+    assert written == ["CT/1.nii.gz", "CT/2.nii.gz", "MR/1/T2SPIR.nii.gz", "MR/2/T2SPIR.nii.gz"]
+    meta = json.loads(report.read_text())
+    assert {s["case"] for s in meta["skipped"]} == {
+        f"MR/{n}/T1DUAL-{p}" for n in (1, 2) for p in ("in", "out")
+    }
+    assert "the ensemble serves CT, MR-T2SPIR" in meta["skipped"][0]["reason"]
+    assert meta["model"]["endpoint"] == f"gRPC {grpc_target}"
+    assert meta["model"]["name"] == config.name

@@ -30,8 +30,10 @@ def predict_command(
         None,
         "--output",
         "-o",
-        help="Output file (.nii.gz, .mha, .dcm) or PNG-series folder; for several series a folder "
-        "that receives them in the CHAOS layout (CT/1, MR/2/T2SPIR, …).",
+        help="Output file (.nii.gz, .mha, .nrrd, .dcm) or PNG-series folder; for a CHAOS dataset "
+        "or several series a folder that receives them in the CHAOS layout (CT/1, MR/2/T2SPIR, "
+        "…), which `organseg evaluate` reads. Existing outputs are never replaced without "
+        "--overwrite.",
     ),
     local: Path | None = typer.Option(None, "--local", help="Model directory to run in-process."),
     endpoint: str | None = typer.Option(
@@ -77,7 +79,8 @@ def predict_command(
 ) -> None:
     """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
-    Exit code 1 means some series were skipped (listed at the end with the reason).
+    Every output is checked before any work. Exit code 0: all written; 1: written, but some series
+    were skipped (listed at the end with the reason); 2: an error.
     """
     from organseg.io.outputs import check_free, output_format, plan_outputs
 
