@@ -13,11 +13,15 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from organseg.errors import OrgansegError
+
+if TYPE_CHECKING:  # heavy imports stay inside the command, so `organseg --help` stays instant
+    from organseg.ensemble.inputs import InputPlan
+    from organseg.io.outputs import OutputTarget
 
 EXIT_SKIPPED = 1
 
@@ -143,7 +147,14 @@ def predict_command(
         raise typer.Exit(EXIT_SKIPPED)
 
 
-def _run(backend, todo, modality, overwrite, several, skipped) -> list[dict[str, Any]]:
+def _run(
+    backend: Any,
+    todo: list[tuple[InputPlan, OutputTarget]],
+    modality: str | None,
+    overwrite: bool,
+    several: bool,
+    skipped: list[dict[str, str]],
+) -> list[dict[str, Any]]:
     """Read, segment and write each planned series; in a multi-series run, a series the service or
     the data refuses is skipped with the reason instead of stopping the others."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -216,7 +227,7 @@ def _write_report(
     report: Path,
     input_path: Path,
     out: Path,
-    backend,
+    backend: Any,
     started: str,
     results: list[dict[str, Any]],
     skipped: list[dict[str, str]],
@@ -240,7 +251,9 @@ def _write_report(
     tmp.replace(report)
 
 
-def _summarize(skipped: list[dict[str, str]], results: list[dict[str, Any]], report) -> None:
+def _summarize(
+    skipped: list[dict[str, str]], results: list[dict[str, Any]], report: Path | None
+) -> None:
     from organseg.cli._console import console, err_console
 
     if report is not None:
