@@ -54,3 +54,7 @@ class ModelError(OrgansegError):
 
 class DataWarning(UserWarning):
     """Recoverable data problem (skipped non-DICOM file, odd grey level); the message names the file."""
+
+
+class RequestTooLarge(DataError):
+    """Input whose size (bytes, voxels, files) exceeds a configured limit; found before decoding it."""

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.sample
 
 
 def test_reader_shape_spacing_and_geometry(chaos_ct_case: Path) -> None:
-    volume = read_dicom_series(chaos_ct_case / "DICOM_anon")
+    volume = read_dicom_series(chaos_ct_case / "DICOM_anon", order="filename")
     assert volume.shape == (78, 512, 512)
     assert volume.spacing == pytest.approx((0.7265625, 0.7265625, 2.0))
     # file-name order runs from z = 1690.5 down to 1536.5: origin at the first file, z axis pointing down
@@ -32,18 +32,33 @@ def test_reader_shape_spacing_and_geometry(chaos_ct_case: Path) -> None:
     assert volume.meta["modality_reason"] == "DICOM Modality=CT"
 
 
-def test_slices_follow_file_name_order(chaos_ct_case: Path) -> None:
+def test_geometry_order_runs_up_the_normal(chaos_ct_case: Path) -> None:
+    """The default order: by position along the slice normal (feet to head here), z step from positions."""
     volume = read_dicom_series(chaos_ct_case / "DICOM_anon")
+    by_name = read_dicom_series(chaos_ct_case / "DICOM_anon", order="filename")
+    assert volume.meta["slice_order"] == "geometry"
+    assert volume.spacing == pytest.approx((0.7265625, 0.7265625, 2.0))
+    assert volume.origin == pytest.approx((-185.0, -98.0, 1536.5))
+    np.testing.assert_allclose(volume.geometry.direction_matrix, np.eye(3))
+    np.testing.assert_array_equal(volume.array, by_name.array[::-1])
+
+
+@pytest.mark.parametrize("order", ["filename", "geometry"])
+def test_slices_follow_the_chosen_order(chaos_ct_case: Path, order: str) -> None:
+    volume = read_dicom_series(chaos_ct_case / "DICOM_anon", order=order)
     files = sorted((chaos_ct_case / "DICOM_anon").glob("*.dcm"))
+    if order == "geometry":
+        files = files[::-1]  # file names run head to feet
     for z in (0, 1, 40, 77):
         ds = pydicom.dcmread(files[z])
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         np.testing.assert_array_equal(volume.array[z], hu.astype(np.int16))
 
 
-def test_header_only_geometry_matches(chaos_ct_case: Path) -> None:
-    geometry, modality, meta = read_dicom_geometry(chaos_ct_case / "DICOM_anon")
-    assert geometry == read_dicom_series(chaos_ct_case / "DICOM_anon").geometry
+@pytest.mark.parametrize("order", ["filename", "geometry"])
+def test_header_only_geometry_matches(chaos_ct_case: Path, order: str) -> None:
+    geometry, modality, meta = read_dicom_geometry(chaos_ct_case / "DICOM_anon", order=order)
+    assert geometry == read_dicom_series(chaos_ct_case / "DICOM_anon", order=order).geometry
     assert modality is Modality.CT
     assert meta["slice_count"] == "78"
 

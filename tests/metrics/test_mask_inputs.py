@@ -155,7 +155,7 @@ def test_mr_case_folder_brings_modality_and_geometry(synth_root: Path, tmp_path:
     labels = read_mask_series(case / "Ground", "MR-T1-in").array
     pred = tmp_path / "pred"
     write_png_series(labels, pred, "MR-T1-in")
-    in_phase, _, _ = read_dicom_geometry(case / "DICOM_anon" / "InPhase")
+    in_phase, _, _ = read_dicom_geometry(case / "DICOM_anon" / "InPhase", order="filename")
 
     data = load_pair(case, pred)
     assert data.modality is Modality.MR_T1_IN

@@ -106,7 +106,7 @@ def _write_overlays(data, overlay: Path, organs: list[str]) -> list[Path]:
     from organseg.viz import render_overlays, volume_flags
 
     source = Path(data.geometry_source)
-    image = read_dicom_series(source, data.modality) if source.is_dir() else None
+    image = read_dicom_series(source, data.modality, order="filename") if source.is_dir() else None
     pred = Volume(data.pred_labels, data.geometry, data.modality)
     ref = Volume(data.ref_labels, data.geometry, data.modality)
     voxel_ml = voxel_volume_ml(data.geometry)

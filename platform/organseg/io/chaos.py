@@ -154,7 +154,7 @@ def discover_cases(root: Path | str) -> list[CaseRef]:
 
 def load_case(ref: CaseRef, with_label: bool = True) -> ChaosCase:
     """Read the image series (file-name order) and, when present, its mask on the image's geometry."""
-    image = read_dicom_series(ref.image_dir)
+    image = read_dicom_series(ref.image_dir, order="filename")  # pairs with the PNG masks
     declared = ref.modality
     if image.modality not in (declared, Modality.UNKNOWN):
         warnings.warn(

@@ -1,9 +1,15 @@
-"""DICOM series reading with the CHAOS slice-order rule.
+"""DICOM series reading: slices ordered by their position in the patient, or by file name for CHAOS.
 
-Slices are stacked in **file-name order** (the challenge's rule), never re-sorted by position. The z step
-and direction still come from the first and last slices' ImagePositionPatient, exactly as the organizers'
-evaluator builds its affine, so millimetres agree with theirs even when file order runs feet-to-head or
-head-to-feet.
+:func:`read_dicom_series` is the one entry point. Its ``order`` says how slices are stacked:
+
+* ``"geometry"`` (the default, for every series that is not a CHAOS dataset folder: serving uploads,
+  ``organseg predict``, DICOM nodes): by position along the slice normal, z step measured from the
+  positions; duplicates, gaps, mixed sizes/orientations and tilted stacks are dropped or refused as
+  :mod:`organseg.io.slice_order` documents. Multi-frame (enhanced) CT/MR objects are read frame by frame
+  with their per-frame positions.
+* ``"filename"`` (CHAOS training and evaluation): file-name order, the challenge's rule that pairs each
+  file with its PNG mask. The z step and direction come from the first and last slices' positions, exactly
+  as the organizers' evaluator builds its affine, so millimetres agree with theirs.
 """
 
 from __future__ import annotations
@@ -15,14 +21,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
 
-from organseg.errors import DataError, DataWarning
+from organseg.errors import DataError, DataWarning, RequestTooLarge
 from organseg.io._paths import listed_files
 from organseg.io.modality import infer_modality
+from organseg.io.slice_order import (
+    SlicePlacement,
+    check_uniform,
+    file_order_agrees,
+    order_by_position,
+    slice_normal,
+)
 from organseg.io.volume import Geometry, Modality, Volume
+
+SliceOrder = Literal["geometry", "filename"]
+SLICE_ORDERS: tuple[str, ...] = ("geometry", "filename")
 
 #: DICOM keywords kept in ``Volume.meta`` (routing, reports, DICOM-SEG export).
 HEADER_TAGS: dict[str, str] = {
@@ -43,6 +60,7 @@ HEADER_TAGS: dict[str, str] = {
 }
 _POSITION, _ORIENTATION, _PIXEL_SPACING = "0020|0032", "0020|0037", "0028|0030"
 _ROWS, _COLUMNS = "0028|0010", "0028|0011"
+_INSTANCE, _FRAMES = "0020|0013", "0028|0008"
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,20 @@ class SliceHeader:
     rows: int
     columns: int
     tags: dict[str, str]
+    instance: int | None = None  # InstanceNumber (or frame number of a multi-frame object)
+    frame: int | None = None  # frame index within a multi-frame object
+
+    def label(self, anonymous: bool = False) -> str:
+        """How messages name this slice: its InstanceNumber, plus the file name unless ``anonymous``."""
+        name = f"InstanceNumber {self.instance}" if self.instance is not None else "a slice"
+        if self.frame is not None:
+            name = f"frame {self.frame + 1}"
+        return name if anonymous else f"{name} ({self.path.name})"
+
+    def placement(self, anonymous: bool = False) -> SlicePlacement:
+        return SlicePlacement(
+            self.position, self.orientation, self.rows, self.columns, self.label(anonymous)
+        )
 
 
 def _numbers(text: str, count: int, path: Path, name: str) -> np.ndarray:
@@ -106,7 +138,15 @@ def _parse_header(path: Path, get: Callable[[str], str], size: tuple[int, ...]) 
         rows=int(get(_ROWS) or size[1]),
         columns=int(get(_COLUMNS) or size[0]),
         tags={name: value for name, tag in HEADER_TAGS.items() if (value := get(tag))},
+        instance=_int_or_none(get(_INSTANCE)),
     )
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(float(text)) if text else None
+    except ValueError:
+        return None
 
 
 def _claims_dicom(path: Path) -> bool:
@@ -146,22 +186,17 @@ def list_dicom_files(folder: Path) -> list[SliceHeader]:
     return headers
 
 
-def _check_series(headers: list[SliceHeader]) -> None:
+def _check_series(headers: list[SliceHeader], anonymous: bool = False) -> None:
+    """One series of equal, parallel slices (else a DataError naming the odd slice)."""
     first = headers[0]
     series = {h.tags.get("SeriesInstanceUID", "") for h in headers}
     if len(series) > 1:
+        where = "the upload" if anonymous else str(first.path.parent)
         raise DataError(
-            f"{first.path.parent}: holds {len(series)} DICOM series (SeriesInstanceUID differs); "
+            f"{where}: holds {len(series)} DICOM series (SeriesInstanceUID differs); "
             "put each series in its own folder"
         )
-    for h in headers[1:]:
-        if (h.rows, h.columns) != (first.rows, first.columns):
-            raise DataError(
-                f"{h.path}: {h.rows}x{h.columns} pixels, but {first.path.name} has "
-                f"{first.rows}x{first.columns}"
-            )
-        if not np.allclose(h.orientation, first.orientation, atol=1e-4):
-            raise DataError(f"{h.path}: ImageOrientationPatient differs from {first.path.name}")
+    check_uniform([h.placement(anonymous) for h in headers])
 
 
 def series_geometry(headers: list[SliceHeader]) -> Geometry:
@@ -206,23 +241,70 @@ def series_geometry(headers: list[SliceHeader]) -> Geometry:
     )
 
 
-def _series_meta(headers: list[SliceHeader]) -> dict[str, str]:
+def _series_meta(headers: list[SliceHeader], order: str) -> dict[str, str]:
     meta = dict(headers[0].tags)
     meta.update(
         source=str(headers[0].path.parent),
         first_file=headers[0].path.name,
         last_file=headers[-1].path.name,
         slice_count=str(len(headers)),
+        slice_order=order,
     )
     return meta
 
 
-def read_dicom_geometry(folder: Path) -> tuple[Geometry, Modality, dict[str, str]]:
+def geometry_from_positions(
+    headers: list[SliceHeader], anonymous: bool = False
+) -> tuple[list[int], Geometry, list[tuple[int, int]]]:
+    """Order by position along the normal: (order, geometry, duplicate pairs) - see slice_order."""
+    placed = order_by_position([h.placement(anonymous) for h in headers])
+    first = headers[placed.order[0]]
+    # one slice: its thickness is the only z extent there is
+    dz = placed.step_mm if len(placed.order) > 1 else _single_slice_thickness(first)
+    spacing = (first.pixel_spacing[1], first.pixel_spacing[0], dz)
+    geometry = Geometry(spacing=spacing, origin=tuple(placed.origin), direction=placed.direction)
+    return placed.order, geometry, placed.duplicates
+
+
+def _single_slice_thickness(header: SliceHeader) -> float:
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(header.tags.get(key) or 0)
+        except ValueError:
+            value = 0.0
+        if np.isfinite(value) and value > 0:
+            return value
+    return 1.0
+
+
+def file_order_warning(folder: Path) -> str | None:
+    """Why a folder's file-name order disagrees with its slice positions, or None (headers only)."""
+    headers = list_dicom_files(Path(folder))
+    try:
+        return file_order_agrees([h.placement() for h in headers])
+    except DataError as exc:
+        return str(exc)
+
+
+def read_dicom_geometry(
+    folder: Path, order: SliceOrder = "geometry"
+) -> tuple[Geometry, Modality, dict[str, str]]:
     """Geometry, modality and key tags of a series, reading headers only (fast)."""
+    _check_order(order)
     headers = list_dicom_files(Path(folder))
     _check_series(headers)
-    meta = _series_meta(headers)
-    return series_geometry(headers), infer_modality(meta).modality, meta
+    if order == "geometry":
+        index, geometry, _ = geometry_from_positions(headers)
+        headers = [headers[i] for i in index]
+    else:
+        geometry = series_geometry(headers)
+    meta = _series_meta(headers, order)
+    return geometry, infer_modality(meta).modality, meta
+
+
+def _check_order(order: str) -> None:
+    if order not in SLICE_ORDERS:
+        raise ValueError(f"order must be one of {SLICE_ORDERS}, got {order!r}")
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -246,7 +328,9 @@ def _candidate_files(folder: Path) -> list[Path]:
     return paths
 
 
-def _read_series(paths: list[Path]) -> tuple[np.ndarray, list[SliceHeader]]:
+def _read_series(
+    paths: list[Path], anonymous: bool = False
+) -> tuple[np.ndarray, list[SliceHeader]]:
     """Pixels and per-slice headers in one pass over the files (GDCM parses each file once).
 
     The files are read as a few contiguous runs in parallel threads (GDCM releases the GIL), which is
@@ -274,7 +358,7 @@ def _read_series(paths: list[Path]) -> tuple[np.ndarray, list[SliceHeader]]:
             headers.append(_parse_header(path, get, size))
         del reader  # the image stops sharing its buffer with the pipeline: viewing it needs no copy
         views.append(sitk.GetArrayViewFromImage(image))
-    _check_series(headers)  # before stacking: differing slice sizes get a message naming the file
+    _check_series(headers, anonymous)  # before stacking: differing slice sizes named
     stacked = views[0].copy() if len(views) == 1 else np.concatenate(views)
     return _compact(stacked), headers
 
@@ -356,9 +440,10 @@ def _execute_series(
 
 
 def _raise_for_culprit(paths: list[Path]) -> None:
-    """Name the file that broke a series read: its header, or its pixel data."""
+    """Name the file that broke a series read: its header, its size, or its pixel data."""
+    # raises DataError naming a file whose header is damaged, or a slice of another size
+    check_uniform([read_slice_header(path).placement() for path in paths])
     for path in paths:
-        read_slice_header(path)  # raises DataError naming a file whose header is damaged
         try:
             sitk.ReadImage(str(path), imageIO="GDCMImageIO")
         except RuntimeError as exc:
@@ -376,17 +461,51 @@ def _compact(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def read_dicom_series(folder: Path, modality: Modality | str | None = None) -> Volume:
-    """A DICOM series folder as a Volume in CHAOS file-name order, in stored units (HU for CT)."""
+def read_dicom_series(
+    folder: Path,
+    modality: Modality | str | None = None,
+    order: SliceOrder = "geometry",
+    max_voxels: int | None = None,
+    anonymous: bool = False,
+) -> Volume:
+    """A DICOM series folder as a Volume in stored units (HU for CT).
+
+    ``order="geometry"`` (default) stacks slices by position along the slice normal and measures the z
+    step from the positions (duplicates, gaps, mixed or tilted slices dropped or refused, see
+    :mod:`organseg.io.slice_order`); ``order="filename"`` keeps CHAOS file-name order for dataset
+    folders. A folder holding one multi-frame (enhanced) object is read with its per-frame positions.
+    ``max_voxels`` refuses (:class:`RequestTooLarge`) series whose headers claim more voxels, before any
+    pixel is decoded. ``anonymous`` keeps file and folder names out of messages (uploads).
+    """
+    _check_order(order)
     folder = Path(folder)
     paths = _candidate_files(folder)
-    _check_sizes(paths)
-    array, headers = _read_series(paths)
-    _check_series(headers)
-    meta = _series_meta(headers)
-    geometry = series_geometry(headers)
-    if array.shape[0] != len(headers):
-        raise DataError(f"{folder}: read {array.shape[0]} slices from {len(headers)} files")
+    frames = check_pixel_budget(paths, max_voxels, anonymous)
+    if frames is not None:  # one multi-frame object
+        if len(paths) > 1:
+            raise DataError(
+                f"{'the upload' if anonymous else folder}: a multi-frame DICOM object among "
+                f"{len(paths)} files; send one multi-frame object or a series of single-frame images"
+            )
+        array, headers = read_multiframe(paths[0], anonymous)
+    else:
+        _check_sizes(paths, anonymous)
+        array, headers = _read_series(paths, anonymous)
+        if array.shape[0] != len(headers):
+            raise DataError(
+                f"{'the upload' if anonymous else folder}: read {array.shape[0]} slices from "
+                f"{len(headers)} files"
+            )
+    _check_series(headers, anonymous)
+    if order == "geometry":
+        index, geometry, duplicates = geometry_from_positions(headers, anonymous)
+        _resolve_duplicates(array, headers, duplicates, anonymous)
+        if index != list(range(len(headers))):
+            array = array[index]
+            headers = [headers[i] for i in index]
+    else:
+        geometry = series_geometry(headers)
+    meta = _series_meta(headers, order)
     if modality is None:
         decision = infer_modality(meta)
         modality = decision.modality
@@ -394,13 +513,193 @@ def read_dicom_series(folder: Path, modality: Modality | str | None = None) -> V
     return Volume(array=array, geometry=geometry, modality=Modality.parse(modality), meta=meta)
 
 
-def _check_sizes(paths: list[Path]) -> None:
+def _resolve_duplicates(
+    array: np.ndarray,
+    headers: list[SliceHeader],
+    duplicates: list[tuple[int, int]],
+    anonymous: bool,
+) -> None:
+    """Bit-identical copies at one position are dropped (warned); differing images there are refused."""
+    for kept, other in duplicates:
+        a, b = headers[kept], headers[other]
+        if np.array_equal(array[kept], array[other]):
+            warnings.warn(
+                DataWarning(
+                    f"{b.label(anonymous)} duplicates {a.label(anonymous)} (same position, same "
+                    "pixels); dropped"
+                ),
+                stacklevel=3,
+            )
+            continue
+        echoes = {h.tags.get("EchoTime", "") for h in (a, b)}
+        why = (
+            f" (EchoTime {' and '.join(sorted(echoes))} ms: two echoes in one series)"
+            if len(echoes) > 1
+            else ""
+        )
+        raise DataError(
+            f"{a.label(anonymous)} and {b.label(anonymous)} lie at the same position but hold "
+            f"different images{why}; send one image per position"
+        )
+
+
+# -- headers-only cost checks and multi-frame objects ---------------------------------------------------
+
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def check_pixel_budget(
+    paths: list[Path], max_voxels: int | None, anonymous: bool = False
+) -> int | None:
+    """Refuse, from headers alone, series claiming more voxels than ``max_voxels`` or more pixel bytes
+    than their files hold. Returns the frame count when ``paths[0]`` is one multi-frame object, else None.
+
+    Only the first file is parsed when there is no limit (the common local case, kept fast).
+    """
+    import pydicom
+
+    total = 0
+    multiframe = None
+    for k, path in enumerate(paths if max_voxels is not None else paths[:1]):
+        name = f"file {k + 1}" if anonymous else str(path)
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+            frames = int(ds.get("NumberOfFrames") or 1)
+            bits = int(ds.get("BitsAllocated") or 16)
+            samples = int(ds.get("SamplesPerPixel") or 1)
+        except Exception:  # pydicom raises many types on damage; GDCM names the problem later
+            continue
+        if rows <= 0 or columns <= 0 or frames <= 0:
+            raise DataError(f"{name}: {rows}x{columns} pixels x {frames} frames; nothing to read")
+        voxels = rows * columns * frames
+        total += voxels
+        if max_voxels is not None and total > max_voxels:
+            raise RequestTooLarge(
+                f"the series claims at least {total} voxels ({rows}x{columns} pixels x {frames} "
+                f"frame(s) in {name}); the limit is {max_voxels}"
+            )
+        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        needed = voxels * samples * bits // 8
+        if syntax in _UNCOMPRESSED and path.stat().st_size < needed:
+            raise DataError(
+                f"{name}: its header claims {rows}x{columns} pixels x {frames} frame(s) "
+                f"({needed} bytes) but the file holds {path.stat().st_size} bytes; truncated"
+            )
+        if k == 0 and frames > 1:
+            multiframe = frames
+    return multiframe
+
+
+def _item(groups: list, keyword: str):
+    """First item of a functional-group sequence: per-frame group first, then the shared one."""
+    for group in groups:
+        if group is not None and keyword in group and len(group[keyword].value):
+            return group[keyword][0]
+    return None
+
+
+def read_multiframe(path: Path, anonymous: bool = False) -> tuple[np.ndarray, list[SliceHeader]]:
+    """Pixels and per-frame headers of an enhanced (multi-frame) CT/MR object.
+
+    GDCM stacks the frames of such objects without their per-frame positions, so this reads them
+    through pydicom's functional groups: each frame's ImagePositionPatient, orientation, pixel spacing
+    and rescale.
+    """
+    import pydicom
+    from pydicom.multival import MultiValue
+
+    where = "the multi-frame object" if anonymous else str(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise DataError(f"{where}: not a readable DICOM file ({type(exc).__name__})") from None
+    n = int(ds.get("NumberOfFrames") or 1)
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None or len(per_frame) != n:
+        raise DataError(
+            f"{where}: {n} frames but no per-frame positions (PerFrameFunctionalGroupsSequence); "
+            "send the series as single-frame images"
+        )
+    tags = {}
+    for keyword in HEADER_TAGS:
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            many = isinstance(value, (list, MultiValue))
+            tags[keyword] = "\\".join(map(str, value)) if many else str(value)
+    headers = []
+    slopes = []
+    for i in range(n):
+        groups = [per_frame[i], shared]
+        position = _item(groups, "PlanePositionSequence")
+        orientation = _item(groups, "PlaneOrientationSequence")
+        measures = _item(groups, "PixelMeasuresSequence")
+        if position is None or orientation is None:
+            raise DataError(f"{where}: frame {i + 1} has no plane position or orientation")
+        spacing = (
+            [float(v) for v in measures.PixelSpacing]
+            if measures is not None and "PixelSpacing" in measures
+            else [1.0, 1.0]
+        )
+        frame_tags = dict(tags)
+        echo = _item(groups, "MREchoSequence")
+        if echo is not None and "EffectiveEchoTime" in echo:
+            frame_tags.setdefault("EchoTime", str(echo.EffectiveEchoTime))
+        if measures is not None and "SliceThickness" in measures:
+            frame_tags.setdefault("SliceThickness", str(measures.SliceThickness))
+        transform = _item(groups, "PixelValueTransformationSequence")
+        slopes.append(
+            (
+                float(transform.get("RescaleSlope", 1) or 1) if transform is not None else 1.0,
+                float(transform.get("RescaleIntercept", 0) or 0) if transform is not None else 0.0,
+            )
+        )
+        headers.append(
+            SliceHeader(
+                path=path,
+                position=np.array([float(v) for v in position.ImagePositionPatient]),
+                orientation=np.array([float(v) for v in orientation.ImageOrientationPatient]),
+                pixel_spacing=(spacing[0], spacing[1]),
+                rows=int(ds.Rows),
+                columns=int(ds.Columns),
+                tags=frame_tags,
+                instance=i + 1,
+                frame=i,
+            )
+        )
+    for h in headers:
+        if not (np.all(np.isfinite(h.position)) and np.all(np.isfinite(h.orientation))):
+            raise DataError(f"{where}: {h.label(anonymous)} has non-finite position or orientation")
+        slice_normal(h.orientation, h.label(anonymous))
+    if int(ds.get("SamplesPerPixel") or 1) != 1:
+        raise DataError(f"{where}: colour DICOM images are not supported")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise DataError(
+            f"{where}: pixel data unreadable, truncated or in an unsupported encoding "
+            f"({type(exc).__name__})"
+        ) from None
+    pixels = pixels.reshape(n, int(ds.Rows), int(ds.Columns))
+    if any(sl != (1.0, 0.0) for sl in slopes):
+        slope = np.array([s for s, _ in slopes], np.float64)[:, None, None]
+        intercept = np.array([b for _, b in slopes], np.float64)[:, None, None]
+        real = pixels * slope + intercept
+        exact = np.all(real == np.round(real))
+        pixels = _compact(real.astype(np.int32)) if exact else real.astype(np.float32)
+    return np.ascontiguousarray(pixels), headers
+
+
+def _check_sizes(paths: list[Path], anonymous: bool = False) -> None:
     """Catch truncated files cheaply, before decoding: a file far smaller than its siblings lost data."""
     sizes = np.array([p.stat().st_size for p in paths])
     median = float(np.median(sizes))
-    for path, size in zip(paths, sizes, strict=True):
+    for k, (path, size) in enumerate(zip(paths, sizes, strict=True)):
         if size < 0.5 * median:
+            name = f"file {k + 1}" if anonymous else str(path)
             raise DataError(
-                f"{path}: {size} bytes where the series' files have about {median:.0f}; "
+                f"{name}: {size} bytes where the series' files have about {median:.0f}; "
                 "the file looks truncated"
             )

@@ -1,9 +1,11 @@
 """DICOM-SEG export: a predicted label map as a Segmentation object a PACS viewer opens over its source.
 
-Label slice ``z`` belongs to the ``z``-th file of the source series in file-name order (the CHAOS rule,
-the order :func:`organseg.io.dicom.read_dicom_series` stacks), so the source datasets are handed to
-highdicom in exactly that order; highdicom then records, for every frame it writes, the
-SOPInstanceUID and ImagePositionPatient of the slice that frame was cut from.
+Label slice ``z`` belongs to the source slice lying at that slice's position: the source datasets are
+matched to the label grid by ImagePositionPatient (so geometry-ordered and CHAOS file-name-ordered
+predictions both export correctly) and handed to highdicom in label order. Labels without a geometry
+that places the source slices (a bare PNG series) pair with the files in file-name order, the CHAOS
+rule; highdicom then records, for
+every frame it writes, the SOPInstanceUID and ImagePositionPatient of the slice that frame was cut from.
 """
 
 from __future__ import annotations
@@ -104,6 +106,30 @@ def read_source_datasets(folder: Path) -> list[Dataset]:
     return datasets
 
 
+def datasets_in_label_order(datasets: list[Dataset], labels: Volume) -> list[Dataset] | None:
+    """The source datasets reordered so that dataset ``z`` lies at label slice ``z``'s position.
+
+    None when the labels' geometry does not place every source slice on its own label slice (labels
+    without geometry, e.g. a CHAOS PNG series): those pair with the files in file-name order.
+    """
+    geometry = labels.geometry
+    z_axis = geometry.direction_matrix[:, 2]
+    dz = geometry.spacing[2]
+    origin = np.asarray(geometry.origin)
+    slot: dict[int, Dataset] = {}
+    for ds in datasets:
+        try:
+            position = np.array([float(v) for v in ds.ImagePositionPatient])
+        except (AttributeError, TypeError, ValueError):
+            return None
+        index = float((position - origin) @ z_axis) / dz
+        k = round(index)
+        if abs(index - k) > 0.05 or not 0 <= k < labels.shape[0] or k in slot:
+            return None
+        slot[k] = ds
+    return [slot[k] for k in range(labels.shape[0])] if len(slot) == labels.shape[0] else None
+
+
 def _prepare_sources(datasets: list[Dataset], folder: Path) -> list[Dataset]:
     """Copies of the source headers with missing type-2 attributes filled as empty values."""
     prepared = []
@@ -190,7 +216,9 @@ def write_dicom_seg(labels: Volume, source_dicom: Path, out: Path) -> Path:
     folder = source_series_folder(Path(source_dicom))
     if not folder.is_dir():
         raise DataError(f"{folder}: not a DICOM series folder")
-    seg = build_dicom_seg(labels, read_source_datasets(folder), folder)
+    datasets = read_source_datasets(folder)
+    datasets = datasets_in_label_order(datasets, labels) or datasets
+    seg = build_dicom_seg(labels, datasets, folder)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

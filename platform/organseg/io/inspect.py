@@ -10,6 +10,7 @@ import numpy as np
 
 from organseg.errors import DataError
 from organseg.io.chaos import CaseRef, discover_cases, load_case
+from organseg.io.dicom import file_order_warning
 from organseg.io.readers import read_any
 from organseg.io.volume import Volume
 from organseg.organs import LABEL_NAMES
@@ -57,6 +58,10 @@ def _inspect_ref(ref: CaseRef) -> CaseReport:
         except DataError as exc:
             report.error = str(exc)
     report.warnings = [str(w.message) for w in caught]
+    if report.error is None:
+        disagreement = file_order_warning(ref.image_dir)
+        if disagreement:  # CHAOS pairs masks by file name; a scrambled folder pairs them wrongly
+            report.warnings.append(f"{ref.image_dir}: {disagreement}")
     if ref.mask_dir is None and ref.split == "train":
         report.warnings.append(
             f"{ref.image_dir.parent}: no Ground folder; no labels for this series"

@@ -95,7 +95,7 @@ def dicom_frame(folder: Path | str) -> ReferenceFrame:
     An MR header whose sequence is not recognised still means MR grey ranges for the masks.
     """
     folder = dicom_series_folder(Path(folder))
-    geometry, modality, meta = read_dicom_geometry(folder)
+    geometry, modality, meta = read_dicom_geometry(folder, order="filename")  # CHAOS scoring
     if modality is Modality.UNKNOWN and meta.get("Modality", "").upper() == "MR":
         modality = Modality.MR_T2SPIR
     return ReferenceFrame(

@@ -19,6 +19,7 @@ import httpx
 from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
 from organseg.ensemble.predictor import Prediction
 from organseg.errors import OrgansegError
+from organseg.io.slice_order import restack_like
 from organseg.io.volume import Geometry, Modality, Volume
 from organseg.serve.wire import decode_labels, encode_raw
 
@@ -227,7 +228,10 @@ class _RemoteBackend:
                 "stacked T1 in/out-phase inputs are not sent over the wire; send one series"
             )
         kind, data, raw = _payload_for(item, self.client.compress)
-        return self._send(kind, data, raw, modality)
+        prediction = self._send(kind, data, raw, modality)
+        # the server stacks DICOM by slice position; a CHAOS folder was read here in file-name order
+        prediction.labels = restack_like(prediction.labels, item.image)
+        return prediction
 
 
 class HttpBackend(_RemoteBackend):

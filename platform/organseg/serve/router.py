@@ -38,7 +38,7 @@ from organseg.serve.wire import (
     WireLimits,
     decode_dicom_zip,
     decode_raw,
-    decode_volume_file,
+    decode_upload,
     encode_labels,
 )
 
@@ -248,9 +248,7 @@ class Router:
                 fields.get("compression"),
                 self.limits,
             )
-        if data[:4] == b"PK\x03\x04":
-            return decode_dicom_zip(data, self.limits)
-        return decode_volume_file(data, filename, self.limits)
+        return decode_upload(data, filename, self.limits)
 
     @api.post(
         "/v1/studies",
@@ -311,7 +309,7 @@ class Router:
             kind = request.WhichOneof("input")
             if kind == "volume_file":
                 volume = await asyncio.to_thread(
-                    decode_volume_file, request.volume_file, request.filename or None, self.limits
+                    decode_upload, request.volume_file, request.filename or None, self.limits
                 )
             elif kind == "dicom_zip":
                 volume = await asyncio.to_thread(decode_dicom_zip, request.dicom_zip, self.limits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
+import re
 import tempfile
 import zipfile
 import zlib
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from organseg.errors import DataError
+from organseg.errors import DataError, RequestTooLarge
 from organseg.io.dicom import read_dicom_series
 from organseg.io.files import read_volume_file
 from organseg.io.png import labels_to_grey
@@ -28,10 +28,6 @@ from organseg.io.volume import Geometry, Modality, Volume
 
 RAW_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 OUTPUT_FORMATS = ("nifti", "png-zip", "raw")
-
-
-class RequestTooLarge(DataError):
-    """The request exceeds the configured size limits (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,10 @@ def _sniff_suffix(data: bytes, filename: str | None) -> str:
         return ".mha"
     if len(data) >= 348 and data[344:348] in (b"n+1\x00", b"ni1\x00"):
         return ".nii"
-    raise DataError("the uploaded file is not a NIfTI, MHA or NRRD volume (unrecognised content)")
+    raise DataError(
+        "the uploaded file is not a NIfTI, MHA or NRRD volume nor a DICOM object (unrecognised "
+        "content); send a volume file, one DICOM file, or a zip of one DICOM series"
+    )
 
 
 def decode_volume_file(data: bytes, filename: str | None, limits: WireLimits) -> Volume:
@@ -106,8 +105,35 @@ def decode_volume_file(data: bytes, filename: str | None, limits: WireLimits) ->
     return volume
 
 
+def _unsafe_member_name(name: str) -> bool:
+    """Absolute paths, drive letters and ``..`` parts could write outside the extraction folder."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or "\x00" in name
+
+
+def _is_symlink(member: zipfile.ZipInfo) -> bool:
+    return (member.external_attr >> 16) & 0o170000 == 0o120000
+
+
+def _copy_bounded(source: io.BufferedIOBase, sink: io.BufferedIOBase, budget: int) -> int:
+    """Copy at most ``budget`` bytes; stop as soon as more arrive (a member may lie about its size)."""
+    copied = 0
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > budget:
+            raise RequestTooLarge("")
+        sink.write(chunk)
+    return copied
+
+
 def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
-    """A zip of exactly one DICOM series (any folder depth) as a Volume with its header facts."""
+    """A zip of exactly one DICOM series (any folder depth) as a Volume ordered by slice position.
+
+    Members are extracted under neutral names (their index in the archive), so no uploaded file or
+    folder name reaches a message or the disk; unsafe names (absolute, ``..``) and links are refused.
+    Declared and actual unzipped sizes are both held to the byte limit while extracting, and the
+    headers' pixel counts to the voxel limit before any pixel is decoded.
+    """
     if not data:
         raise DataError("empty DICOM zip")
     limits.check_bytes(len(data), "DICOM zip")
@@ -123,32 +149,75 @@ def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
             raise RequestTooLarge(
                 f"the zip holds {len(members)} files; the limit is {limits.max_zip_members}"
             )
+        for number, member in enumerate(members, start=1):
+            if _unsafe_member_name(member.filename) or _is_symlink(member):
+                raise DataError(
+                    f"zip member {number} has an unsafe name or is a link (absolute path, '..' or "
+                    "drive letter); zip the series folder with relative names"
+                )
         total = sum(m.file_size for m in members)
         limits.check_bytes(total, "unzipped DICOM series")
         folder = Path(tmp)
-        for member in members:
-            name = Path(member.filename).name
-            if name.startswith(".") or name.upper() == "DICOMDIR":
+        budget = limits.max_request_bytes
+        for number, member in enumerate(members, start=1):
+            name = Path(member.filename.replace("\\", "/")).name
+            parts = member.filename.replace("\\", "/").split("/")
+            if name.startswith(".") or name.upper() == "DICOMDIR" or "__MACOSX" in parts:
                 continue
-            # flatten: keep the archive order in the name so file-name order survives, never trust paths
-            parent = Path(member.filename).parent.as_posix()
-            target = folder / (
-                name if parent in ("", ".") else f"{parent.replace('/', '_')}__{name}"
-            )
+            target = folder / f"member-{number:05d}"
             try:
                 with archive.open(member) as source, target.open("wb") as sink:
-                    shutil.copyfileobj(source, sink)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise DataError(f"zip member {member.filename!r} is corrupt ({exc})") from None
-        try:
-            volume = read_dicom_series(folder)
-        except DataError as exc:
-            raise DataError(
-                str(exc).replace(str(folder) + "/", "").replace(str(folder), "the zip")
-            ) from None
-    limits.check_shape(volume.shape)
+                    budget -= _copy_bounded(source, sink, budget)
+            except RequestTooLarge:
+                raise RequestTooLarge(
+                    f"the zip unpacks to more than {limits.max_request_bytes / 2**20:.0f} MiB "
+                    "(the server's limit); stopped while unpacking"
+                ) from None
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"zip member {number} is corrupt ({type(exc).__name__})") from None
+        volume = _read_uploaded_series(folder, limits)
     volume.meta["source"] = "uploaded DICOM zip"
     return volume
+
+
+def _read_uploaded_series(folder: Path, limits: WireLimits) -> Volume:
+    """Read extracted upload files; messages name zip members by number, never by path."""
+    try:
+        volume = read_dicom_series(folder, max_voxels=limits.max_voxels, anonymous=True)
+    except DataError as exc:
+        message = str(exc).replace(str(folder) + "/", "").replace(str(folder), "the upload")
+        message = re.sub(r"member-0*(\d+)", r"zip member \1", message)
+        raise type(exc)(message) from None
+    limits.check_shape(volume.shape)
+    for key in ("first_file", "last_file"):
+        volume.meta.pop(key, None)
+    return volume
+
+
+def decode_dicom_file(data: bytes, limits: WireLimits) -> Volume:
+    """One uploaded DICOM object: a multi-frame (enhanced) series, or a single slice."""
+    limits.check_bytes(len(data), "DICOM file")
+    with tempfile.TemporaryDirectory(prefix="organseg-dicom-") as tmp:
+        (Path(tmp) / "member-00001").write_bytes(data)
+        volume = _read_uploaded_series(Path(tmp), limits)
+    volume.meta["source"] = "uploaded DICOM file"
+    return volume
+
+
+def decode_upload(data: bytes, filename: str | None, limits: WireLimits) -> Volume:
+    """Any uploaded file by its content: a zip of one DICOM series, one DICOM object, or a volume file."""
+    if not data:
+        raise DataError("the uploaded file is empty")
+    if data[:4] == b"PK\x03\x04":
+        return decode_dicom_zip(data, limits)
+    if is_dicom(data):
+        return decode_dicom_file(data, limits)
+    return decode_volume_file(data, filename, limits)
+
+
+def is_dicom(data: bytes) -> bool:
+    """DICOM Part 10 (the "DICM" marker at byte 128)."""
+    return data[128:132] == b"DICM"
 
 
 def decode_raw(
