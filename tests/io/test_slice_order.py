@@ -144,7 +144,7 @@ def test_missing_slice_is_refused_naming_its_neighbours(
 def test_mixed_sizes_and_orientations_are_refused(ct_files: list[Path], tmp_path: Path) -> None:
     folder = _copy(ct_files, tmp_path / "tilted-one")
     _rewrite(folder, 3, ImageOrientationPatient=[1, 0, 0, 0, 0.9950042, 0.0998334])
-    with pytest.raises(DataError, match="mixed orientations.*InstanceNumber 4"):
+    with pytest.raises(DataError, match=r"mixed orientations.*InstanceNumber 4"):
         read_dicom_series(folder)
     folder = _copy(ct_files, tmp_path / "small-one")
     ds = pydicom.dcmread(folder / ct_files[5].name)
@@ -152,7 +152,7 @@ def test_mixed_sizes_and_orientations_are_refused(ct_files: list[Path], tmp_path
     ds.Rows, ds.Columns = 56, 56
     ds.PixelData = pixels.tobytes()
     ds.save_as(folder / ct_files[5].name)
-    with pytest.raises(DataError, match="mixed slice sizes.*InstanceNumber 6"):
+    with pytest.raises(DataError, match=r"mixed slice sizes.*InstanceNumber 6"):
         read_dicom_series(folder)
 
 

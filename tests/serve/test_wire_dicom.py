@@ -75,7 +75,7 @@ def test_lying_member_sizes_are_stopped_while_unpacking() -> None:
         at = patched.find(signature)
         patched[at + offset : at + offset + 4] = (10).to_bytes(4, "little")
     limits = WireLimits(max_request_bytes=1 << 20)
-    with pytest.raises((RequestTooLarge, DataError), match="MiB|corrupt"):
+    with pytest.raises((RequestTooLarge, DataError), match=r"MiB|corrupt"):
         decode_dicom_zip(bytes(patched), limits)
 
 

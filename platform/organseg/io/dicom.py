@@ -571,7 +571,10 @@ def check_pixel_budget(
         except Exception:  # pydicom raises many types on damage; GDCM names the problem later
             continue
         if rows <= 0 or columns <= 0 or frames <= 0:
-            raise DataError(f"{name}: {rows}x{columns} pixels x {frames} frames; nothing to read")
+            raise DataError(
+                f"{name}: header gives {rows}x{columns} pixels x {frames} frames; the file looks "
+                "truncated or corrupt, or holds no image"
+            )
         voxels = rows * columns * frames
         total += voxels
         if max_voxels is not None and total > max_voxels:
