@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from organseg.errors import DataError
-from organseg.io.volume import Volume
+from organseg.io.volume import Geometry, Volume
 
 #: Positions closer than this along the normal are the same slice position (mm).
 DUPLICATE_TOLERANCE_MM = 0.01
@@ -207,6 +207,26 @@ def file_order_agrees(slices: Sequence[SlicePlacement]) -> str | None:
     return None
 
 
+def slice_permutation(a: Geometry, b: Geometry, n: int) -> np.ndarray | None:
+    """``perm`` with slice ``perm[k]`` of grid ``a`` lying where slice ``k`` of grid ``b`` lies, when
+    the two ``n``-slice grids hold the same slices in another order; else None."""
+    ma, mb = a.direction_matrix, b.direction_matrix
+    if not (
+        np.allclose(a.spacing[:2], b.spacing[:2], rtol=1e-5)
+        and np.allclose(ma[:, :2], mb[:, :2], atol=1e-5)
+        and np.isclose(a.spacing[2], b.spacing[2], rtol=1e-4)
+    ):
+        return None
+    steps = np.arange(n)[:, None]
+    here = np.asarray(a.origin) + steps * a.spacing[2] * ma[:, 2]
+    there = np.asarray(b.origin) + steps * b.spacing[2] * mb[:, 2]
+    distance = np.linalg.norm(there[:, None, :] - here[None, :, :], axis=2)
+    perm = distance.argmin(axis=1)
+    if sorted(perm.tolist()) != list(range(n)) or distance.min(axis=1).max() > 0.05 * a.spacing[2]:
+        return None
+    return perm
+
+
 def restack_like(volume: Volume, like: Volume) -> Volume:
     """``volume``'s slices put in ``like``'s slice order when both hold the same slices in another order.
 
@@ -214,22 +234,11 @@ def restack_like(volume: Volume, like: Volume) -> Volume:
     come back are restacked onto the local grid so PNG and DICOM-SEG outputs pair with the right files.
     Anything but a pure reordering of the same slices returns ``volume`` unchanged.
     """
-    a, b = volume.geometry, like.geometry
-    if volume.shape != like.shape or a.isclose(b):
+    if volume.shape != like.shape or volume.geometry.isclose(like.geometry):
         return volume
-    ma, mb = a.direction_matrix, b.direction_matrix
-    if not (
-        np.allclose(a.spacing[:2], b.spacing[:2], rtol=1e-5)
-        and np.allclose(ma[:, :2], mb[:, :2], atol=1e-5)
-        and np.isclose(a.spacing[2], b.spacing[2], rtol=1e-4)
-    ):
+    perm = slice_permutation(volume.geometry, like.geometry, volume.shape[0])
+    if perm is None:
         return volume
-    n = volume.shape[0]
-    steps = np.arange(n)[:, None]
-    here = np.asarray(a.origin) + steps * a.spacing[2] * ma[:, 2]
-    there = np.asarray(b.origin) + steps * b.spacing[2] * mb[:, 2]
-    distance = np.linalg.norm(there[:, None, :] - here[None, :, :], axis=2)
-    perm = distance.argmin(axis=1)
-    if sorted(perm.tolist()) != list(range(n)) or distance.min(axis=1).max() > 0.05 * a.spacing[2]:
-        return volume
-    return dataclasses.replace(volume, array=volume.array[perm], geometry=b, meta=dict(volume.meta))
+    return dataclasses.replace(
+        volume, array=volume.array[perm], geometry=like.geometry, meta=dict(volume.meta)
+    )

@@ -25,6 +25,7 @@ from organseg.io.dicom import read_dicom_geometry
 from organseg.io.dicomseg import is_dicom_seg, read_dicom_seg
 from organseg.io.files import is_volume_file, read_volume_file
 from organseg.io.png import grey_to_labels, read_png_series
+from organseg.io.slice_order import slice_permutation
 from organseg.io.volume import Geometry, Modality
 from organseg.organs import ORGAN_LABELS
 
@@ -248,6 +249,19 @@ def _load_seg(
     )
 
 
+def _restack_onto(mask: MaskSource, anchor: Geometry | None) -> None:
+    """A volume-file mask holding the anchor's slices in another order (a series read by slice
+    position, scored against CHAOS file-name order) is put in the anchor's order."""
+    if anchor is None or not mask.is_volume_file or mask.geometry is None:
+        return
+    if mask.geometry.isclose(anchor):
+        return
+    perm = slice_permutation(mask.geometry, anchor, mask.values.shape[0])
+    if perm is not None:
+        mask.values = mask.values[perm]
+        mask.geometry = anchor
+
+
 def load_pair(
     ref: Path | str,
     pred: Path | str,
@@ -276,6 +290,9 @@ def load_pair(
     else:
         ref_mask = load_mask(ref)
         pred_mask = load_mask(pred, frame or ref_mask.frame, ref_mask.shape)
+    anchor = frame.geometry if frame is not None else ref_mask.geometry
+    for mask in (ref_mask, pred_mask):
+        _restack_onto(mask, anchor)
     check_same_grid(ref_mask, pred_mask)
     if frame is not None:
         check_frame(ref_mask.shape[0], ref_mask.files, frame)
