@@ -80,9 +80,16 @@ def inspect_dataset(path: Path | str) -> list[CaseReport]:
         report = CaseReport(case=path.name, modality="unknown", source=str(path))
         with warnings.catch_warnings(record=True) as single:
             warnings.simplefilter("always")
-            image = read_any(path)
-        report.modality = image.modality.value
-        _report_volume(report, image, None)
+            try:
+                image = read_any(path)
+            except DataError as exc:
+                if not path.is_dir():
+                    raise
+                image = None  # a series that cannot be stacked: say why, as predict would
+                report.error = str(exc)
+        if image is not None:
+            report.modality = image.modality.value
+            _report_volume(report, image, None)
         report.warnings = [str(w.message) for w in single]
         reports.append(report)
     if caught and reports:
