@@ -176,9 +176,9 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _fit_member(
-    member: MemberConfig, payload: TrainPayload, run_root: str, board: Any
+    member: MemberConfig, payload: TrainPayload, run_root: str, board: Any, status: str = "starting"
 ) -> MemberOutcome:
-    board.start.remote(member.name, member.epochs)
+    board.start.remote(member.name, member.epochs, status)
     trainer = make_trainer(
         member, payload, run_root, member.name, [ProgressCallback(board, member.name)]
     )
@@ -292,9 +292,11 @@ def train_experiment(
 
     if to_run:
         with ray_session(address):
-            _check_resources(config, [m for m, _ in to_run], console, autoscaling, resource_wait_s)
+            queued = _check_resources(
+                config, [m for m, _ in to_run], console, autoscaling, resource_wait_s
+            )
             board = ProgressBoard.remote()
-            finished = _run_parallel(config, data, run_root, to_run, board, console)
+            finished = _run_parallel(config, data, run_root, to_run, board, console, queued)
         for (member, fingerprint), outcome in zip(to_run, finished, strict=True):
             if outcome.ok and outcome.checkpoint:
                 record = {**asdict(outcome), "fingerprint": fingerprint}
@@ -317,31 +319,53 @@ def _check_resources(
     console: Console,
     autoscaling: bool | None,
     timeout_s: float,
-) -> None:
+) -> dict[str, str]:
+    """Fail now for members that can never be placed; wait (showing what is missing) where an autoscaler
+    may add nodes. Returns the members that fit the cluster but not beside the others, with why."""
     requests = [member_request(config, m) for m in members]
+    title = f"{config.name}: waiting for resources (up to {timeout_s:g} s)"
+    live = Live(render_table({}, title), console=console) if console.is_terminal else None
     shown: dict[str, str] = {}
 
     def on_wait(missing: dict[str, str]) -> None:
-        if missing != shown:
+        if live is not None:  # the live table, one row per member, says what each one lacks
+            rows = {
+                m.name: {
+                    "status": f"waiting for resources: {missing[m.name]}"
+                    if m.name in missing
+                    else "placeable",
+                    "epochs": m.epochs,
+                }
+                for m in members
+            }
+            live.update(render_table(rows, title))
+        elif missing != shown:
             shown.clear()
             shown.update(missing)
             for name, why in sorted(missing.items()):
                 console.print(f"  [yellow]waiting for resources[/] {name}: {why}", highlight=False)
 
-    verdict = settle(
-        requests,
-        what=f"{len(requests)} member(s) of {config.name}",
-        advice=member_advice,
-        autoscaling=autoscaling,
-        timeout_s=timeout_s,
-        on_wait=on_wait,
-    )
+    if live is not None:
+        live.start()
+    try:
+        verdict = settle(
+            requests,
+            what=f"{len(requests)} member(s) of {config.name}",
+            advice=member_advice,
+            autoscaling=autoscaling,
+            timeout_s=timeout_s,
+            on_wait=on_wait,
+        )
+    finally:
+        if live is not None:
+            live.stop()
     if verdict.waiting:
         console.print(
             "  not all members fit at once; these start when others finish: "
             + "; ".join(f"{n} ({why})" for n, why in sorted(verdict.waiting.items())),
             highlight=False,
         )
+    return verdict.waiting
 
 
 def _run_parallel(
@@ -351,10 +375,21 @@ def _run_parallel(
     to_run: list[tuple[MemberConfig, str]],
     board: Any,
     console: Console,
+    queued: dict[str, str] | None = None,
 ) -> list[MemberOutcome]:
+    queued = queued or {}
     pool = ThreadPoolExecutor(max_workers=len(to_run), thread_name_prefix="member")
     futures: list[Future[MemberOutcome]] = [
-        pool.submit(_fit_member, member, _payload(config, member, data, run_root), run_root, board)
+        pool.submit(
+            _fit_member,
+            member,
+            _payload(config, member, data, run_root),
+            run_root,
+            board,
+            f"waiting for resources: {queued[member.name]}"
+            if member.name in queued
+            else "starting",
+        )
         for member, _ in to_run
     ]
     try:

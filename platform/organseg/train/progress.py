@@ -22,9 +22,10 @@ class ProgressBoard:
     def __init__(self) -> None:
         self.members: dict[str, dict[str, Any]] = {}
 
-    def start(self, member: str, epochs: int) -> None:
+    def start(self, member: str, epochs: int, status: str = "starting") -> None:
+        """``status``: "starting", or "waiting for resources: …" for a member queued behind others."""
         self.members[member] = {
-            "status": "starting",
+            "status": status,
             "epochs": epochs,
             "history": [],
             "started": time.time(),
