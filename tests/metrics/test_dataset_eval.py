@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from organseg.cli import app
 from organseg.errors import DataError
-from organseg.io import discover_cases, read_dicom_geometry, write_volume_file
+from organseg.io import discover_cases, load_case, read_dicom_geometry, write_volume_file
 from organseg.io.png import read_mask_series, write_png_series
 from organseg.io.volume import Volume
 from organseg.metrics.chaos import evaluate_masks
@@ -159,3 +159,21 @@ def test_dataset_mode_refuses_single_case_options(synth_root: Path, predictions:
     )
     assert result.exit_code != 0
     assert "single case" in str(result.exception)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".dcm"])
+def test_stacked_t1dual_file_covers_both_phases(
+    synth_root: Path, tmp_path: Path, suffix: str
+) -> None:
+    """`organseg predict` names a stacked T1 prediction MR/1/T1DUAL.nii.gz (or .dcm): it scores the
+    in-phase series and the out-phase one is not missing, like the CHAOS T1DUAL folder."""
+    from organseg.io.outputs import write_labels
+
+    ref = next(r for r in discover_cases(synth_root) if r.case_id == "MR/1/T1DUAL-in")
+    labels = read_mask_series(ref.mask_dir, ref.modality, like=load_case(ref).image)
+    write_labels(labels, tmp_path / "MR" / "1" / f"T1DUAL{suffix}", source_dicom=ref.image_dir)
+    report = evaluate_dataset(synth_root, tmp_path)
+    assert [c.case_id for c in report.cases] == ["MR/1/T1DUAL-in"]
+    assert all(m.score == 100.0 for m in report.cases[0].organs.values())
+    assert "MR/1/T1DUAL-out" not in report.missing
+    assert "MR/2/T1DUAL-in" in report.missing
