@@ -44,7 +44,7 @@ def stow_server(ray_cluster, ct_model: Path, pacs_tools):
     }
     deploy(load_serve_config(schema), timeout_s=300)
     try:
-        yield f"http://127.0.0.1:{http_port}"
+        yield f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
     finally:
         serve.shutdown()
 
@@ -60,7 +60,7 @@ def test_compressed_series_answer_the_same_seg(
     stow_server, codec, compressed_copies, reference_mask, pacs_tools
 ) -> None:
     copy = compressed_copies[codec]
-    response = _stow(stow_server, [p.read_bytes() for p in reversed(copy.files)])  # any order
+    response = _stow(stow_server[0], [p.read_bytes() for p in reversed(copy.files)])  # any order
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/dicom"
     seg = pydicom.dcmread(io.BytesIO(response.content))
@@ -69,7 +69,7 @@ def test_compressed_series_answer_the_same_seg(
 
 
 def test_json_report_when_asked(stow_server, ct_files, reference_mask) -> None:
-    response = _stow(stow_server, [p.read_bytes() for p in ct_files], accept="application/json")
+    response = _stow(stow_server[0], [p.read_bytes() for p in ct_files], accept="application/json")
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["modality"] == "CT"
@@ -80,7 +80,7 @@ def test_json_report_when_asked(stow_server, ct_files, reference_mask) -> None:
 def test_bad_bodies_are_clear_4xx_without_patient_data(
     stow_server, ct_files, pacs_tools, tmp_path
 ) -> None:
-    url = f"{stow_server}/v1/studies"
+    url = f"{stow_server[0]}/v1/studies"
     wrong_type = httpx.post(url, content=b"PK\x03\x04", headers={"content-type": "application/zip"})
     assert wrong_type.status_code == 400
     assert "multipart/related" in wrong_type.json()["error"]
@@ -95,7 +95,32 @@ def test_bad_bodies_are_clear_4xx_without_patient_data(
     broken = pydicom.dcmread(copy.files[4])
     broken.PixelData = broken.PixelData[: len(broken.PixelData) // 3]
     broken.save_as(copy.files[4], enforce_file_format=True)
-    response = _stow(stow_server, [p.read_bytes() for p in copy.files])
+    response = _stow(stow_server[0], [p.read_bytes() for p in copy.files])
     assert response.status_code == 400
     assert "truncated" in response.json()["error"] or "corrupt" in response.json()["error"]
     assert MARKER not in response.text
+
+
+@pytest.mark.parametrize("transport", ["endpoint", "grpc"])
+def test_node_segments_through_the_served_graph(
+    stow_server, transport, compressed_copies, reference_mask, pacs_tools, tmp_path
+) -> None:
+    """The node's core with `--endpoint` / `--grpc` (no destination: results stay in the spool)."""
+    from organseg.pacs.node import SeriesNode, make_segmenter
+    from organseg.pacs.spool import Spool
+
+    http, grpc_target = stow_server
+    segment, _ = (
+        make_segmenter(endpoint=http)
+        if transport == "endpoint"
+        else make_segmenter(grpc_target=grpc_target)
+    )
+    copy = compressed_copies["rle"]
+    spool = Spool(tmp_path / "spool")
+    for path, uid in zip(copy.files, copy.sop_uids, strict=True):
+        spool.add(copy.series_uid, uid, path.read_bytes())
+    (outcome,) = SeriesNode(spool, segment, [], quiet_s=0).poll()
+    assert outcome.status == "delivered", outcome.detail
+    (seg_file,) = (tmp_path / "spool" / "results").rglob("*SEG.dcm")
+    seg = pydicom.dcmread(seg_file)
+    assert np.array_equal(pacs_tools.seg_mask(seg, copy.sop_uids), reference_mask)
