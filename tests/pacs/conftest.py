@@ -115,7 +115,7 @@ class Orthanc:
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """A real Orthanc with DICOMweb on, temporary storage, stopped after the session."""
-    binary = shutil.which("Orthanc")
+    binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")
     plugin = _dicomweb_plugin()
     if binary is None:
         _missing("Orthanc is not installed")
