@@ -51,9 +51,9 @@ class StoreHandler:
                 self._ignored.add(series_uid)
             if first:
                 log.info(
-                    "series %s ignored: %s %s is not a CT/MR image series",
+                    "series %s ignored: %s, %s (the node segments single-frame CT/MR images)",
                     short_uid(series_uid),
-                    modality or "no modality",
+                    f"modality {modality}" if modality else "no modality",
                     _sop_name(sop_class),
                 )
             return SUCCESS
