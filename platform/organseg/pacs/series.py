@@ -1,24 +1,22 @@
 """A received series as a volume: headers checked, slices ordered by geometry, pixels decoded.
 
 Series from a PACS arrive in any order and their files carry no meaningful names, so slices are stacked
-by position along the slice normal (never by file name, the CHAOS convention). The SEG is later built
-from the headers in exactly the order of the volume's slices.
+by position along the slice normal (``read_dicom_series(order="geometry")``, never by file name, the
+CHAOS convention), and the source headers are matched to the volume's slices by position, the order the
+SEG is built in.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
 from organseg.errors import DataError
 from organseg.io.dicom import read_dicom_series
+from organseg.io.dicomseg import datasets_in_label_order
 from organseg.io.volume import Volume
 from organseg.pacs.privacy import phi_values, redact, short_uid
 
@@ -50,36 +48,11 @@ def read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
     return found
 
 
-def geometry_order(headers: list[tuple[Path, Dataset]], label: str) -> list[tuple[Path, Dataset]]:
-    """The instances sorted by ImagePositionPatient along the slice normal, checked for one stack."""
-    positions, normals = [], []
-    for index, (_, ds) in enumerate(headers, start=1):
-        try:
-            orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
-            position = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
-        except (AttributeError, TypeError, ValueError):
-            raise DataError(
-                f"{label}: instance {short_uid(ds.get('SOPInstanceUID'))} lacks a valid "
-                "ImagePositionPatient/ImageOrientationPatient; slices cannot be placed"
-            ) from None
-        if orientation.size != 6 or position.size != 3:
-            raise DataError(f"{label}: instance {index} has malformed position/orientation")
-        normals.append(np.cross(orientation[:3], orientation[3:]))
-        positions.append(position)
-    normal = normals[0]
-    if any(np.abs(n - normal).max() > 1e-3 for n in normals[1:]):
-        raise DataError(f"{label}: slices have different orientations; not one stack")
-    along = np.asarray(positions) @ normal
-    order = np.argsort(along, kind="stable")
-    if len(order) > 1 and np.min(np.diff(along[order])) < 1e-3:
-        raise DataError(f"{label}: two instances share one slice position; not one stack")
-    return [headers[i] for i in order]
-
-
 def read_received_series(folder: Path) -> ReceivedSeries:
     """Headers, geometry order and pixels of the series in ``folder`` (one instance per file).
 
-    Errors never quote header values: anything a library says passes through :func:`redact`.
+    Errors never quote header values: anything a library says passes through :func:`redact`, and the
+    volume reader runs in its anonymous mode (slices named by InstanceNumber, never by file).
     """
     headers = read_headers(folder)
     first = headers[0][1]
@@ -91,28 +64,22 @@ def read_received_series(folder: Path) -> ReceivedSeries:
     modality = str(first.get("Modality", ""))
     if modality not in SEGMENTED_MODALITIES:
         raise DataError(f"{label}: modality {modality or 'missing'} is not segmented here (CT, MR)")
-    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in headers):
         raise DataError(
             f"{label}: multi-frame (enhanced) images are not supported; send single-frame"
         )
-    ordered = geometry_order(headers, label)
-    with tempfile.TemporaryDirectory(prefix="organseg-series-") as tmp:
-        # the volume reader stacks in file-name order: name hard links by geometric rank
-        for rank, (path, _) in enumerate(ordered):
-            link = Path(tmp) / f"{rank:05d}.dcm"
-            try:
-                os.link(path, link)
-            except OSError:
-                link.symlink_to(path.resolve())
-        try:
-            volume = read_dicom_series(Path(tmp))
-        except DataError as exc:
-            message = re.sub(
-                re.escape(tmp) + r"/(\d+)\.dcm",
-                lambda m: f"{label}, slice {int(m[1]) + 1} of {len(ordered)} (by position)",
-                str(exc),
-            ).replace(tmp, label)
-            raise DataError(redact(message, phi)) from None
+    try:
+        volume = read_dicom_series(Path(folder), order="geometry", anonymous=True)
+    except DataError as exc:
+        raise DataError(
+            redact(f"{label}: {exc}".replace("the upload", "the series"), phi)
+        ) from None
+    datasets = datasets_in_label_order([ds for _, ds in headers], volume)
+    if datasets is None:
+        raise DataError(
+            f"{label}: {len(headers)} instances do not map one to one onto the "
+            f"{volume.shape[0]} slices (two instances at one position?)"
+        )
     volume.meta["source"] = label
     volume.meta.pop("PatientID", None)
-    return ReceivedSeries(volume, [ds for _, ds in ordered], label)
+    return ReceivedSeries(volume, datasets, label)
