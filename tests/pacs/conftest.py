@@ -218,7 +218,7 @@ def ct_files(chaos_ct_case: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def reference_mask(ct_model: Path, chaos_ct_case: Path, tmp_path_factory) -> np.ndarray:
-    """``organseg predict --local`` on the real case (file-name order, as the CHAOS reader stacks)."""
+    """``organseg predict --local`` on the real case, as one mask per source file in file-name order."""
     import SimpleITK as sitk
 
     from organseg.cli import main
@@ -228,7 +228,16 @@ def reference_mask(ct_model: Path, chaos_ct_case: Path, tmp_path_factory) -> np.
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--device", "cpu"])
     assert exit_info.value.code == 0
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
+    image = sitk.ReadImage(str(out))
+    labels = sitk.GetArrayFromImage(image) > 0
+    # back to the files' name order, slice by slice through each file's ImagePositionPatient
+    rows = []
+    for path in sorted((chaos_ct_case / "DICOM_anon").glob("*.dcm")):
+        position = pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient
+        z = image.TransformPhysicalPointToContinuousIndex([float(v) for v in position])[2]
+        assert abs(z - round(z)) < 0.05
+        rows.append(labels[round(z)])
+    mask = np.stack(rows)
     assert 0.01 < mask.mean() < 0.5, "the test model must predict a non-trivial mask"
     return mask
 
