@@ -11,7 +11,7 @@ healthy for the next request.
 import asyncio
 import base64
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from fastapi import FastAPI, Request
@@ -21,7 +21,6 @@ from ray.serve.handle import DeploymentHandle
 from starlette.formparsers import MultiPartException
 
 from organseg import __version__
-from organseg.ensemble.predictor import Prediction
 from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.errors import DataError, ModelError, OrgansegError
@@ -41,6 +40,9 @@ from organseg.serve.wire import (
     decode_upload,
     encode_labels,
 )
+
+if TYPE_CHECKING:  # the router only passes predictions on; importing the predictor would load torch
+    from organseg.ensemble.predictor import Prediction
 
 api = FastAPI(
     title="organseg",
