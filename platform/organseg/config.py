@@ -496,10 +496,6 @@ class ExperimentConfig(_Strict):
         return self
 
     # -- derived facts ---------------------------------------------------------------------------
-    def organs_for(self, member: MemberConfig) -> tuple[str, ...]:
-        """Organs ``member`` learns: its task's organs that its modalities are annotated for."""
-        return get_task(self.task).organs_for(member.modalities or [])
-
     def member(self, name: str) -> MemberConfig:
         """The member called ``name``, or a ConfigError listing the members."""
         for m in self.members:

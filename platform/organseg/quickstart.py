@@ -290,6 +290,7 @@ def _serve_and_segment(
 
 def run_quickstart(options: QuickstartOptions, console: Console | None = None) -> QuickstartResult:
     """Run every stage; returns where everything went."""
+    from organseg.cli.progress import LiveProgress
     from organseg.runtime import ray_session
     from organseg.train.launcher import train_experiment
 
@@ -317,7 +318,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     own_cluster = _starts_local_cluster(options.address)
     with ray_session(options.address):
         steps("training the ensemble (members in parallel, Ray Train)")
-        report = train_experiment(config, console=console)
+        report = train_experiment(config, console=console, progress=LiveProgress(console))
         for outcome in report.outcomes:
             note = (
                 f"best val Dice {outcome.best_val_dice:.3f}"

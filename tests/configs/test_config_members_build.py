@@ -16,6 +16,7 @@ from organseg.config import ExperimentConfig, load_config
 from organseg.io.volume import Modality
 from organseg.models import create_member
 from organseg.preprocess.channels import to_channels
+from organseg.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -32,7 +33,7 @@ def _channels(config: ExperimentConfig, modality: Modality) -> int:
 def test_members_build_and_predict_their_organs(path: Path) -> None:
     config = load_config(path)
     for member in config.members:
-        classes = len(config.organs_for(member))
+        classes = len(get_task(config.task).organs_for(member.modalities or []))
         with torch.device("meta"), torch.no_grad():
             model = create_member(member.arch, member.in_channels, classes, **member.kwargs).eval()
             for modality in member.modalities or []:

@@ -114,9 +114,9 @@ def test_all_organ_tasks_keep_ct_and_mr_members_apart(task: int) -> None:
             assert all(m is Modality.CT for m in modalities), (
                 f"{member.name} mixes CT with MR and would learn only the liver on MR"
             )
-            assert config.organs_for(member) == ("liver",)
+            assert get_task(task).organs_for(modalities) == ("liver",)
         else:
-            assert config.organs_for(member) == ALL_ORGANS
+            assert get_task(task).organs_for(modalities) == ALL_ORGANS
 
 
 def test_task2_is_the_winning_ct_ensemble() -> None:

@@ -114,8 +114,10 @@ def weightless_model_dir(config: ExperimentConfig, root: Path) -> Path:
     """The model directory `organseg train` writes for ``config``, with empty weight files: enough for
     the application builder, which reads ensemble.yaml and binds the graph without loading weights."""
     from organseg.ensemble.spec import entry_for, save_spec, spec_for
+    from organseg.tasks import get_task
 
-    entries = [entry_for(config, member) for member in config.members]
+    task = get_task(config.task)
+    entries = [entry_for(m, task.organs_for(m.modalities or [])) for m in config.members]
     for entry in entries:
         (root / entry.weights).parent.mkdir(parents=True)
         (root / entry.weights).write_bytes(b"")

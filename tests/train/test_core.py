@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from organseg.tasks import get_task
 from organseg.train.core import (
     MEMBER_FILE,
     STATE_FILE,
@@ -27,7 +28,7 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> TrainPayload:
     member = config.members[0].model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     return TrainPayload(
         member=member.model_dump(mode="json"),
-        organs=list(config.organs_for(member)),
+        organs=list(get_task(config.task).organs_for(member.modalities or [])),
         preprocess=config.preprocess.model_dump(mode="json"),
         augment=config.augment.model_dump(mode="json"),
         cache_dir=str(data.cache.root),

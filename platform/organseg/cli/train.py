@@ -78,6 +78,7 @@ def train_command(
     from rich.table import Table
 
     from organseg.cli._console import console, err_console
+    from organseg.cli.progress import LiveProgress
     from organseg.train.launcher import train_experiment
 
     cfg = _load(config, output, overrides)
@@ -89,6 +90,7 @@ def train_command(
         console=err_console,
         autoscaling=autoscaling,
         resource_wait_s=resource_wait,
+        progress=LiveProgress(err_console),
     )
     table = Table(title=f"{cfg.name}: members")
     for column in ("member", "outcome", "best val Dice", "best epoch", "note"):

@@ -25,6 +25,8 @@ from organseg.modalities import KnownModality, Modality
 from organseg.preprocess.config import PreprocessConfig
 
 SPEC_FILE = "ensemble.yaml"
+WEIGHTS_FILE = "model.pt"  # a member's inference weights (state dict), in its folder
+MEMBER_FILE = "member.json"  # a member's config, organs, preprocessing and metrics, in its folder
 FORMAT_VERSION = 1
 
 
@@ -78,21 +80,25 @@ class EnsembleSpec(BaseModel):
         return members
 
     def organs_for(self, modality: Modality | str) -> list[str]:
-        """Organs predicted for a modality (union over its members, in CHAOS label order)."""
+        """Organs the ensemble of ``modality`` predicts: the union of what its members recorded they
+        learned (``MemberEntry.organs``), in CHAOS label order."""
         names = {o for m in self.members_for(modality) for o in m.organs}
         return [o for o in self.organs if o in names]
 
 
-def entry_for(config: ExperimentConfig, member: MemberConfig, **trained: Any) -> MemberEntry:
-    """The ensemble.yaml entry of a configured member (``trained``: val_dice, epoch)."""
+def entry_for(
+    member: MemberConfig, organs: tuple[str, ...] | list[str], **trained: Any
+) -> MemberEntry:
+    """The ensemble.yaml entry of a configured member that learns ``organs`` (``trained``: val_dice,
+    epoch)."""
     return MemberEntry(
         name=member.name,
         arch=member.arch,
         kwargs=member.kwargs,
         in_channels=member.in_channels,
-        organs=list(config.organs_for(member)),
+        organs=list(organs),
         modalities=list(member.modalities or []),
-        weights=f"{member.name}/model.pt",
+        weights=f"{member.name}/{WEIGHTS_FILE}",
         **trained,
     )
 
@@ -122,12 +128,14 @@ def write_untrained_model_dir(
     import torch
 
     from organseg.models import create_member
+    from organseg.tasks import get_task
 
     model_dir = Path(model_dir)
     torch.manual_seed(seed)
+    task = get_task(config.task)
     entries = []
     for member in config.members:
-        entry = entry_for(config, member)
+        entry = entry_for(member, task.organs_for(member.modalities or []))
         network = create_member(
             member.arch,
             member.in_channels,
@@ -167,6 +175,7 @@ def load_spec(model_dir: Path | str) -> EnsembleSpec:
 
 
 def save_spec(spec: EnsembleSpec, model_dir: Path | str) -> Path:
+    """Write ``MODEL_DIR/ensemble.yaml`` atomically (a reader never sees half a file)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / SPEC_FILE

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from organseg.config import MemberConfig
+from organseg.ensemble.spec import MEMBER_FILE, WEIGHTS_FILE
 from organseg.losses import build_loss
 from organseg.models import create_member
 from organseg.train.sources import TrainingSource, source_for
@@ -35,8 +36,6 @@ from organseg.train.steps import (
 )
 
 STATE_FILE = "state.pt"  # full training state, for resuming
-WEIGHTS_FILE = "model.pt"  # inference weights only, what the model directory ships
-MEMBER_FILE = "member.json"  # member config, organs, preprocessing and metrics at this epoch
 
 ModelWrapper = Callable[[nn.Module], nn.Module]
 LoaderWrapper = Callable[[DataLoader], Any]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
-import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,19 +20,21 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from rich.console import Console
-from rich.live import Live
 
 from organseg.config import ExperimentConfig, MemberConfig
-from organseg.ensemble.spec import MemberEntry, entry_for, load_spec, save_spec, spec_for
+from organseg.ensemble.export import export_model_dir
+from organseg.ensemble.spec import MEMBER_FILE
 from organseg.errors import ConfigError
 from organseg.resources import Request, largest_node, settle
 from organseg.runtime import ray_session
 from organseg.tasks import get_task
 from organseg.train import storage
-from organseg.train.core import MEMBER_FILE, WEIGHTS_FILE, TrainPayload
+from organseg.train.core import TrainPayload
 from organseg.train.data import PreparedData, prepare_data
 from organseg.train.loop import train_member_loop
-from organseg.train.progress import ProgressBoard, ProgressCallback, render_table
+from organseg.train.progress import ProgressBoard, ProgressCallback
+from organseg.uri import is_uri
+from organseg.viz.curves import plot_learning_curves
 
 OUTCOME_FILE = "organseg-outcome.json"
 RUN_FILE = "organseg-run.json"
@@ -57,8 +57,15 @@ class MemberOutcome:
         return self.status != "failed"
 
 
+#: Shows a run's progress: called with the members' latest snapshot, whether the run is done, and a title;
+#: returns when done (``organseg.cli.progress.LiveProgress`` draws it on a console).
+ProgressView = Callable[[Callable[[], dict[str, Any]], Callable[[], bool], str], None]
+
+
 @dataclass
 class TrainingReport:
+    """What ``train_experiment`` did: the model directory (None if no member trained) and each outcome."""
+
     model_dir: Path | None
     outcomes: list[MemberOutcome]
     curves_png: Path | None = None
@@ -68,17 +75,41 @@ class TrainingReport:
         return all(o.ok for o in self.outcomes)
 
 
-def member_fingerprint(config: ExperimentConfig, member: MemberConfig, data: PreparedData) -> str:
+@dataclass(frozen=True)
+class MemberPlan:
+    """What one member's run needs, resolved once from the experiment: the layers below get plain values."""
+
+    member: MemberConfig
+    organs: tuple[str, ...]
+    train_ids: list[str]
+    val_ids: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+
+def plan_member(config: ExperimentConfig, member: MemberConfig, data: PreparedData) -> MemberPlan:
+    """The organs ``member`` learns (its CHAOS task's, for its modalities) and its samples of each split."""
+    return MemberPlan(
+        member=member,
+        organs=get_task(config.task).organs_for(member.modalities or []),
+        train_ids=data.ids_for(member, "train"),
+        val_ids=data.ids_for(member, "val"),
+    )
+
+
+def member_fingerprint(config: ExperimentConfig, plan: MemberPlan) -> str:
     """What makes a run "the same run": member settings, organs, preprocessing, augmentation and split."""
-    settings = member.model_dump(mode="json", exclude={"fault", "max_failures", "epochs"})
+    settings = plan.member.model_dump(mode="json", exclude={"fault", "max_failures", "epochs"})
     blob = json.dumps(
         {
             "member": settings,
-            "organs": list(config.organs_for(member)),
+            "organs": list(plan.organs),
             "preprocess": config.preprocess.model_dump(mode="json"),
             "augment": config.augment.model_dump(mode="json"),
-            "train": data.ids_for(member, "train"),
-            "val": data.ids_for(member, "val"),
+            "train": plan.train_ids,
+            "val": plan.val_ids,
         },
         sort_keys=True,
     )
@@ -86,17 +117,17 @@ def member_fingerprint(config: ExperimentConfig, member: MemberConfig, data: Pre
 
 
 def _payload(
-    config: ExperimentConfig, member: MemberConfig, data: PreparedData, run_root: str
+    config: ExperimentConfig, plan: MemberPlan, data: PreparedData, run_root: str
 ) -> TrainPayload:
     return TrainPayload(
-        member=member.model_dump(mode="json"),
-        organs=list(config.organs_for(member)),
+        member=plan.member.model_dump(mode="json"),
+        organs=list(plan.organs),
         preprocess=config.preprocess.model_dump(mode="json"),
         augment=config.augment.model_dump(mode="json"),
         cache_dir=str(data.cache.root),
-        train_ids=data.ids_for(member, "train"),
-        val_ids=data.ids_for(member, "val"),
-        fault_dir=None if "://" in run_root else storage.join(run_root, ".faults"),
+        train_ids=plan.train_ids,
+        val_ids=plan.val_ids,
+        fault_dir=None if is_uri(run_root) else storage.join(run_root, ".faults"),
     )
 
 
@@ -202,7 +233,7 @@ def _fit_member(
         best_epoch=metrics.get("epoch"),
         history=_full_history(result.checkpoint),
         checkpoint=checkpoint.path
-        if "://" not in run_root
+        if not is_uri(run_root)
         else f"{run_root.split('://')[0]}://{checkpoint.path}",
     )
 
@@ -252,13 +283,16 @@ def train_experiment(
     console: Console | None = None,
     autoscaling: bool | None = None,
     resource_wait_s: float = 600.0,
+    progress: ProgressView | None = None,
 ) -> TrainingReport:
     """Train the experiment's members in parallel and write the model directory.
 
-    Before any run starts, the members' workers, CPUs and GPU fractions are compared with the cluster:
-    a member that can never be placed fails the command at once (naming the overrides that would fit),
-    unless an autoscaler may add nodes (``autoscaling``: detected when None); then the command waits up to
-    ``resource_wait_s``, showing what is missing.
+    ``members`` limits the run to those names; ``progress`` shows the run while it trains (nothing is
+    drawn without one); ``console`` gets the data summary. Before any run starts, the members' workers,
+    CPUs and GPU fractions are compared with the cluster: a member that can never be placed fails the
+    command at once (naming the overrides that would fit), unless an autoscaler may add nodes
+    (``autoscaling``: detected when None); then the command waits up to ``resource_wait_s``, showing what
+    is missing.
     """
     console = console or Console(stderr=True)
     selected = [config.member(n) for n in members] if members else list(config.members)
@@ -270,46 +304,59 @@ def train_experiment(
         f"  {len(data.cache.samples)} samples from {data.root}; {len(data.train_ids)} train / "
         f"{len(data.val_ids)} validation; cache {data.cache.root}"
     )
+    plans = {m.name: plan_member(config, m, data) for m in selected}
     run_root = storage.join(config.storage_root(), "train")
     outcomes: dict[str, MemberOutcome] = {}
-    to_run: list[tuple[MemberConfig, str]] = []
-    for member in selected:
-        if not data.ids_for(member, "train") or not data.ids_for(member, "val"):
-            outcomes[member.name] = MemberOutcome(
-                member.name, "failed", error="no training or validation samples for its modalities"
+    to_run: list[tuple[MemberPlan, str]] = []
+    for plan in plans.values():
+        if not plan.train_ids or not plan.val_ids:
+            outcomes[plan.name] = MemberOutcome(
+                plan.name, "failed", error="no training or validation samples for its modalities"
             )
             continue
-        fingerprint = member_fingerprint(config, member, data)
-        run_dir = storage.join(run_root, member.name)
-        previous = _previous_outcome(run_dir, fingerprint, restart, member.name)
+        fingerprint = member_fingerprint(config, plan)
+        run_dir = storage.join(run_root, plan.name)
+        previous = _previous_outcome(run_dir, fingerprint, restart, plan.name)
         if previous is not None:
-            outcomes[member.name] = previous
+            outcomes[plan.name] = previous
         else:
             storage.write_text(
                 storage.join(run_dir, RUN_FILE), json.dumps({"fingerprint": fingerprint})
             )
-            to_run.append((member, fingerprint))
+            to_run.append((plan, fingerprint))
 
     if to_run:
         with ray_session(address):
             queued = _check_resources(
-                config, [m for m, _ in to_run], console, autoscaling, resource_wait_s
+                config,
+                [p.member for p, _ in to_run],
+                console,
+                progress,
+                autoscaling,
+                resource_wait_s,
             )
             board = ProgressBoard.remote()
-            finished = _run_parallel(config, data, run_root, to_run, board, console, queued)
-        for (member, fingerprint), outcome in zip(to_run, finished, strict=True):
+            finished = _run_parallel(config, data, run_root, to_run, board, progress, queued)
+        for (plan, fingerprint), outcome in zip(to_run, finished, strict=True):
             if outcome.ok and outcome.checkpoint:
                 record = {**asdict(outcome), "fingerprint": fingerprint}
                 storage.write_text(
-                    storage.join(run_root, member.name, OUTCOME_FILE), json.dumps(record)
+                    storage.join(run_root, plan.name, OUTCOME_FILE), json.dumps(record)
                 )
-            outcomes[member.name] = outcome
+            outcomes[plan.name] = outcome
 
     ordered = [outcomes[m.name] for m in selected]
-    model_dir, curves = None, None
-    if any(o.ok and o.checkpoint for o in ordered):
-        model_dir = export_model_dir(config, ordered)
-        curves = plot_learning_curves(model_dir, [o for o in ordered if o.ok])
+    exported = [o for o in ordered if o.ok and o.checkpoint]
+    if not exported:
+        return TrainingReport(None, ordered)
+    model_dir, histories = export_model_dir(
+        config,
+        {o.name: o.checkpoint for o in exported if o.checkpoint},
+        {o.name: plans[o.name].organs for o in exported},
+    )
+    for outcome in exported:
+        outcome.history = outcome.history or histories.get(outcome.name, [])
+    curves = plot_learning_curves(model_dir, {o.name: o.history for o in ordered if o.ok})
     return TrainingReport(model_dir, ordered, curves)
 
 
@@ -317,19 +364,25 @@ def _check_resources(
     config: ExperimentConfig,
     members: list[MemberConfig],
     console: Console,
+    progress: ProgressView | None,
     autoscaling: bool | None,
     timeout_s: float,
 ) -> dict[str, str]:
     """Fail now for members that can never be placed; wait (showing what is missing) where an autoscaler
-    may add nodes. Returns the members that fit the cluster but not beside the others, with why."""
+    may add nodes. Returns the members that fit the cluster but not beside the others, with why.
+
+    While waiting, ``progress`` shows one row per member saying what it lacks (on a terminal); otherwise
+    each change is one console line.
+    """
     requests = [member_request(config, m) for m in members]
     title = f"{config.name}: waiting for resources (up to {timeout_s:g} s)"
-    live = Live(render_table({}, title), console=console) if console.is_terminal else None
+    rows: dict[str, dict[str, Any]] = {}
     shown: dict[str, str] = {}
+    live = progress is not None and console.is_terminal
 
     def on_wait(missing: dict[str, str]) -> None:
-        if live is not None:  # the live table, one row per member, says what each one lacks
-            rows = {
+        rows.update(
+            {
                 m.name: {
                     "status": f"waiting for resources: {missing[m.name]}"
                     if m.name in missing
@@ -338,17 +391,15 @@ def _check_resources(
                 }
                 for m in members
             }
-            live.update(render_table(rows, title))
-        elif missing != shown:
+        )
+        if not live and missing != shown:
             shown.clear()
             shown.update(missing)
             for name, why in sorted(missing.items()):
                 console.print(f"  [yellow]waiting for resources[/] {name}: {why}", highlight=False)
 
-    if live is not None:
-        live.start()
-    try:
-        verdict = settle(
+    def decide() -> Any:
+        return settle(
             requests,
             what=f"{len(requests)} member(s) of {config.name}",
             advice=member_advice,
@@ -356,9 +407,14 @@ def _check_resources(
             timeout_s=timeout_s,
             on_wait=on_wait,
         )
-    finally:
-        if live is not None:
-            live.stop()
+
+    if live and progress is not None:  # the view draws while the wait runs beside it
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resources") as pool:
+            waiting = pool.submit(decide)
+            progress(lambda: dict(rows), waiting.done, title)
+            verdict = waiting.result()
+    else:
+        verdict = decide()
     if verdict.waiting:
         console.print(
             "  not all members fit at once; these start when others finish: "
@@ -372,9 +428,9 @@ def _run_parallel(
     config: ExperimentConfig,
     data: PreparedData,
     run_root: str,
-    to_run: list[tuple[MemberConfig, str]],
+    to_run: list[tuple[MemberPlan, str]],
     board: Any,
-    console: Console,
+    progress: ProgressView | None,
     queued: dict[str, str] | None = None,
 ) -> list[MemberOutcome]:
     queued = queued or {}
@@ -382,148 +438,28 @@ def _run_parallel(
     futures: list[Future[MemberOutcome]] = [
         pool.submit(
             _fit_member,
-            member,
-            _payload(config, member, data, run_root),
+            plan.member,
+            _payload(config, plan, data, run_root),
             run_root,
             board,
-            f"waiting for resources: {queued[member.name]}"
-            if member.name in queued
-            else "starting",
+            f"waiting for resources: {queued[plan.name]}" if plan.name in queued else "starting",
         )
-        for member, _ in to_run
+        for plan, _ in to_run
     ]
-    try:
-        _follow(
-            futures,
-            board,
-            console,
-            title=f"{config.name}: {len(to_run)} member(s) training in parallel",
-        )
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return [f.result() for f in futures]
-
-
-def _follow(futures: list[Future[Any]], board: Any, console: Console, title: str) -> None:
-    """Show live progress until every future is done: a table on a terminal, epoch lines otherwise."""
-    printed: dict[str, int] = {}
 
     def snapshot() -> dict[str, Any]:
         try:
             return ray.get(board.snapshot.remote(), timeout=10)
-        except Exception:
+        except Exception:  # a missed refresh only delays the view
             return {}
 
-    if console.is_terminal:
-        with Live(render_table({}, title), console=console, refresh_per_second=2) as live:
-            while not all(f.done() for f in futures):
-                live.update(render_table(snapshot(), title))
-                time.sleep(1.0)
-            live.update(render_table(snapshot(), title))
-        return
-    while True:
-        done = all(f.done() for f in futures)
-        for name, entry in sorted(snapshot().items()):
-            history = entry.get("history") or []
-            for item in history[printed.get(name, 0) :]:
-                console.print(
-                    f"  \\[{name}] epoch {int(item.get('epoch', 0)) + 1}/{int(item.get('epochs', 0))} "
-                    f"loss {item.get('train_loss', float('nan')):.4f} "
-                    f"val Dice {item.get('val_dice', float('nan')):.4f} "
-                    f"(best {item.get('best_val_dice', float('nan')):.4f}, "
-                    f"{item.get('train_slices_per_s', 0.0):.1f} slices/s)",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            printed[name] = len(history)
-        if done:
-            return
-        time.sleep(1.0)
-
-
-def _fetch_checkpoint(uri: str, into: Path) -> Path:
-    from ray.train import Checkpoint
-
-    if "://" not in uri:
-        return Path(uri)
-    Checkpoint(uri).to_directory(str(into))
-    return into
-
-
-def export_model_dir(config: ExperimentConfig, outcomes: list[MemberOutcome]) -> Path:
-    """Copy each successful member's best weights into the model directory and write ensemble.yaml.
-
-    Members trained earlier into the same model directory but not part of this run are kept, so
-    ``organseg train --member X`` refreshes one member without dropping the rest.
-    """
-    model_dir = config.model_dir()
-    model_dir.mkdir(parents=True, exist_ok=True)
-    entries: dict[str, MemberEntry] = {}
     try:
-        entries = {m.name: m for m in load_spec(model_dir).members}
-    except Exception:
-        entries = {}
-    for outcome in outcomes:
-        if not (outcome.ok and outcome.checkpoint):
-            continue
-        member = config.member(outcome.name)
-        with tempfile.TemporaryDirectory() as tmp:
-            source = _fetch_checkpoint(outcome.checkpoint, Path(tmp))
-            target = model_dir / member.name
-            staging = model_dir / f".{member.name}.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            for name in (WEIGHTS_FILE, MEMBER_FILE):
-                shutil.copy2(source / name, staging / name)
-            description = json.loads((staging / MEMBER_FILE).read_text())
-            shutil.rmtree(target, ignore_errors=True)
-            staging.replace(target)
-        if not outcome.history:
-            outcome.history = description.get("history", [])
-        entries[member.name] = entry_for(
-            config,
-            member,
-            val_dice=description.get("metrics", {}).get("val_dice"),
-            epoch=description.get("epoch"),
-        )
-    order = [m.name for m in config.members]
-    members = sorted(
-        entries.values(), key=lambda e: order.index(e.name) if e.name in order else len(order)
-    )
-    spec = spec_for(config, members)
-    save_spec(spec, model_dir)
-    return model_dir
-
-
-def plot_learning_curves(model_dir: Path, outcomes: list[MemberOutcome]) -> Path | None:
-    """One PNG with every member's training loss and validation Dice per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = [(o.name, o.history) for o in outcomes if o.history]
-    if not curves:
-        return None
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for name, history in curves:
-        epochs = [h["epoch"] + 1 for h in history]
-        ax_loss.plot(
-            epochs, [h.get("train_loss", float("nan")) for h in history], marker="o", label=name
-        )
-        ax_dice.plot(
-            epochs, [h.get("val_dice", float("nan")) for h in history], marker="o", label=name
-        )
-    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax_dice.set(
-        title="validation Dice (3D, mean over organs)", xlabel="epoch", ylabel="Dice", ylim=(0, 1)
-    )
-    for ax in (ax_loss, ax_dice):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    path = model_dir / "learning_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        if progress is not None:
+            title = f"{config.name}: {len(to_run)} member(s) training in parallel"
+            progress(snapshot, lambda: all(f.done() for f in futures), title)
+        results = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from organseg.uri import is_uri
+
 
 def _resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri_or_path:
+    if is_uri(uri_or_path):
         return pafs.FileSystem.from_uri(uri_or_path)
     return pafs.LocalFileSystem(), str(Path(uri_or_path).resolve())
 
 
 def join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if "://" in base else str(Path(base, *parts))
+    return posixpath.join(base, *parts) if is_uri(base) else str(Path(base, *parts))
 
 
 def exists(uri_or_path: str) -> bool:

@@ -24,7 +24,8 @@ from organseg.runtime import ray_session
 from organseg.train import storage
 from organseg.train.core import TrainPayload
 from organseg.train.data import prepare_data
-from organseg.train.launcher import _payload, describe_failure, make_trainer
+from organseg.train.launcher import _payload, describe_failure, make_trainer, plan_member
+from organseg.uri import is_uri
 
 METRIC = "val_dice"
 
@@ -133,7 +134,9 @@ def tune_experiment(
             epochs = spec.epochs or member.epochs
             base = {
                 "member": member.model_dump(mode="json"),
-                "payload": _payload(config, member, data, run_root).to_dict(),
+                "payload": _payload(
+                    config, plan_member(config, member, data), data, run_root
+                ).to_dict(),
                 "run_root": run_root,
                 "epochs": epochs,
             }
@@ -197,7 +200,7 @@ def tune_experiment(
             ]
     tuned.name = f"{config.name}-tuned"
     tuned.tune = None
-    local_root = Path(config.storage_root()) if "://" not in tune_root else Path.cwd()
+    local_root = Path(config.storage_root()) if not is_uri(tune_root) else Path.cwd()
     best_config = output or local_root / "tune" / "best.yaml"
     best_config.parent.mkdir(parents=True, exist_ok=True)
     header = "# Best hyper-parameters found by `organseg tune`: " + ", ".join(
