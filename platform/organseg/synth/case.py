@@ -227,42 +227,32 @@ def make_mr_case(size: int, slices: int, seed: int, index: int = 1) -> Case:
         "EchoTrainLength": 2,
     }
     positions = (x0, y0, z0)
-    t1_in = Series(
-        name="T1-in",
-        modality=Modality.MR_T1_IN,
-        image=_to_stored(in_phase, 0.0, False),
-        labels=tm1.labels,
-        pixel_spacing=(pixel, pixel),
-        slice_step=t1_step,
-        slice_thickness=t1_thick,
-        first_position=positions,
-        series_number=t1_number,
-        instance_numbers=[2 * k + 2 for k in range(slices)],
-        tags={
-            **t1_common,
-            "SeriesDescription": "T1DUAL in-phase",
-            "EchoTime": te_in,
-            "EchoNumbers": 2,
-        },
-    )
-    t1_out = Series(
-        name="T1-out",
-        modality=Modality.MR_T1_OUT,
-        image=_to_stored(out_phase, 0.0, False),
-        labels=tm1.labels,
-        pixel_spacing=(pixel, pixel),
-        slice_step=t1_step,
-        slice_thickness=t1_thick,
-        first_position=positions,
-        series_number=t1_number,
-        instance_numbers=[2 * k + 1 for k in range(slices)],
-        tags={
-            **t1_common,
-            "SeriesDescription": "T1DUAL out-phase",
-            "EchoTime": te_out,
-            "EchoNumbers": 1,
-        },
-    )
+
+    def t1_series(
+        modality: Modality, image: np.ndarray, echo: int, te: float, phase: str
+    ) -> Series:
+        """One of the two interleaved T1-DUAL echoes (echo 1 out-phase, echo 2 in-phase)."""
+        return Series(
+            name="T1-in" if modality is Modality.MR_T1_IN else "T1-out",
+            modality=modality,
+            image=_to_stored(image, 0.0, False),
+            labels=tm1.labels,
+            pixel_spacing=(pixel, pixel),
+            slice_step=t1_step,
+            slice_thickness=t1_thick,
+            first_position=positions,
+            series_number=t1_number,
+            instance_numbers=[2 * k + echo for k in range(slices)],
+            tags={
+                **t1_common,
+                "SeriesDescription": f"T1DUAL {phase}",
+                "EchoTime": te,
+                "EchoNumbers": echo,
+            },
+        )
+
+    t1_in = t1_series(Modality.MR_T1_IN, in_phase, 2, te_in, "in-phase")
+    t1_out = t1_series(Modality.MR_T1_OUT, out_phase, 1, te_out, "out-phase")
     t2_series = Series(
         name="T2SPIR",
         modality=Modality.MR_T2SPIR,

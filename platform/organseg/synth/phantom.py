@@ -685,6 +685,22 @@ def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int], amp: floa
     return np.exp(amp * (smooth_field(rng, shape, nodes=(3, 4, 4)) * 0.7 + front))
 
 
+def _textured(
+    tm: TissueMap, s: np.ndarray, rng: np.random.Generator, amounts: tuple[float, float, float]
+) -> np.ndarray:
+    """Tissue signal ``s`` with fine texture everywhere, the liver's heterogeneity and mottled bowel
+    content; ``amounts``: (texture, liver heterogeneity, bowel content) strengths."""
+    tissue, liver, content = amounts
+    tex = texture(rng, s.shape, 1.2)
+    s = s * (
+        1.0
+        + tissue * tex
+        + np.where(tm.tissue == Tissue.LIVER, liver, 0.0) * tm.liver_heterogeneity
+    )
+    bowel = np.where(tm.tissue == Tissue.BOWEL_CONTENT, content, 0.0)
+    return s * (1.0 + bowel * texture(rng, s.shape, 2.0))
+
+
 def render_t1_dual(
     tm: TissueMap, contrast: MRContrast, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -694,14 +710,8 @@ def render_t1_dual(
     fat–water boundary cancel in opposed phase (the India-ink artefact) while in-phase adds them;
     a fatty liver loses signal in opposed phase for the same reason.
     """
-    s = _lookup(tm.tissue, contrast.signal)
+    s = _textured(tm, _lookup(tm.tissue, contrast.signal), rng, (0.06, 0.05, 0.2))
     ff = _lookup(tm.tissue, contrast.fat_fraction)
-    tex = texture(rng, s.shape, 1.2)
-    s = s * (
-        1.0 + 0.06 * tex + np.where(tm.tissue == Tissue.LIVER, 0.05, 0.0) * tm.liver_heterogeneity
-    )
-    content = np.where(tm.tissue == Tissue.BOWEL_CONTENT, 0.2, 0.0)
-    s = s * (1.0 + content * texture(rng, s.shape, 2.0))
     water = ndimage.gaussian_filter(s * (1.0 - ff), (0.35, 0.7, 0.7))
     fat = ndimage.gaussian_filter(s * ff, (0.35, 0.7, 0.7))
     bias = _bias_field(rng, s.shape, contrast.bias)
@@ -716,13 +726,7 @@ def render_t1_dual(
 
 def render_t2_spir(tm: TissueMap, contrast: MRContrast, rng: np.random.Generator) -> np.ndarray:
     """Fat-suppressed T2-weighted image in scanner units (float32)."""
-    s = _lookup(tm.tissue, contrast.t2)
-    tex = texture(rng, s.shape, 1.2)
-    s = s * (
-        1.0 + 0.08 * tex + np.where(tm.tissue == Tissue.LIVER, 0.06, 0.0) * tm.liver_heterogeneity
-    )
-    content = np.where(tm.tissue == Tissue.BOWEL_CONTENT, 0.25, 0.0)
-    s = s * (1.0 + content * texture(rng, s.shape, 2.0))
+    s = _textured(tm, _lookup(tm.tissue, contrast.t2), rng, (0.08, 0.06, 0.25))
     s = ndimage.gaussian_filter(np.clip(s, 0, None), (0.35, 0.7, 0.7))
     s = s * _bias_field(rng, s.shape, contrast.bias * 1.3)
     return contrast.gain * 1.6 * _rician(s, contrast.noise * 0.8, rng)
