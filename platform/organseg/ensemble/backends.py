@@ -15,14 +15,20 @@ from organseg.io.volume import Modality
 
 
 class LocalBackend:
+    """Prediction in this process from a model directory (``organseg predict --local``)."""
+
     def __init__(self, model_dir: Path, device: str | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.predictor = EnsemblePredictor(model_dir, device=device)
 
     def describe(self) -> str:
+        """One line for reports: where predictions are computed."""
         return f"in-process, {self.predictor.spec.name}"
 
     def plan(self, path: Path, modality: str | None) -> list[InputPlan]:
+        """What will be segmented under ``path`` (one entry per series or file), before anything is
+        read.
+        """
         return plan_inputs(
             path, modality, stack_t1=self.predictor.spec.preprocess.t1_mode == "stack"
         )
@@ -44,4 +50,5 @@ class LocalBackend:
         }
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
+        """Segment one planned input with the ensemble of its modality."""
         return self.predictor.predict(item.image, modality, item.partner)

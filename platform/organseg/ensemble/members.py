@@ -15,6 +15,7 @@ from organseg.preprocess.channels import to_channels
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """``device`` when given, else CUDA when this process sees a GPU, else the CPU."""
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

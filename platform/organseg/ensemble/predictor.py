@@ -144,6 +144,7 @@ class EnsemblePredictor:
         self._runners: dict[str, MemberRunner] = {}
 
     def runner(self, name: str) -> MemberRunner:
+        """The loaded network of member ``name`` (loaded on first use, then kept)."""
         if name not in self._runners:
             entry = next(m for m in self.spec.members if m.name == name)
             self._runners[name] = MemberRunner(
@@ -154,6 +155,9 @@ class EnsemblePredictor:
     def predict(
         self, image: Volume, modality: Modality | str | None = None, partner: Volume | None = None
     ) -> Prediction:
+        """Segment ``image`` in-process with every member that accepts its modality, exactly as the
+        Serve graph does; ``partner`` is the other T1 phase when T1 in/out are stacked.
+        """
         started = time.perf_counter()
         decision, prepared = prepare_input(self.spec, image, modality, partner)
         timings = {"preprocess": time.perf_counter() - started}

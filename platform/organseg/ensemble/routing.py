@@ -25,6 +25,8 @@ class ModalityError(DataError):
         super().__init__(f"{problem}; send the modality field as {_CHOICES}" if ask else problem)
 
     def cli_message(self) -> str:
+        """The refusal worded for the command line (the request field named ``--modality``), with the
+        choices when the user must say which."""
         problem = self.problem.replace("requested modality", "--modality")
         return f"{problem}; pass --modality {_CHOICES}" if self.ask else problem
 

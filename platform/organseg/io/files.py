@@ -27,6 +27,7 @@ def volume_suffix(path: Path | str) -> str | None:
 
 
 def is_volume_file(path: Path | str) -> bool:
+    """Whether ``path`` names a single-file volume format organseg reads (NIfTI, MHA/MHD, NRRD)."""
     return volume_suffix(path) is not None
 
 

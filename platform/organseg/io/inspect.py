@@ -35,6 +35,8 @@ class CaseReport:
 
 
 def organ_voxel_counts(label: Volume | None) -> dict[str, int]:
+    """Voxels of each organ present in a label map (organ name → count, CHAOS label order); empty
+    without a label map."""
     if label is None:
         return {}
     counts = np.bincount(label.array.ravel(), minlength=len(LABEL_NAMES) + 1)

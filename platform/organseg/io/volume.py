@@ -57,9 +57,11 @@ class Geometry:
         return out
 
     def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (spacing in mm, 1 mL = 1000 mm³)."""
         return float(np.prod(self.spacing)) / 1000.0
 
     def isclose(self, other: Geometry, rtol: float = 1e-5, atol: float = 1e-4) -> bool:
+        """Same spacing, origin and direction within tolerances (mm and direction cosines)."""
         return (
             np.allclose(self.spacing, other.spacing, rtol=rtol, atol=atol)
             and np.allclose(self.origin, other.origin, rtol=rtol, atol=atol)

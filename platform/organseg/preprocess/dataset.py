@@ -349,6 +349,7 @@ class SliceCache:
 
     # -- reading ----------------------------------------------------------------------------------
     def sample(self, sample_id: str) -> SampleRecord:
+        """The cache record of sample ``sample_id``, or a ConfigError naming it."""
         try:
             return self._by_id[sample_id]
         except KeyError:

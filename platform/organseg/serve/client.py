@@ -31,6 +31,9 @@ class ServiceError(OrgansegError):
 
 
 def zip_dicom_series(folder: Path) -> bytes:
+    """The DICOM files of one series folder as an in-memory zip (what /v1/segment and dicom_zip
+    accept).
+    """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
@@ -105,6 +108,9 @@ class HttpClient:
     def segment_bytes(
         self, data: bytes, filename: str = "volume", fields: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        """POST ``data`` (a volume file, DICOM zip or raw voxels named ``filename``) with the form
+        ``fields``; the JSON answer, or an OrgansegError carrying the server's message.
+        """
         form = {
             k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
             for k, v in (fields or {}).items()
@@ -131,6 +137,7 @@ class HttpClient:
         return _prediction(result, base64.b64decode(result["labels"]))
 
     def models(self) -> dict[str, Any]:
+        """GET /v1/models: the served ensembles and members."""
         return self._check(self.http.get(f"{self.base}/v1/models"))
 
 
@@ -152,6 +159,9 @@ class GrpcClient:
         self.compress = not is_loopback(target) if compress is None else compress
 
     def call(self, method: str, request: Any) -> Any:
+        """Call rpc ``method`` with ``request``; a failed call becomes an OrgansegError with the
+        server's status and details.
+        """
         import grpc
 
         try:
@@ -162,6 +172,9 @@ class GrpcClient:
             ) from None
 
     def segment_request(self, request: Any) -> dict[str, Any]:
+        """The SegmentRequest for a volume file, DICOM zip or raw voxels (``raw``: dtype, shape,
+        geometry).
+        """
         reply = self.call("Segment", request)
         return {
             "labels": reply.labels,
@@ -182,6 +195,8 @@ class GrpcClient:
     def segment(
         self, volume: Volume, modality: str | None = None, output_format: str = "raw"
     ) -> Prediction:
+        """Segment ``volume`` over gRPC (sent as raw voxels): a Prediction whose label map sits on the
+        volume's grid; ``modality`` defaults to the one the volume records."""
         from organseg.serve.proto import segmentation_pb2 as pb
 
         modality = modality or _known_modality(volume)
@@ -194,6 +209,7 @@ class GrpcClient:
         return _prediction(result, result["labels"])
 
     def models(self) -> Any:
+        """The ListModels answer (the served ensembles and members)."""
         from organseg.serve.proto import segmentation_pb2 as pb
 
         return self.call("ListModels", pb.ListModelsRequest())

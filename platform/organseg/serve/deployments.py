@@ -107,9 +107,11 @@ class MemberDeployment:
             self.runner.warm_up(self.size)
 
     async def stats(self) -> dict[str, int]:
+        """Batches served so far and their sizes (benchmarks read them to see @serve.batch at work)."""
         return dict(self.counters)
 
     async def ping(self) -> str:
+        """This member's name: a cheap call that proves the replica answers."""
         return self.name
 
 
@@ -154,6 +156,11 @@ class EnsembleDeployment:
     async def segment(
         self, image: Volume, modality: str | None = None, partner: Volume | None = None
     ) -> Prediction:
+        """Segment one volume with this modality's members: the label map on the input's grid (uint8
+        organ ids), organ volumes in mL, per-organ member disagreement and timings in seconds.
+        ``modality`` defaults to this ensemble's; ``partner`` is the other T1 phase when T1 in/out
+        are stacked.
+        """
         if self.predictor is not None:
             return await asyncio.to_thread(
                 self.predictor.predict, image, modality or self.modality, partner

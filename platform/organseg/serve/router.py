@@ -60,6 +60,9 @@ def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
 
 
 def http_status(exc: Exception) -> int:
+    """HTTP status of a failed request: 413 too large, 422 modality/model mismatch, 400 bad input, 500
+    our bug.
+    """
     if isinstance(exc, RequestTooLarge):
         return 413
     if isinstance(exc, (ModalityError, ModelError)):
@@ -70,6 +73,7 @@ def http_status(exc: Exception) -> int:
 
 
 def grpc_status(exc: Exception) -> grpc.StatusCode:
+    """gRPC status of a failed call, the counterpart of :func:`http_status`."""
     if isinstance(exc, RequestTooLarge):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, (ModelError, ModalityError)):
@@ -305,6 +309,9 @@ class Router:
 
     # -- gRPC (method names equal the rpc names) -------------------------------------------------------
     async def Segment(self, request: Any, grpc_context: Any = None) -> Any:
+        """gRPC Segment: the same request path and answer as POST /v1/segment (errors set the status
+        code and details).
+        """
         from organseg.serve.proto import segmentation_pb2 as pb
 
         try:
@@ -341,6 +348,7 @@ class Router:
         return pb.SegmentResponse(**result)
 
     async def ListModels(self, request: Any, grpc_context: Any = None) -> Any:
+        """gRPC ListModels: what GET /v1/models answers."""
         from organseg.serve.proto import segmentation_pb2 as pb
 
         models = await self._models()
@@ -357,6 +365,7 @@ class Router:
         )
 
     async def Health(self, request: Any, grpc_context: Any = None) -> Any:
+        """gRPC Health: what GET /readyz answers."""
         from organseg.serve.proto import segmentation_pb2 as pb
 
         result = await self._readiness()

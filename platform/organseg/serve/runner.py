@@ -216,6 +216,9 @@ def _deploy_config(config: ServeDeploySchema) -> None:
 
 
 def wait_until_running(names: list[str], timeout_s: float) -> None:
+    """Poll Serve until every application in ``names`` is RUNNING; an OrgansegError names a failed
+    deploy or what is still pending after ``timeout_s`` seconds.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         status = serve.status().applications

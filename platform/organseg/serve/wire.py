@@ -37,6 +37,7 @@ class WireLimits:
     max_zip_members: int = 5000
 
     def check_bytes(self, size: int, what: str = "request") -> None:
+        """RequestTooLarge (413) when ``size`` bytes exceed the request limit; ``what`` names the part."""
         if size > self.max_request_bytes:
             raise RequestTooLarge(
                 f"{what} is {size / 2**20:.1f} MiB; this server accepts at most "
@@ -44,6 +45,9 @@ class WireLimits:
             )
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
+        """DataError unless ``shape`` is three positive sizes; RequestTooLarge when it holds more
+        voxels than allowed.
+        """
         if len(shape) != 3 or any(int(s) <= 0 for s in shape):
             raise DataError(f"shape must be three positive sizes (z, y, x), got {list(shape)}")
         voxels = int(np.prod([int(s) for s in shape], dtype=np.int64))

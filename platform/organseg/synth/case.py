@@ -286,6 +286,9 @@ def make_mr_case(size: int, slices: int, seed: int, index: int = 1) -> Case:
 
 
 def make_case(kind: Kind, size: int, slices: int | None, seed: int, index: int = 1) -> Case:
+    """One synthetic patient of ``kind`` (CT, or MR with T1-DUAL in/out and T2-SPIR): image series with
+    their label maps and DICOM tags; ``slices`` defaults to the kind's usual count.
+    """
     slices = default_slices(kind, size) if slices is None else slices
     if kind == "CT":
         return make_ct_case(size, slices, seed, index)

@@ -535,6 +535,8 @@ class CTContrast:
 
 
 def sample_ct_contrast(rng: np.random.Generator) -> CTContrast:
+    """Random but plausible CT attenuation (HU) per tissue, drawn from ``rng``."""
+
     def u(lo: float, hi: float) -> float:
         return float(rng.uniform(lo, hi))
 
@@ -608,6 +610,8 @@ class MRContrast:
 
 
 def sample_mr_contrast(rng: np.random.Generator) -> MRContrast:
+    """Random but plausible MR signal, fat fraction and T2 per tissue, drawn from ``rng``."""
+
     def u(lo: float, hi: float) -> float:
         return float(rng.uniform(lo, hi))
 

@@ -88,6 +88,7 @@ class EpochResult:
 
 
 def build_optimizer(member: MemberConfig, params: Any) -> torch.optim.Optimizer:
+    """The member's optimizer (adam, adamw, or sgd with momentum 0.9) over ``params``."""
     opt = member.optimizer
     if opt.name == "adam":
         return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)

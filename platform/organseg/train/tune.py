@@ -64,6 +64,9 @@ def _domain(r: RangeConfig) -> Any:
 
 
 def search_space(config: ExperimentConfig, member: MemberConfig) -> dict[str, Any]:
+    """The Ray Tune search space of ``member``: learning rate, and the Dice weight or the
+    adversarial λ where the config searches them.
+    """
     spec = config.tune
     assert spec is not None
     space = {"lr": _domain(spec.lr)}
