@@ -163,6 +163,7 @@ def core_member(jobs: list[dict], steps: int, results: Any = None) -> list[dict[
 def core_main(options: argparse.Namespace) -> int:
     import multiprocessing as mp
 
+    from organseg.tasks import get_task
     from organseg.train.core import TrainPayload
     from organseg.train.data import prepare_data
 
@@ -186,7 +187,7 @@ def core_main(options: argparse.Namespace) -> int:
             )
             return TrainPayload(
                 member=m.model_dump(mode="json"),
-                organs=list(config.organs_for(m)),
+                organs=list(get_task(config.task).organs_for(m.modalities or [])),
                 preprocess=config.preprocess.model_dump(mode="json"),
                 augment=config.augment.model_dump(mode="json"),
                 cache_dir=str(data.cache.root),

@@ -22,6 +22,7 @@ from organseg.errors import OrgansegError
 from organseg.io.slice_order import restack_like
 from organseg.io.volume import Geometry, Modality, Volume
 from organseg.serve.wire import decode_labels, encode_raw
+from organseg.uri import is_uri
 
 MAX_GRPC_MESSAGE = 2**31 - 1  # CT volumes exceed gRPC's 4 MiB client default by far
 
@@ -46,7 +47,7 @@ def is_loopback(target: str) -> bool:
     import ipaddress
     from urllib.parse import urlsplit
 
-    host = urlsplit(target if "://" in target else f"//{target}").hostname or ""
+    host = urlsplit(target if is_uri(target) else f"//{target}").hostname or ""
     if host == "localhost":
         return True
     try:
