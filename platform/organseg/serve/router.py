@@ -52,7 +52,7 @@ api = FastAPI(
 )
 
 
-def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
+def _seg_bytes(received: Any, prediction: "Prediction") -> bytes:
     from organseg.pacs.results import build_results, to_bytes
 
     (seg,) = build_results(received.volume, prediction, received.datasets, received.label)
@@ -116,7 +116,7 @@ class Router:
         self.limits = WireLimits(**limits)
 
     # -- shared request path ------------------------------------------------------------------------
-    async def _predict(self, volume: Volume, modality: str | None) -> Prediction:
+    async def _predict(self, volume: Volume, modality: str | None) -> "Prediction":
         decision = decide_modality(volume, modality or None)
         handle = self.ensembles.get(decision.modality.value)
         if handle is None:
