@@ -137,3 +137,200 @@ def test_png_zip_output(served) -> None:
     names = archive.namelist()
     assert names[0] == "results001.png"
     assert len(names) == result["shape"][0]
+
+
+# -- slice order, broken series and hostile volumes (HTTP and gRPC alike) ---------------------------------
+
+
+def _zip_entries(entries: list[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _series_variants(config) -> dict[str, bytes]:
+    """The CT series as zips: file-name order, SOP-UID names, reversed names, shuffled names."""
+    import pydicom
+
+    files = sorted(_ct_folder(config).iterdir())
+    data = [f.read_bytes() for f in files]
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    perm = np.random.default_rng(5).permutation(len(files))
+    n = len(files)
+    return {
+        "ordered": zip_dicom_series(_ct_folder(config)),
+        "uid-named": _zip_entries([(f"{u}.dcm", d) for u, d in zip(uids, data, strict=True)]),
+        "reversed": _zip_entries([(f"IM{n - k:04d}", d) for k, d in enumerate(data)]),
+        "shuffled": _zip_entries([(f"s{perm[k]}", data[k]) for k in range(n)][::-1]),
+    }
+
+
+def _send(
+    transport: str, http: str, target: str, payload: bytes, fields: dict | None = None
+) -> dict:
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    fields = {"output_format": "raw", **(fields or {})}
+    if transport == "http":
+        return HttpClient(http).segment_bytes(payload, "upload.bin", fields)
+    return GrpcClient(target).segment_request(pb.SegmentRequest(dicom_zip=payload, **fields))
+
+
+def _labels(result: dict, transport: str) -> np.ndarray:
+    import base64
+
+    data = base64.b64decode(result["labels"]) if transport == "http" else result["labels"]
+    return np.frombuffer(zlib.decompress(data), np.uint8).reshape(result["shape"])
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_file_names_and_order_do_not_change_the_answer(served, transport: str) -> None:
+    http, target, config, _ = served
+    results = {
+        name: _send(transport, http, target, payload)
+        for name, payload in _series_variants(config).items()
+    }
+    reference = results["ordered"]
+    for name, result in results.items():
+        np.testing.assert_array_equal(
+            _labels(result, transport), _labels(reference, transport), name
+        )
+        assert result["volumes_ml"] == reference["volumes_ml"], name
+        for key in ("spacing", "origin", "direction", "shape"):
+            assert result[key] == pytest.approx(reference[key]), (name, key)
+    assert reference["direction"][8] == pytest.approx(1.0)  # stacked up the slice normal
+
+
+def _hostile(config, tmp_path: Path) -> list[tuple[str, str, bytes, dict, int, str]]:
+    """(name, kind, payload, raw fields, HTTP status, message fragment); kind: zip | file | raw."""
+    import pydicom
+    import SimpleITK as sitk
+
+    files = sorted(_ct_folder(config).iterdir())
+    data = [f.read_bytes() for f in files]
+    other = pydicom.dcmread(files[3])
+    other.InstanceNumber = 77
+    other.PixelData = (other.pixel_array // 2).astype(other.pixel_array.dtype).tobytes()
+    second = io.BytesIO()
+    other.save_as(second, enforce_file_format=True)
+    tilted = pydicom.dcmread(files[2])
+    tilted.ImageOrientationPatient = [1, 0, 0, 0, 0.8, 0.6]
+    odd = io.BytesIO()
+    tilted.save_as(odd, enforce_file_format=True)
+
+    nii = tmp_path / "v.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 32, 32), np.int16)), str(nii))
+    whole = nii.read_bytes()
+    lying = bytearray(whole[:352])
+    lying[42:48] = np.array([256, 256, 256], "<i2").tobytes()
+    nan = np.zeros((4, 8, 8), np.float32)
+    nan[2, 3, 4] = np.nan
+    raw = np.zeros((4, 8, 8), np.int16).tobytes()
+    entries = [(f"f{k}", d) for k, d in enumerate(data)]
+    return [
+        ("missing slice", "zip", _zip_entries(entries[:5] + entries[6:]), {}, 400, "missing"),
+        ("two images at one position", "zip", _zip_entries([*entries, ("x", second.getvalue())]), {}, 400,
+         "same position"),
+        ("mixed orientation", "zip", _zip_entries([*entries[:2], ("x", odd.getvalue()), *entries[3:]]), {}, 400,
+         "mixed orientations"),
+        ("unsafe member name", "zip", _zip_entries([*entries, ("../../etc/x", data[0])]), {}, 400, "unsafe name"),
+        ("truncated NIfTI", "file", whole[: len(whole) - 300], {}, 400, "truncated"),
+        ("lying NIfTI header", "file", bytes(lying) + b"\0" * 1024, {}, 400, "header claims [256, 256, 256]"),
+        ("NaN voxels", "raw", nan.tobytes(), {"dtype": "float32", "shape": [4, 8, 8], "modality": "CT"}, 400,
+         "NaN"),
+        ("spacing 1e200", "raw", raw, {"dtype": "int16", "shape": [4, 8, 8], "spacing": [1, 1, 1e200],
+                                       "modality": "CT"}, 400, "spacing"),
+        ("all-zero direction", "raw", raw, {"dtype": "int16", "shape": [4, 8, 8], "direction": [0] * 9,
+                                            "modality": "CT"}, 400, "orthonormal"),
+    ]  # fmt: skip
+
+
+def test_http_hostile_inputs_are_4xx_naming_the_problem(served, tmp_path: Path) -> None:
+    http, _, config, _ = served
+    for name, _kind, payload, fields, status, fragment in _hostile(config, tmp_path):
+        form = {
+            k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in fields.items()
+        }
+        response = _post(http, files={"file": ("DOE^JANE.bin", payload)}, data=form)
+        assert response.status_code == status, (name, response.text)
+        body = response.json()
+        assert fragment.lower() in body["error"].lower(), (name, body)
+        assert "DOE" not in body["error"], (name, body)  # no uploaded names, no server paths
+        assert "/tmp" not in body["error"], (name, body)
+    # form-level problems: no boundary, a shape of inf, a chunked body past the byte limit
+    response = _post(http, content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
+    assert response.status_code == 400
+    assert "boundary" in response.json()["error"]
+    response = _post(
+        http, files={"file": ("v", b"\0" * 8)}, data={"shape": "inf,2,2", "dtype": "int16"}
+    )
+    assert response.status_code == 400
+    assert "whole numbers" in response.json()["error"]
+
+    def chunks():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
+        for _ in range(129):
+            yield b"\0" * (1 << 20)
+
+    response = httpx.post(f"{http}/v1/segment", content=chunks(), timeout=120,
+                          headers={"content-type": "multipart/form-data; boundary=b"})  # fmt: skip
+    assert response.status_code == 413, response.text
+    assert "stopped reading" in response.json()["error"]
+    good = HttpClient(http).segment_bytes(zip_dicom_series(_ct_folder(config)), "series.zip")
+    assert good["modality"] == "CT"
+
+
+def test_grpc_hostile_inputs_are_refused_naming_the_problem(served, tmp_path: Path) -> None:
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    _, target, config, _ = served
+    client = GrpcClient(target)
+    for name, kind, payload, fields, _status, fragment in _hostile(config, tmp_path):
+        if kind == "zip":
+            request = pb.SegmentRequest(dicom_zip=payload)
+        elif kind == "file":
+            request = pb.SegmentRequest(volume_file=payload, filename="DOE^JANE.nii")
+        else:
+            modality = fields.pop("modality")
+            request = pb.SegmentRequest(raw=pb.RawVolume(data=payload, **fields), modality=modality)
+        with pytest.raises(ServiceError, match="INVALID_ARGUMENT") as caught:
+            client.call("Segment", request)
+        assert fragment.lower() in str(caught.value).lower(), (name, caught.value)
+        assert "DOE" not in str(caught.value)
+    good = client.segment_request(pb.SegmentRequest(dicom_zip=zip_dicom_series(_ct_folder(config))))
+    assert good["modality"] == "CT"
+
+
+def _router_rss_mib() -> float:
+    import psutil
+    from ray.util.state import list_actors
+
+    (actor,) = [
+        a
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        if a.class_name.endswith(":router") or a.class_name.endswith("Router")
+    ][:1]
+    return psutil.Process(actor.pid).memory_info().rss / 2**20
+
+
+def test_router_memory_returns_after_a_burst_of_large_requests(served) -> None:
+    """Six 96 MiB uploads (decoded, then refused for one NaN): the router's resident memory comes back
+    to near its warm level (freed heap is handed back to the OS after large requests)."""
+    http, _, config, _ = served
+    HttpClient(http).segment_bytes(zip_dicom_series(_ct_folder(config)), "series.zip")
+    warm = _router_rss_mib()
+    shape = (96, 512, 512)
+    big = np.zeros(shape, np.float32)
+    big[-1, -1, -1] = np.nan
+    payload = big.tobytes()
+    del big
+    fields = {"shape": ",".join(map(str, shape)), "dtype": "float32", "modality": "CT"}
+    for _ in range(6):
+        response = _post(http, files={"file": ("v.raw", payload)}, data=fields)
+        assert response.status_code == 400
+        assert "NaN" in response.json()["error"]
+    after = _router_rss_mib()
+    print(f"router RSS: warm {warm:.0f} MiB, after 6 x 96 MiB requests {after:.0f} MiB")
+    assert after - warm < 150, (warm, after)

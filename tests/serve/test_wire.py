@@ -71,7 +71,7 @@ def test_raw_round_trip_keeps_dtype_and_geometry() -> None:
         (
             {"data": b"\x00\x00", "dtype": "int16", "shape": [1, 1, 1], "spacing": [1, -1, 1]},
             DataError,
-            "geometry",
+            "spacing",
         ),
     ],
 )

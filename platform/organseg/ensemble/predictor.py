@@ -19,6 +19,7 @@ from organseg.ensemble.postprocess import labels_from_member_maps
 from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.io.modality import ModalityDecision
+from organseg.io.validate import validate_volume
 from organseg.io.volume import Modality, Volume
 from organseg.preprocess.pipeline import PreparedVolume, prepare_volume
 
@@ -58,6 +59,9 @@ def prepare_input(
     partner: Volume | None = None,
 ) -> tuple[ModalityDecision, PreparedVolume]:
     """Decide the modality and build the network input exactly as training did."""
+    validate_volume(image, "the image")  # NaN voxels or a broken geometry never reach a network
+    if partner is not None:
+        validate_volume(partner, "the partner series")
     decision = decide_modality(image, modality)
     spec.members_for(decision.modality)  # fail early when no member serves this modality
     image.modality = decision.modality

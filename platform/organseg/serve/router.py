@@ -10,22 +10,22 @@ healthy for the next request.
 
 import asyncio
 import base64
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.formparsers import MultiPartException
 
 from organseg import __version__
-from organseg.ensemble.routing import ModalityError, decide_modality
+from organseg.ensemble.routing import decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
-from organseg.errors import DataError, ModelError, OrgansegError
+from organseg.errors import DataError, ModelError
 from organseg.io.volume import Volume
 from organseg.pacs.stow import stow_responses
+from organseg.serve.errors import grpc_error, http_error
 from organseg.serve.http_schema import (
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
@@ -33,12 +33,14 @@ from organseg.serve.http_schema import (
 )
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
-    RequestTooLarge,
+    RELEASE_AFTER_BYTES,
     WireLimits,
+    bounded_request,
     decode_dicom_zip,
     decode_raw,
     decode_upload,
     encode_labels,
+    release_memory,
 )
 
 if TYPE_CHECKING:  # the router only passes predictions on; importing the predictor would load torch
@@ -59,32 +61,11 @@ def _seg_bytes(received: Any, prediction: "Prediction") -> bytes:
     return to_bytes(seg)
 
 
-def http_status(exc: Exception) -> int:
-    """HTTP status of a failed request: 413 too large, 422 modality/model mismatch, 400 bad input, 500
-    our bug.
-    """
-    if isinstance(exc, RequestTooLarge):
-        return 413
-    if isinstance(exc, (ModalityError, ModelError)):
-        return 422
-    if isinstance(exc, (DataError, OrgansegError, ValueError, MultiPartException)):
-        return 400
-    return 500
-
-
-def grpc_status(exc: Exception) -> grpc.StatusCode:
-    """gRPC status of a failed call, the counterpart of :func:`http_status`."""
-    if isinstance(exc, RequestTooLarge):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, (ModelError, ModalityError)):
-        return (
-            grpc.StatusCode.FAILED_PRECONDITION
-            if isinstance(exc, ModelError)
-            else grpc.StatusCode.INVALID_ARGUMENT
-        )
-    if isinstance(exc, (DataError, OrgansegError, ValueError)):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    return grpc.StatusCode.INTERNAL
+def _content_length(request: Request) -> int:
+    try:
+        return max(0, int(request.headers.get("content-length") or 0))
+    except ValueError:
+        raise DataError("Content-Length is not a number") from None
 
 
 def _floats(text: str | None, name: str) -> list[float] | None:
@@ -98,7 +79,7 @@ def _floats(text: str | None, name: str) -> list[float] | None:
 
 def _ints(text: str | None, name: str) -> list[int]:
     values = _floats(text, name) or []
-    if any(v != int(v) for v in values):
+    if any(not math.isfinite(v) or v != int(v) for v in values):
         raise DataError(f"field {name!r} must be whole numbers, got {text!r}")
     return [int(v) for v in values]
 
@@ -214,14 +195,18 @@ class Router:
         """multipart/form-data with ``file`` (NIfTI/MHA/NRRD, DICOM zip, or raw bytes with ``shape`` and
         ``dtype``), and optional ``modality``, ``output_format`` (nifti | png-zip | raw), ``spacing``,
         ``origin``, ``direction``, ``compression`` (raw only). Labels come back base64-encoded."""
+        data = b""
         try:
-            declared = int(request.headers.get("content-length") or 0)
+            declared = _content_length(request)
             self.limits.check_bytes(declared)
             if declared == 0 and not request.headers.get("transfer-encoding"):
                 raise DataError("empty request body; send multipart/form-data with a 'file' field")
             if "multipart/form-data" not in request.headers.get("content-type", ""):
                 raise DataError("send multipart/form-data with a 'file' field (see /docs)")
-            form = await request.form(max_files=1, max_fields=16)
+            if "boundary=" not in request.headers.get("content-type", ""):
+                raise DataError("multipart/form-data without a boundary parameter")
+            # the byte limit holds while the body streams in, not after it has been buffered
+            form = await bounded_request(request, self.limits).form(max_files=1, max_fields=16)
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise DataError("missing 'file' field (the volume, DICOM zip or raw voxels)")
@@ -233,10 +218,11 @@ class Router:
                 volume, fields.get("modality"), fields.get("output_format") or "nifti"
             )
         except Exception as exc:
-            return JSONResponse(
-                status_code=http_status(exc),
-                content={"error": str(exc), "type": type(exc).__name__},
-            )
+            status, body = http_error(exc, request.headers.get("x-request-id"))
+            return JSONResponse(status_code=status, content=body)
+        finally:
+            if len(data) > RELEASE_AFTER_BYTES:
+                await asyncio.to_thread(release_memory)
         result["labels"] = base64.b64encode(result["labels"]).decode()
         return JSONResponse(result)
 
@@ -283,10 +269,9 @@ class Router:
             seg = await asyncio.to_thread(_seg_bytes, received, prediction)
         except Exception as exc:
             phi = phi_values(received.datasets[:1]) if received is not None else set()
-            return JSONResponse(
-                status_code=http_status(exc),
-                content={"error": redact(str(exc), phi), "type": type(exc).__name__},
-            )
+            status, body = http_error(exc, request.headers.get("x-request-id"))
+            body["error"] = redact(body["error"], phi)
+            return JSONResponse(status_code=status, content=body)
         return Response(seg, media_type="application/dicom")
 
     @api.get("/v1/models", summary="Ensembles, members, modalities and versions")
@@ -341,9 +326,10 @@ class Router:
                 volume, request.modality or None, request.output_format or "nifti"
             )
         except Exception as exc:
+            code, details = grpc_error(exc)
             if grpc_context is not None:
-                grpc_context.set_code(grpc_status(exc))
-                grpc_context.set_details(str(exc))
+                grpc_context.set_code(code)
+                grpc_context.set_details(details)
             return pb.SegmentResponse()
         return pb.SegmentResponse(**result)
 
