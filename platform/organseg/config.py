@@ -28,6 +28,7 @@ from pydantic import (
 from organseg.errors import ConfigError, FieldErrors, ModelError
 from organseg.modalities import KnownModality, Modality
 from organseg.preprocess.config import AugmentConfig, PreprocessConfig
+from organseg.preprocess.volume_config import VolumeConfig
 from organseg.tasks import CHAOS_TASKS, get_task, unknown_task_message
 from organseg.uri import is_uri
 
@@ -124,6 +125,13 @@ class SchedulerConfig(_Strict):
         5, ge=0, description="Epochs without validation-Dice progress before reducing."
     )
     min_lr: float = Field(1e-7, ge=0.0, description="Lower bound of the learning rate.")
+    milestones: list[int] | None = Field(
+        None,
+        description=(
+            "Epochs at which the rate is multiplied by factor (a step schedule, e.g. [7, 9] with factor "
+            "0.1); None: reduce on plateau."
+        ),
+    )
 
 
 class AdversarialConfig(_Strict):
@@ -255,6 +263,22 @@ class MemberConfig(_Strict):
     fault: FaultInjection | None = Field(
         None, description="Deliberate failures for fault-tolerance tests; never in real configs."
     )
+    volume: VolumeConfig | None = Field(
+        None,
+        description=(
+            "Spacing, patch, sampling and inference of a volumetric (3D) member; defaults to the "
+            "architecture's recipe. Only 3D members take it."
+        ),
+    )
+    folds: int | None = Field(
+        None,
+        ge=2,
+        le=10,
+        description=(
+            "k-fold ensemble: k copies trained in parallel on the k patient folds, served as one "
+            "member that averages them."
+        ),
+    )
 
     @field_validator("arch")
     @classmethod
@@ -286,11 +310,43 @@ class MemberConfig(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _volume_fits_the_arch(self) -> MemberConfig:
+        from organseg.models import get_member_spec
+
+        try:
+            spec = get_member_spec(self.arch)
+        except ModelError:  # reported by the arch validator
+            return self
+        if spec.dims == 3 and self.volume is None:
+            defaults = {"patch": spec.patch, "spacing": spec.spacing}
+            self.volume = VolumeConfig(**{k: v for k, v in defaults.items() if v is not None})
+        if spec.dims == 2 and self.volume is not None:
+            message = f"arch {self.arch!r} is a 2D member; volume: is for 3D members only"
+            raise FieldErrors([(("volume",), message)])
+        return self
+
+    @model_validator(mode="after")
     def _gpu_share_fits(self) -> MemberConfig:
         if self.gpu_fraction < 1.0 and self.num_workers > 1:
             message = "gpu_fraction < 1 needs num_workers: 1 (NCCL rejects two workers on one GPU)"
             raise FieldErrors([(("gpu_fraction",), message)])
         return self
+
+    @property
+    def dims(self) -> int:
+        """2 for slice members, 3 for volumetric ones."""
+        from organseg.models import get_member_spec
+
+        return get_member_spec(self.arch).dims
+
+    def fold_members(self) -> list[MemberConfig]:
+        """The k members of a ``folds: k`` member (``<name>-fold<i>``), or just this member."""
+        if not self.folds:
+            return [self]
+        return [
+            self.model_copy(update={"name": f"{self.name}-fold{i}", "folds": None})
+            for i in range(self.folds)
+        ]
 
     def resolved_loss(self) -> str:
         """The loss this member trains with: its own ``loss`` or its architecture's default."""

@@ -49,7 +49,8 @@ def soft_dice_score(
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     probs = torch.sigmoid(pred) if from_logits else pred
     target = target.to(probs.dtype)
-    dims = (2, 3) if per_sample else (0, 2, 3)
+    spatial = tuple(range(2, probs.dim()))  # (H, W) of slices, (D, H, W) of volumes
+    dims = spatial if per_sample else (0, *spatial)
     intersection = (probs * target).sum(dims)
     total = probs.sum(dims) + target.sum(dims)
     return (2 * intersection + smooth) / (total + smooth)

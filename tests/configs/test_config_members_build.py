@@ -38,8 +38,13 @@ def test_members_build_and_predict_their_organs(path: Path) -> None:
             model = create_member(member.arch, member.in_channels, classes, **member.kwargs).eval()
             for modality in member.modalities or []:
                 x = torch.zeros(2, _channels(config, modality), SIZE, SIZE)
-                logits = model(to_channels(x, member.in_channels))
-                assert tuple(logits.shape) == (2, classes, SIZE, SIZE), (
+                x = to_channels(x, member.in_channels)
+                shape: tuple[int, ...] = (SIZE, SIZE)
+                if member.volume is not None:  # a 3D member sees its configured patch
+                    shape = member.volume.patch
+                    x = torch.zeros(1, member.in_channels, *shape)
+                logits = model(x)
+                assert tuple(logits.shape) == (x.shape[0], classes, *shape), (
                     f"{path.name}: {member.name} on {modality.value}"
                 )
             if member.adversarial.enabled:

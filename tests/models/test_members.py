@@ -8,7 +8,7 @@ import torch
 from organseg.models import create_member, list_members
 
 SIZE = 64
-SEGMENTERS = list_members("segmenter")
+SEGMENTERS = [s for s in list_members("segmenter") if s.dims == 2]  # 3D: test_members_3d.py
 SMP_BACKED = [s.name for s in list_members() if s.smp_backed]
 
 

@@ -23,6 +23,8 @@ EXPECTED = {
     "sumnet",
     "multipath",
     "attention_unet",
+    "unet3d_fullres",
+    "resunet3d_ps",
 }
 DOC = Path(__file__).resolve().parents[2] / "docs" / "adding-a-member.md"
 
@@ -36,7 +38,7 @@ def test_spec_fields_follow_the_design() -> None:
     for spec in list_members():
         if spec.kind == "discriminator":
             continue
-        expected = "dice" if spec.name in {"dualtail", "linknet34"} else "dice_bce"
+        expected = "dice" if spec.name in {"dualtail", "linknet34", "resunet3d_ps"} else "dice_bce"
         assert spec.default_loss == expected, spec.name
         assert spec.recommended_in_channels >= 1
         assert spec.description

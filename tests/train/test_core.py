@@ -20,12 +20,27 @@ from organseg.train.core import (
 from organseg.train.data import prepare_data
 from tests.conftest import tiny_experiment
 
+VOLUMETRIC = {
+    "name": "u3d",
+    "arch": "unet3d_fullres",
+    "kwargs": {"base_channels": 4, "depth": 3},
+    "epochs": 2,
+    "batch_size": 2,
+    "modalities": ["CT"],
+    "volume": {"spacing": [4.0, 4.0, 4.0], "patch": [8, 32, 32], "patches_per_volume": 2},
+}
+
 
 @pytest.fixture(scope="module")
 def payload(tmp_path_factory: pytest.TempPathFactory) -> TrainPayload:
     config = tiny_experiment(tmp_path_factory.mktemp("core"), "core")
+    return _payload(
+        config, config.members[0].model_copy(update={"epochs": 3, "steps_per_epoch": 2})
+    )
+
+
+def _payload(config, member) -> TrainPayload:
     data = prepare_data(config)
-    member = config.members[0].model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     return TrainPayload(
         member=member.model_dump(mode="json"),
         organs=list(get_task(config.task).organs_for(member.modalities or [])),
@@ -94,3 +109,17 @@ def test_mixed_precision_and_loader_workers_on_cpu(payload: TrainPayload) -> Non
         fp32_member.model_copy(update={"cpus_per_worker": 4}), torch.device("cuda")
     )
     assert gpu == {"num_workers": 3, "pin_memory": True}
+
+
+def test_volumetric_member_trains_on_patches_with_the_same_core(tmp_path: Path) -> None:
+    base = tiny_experiment(tmp_path, "core3d")
+    config = tiny_experiment(
+        tmp_path, "core3d", members=[*base.model_dump()["members"], VOLUMETRIC]
+    )
+    trainer = MemberTrainer(_payload(config, config.member("u3d")))
+    x, y = next(iter(trainer.loader))
+    assert x.shape == (2, 1, 8, 32, 32)
+    assert y.shape == (2, 1, 8, 32, 32)
+    result = trainer.run_epoch(0)
+    assert 0.0 <= result.metrics["val_dice"] <= 1.0
+    assert result.metrics["train_loss"] == result.metrics["train_loss"]

@@ -34,13 +34,17 @@ def list_command(
     from organseg.cli._console import console
 
     table = Table(
-        title=f"organseg members (GFLOPs of one {size}×{size} input, 2 FLOPs per MAC)",
+        title=(
+            f"organseg members (GFLOPs of one {size}×{size} slice, or of a 3D member's "
+            "z×y×x patch; 2 FLOPs per MAC)"
+        ),
         box=box.SIMPLE_HEAD,
     )
     for header, justify in [
         ("member", "left"),
         ("kind", "left"),
         ("in→out", "right"),
+        ("input", "right"),
         ("params", "right"),
         ("GFLOPs", "right"),
         ("loss", "left"),
@@ -53,6 +57,7 @@ def list_command(
             r.name,
             "disc" if r.kind == "discriminator" else "seg",
             f"{r.in_channels}→{r.classes}",
+            "×".join(map(str, r.patch)) if r.patch else f"{size}²",
             f"{r.parameters / 1e6:.2f}M",
             f"{r.gflops:.1f}",
             r.default_loss,

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from organseg.config import ExperimentConfig
+from organseg.config import ExperimentConfig, MemberConfig
 from organseg.ensemble.spec import (
     MEMBER_FILE,
     WEIGHTS_FILE,
@@ -50,7 +50,12 @@ def export_model_dir(
     except ModelError:  # no (readable) earlier model directory: start a new one
         entries = {}
     histories: dict[str, list[dict[str, Any]]] = {}
+    folds: dict[str, list[tuple[int, str]]] = {}
     for name, checkpoint in checkpoints.items():
+        parent, fold = fold_of(config, name)
+        if fold is not None:  # exported together with the other folds of its k-fold member
+            folds.setdefault(parent, []).append((fold, name))
+            continue
         member = config.member(name)
         with tempfile.TemporaryDirectory() as tmp:
             source = _fetch_checkpoint(checkpoint, Path(tmp))
@@ -70,6 +75,15 @@ def export_model_dir(
             val_dice=description.get("metrics", {}).get("val_dice"),
             epoch=description.get("epoch"),
         )
+    for parent, trained in folds.items():
+        names = [name for _, name in sorted(trained)]
+        entries[parent], fold_histories = _export_folds(
+            config.member(parent),
+            {fold: checkpoints[name] for fold, name in trained},
+            organs[names[0]],
+            model_dir,
+        )
+        histories.update(dict(zip(names, fold_histories, strict=True)))
     order = [m.name for m in config.members]
     members = sorted(
         entries.values(), key=lambda e: order.index(e.name) if e.name in order else len(order)
@@ -77,3 +91,44 @@ def export_model_dir(
     spec = spec_for(config, members)
     save_spec(spec, model_dir)
     return model_dir, histories
+
+
+def fold_of(config: ExperimentConfig, name: str) -> tuple[str, int | None]:
+    """``("liver3d", 2)`` for fold member ``liver3d-fold2`` of a k-fold member, else ``(name, None)``."""
+    for member in config.members:
+        if member.folds and name.startswith(f"{member.name}-fold"):
+            suffix = name[len(member.name) + len("-fold") :]
+            if suffix.isdigit():
+                return member.name, int(suffix)
+    return name, None
+
+
+def _export_folds(
+    member: MemberConfig,
+    checkpoints: dict[int, str],
+    organs: tuple[str, ...],
+    model_dir: Path,
+) -> tuple[MemberEntry, list[list[dict[str, Any]]]]:
+    """One entry for a k-fold member: each trained fold's weights as ``<name>/fold<i>.pt``, averaged when
+    served; its validation Dice is the mean over the folds (each validates on its held-out patients)."""
+    staging = model_dir / f".{member.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    dices, histories = [], []
+    for fold, checkpoint in sorted(checkpoints.items()):
+        with tempfile.TemporaryDirectory() as tmp:
+            source = _fetch_checkpoint(checkpoint, Path(tmp))
+            shutil.copy2(source / WEIGHTS_FILE, staging / f"fold{fold}.pt")
+            shutil.copy2(source / MEMBER_FILE, staging / f"fold{fold}.json")
+            description = json.loads((source / MEMBER_FILE).read_text())
+        histories.append(description.get("history", []))
+        dice = description.get("metrics", {}).get("val_dice")
+        if dice is not None:
+            dices.append(float(dice))
+    target = model_dir / member.name
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)
+    entry = entry_for(member, organs, val_dice=sum(dices) / len(dices) if dices else None)
+    entry.fold_weights = [f"{member.name}/fold{fold}.pt" for fold in sorted(checkpoints)]
+    entry.weights = entry.fold_weights[0]
+    return entry, histories

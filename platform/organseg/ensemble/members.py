@@ -1,4 +1,9 @@
-"""Loading a trained member and running it over slice batches (used in-process and by Serve replicas)."""
+"""Loading a trained member and running it (used in-process and by Serve replicas).
+
+2D members run over slice batches; 3D members over the whole prepared volume with the sliding window
+(:mod:`organseg.ensemble.sliding`), in fp32 and uncompiled (window shapes vary at volume edges). A k-fold
+member holds all its fold networks and averages their probabilities.
+"""
 
 from __future__ import annotations
 
@@ -64,10 +69,25 @@ class MemberRunner:
         self.entry = entry
         self.device = pick_device(device)
         self.batch_size = batch_size
-        self.precision = inference_precision(precision, self.device)
+        self.precision = "fp32" if self.is_3d else inference_precision(precision, self.device)
         self.dtype = _DTYPES[self.precision]
-        self.compiled = compile
-        weights = Path(model_dir) / entry.weights
+        self.compiled = compile and not self.is_3d
+        self.models = [
+            self._load(Path(model_dir) / weights)
+            for weights in entry.fold_weights or [entry.weights]
+        ]
+        self.model = self.models[0]
+        self._warm: set[int] = set()
+        # one forward pass at a time per member (client threads share a predictor; a compiled graph
+        # is not re-entrant, and the device runs one pass at a time anyway)
+        self._lock = threading.Lock()
+
+    @property
+    def is_3d(self) -> bool:
+        return self.entry.kind == "3d"
+
+    def _load(self, weights: Path) -> torch.nn.Module:
+        entry = self.entry
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -84,21 +104,55 @@ class MemberRunner:
                 f"{weights}: weights do not fit {entry.arch!r} ({str(exc).splitlines()[0]})"
             ) from None
         model.eval().to(self.device, dtype=self.dtype)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.is_3d:
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = (
                 True  # fixed slice shapes: pick the fastest kernels once
             )
-        self.model = torch.compile(model) if compile else model
-        self._warm: set[int] = set()
-        # one forward pass at a time per member (client threads share a predictor; a compiled graph
-        # is not re-entrant, and the device runs one pass at a time anyway)
-        self._lock = threading.Lock()
+        return torch.compile(model) if self.compiled else model
+
+    def predict_volume(
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float],
+        window_batch_size: int | None = None,
+    ) -> np.ndarray:
+        """A 3D member's uint8 probabilities ``(Z, K, S, S)`` for the whole prepared volume (spacing x, y, z
+        of its grid); fold networks are averaged before quantizing."""
+        from organseg.ensemble.sliding import predict_volume
+
+        assert self.entry.volume is not None
+        with self._lock:
+            total = None
+            for model in self.models:
+                probs = predict_volume(
+                    model,
+                    volume,
+                    spacing,
+                    self.entry.volume,
+                    self.entry.in_channels,
+                    window_batch_size,
+                )
+                total = probs if total is None else total + probs
+            assert total is not None
+            return quantize(total / len(self.models)).numpy()
+
+    def run(
+        self, volume: np.ndarray, spacing: tuple[float, float, float] | None = None
+    ) -> np.ndarray:
+        """The member on a whole prepared volume, whichever its kind."""
+        if self.is_3d:
+            if spacing is None:
+                raise ModelError(f"3D member {self.entry.name!r} needs the prepared grid's spacing")
+            return self.predict_volume(volume, spacing)
+        return self.predict(volume)
 
     def warm_up(self, size: int, batch_size: int | None = None) -> float:
         """One forward pass of ``batch_size`` blank ``size``² slices (compiles, autotunes); its seconds."""
         import time
 
+        if self.is_3d:  # 3D members run eagerly; nothing to compile or autotune per shape
+            return 0.0
         batch = batch_size or self.batch_size
         if batch in self._warm:
             return 0.0
@@ -134,8 +188,12 @@ class MemberRunner:
             x = to_channels(x, self.entry.in_channels)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = self.model(x)[:count]
-            out.append(quantize(torch.sigmoid(logits.float())).cpu().numpy())
+            probs = None
+            for model in self.models:  # the folds of a k-fold member, else one network
+                p = torch.sigmoid(model(x)[:count].float())
+                probs = p if probs is None else probs + p
+            assert probs is not None
+            out.append(quantize(probs / len(self.models)).cpu().numpy())
         if not out:
             return np.zeros((0, len(self.entry.organs), *slices.shape[2:]), dtype=np.uint8)
         return np.concatenate(out, axis=0)

@@ -168,7 +168,8 @@ class EnsemblePredictor:
         probs = {}
         for entry in self.spec.members_for(decision.modality):
             tick = time.perf_counter()
-            probs[entry.name] = self.runner(entry.name).predict(prepared.array)
+            runner = self.runner(entry.name)
+            probs[entry.name] = runner.run(prepared.array, prepared.prepared_geometry.spacing)
             timings[f"member:{entry.name}"] = time.perf_counter() - tick
         prediction = assemble_prediction(self.spec, prepared, decision, probs, timings)
         prediction.timings["total"] = time.perf_counter() - started

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +23,7 @@ from organseg.config import ExperimentConfig, MemberConfig, PostprocessConfig
 from organseg.errors import ModelError
 from organseg.modalities import KnownModality, Modality
 from organseg.preprocess.config import PreprocessConfig
+from organseg.preprocess.volume_config import VolumeConfig
 
 SPEC_FILE = "ensemble.yaml"
 WEIGHTS_FILE = "model.pt"  # a member's inference weights (state dict), in its folder
@@ -44,6 +45,16 @@ class MemberEntry(BaseModel):
     weights: str  # path relative to the model directory
     val_dice: float | None = None
     epoch: int | None = None
+    kind: Literal["2d", "3d"] = Field(
+        "2d", description="2d: slices of the prepared grid; 3d: whole volumes at volume.spacing."
+    )
+    volume: VolumeConfig | None = Field(
+        None, description="Spacing, patch and sliding-window settings of a 3D member."
+    )
+    fold_weights: list[str] = Field(
+        default_factory=list,
+        description="k-fold member: the weights of every fold (averaged); empty for a single network.",
+    )
 
 
 class EnsembleSpec(BaseModel):
@@ -99,6 +110,8 @@ def entry_for(
         organs=list(organs),
         modalities=list(member.modalities or []),
         weights=f"{member.name}/{WEIGHTS_FILE}",
+        kind="3d" if member.dims == 3 else "2d",
+        volume=member.volume,
         **trained,
     )
 
@@ -136,15 +149,19 @@ def write_untrained_model_dir(
     entries = []
     for member in config.members:
         entry = entry_for(member, task.organs_for(member.modalities or []))
-        network = create_member(
-            member.arch,
-            member.in_channels,
-            len(entry.organs),
-            encoder_weights=None,
-            **member.kwargs,
-        )
-        (model_dir / member.name).mkdir(parents=True, exist_ok=True)
-        torch.save(network.state_dict(), model_dir / entry.weights)
+        if member.folds:
+            entry.fold_weights = [f"{member.name}/fold{i}.pt" for i in range(member.folds)]
+            entry.weights = entry.fold_weights[0]
+        for weights in entry.fold_weights or [entry.weights]:
+            network = create_member(
+                member.arch,
+                member.in_channels,
+                len(entry.organs),
+                encoder_weights=None,
+                **member.kwargs,
+            )
+            (model_dir / member.name).mkdir(parents=True, exist_ok=True)
+            torch.save(network.state_dict(), model_dir / weights)
         entries.append(entry)
     save_spec(spec_for(config, entries), model_dir)
     return model_dir
@@ -167,10 +184,11 @@ def load_spec(model_dir: Path | str) -> EnsembleSpec:
             f"{path}: format {spec.format_version} is newer than this organseg understands"
         )
     for member in spec.members:
-        if not (model_dir / member.weights).is_file():
-            raise ModelError(
-                f"{model_dir / member.weights}: weights of member {member.name!r} are missing"
-            )
+        for weights in member.fold_weights or [member.weights]:
+            if not (model_dir / weights).is_file():
+                raise ModelError(
+                    f"{model_dir / weights}: weights of member {member.name!r} are missing"
+                )
     return spec
 
 

@@ -24,6 +24,8 @@ MEMBER_MODULES: tuple[str, ...] = (
     "organseg.models.discriminator",
     "organseg.models.multipath",
     "organseg.models.attention_unet",
+    "organseg.models.unet3d",
+    "organseg.models.resunet3d",
 )
 
 MemberKind = Literal["segmenter", "discriminator"]
@@ -45,6 +47,12 @@ class MemberSpec:
     smp_backed: bool = False
     pretrainable: bool = False
     recommended_in_channels: int = 1
+    #: 2: slices (N, C, H, W); 3: volumes (N, C, D, H, W).
+    dims: int = 2
+    #: The recipe's patch (z, y, x) of a 3D member: its default and the GFLOPs shape of ``models list``.
+    patch: tuple[int, int, int] | None = None
+    #: The recipe's voxel spacing (x, y, z) in mm of a 3D member.
+    spacing: tuple[float, float, float] | None = None
 
     @property
     def params(self) -> dict[str, inspect.Parameter]:
@@ -74,6 +82,9 @@ def register_member(
     smp_backed: bool = False,
     pretrainable: bool = False,
     recommended_in_channels: int = 1,
+    dims: int = 2,
+    patch: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers ``builder(in_channels, classes, [encoder_weights], **kwargs)``."""
 
@@ -95,6 +106,9 @@ def register_member(
             smp_backed=smp_backed,
             pretrainable=pretrainable,
             recommended_in_channels=recommended_in_channels,
+            dims=dims,
+            patch=patch,
+            spacing=spacing,
         )
         return builder
 

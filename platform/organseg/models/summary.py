@@ -32,6 +32,9 @@ class MemberSummary:
     pretrainable: bool
     smp_backed: bool
     params: str
+    #: 2 (slices, GFLOPs at size²) or 3 (volumes, GFLOPs at the recipe's patch).
+    dims: int = 2
+    patch: tuple[int, int, int] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,15 +45,19 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def count_gflops(model: nn.Module, in_channels: int, size: int = 512) -> float:
-    """Forward GFLOPs of one ``in_channels``×``size``×``size`` input, in eval mode."""
+def count_gflops(
+    model: nn.Module, in_channels: int, size: int = 512, patch: tuple[int, ...] | None = None
+) -> float:
+    """Forward GFLOPs of one ``in_channels``×``size``×``size`` input (a 3D member: one ``patch``), in eval
+    mode."""
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(iter(model.parameters())).device
     was_training = model.training
     model.eval()
     try:
-        x = torch.zeros(1, in_channels, size, size, device=device)
+        shape = tuple(patch) if patch is not None else (size, size)
+        x = torch.zeros(1, in_channels, *shape, device=device)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
@@ -73,7 +80,7 @@ def summarize_member(
     in_ch, out_ch = member_io(spec, classes)
     with torch.device("meta"):
         model = create_member(spec.name, in_ch, out_ch)
-        gflops = count_gflops(model, in_ch, size)
+        gflops = count_gflops(model, in_ch, size, spec.patch if spec.dims == 3 else None)
     return MemberSummary(
         name=spec.name,
         kind=spec.kind,
@@ -87,6 +94,8 @@ def summarize_member(
         pretrainable=spec.pretrainable,
         smp_backed=spec.smp_backed,
         params=spec.describe_params(),
+        dims=spec.dims,
+        patch=spec.patch if spec.dims == 3 else None,
     )
 
 

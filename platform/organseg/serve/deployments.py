@@ -58,6 +58,8 @@ class MemberDeployment:
         )
         self._warm_up()
         self.name = member
+        # 3D members: windows per forward pass (the memory bound), from the Serve profile's user_config
+        self.window_batch_size = entry.volume.window_batch_size if entry.volume else None
         # How well @serve.batch merges work: forward passes, chunks, and the most requests in one pass.
         self.counters = {
             "forward_passes": 0,
@@ -74,6 +76,8 @@ class MemberDeployment:
             self._warm_up()  # reconfigure runs before the replica reports ready
         if "batch_wait_timeout_s" in config:
             self.run_chunks.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        if "window_batch_size" in config:
+            self.window_batch_size = max(1, int(config["window_batch_size"]))
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def run_chunks(self, items: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
@@ -90,9 +94,16 @@ class MemberDeployment:
         return np.split(probs, np.cumsum(sizes)[:-1])
 
     async def predict(self, request: dict[str, Any]) -> np.ndarray:
-        """``{"input": [ObjectRef to (Z, C, S, S) float16], "chunk": n}`` → ``(Z, K, S, S)`` uint8."""
+        """``{"input": [ObjectRef to (Z, C, S, S) float16], "chunk": n, "spacing": (x, y, z)}`` →
+        ``(Z, K, S, S)`` uint8."""
         (ref,) = request["input"]  # wrapped in a list so Serve passes the reference, not the array
         volume = await ref
+        if self.runner.is_3d:  # the whole volume through the sliding window, not slice chunks
+            spacing = tuple(request["spacing"])
+            self.counters["forward_passes"] += 1
+            return await asyncio.to_thread(
+                self.runner.predict_volume, volume, spacing, self.window_batch_size
+            )
         chunk = max(1, int(request.get("chunk", 8)))
         rid = id(request)
         parts = await asyncio.gather(
@@ -172,7 +183,11 @@ class EnsembleDeployment:
         timings = {"preprocess": time.perf_counter() - started}
         ref = ray.put(prepared.array)  # once; every member reads the same object
         tick = time.perf_counter()
-        request = {"input": [ref], "chunk": self.chunk_slices}
+        request = {
+            "input": [ref],
+            "chunk": self.chunk_slices,
+            "spacing": list(prepared.prepared_geometry.spacing),  # 3D members resample with it
+        }
         results = await asyncio.gather(
             *(self.members[n].predict.remote(request) for n in self.member_names)
         )

@@ -97,6 +97,16 @@ def build_optimizer(member: MemberConfig, params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay)
 
 
+def build_scheduler(member: MemberConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """Plateau on validation Dice (the 2D seeds), or fixed milestones (e.g. ×0.1 at epochs 7 and 9)."""
+    cfg = member.scheduler
+    if cfg.milestones:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=cfg.factor)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
+    )
+
+
 def inject_faults(member: MemberConfig, epoch: int, fault_dir: str | None) -> None:
     """Deliberate failures configured by ``member.fault`` (fault-tolerance tests only)."""
     fault = member.fault
@@ -166,13 +176,7 @@ class MemberTrainer:
             torch.backends.cudnn.benchmark = True
         self.model = place.prepare_model(model.to(place.device))
         self.optimizer = build_optimizer(member, self.model.parameters())
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            mode="max",
-            factor=member.scheduler.factor,
-            patience=member.scheduler.patience,
-            min_lr=member.scheduler.min_lr,
-        )
+        self.scheduler = build_scheduler(member, self.optimizer)
         self.adversarial: AdversarialParts | None = None
         if discriminator is not None:
             discriminator = place.prepare_model(discriminator.to(place.device))
@@ -248,7 +252,10 @@ class MemberTrainer:
         train_time = time.perf_counter() - started
         metrics: dict[str, float] = self.validate() if self.place.rank == 0 else {}
         val_dice = self.place.broadcast(metrics.get("val_dice", 0.0))
-        self.scheduler.step(val_dice)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_dice)
+        else:
+            self.scheduler.step()
         self.best = max(self.best, val_dice)
         world = self.place.world
         metrics.update(

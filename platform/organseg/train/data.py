@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from organseg.config import ExperimentConfig, MemberConfig
 from organseg.errors import DataError, DataWarning
 from organseg.io import discover_cases
 from organseg.preprocess.dataset import SliceCache
-from organseg.preprocess.splits import patient_split
+from organseg.preprocess.splits import kfold_splits, patient_split
 from organseg.tasks import get_task
 
 
@@ -22,13 +22,29 @@ class PreparedData:
     cache: SliceCache
     train_ids: list[str]
     val_ids: list[str]
+    #: (train, validation) ids of each fold member (``<name>-fold<i>``) of the k-fold members.
+    folds: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
     def ids_for(self, member: MemberConfig, split: str) -> list[str]:
-        """Samples of ``split`` whose modality the member accepts."""
+        """Samples of ``split`` whose modality the member accepts (a fold member: its fold's)."""
+        if member.name in self.folds:
+            return list(self.folds[member.name][0 if split == "train" else 1])
         ids = self.train_ids if split == "train" else self.val_ids
         accepted = {m.value for m in member.modalities or []}
         by_id = {s.id: s for s in self.cache.samples}
         return [i for i in ids if _modality_value(by_id[i]) in accepted]
+
+    def assign_folds(self, member: MemberConfig, seed: int = 0) -> list[MemberConfig]:
+        """The fold members of a ``folds: k`` member, each with its patient fold (all of the member's
+        labelled samples, training and validation alike, are dealt into the k folds)."""
+        units = member.fold_members()
+        if not member.folds:
+            return units
+        ids = set(self.ids_for(member, "train")) | set(self.ids_for(member, "val"))
+        samples = [s for s in self.cache.samples if s.id in ids]
+        for unit, split in zip(units, kfold_splits(samples, member.folds, seed), strict=True):
+            self.folds[unit.name] = split
+        return units
 
 
 def _modality_value(sample: object) -> str:

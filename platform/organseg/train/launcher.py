@@ -22,7 +22,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from rich.console import Console
 
 from organseg.config import ExperimentConfig, MemberConfig
-from organseg.ensemble.export import export_model_dir
+from organseg.ensemble.export import export_model_dir, fold_of
 from organseg.ensemble.spec import MEMBER_FILE
 from organseg.errors import ConfigError
 from organseg.resources import Request, largest_node, settle
@@ -169,7 +169,8 @@ def member_request(config: ExperimentConfig, member: MemberConfig) -> Request:
     bundle: dict[str, float] = {"CPU": member.cpus_per_worker}
     if member.use_gpu:
         bundle["GPU"] = member.gpu_fraction
-    index = [m.name for m in config.members].index(member.name)
+    parent, _ = fold_of(config, member.name)  # a fold member is configured by its k-fold member
+    index = [m.name for m in config.members].index(parent)
     return Request(member.name, (bundle,) * member.num_workers, source=f"members.{index}")
 
 
@@ -304,9 +305,15 @@ def train_experiment(
         f"  {len(data.cache.samples)} samples from {data.root}; {len(data.train_ids)} train / "
         f"{len(data.val_ids)} validation; cache {data.cache.root}"
     )
-    plans = {m.name: plan_member(config, m, data) for m in selected}
-    run_root = storage.join(config.storage_root(), "train")
     outcomes: dict[str, MemberOutcome] = {}
+    units: list[MemberConfig] = []  # a k-fold member becomes its k fold members
+    for member in selected:
+        try:
+            units += data.assign_folds(member, seed=config.dataset.split_seed)
+        except ConfigError as exc:  # fewer patients than folds
+            outcomes[member.name] = MemberOutcome(member.name, "failed", error=str(exc))
+    plans = {m.name: plan_member(config, m, data) for m in units}
+    run_root = storage.join(config.storage_root(), "train")
     to_run: list[tuple[MemberPlan, str]] = []
     for plan in plans.values():
         if not plan.train_ids or not plan.val_ids:
@@ -345,7 +352,9 @@ def train_experiment(
                 )
             outcomes[plan.name] = outcome
 
-    ordered = [outcomes[m.name] for m in selected]
+    ordered = [outcomes[m.name] for m in units] + [
+        outcomes[m.name] for m in selected if m.folds and m.name in outcomes
+    ]
     exported = [o for o in ordered if o.ok and o.checkpoint]
     if not exported:
         return TrainingReport(None, ordered)

@@ -10,12 +10,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from organseg.config import MemberConfig
 from organseg.models import create_member
+from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.augment import AugmentConfig, SliceAugmenter
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.dataset import SliceCache, SliceDataset
@@ -120,6 +122,74 @@ class SliceSource:
         )
 
 
+class PatchSource(SliceSource):
+    """3D members: foreground-oversampled patches of the volume cache (the slice cache resampled once to
+    the member's spacing), validated with the sliding window on whole patients at that spacing."""
+
+    def __init__(self, member: MemberConfig, payload: TrainPayload) -> None:
+        super().__init__(member, payload)
+        from organseg.preprocess.volumes import VolumeCache
+
+        assert member.volume is not None  # set for every 3D member by MemberConfig
+        self.cfg = member.volume
+        ids = list(dict.fromkeys([*payload.train_ids, *payload.val_ids]))
+        self.volumes = VolumeCache.build(self.cache, ids, self.cfg.spacing)
+
+    def train_dataset(self) -> Any:
+        from organseg.preprocess.volumes import PatchDataset
+
+        return PatchDataset(
+            self.volumes,
+            self.payload.train_ids,
+            self.payload.organs,
+            self.cfg,
+            self.member.in_channels,
+            seed=self.member.seed,
+        )
+
+    def train_loader(
+        self, dataset: Dataset, num_workers: int = 0, pin_memory: bool = False
+    ) -> DataLoader:
+        member = self.member
+        return DataLoader(
+            dataset,
+            batch_size=member.batch_size,
+            shuffle=True,
+            drop_last=len(dataset) > member.batch_size,  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(member.seed),
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            **({"prefetch_factor": 2} if num_workers > 0 else {}),  # patches cost more than slices
+        )
+
+    def validate(
+        self, model: nn.Module, loss_fn: nn.Module, device: torch.device
+    ) -> dict[str, float]:
+        from organseg.ensemble.sliding import sliding_window_probs
+        from organseg.preprocess.volumes import apply_intensity, volume_channels
+        from organseg.train.validation import dice_3d
+
+        organs = self.payload.organs
+        hard: dict[str, list[float]] = {o: [] for o in organs}
+        for sample_id in self.payload.val_ids:
+            image, labels, _ = self.volumes.volume(sample_id)
+            x = apply_intensity(
+                torch.from_numpy(np.asarray(image, dtype=np.float32)),
+                self.cfg.intensity,
+                self.volumes.stats(sample_id),
+            )
+            x = volume_channels(x, self.member.in_channels)
+            probs = sliding_window_probs(
+                model, x, self.cfg.patch, self.cfg.overlap, False, self.cfg.window_batch_size
+            ).numpy()
+            for k, organ in enumerate(organs):
+                truth = np.asarray(labels) == ORGAN_LABELS[organ]
+                hard[organ].append(dice_3d(probs[k] >= 0.5, truth))
+        metrics = {f"val_dice_{o}": float(np.mean(v)) if v else 0.0 for o, v in hard.items()}
+        metrics["val_dice"] = float(np.mean(list(metrics.values()))) if metrics else 0.0
+        return metrics
+
+
 def source_for(member: MemberConfig, payload: TrainPayload) -> TrainingSource:
-    """The data source that fits the member's architecture (slices for 2D nets)."""
-    return SliceSource(member, payload)
+    """The data source that fits the member's architecture: slices for 2D nets, patches for 3D ones."""
+    return PatchSource(member, payload) if member.dims == 3 else SliceSource(member, payload)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from organseg.losses import discriminator_loss, generator_adversarial_loss
@@ -94,8 +95,24 @@ def supervised_loss(
             stage1, stage2 = inner.forward_stages(x) if inner is model else _ddp_stages(model, x)
         return 0.5 * loss_fn(stage1.float(), y) + loss_fn(stage2.float(), y)
     with precision.autocast():
-        logits = model(x)
-    return loss_fn(logits.float(), y)
+        out = model(x)
+    if isinstance(out, (list, tuple)):
+        return deep_supervision_loss(loss_fn, [o.float() for o in out], y)
+    return loss_fn(out.float(), y)
+
+
+def deep_supervision_loss(
+    loss_fn: nn.Module, outputs: list[torch.Tensor], y: torch.Tensor
+) -> torch.Tensor:
+    """nnU-Net's deep supervision: full-resolution logits first, each coarser output against the target
+    downsampled (nearest) to its size, weights halving per level and normalised to sum to one."""
+    weights = [0.5**i for i in range(len(outputs))]
+    total = sum(weights)
+    loss = outputs[0].new_zeros(())
+    for weight, out in zip(weights, outputs, strict=True):
+        target = y if out.shape[2:] == y.shape[2:] else F.interpolate(y, size=out.shape[2:])
+        loss = loss + (weight / total) * loss_fn(out, target)
+    return loss
 
 
 def _ddp_stages(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,271 @@
+"""Volumes for 3D members: the prepared grid resampled to a member's spacing, cached, and cut into patches.
+
+A 3D member sees the same normalised pixels as the 2D members: the slice cache's prepared volume
+``(Z, C, S, S)`` (and, when serving, :func:`~organseg.ensemble.predictor.prepare_input`'s identical array)
+is resampled once to the member's voxel spacing with :func:`to_member_grid`. Training reads those
+resampled volumes from a memory-mapped cache beside the slice cache; :class:`PatchDataset` cuts
+foreground-oversampled patches from them (nnU-Net's sampling) and augments them with MONAI transforms.
+
+Layout of ``<slice cache>/volumes/<key>/`` (``key`` hashes the spacing and the slice cache's config)::
+
+    index.json             samples: file, shape, intensity statistics
+    images/<id>.npy        (C, D, H, W) float16 on the member's grid
+    labels/<id>.npy        (D, H, W) uint8 organ label ids
+    foreground/<id>.npy    (N, 3) int32 organ voxel coordinates (a random subset), for oversampling
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from organseg.organs import ORGAN_LABELS
+from organseg.preprocess.channels import to_channels
+from organseg.preprocess.dataset import SliceCache, _locked, _save_atomic, safe_id
+from organseg.preprocess.volume_config import VolumeConfig
+
+#: Foreground coordinates kept per volume: plenty for sampling, small on disk.
+MAX_FOREGROUND = 20_000
+
+
+def member_shape(
+    shape_zyx: Sequence[int], spacing_xyz: Sequence[float], target_xyz: Sequence[float]
+) -> tuple[int, int, int]:
+    """Voxels per axis (z, y, x) covering the same field of view at ``target_xyz`` spacing."""
+    z, y, x = shape_zyx
+    sx, sy, sz = spacing_xyz
+    tx, ty, tz = target_xyz
+    return (
+        max(1, round(z * sz / tz)),
+        max(1, round(y * sy / ty)),
+        max(1, round(x * sx / tx)),
+    )
+
+
+def to_member_grid(
+    array_zchw: np.ndarray | torch.Tensor,
+    spacing_xyz: Sequence[float],
+    target_xyz: Sequence[float],
+    is_label: bool = False,
+) -> torch.Tensor:
+    """``(Z, C, H, W)`` image (or ``(Z, H, W)`` labels) → ``(C, D', H', W')`` float32 (labels ``(D', H', W')``
+    uint8) at the member's spacing, over the same field of view (trilinear / nearest, edges aligned as
+    in :func:`~organseg.preprocess.resample.resize_slices`)."""
+    if isinstance(array_zchw, np.ndarray):  # a copy: memory maps are read-only
+        tensor = torch.from_numpy(np.array(array_zchw, dtype=np.uint8 if is_label else np.float32))
+    else:
+        tensor = array_zchw
+    # (1, 1, Z, H, W) labels or (1, C, Z, H, W) image
+    volume = tensor[None, None].float() if is_label else tensor.float().permute(1, 0, 2, 3)[None]
+    size = member_shape(volume.shape[2:], spacing_xyz, target_xyz)
+    if tuple(volume.shape[2:]) != size:
+        mode = (
+            {"mode": "nearest-exact"} if is_label else {"mode": "trilinear", "align_corners": False}
+        )
+        volume = F.interpolate(volume, size=size, **mode)
+    return volume[0, 0].to(torch.uint8) if is_label else volume[0]
+
+
+def from_member_grid(probs_kdhw: torch.Tensor, shape_zyx: Sequence[int]) -> torch.Tensor:
+    """``(K, D', H', W')`` probabilities back to the prepared grid as ``(Z, K, H, W)`` (trilinear)."""
+    volume = probs_kdhw[None].float()
+    if tuple(volume.shape[2:]) != tuple(shape_zyx):
+        volume = F.interpolate(volume, size=tuple(shape_zyx), mode="trilinear", align_corners=False)
+    return volume[0].permute(1, 0, 2, 3)
+
+
+def apply_intensity(
+    image: torch.Tensor, mode: str, stats: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """The member's intensity convention on top of the shared preprocessing (see VolumeConfig.intensity).
+
+    ``zscore`` uses the whole volume's mean and standard deviation (``stats`` when already known).
+    """
+    if mode == "zscore":
+        mean, std = stats if stats is not None else (float(image.mean()), float(image.std()))
+        return (image - mean) / max(std, 1e-6)
+    if mode == "symmetric":
+        return image * 2.0 - 1.0
+    return image
+
+
+def volume_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """:func:`~organseg.preprocess.channels.to_channels` for one ``(C, D, H, W)`` volume."""
+    if x.shape[0] == in_channels:
+        return x
+    return to_channels(x.transpose(0, 1), in_channels).transpose(0, 1)
+
+
+def _key(cache: SliceCache, spacing: Sequence[float]) -> str:
+    blob = json.dumps([cache.fingerprint, [round(float(s), 4) for s in spacing]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class VolumeCache:
+    """Samples of a slice cache resampled to one spacing, memory-mapped on first use in each process."""
+
+    def __init__(self, root: Path, index: dict[str, Any]) -> None:
+        self.root = root
+        self.index = index
+        self._open: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def build(
+        cls, cache: SliceCache, sample_ids: Sequence[str], spacing: Sequence[float]
+    ) -> VolumeCache:
+        """Resample the samples not cached yet (under the cache lock: parallel members take turns)."""
+        root = cache.root / "volumes" / _key(cache, spacing)
+        for sub in ("images", "labels", "foreground"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        with _locked(root / ".lock"):
+            path = root / "index.json"
+            index = (
+                json.loads(path.read_text())
+                if path.is_file()
+                else {"spacing": list(spacing), "samples": {}}
+            )
+            for sample_id in sample_ids:
+                record = cache.sample(sample_id)
+                entry = index["samples"].get(sample_id)
+                if entry is not None and entry["source"] == record.source_fingerprint:
+                    continue
+                index["samples"][sample_id] = cls._build_one(cache, sample_id, root, spacing)
+                tmp = root / ".index.json.tmp"
+                tmp.write_text(json.dumps(index))
+                tmp.replace(path)
+        return cls(root, index)
+
+    @staticmethod
+    def _build_one(
+        cache: SliceCache, sample_id: str, root: Path, spacing: Sequence[float]
+    ) -> dict[str, Any]:
+        record = cache.sample(sample_id)
+        images, labels = cache.volume(sample_id)
+        prepared_spacing = _prepared_spacing(record, cache.cfg.size)
+        image = to_member_grid(np.asarray(images), prepared_spacing, spacing)
+        label = to_member_grid(np.asarray(labels), prepared_spacing, spacing, is_label=True).numpy()
+        name = safe_id(sample_id)
+        _save_atomic(root / "images" / f"{name}.npy", image.numpy().astype(np.float16))
+        _save_atomic(root / "labels" / f"{name}.npy", label)
+        coords = np.argwhere(label > 0).astype(np.int32)
+        if len(coords) > MAX_FOREGROUND:
+            pick = np.random.default_rng(0).choice(len(coords), MAX_FOREGROUND, replace=False)
+            coords = coords[np.sort(pick)]
+        _save_atomic(root / "foreground" / f"{name}.npy", coords)
+        return {
+            "file": name,
+            "shape": list(label.shape),
+            "source": record.source_fingerprint,
+            "mean": float(image.mean()),
+            "std": float(image.std()),
+        }
+
+    def volume(self, sample_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image (C, D, H, W), labels (D, H, W), foreground coordinates (N, 3))`` memory maps."""
+        if sample_id not in self._open:
+            name = self.index["samples"][sample_id]["file"]
+            self._open[sample_id] = tuple(  # type: ignore[assignment]
+                np.load(self.root / sub / f"{name}.npy", mmap_mode="r")
+                for sub in ("images", "labels", "foreground")
+            )
+        return self._open[sample_id]
+
+    def stats(self, sample_id: str) -> tuple[float, float]:
+        entry = self.index["samples"][sample_id]
+        return float(entry["mean"]), float(entry["std"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state
+
+
+def _prepared_spacing(record: Any, size: int) -> tuple[float, float, float]:
+    """Spacing (x, y, z) of a sample's prepared ``size``² grid (same field of view as the original)."""
+    sx, sy, sz = record.geometry.spacing
+    _, h, w = record.shape
+    return (sx * w / size, sy * h / size, sz)
+
+
+def crop(array: np.ndarray, start: Sequence[int], patch: Sequence[int]) -> np.ndarray:
+    """``patch`` voxels of the last three axes from ``start``; zero-padded where they leave the volume."""
+    spatial = array.shape[-3:]
+    out = np.zeros(
+        (*array.shape[:-3], *patch), dtype=np.float32 if array.dtype.kind == "f" else array.dtype
+    )
+    src, dst = [], []
+    for s, p, n in zip(start, patch, spatial, strict=True):
+        lo, hi = max(s, 0), min(s + p, n)
+        src.append(slice(lo, max(lo, hi)))
+        dst.append(slice(lo - s, lo - s + max(0, hi - lo)))
+    out[(..., *dst)] = array[(..., *src)]
+    return out
+
+
+class PatchDataset(Dataset):
+    """Training patches ``(image (C, d, h, w), target (K, d, h, w))`` from a :class:`VolumeCache`.
+
+    Item ``i`` of epoch ``e`` draws from volume ``i mod n`` with ``np.random.default_rng([seed, e, i])``:
+    with probability ``foreground_fraction`` the patch is centred on a random organ voxel, else anywhere
+    (nnU-Net's oversampling, so small organs are seen often enough).
+    """
+
+    def __init__(
+        self,
+        cache: VolumeCache,
+        sample_ids: Sequence[str],
+        organs: Sequence[str],
+        cfg: VolumeConfig,
+        in_channels: int,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        self.cache, self.sample_ids, self.cfg = cache, list(sample_ids), cfg
+        self.organs, self.in_channels, self.seed, self.epoch = list(organs), in_channels, seed, 0
+        self._label_ids = np.asarray([ORGAN_LABELS[o] for o in organs], np.uint8)[
+            :, None, None, None
+        ]
+        from organseg.preprocess.augment3d import build_augment3d
+
+        self.augment = build_augment3d(cfg.augment) if augment and cfg.augment else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids) * self.cfg.patches_per_volume
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        sample_id = self.sample_ids[index % len(self.sample_ids)]
+        image, labels, foreground = self.cache.volume(sample_id)
+        patch = self.cfg.patch
+        shape = labels.shape
+        low = [min(0, n - p) for p, n in zip(patch, shape, strict=True)]
+        high = [max(0, n - p) for p, n in zip(patch, shape, strict=True)]
+        if len(foreground) and rng.random() < self.cfg.foreground_fraction:
+            # centred on an organ voxel, jittered by up to a quarter patch so the organ is not always central
+            centre = foreground[rng.integers(len(foreground))]
+            jitter = [int(rng.integers(-(p // 4), p // 4 + 1)) for p in patch]
+            start = [
+                min(max(int(c) - p // 2 + j, lo), hi)
+                for c, p, j, lo, hi in zip(centre, patch, jitter, low, high, strict=True)
+            ]
+        else:
+            start = [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high, strict=True)]
+        x = torch.from_numpy(crop(image, start, patch))
+        y = torch.from_numpy(crop(labels, start, patch))
+        x = apply_intensity(x, self.cfg.intensity, self.cache.stats(sample_id))
+        if self.augment is not None:
+            x, y = self.augment(x, y, int(rng.integers(2**31)))
+        x = volume_channels(x, self.in_channels)
+        target = torch.from_numpy((y.numpy()[None] == self._label_ids).astype(np.float32))
+        return x.float().contiguous(), target
