@@ -11,13 +11,14 @@ from organseg.errors import ModelError
 from organseg.losses import DiceBCELoss, soft_dice_score
 from organseg.models import create_member, list_members
 from organseg.models.blocks3d import AttentionGate3d, PixelShuffle3d
-from organseg.train.steps import supervised_loss
+from organseg.train.steps import plain_step, supervised_loss
 
 VOLUMETRIC = [s for s in list_members("segmenter") if s.dims == 3]
 #: Narrow widths and a patch scaled down from the recipe (same wiring, a fraction of the compute).
 SMALL: dict[str, dict[str, Any]] = {
     "unet3d_fullres": {"base_channels": 4, "depth": 3},
     "resunet3d_ps": {"base_channels": 4, "blocks": (1, 2, 2)},
+    "ire3d": {"base_channels": 4, "levels": 2, "latent_channels": 8},
 }
 
 
@@ -40,9 +41,10 @@ def test_forward_backward_at_scaled_patch(spec) -> None:
     model = create_member(spec.name, 1, 3, **SMALL[spec.name]).train()
     x = torch.randn(2, 1, *patch)
     y = (torch.rand(2, 3, *patch) > 0.5).float()
-    loss = supervised_loss(
-        model, DiceBCELoss(), x, y
-    )  # deep supervision included where there is one
+    if hasattr(model, "loss_terms"):  # every part trains through one of its losses
+        loss = sum(term for _, term, _ in model.loss_terms(x, y, DiceBCELoss()))
+    else:  # deep supervision included where there is one
+        loss = supervised_loss(model, DiceBCELoss(), x, y)
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -75,13 +77,10 @@ def test_overfits_one_small_volume(name: str) -> None:
     target = organ[None, None]
     model = create_member(name, 1, 1, **SMALL[name]).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    loss_fn = DiceBCELoss()
+    train_step = plain_step(model, DiceBCELoss(), optimizer)  # the trainer's step for this member
     dice = torch.zeros(1)
     for step in range(150):
-        loss = supervised_loss(model, loss_fn, image, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(image, target)
         if step % 5 == 4:
             with torch.no_grad():
                 model.eval()
@@ -118,3 +117,48 @@ def test_attention_gate_weights_every_skip_voxel_in_unit_interval() -> None:
     assert alpha.shape == (2, 1, 8, 16, 16)
     assert bool(((alpha >= 0) & (alpha <= 1)).all())
     torch.testing.assert_close(gate(skip, signal), skip * alpha)
+
+
+def test_ire3d_losses_each_move_only_their_own_parameters() -> None:
+    torch.manual_seed(0)
+    model = create_member("ire3d", 1, 1, **SMALL["ire3d"]).train()
+    x = torch.randn(1, 1, 8, 16, 16)
+    y = (torch.rand(1, 1, 8, 16, 16) > 0.6).float()
+    parts = {
+        "shape": {"prior", "decoder"},
+        "imitation": {"imitating"},
+        "segmentation": {"unet"},
+    }
+    for name, owners in parts.items():
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        terms = {n: (loss, params) for n, loss, params in model.loss_terms(x, y, DiceBCELoss())}
+        loss, params = terms[name]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        optimizer.step()
+        moved = {
+            k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v, before[k])
+        }
+        assert moved == owners, f"{name} moved {sorted(moved)}"
+        model.zero_grad(set_to_none=True)
+    # the shape-consistency term is weighted λ = 0.001, and inference never touches the prior encoder
+    assert model.shape_weight == 0.001
+    model.eval()
+    for p in model.prior.parameters():
+        p.data.fill_(float("nan"))
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()
+
+
+def test_partitioned_step_leaves_parameters_without_their_loss_alone() -> None:
+    torch.manual_seed(0)
+    model = create_member("ire3d", 1, 1, **SMALL["ire3d"]).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    plain_step(model, DiceBCELoss(), optimizer)(
+        torch.randn(1, 1, 8, 16, 16), torch.ones(1, 1, 8, 16, 16)
+    )
+    moved = {k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    assert moved == {"prior", "decoder", "imitating", "unet"}

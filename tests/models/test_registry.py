@@ -25,6 +25,7 @@ EXPECTED = {
     "attention_unet",
     "unet3d_fullres",
     "resunet3d_ps",
+    "ire3d",
 }
 DOC = Path(__file__).resolve().parents[2] / "docs" / "adding-a-member.md"
 
@@ -38,7 +39,8 @@ def test_spec_fields_follow_the_design() -> None:
     for spec in list_members():
         if spec.kind == "discriminator":
             continue
-        expected = "dice" if spec.name in {"dualtail", "linknet34", "resunet3d_ps"} else "dice_bce"
+        dice_members = {"dualtail", "linknet34", "resunet3d_ps", "ire3d"}
+        expected = "dice" if spec.name in dice_members else "dice_bce"
         assert spec.default_loss == expected, spec.name
         assert spec.recommended_in_channels >= 1
         assert spec.description

@@ -66,6 +66,7 @@ def sliding_window_probs(
     return torch.as_tensor(probs)[0].float().cpu()
 
 
+@torch.inference_mode()
 def predict_volume(
     model: nn.Module,
     prepared: np.ndarray,
@@ -87,4 +88,4 @@ def predict_volume(
         window_batch_size or cfg.window_batch_size,
     )
     z, _, h, w = prepared.shape
-    return from_member_grid(probs, (z, h, w)).clamp_(0.0, 1.0)
+    return from_member_grid(probs, (z, h, w)).clamp(0.0, 1.0)

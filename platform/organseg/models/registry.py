@@ -26,6 +26,7 @@ MEMBER_MODULES: tuple[str, ...] = (
     "organseg.models.attention_unet",
     "organseg.models.unet3d",
     "organseg.models.resunet3d",
+    "organseg.models.ire3d",
 )
 
 MemberKind = Literal["segmenter", "discriminator"]

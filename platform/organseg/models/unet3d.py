@@ -54,7 +54,8 @@ class UNet3D(nn.Module):
                     conv_norm_act(2 * widths[i], widths[i]), conv_norm_act(widths[i], widths[i])
                 )
             )
-            self.heads.append(nn.Conv3d(widths[i], classes, 1))
+            if deep_supervision or i == 0:  # without deep supervision only the full-resolution head
+                self.heads.append(nn.Conv3d(widths[i], classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_divisible_3d(x, self.divisor, "unet3d_fullres")
@@ -62,14 +63,16 @@ class UNet3D(nn.Module):
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
-        outputs = []
         x = skips.pop()
-        for up, block, head in zip(self.up, self.decoder, self.heads, strict=True):
+        deep = self.training and self.deep_supervision
+        outputs = []
+        for level, (up, block) in enumerate(zip(self.up, self.decoder, strict=True)):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-            outputs.append(head(x))
-        if self.training and self.deep_supervision:
+            if deep:
+                outputs.append(self.heads[level](x))
+        if deep:
             return outputs[::-1]  # full resolution first, then each coarser decoder level
-        return outputs[-1]
+        return self.heads[-1](x)
 
 
 @register_member(

@@ -129,6 +129,9 @@ def plain_step(
     optimizer: torch.optim.Optimizer,
     precision: Precision = FP32,
 ) -> StepFn:
+    if hasattr(unwrap(model), "loss_terms"):
+        return partitioned_step(model, loss_fn, optimizer, precision)
+
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss = supervised_loss(model, loss_fn, x, y, precision)
@@ -136,6 +139,42 @@ def plain_step(
         precision.step(optimizer)
         precision.update()
         return float(loss.detach())
+
+    return step
+
+
+def partitioned_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision = FP32,
+) -> StepFn:
+    """Each of the model's loss terms moves only its own parameters (IRE3D-Net's separate optimisation).
+
+    Every term's gradient is taken with respect to its parameters alone and written to their ``.grad``;
+    one optimiser step then applies them (Adam skips parameters without a gradient), so the scheduler
+    and checkpoints stay the trainer's usual ones. Gradients bypass DDP's hooks (one worker only) and
+    fp16 loss scaling (fp32 or bf16 only).
+    """
+    inner = unwrap(model)
+    if inner is not model:
+        raise ValueError(
+            f"{type(inner).__name__} optimises its losses separately and trains on one worker "
+            "(num_workers: 1)"
+        )
+    if precision.scaler is not None:
+        raise ValueError(f"{type(inner).__name__} trains in fp32 or bf16, not fp16")
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with precision.autocast():
+            terms = inner.loss_terms(x, y, loss_fn)
+        for _, loss, params in terms:
+            grads = torch.autograd.grad(loss.float(), params, retain_graph=True, allow_unused=True)
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad
+        optimizer.step()
+        return float(sum(float(loss.detach()) for _, loss, _ in terms))
 
     return step
 
