@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--epochs-2d", type=int, default=30)
+    p.add_argument("--foreground", type=float, default=0.5, help="share of organ-centred patches")
+    p.add_argument(
+        "--reuse-2d", type=Path, default=None, help="the 2D row from an earlier run's --json file"
+    )
     p.add_argument("--val-block", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -99,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     # -- the 2D member, exactly as real_case_train.py --split block trains and scores it
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "2d.json"
-        code = train_2d(
-            ["--split", "block", "--val-block", str(args.val_block), "--size", str(args.size),
-             "--epochs", str(args.epochs_2d), "--threads", str(args.threads), "--seed", str(args.seed),
-             "--case", args.case, "--json", str(out)] + (["--sample", str(args.sample)] if args.sample else [])
-        )  # fmt: skip
-        if code:
-            return code
-        two_d = json.loads(out.read_text())
+    if args.reuse_2d is not None:
+        two_d = json.loads(args.reuse_2d.read_text())["two_d"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "2d.json"
+            code = train_2d(
+                ["--split", "block", "--val-block", str(args.val_block), "--size", str(args.size),
+                 "--epochs", str(args.epochs_2d), "--threads", str(args.threads), "--seed", str(args.seed),
+                 "--case", args.case, "--json", str(out)]
+                + (["--sample", str(args.sample)] if args.sample else [])
+            )  # fmt: skip
+            if code:
+                return code
+            two_d = json.loads(out.read_text())
 
     # -- the 3D member on the same case and slab
     ref = next(r for r in discover_cases(root) if r.case_id == args.case)
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         spacing=spacing,
         patch=tuple(args.patch),
         patches_per_volume=max(1, args.patches_per_epoch // len(parts)),
+        foreground_fraction=args.foreground,
         augment=["flip", "rotate", "scale", "intensity_shift"],
         overlap=0.5,
     )
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "val_slices": [first, last - 1],
         "two_d": {k: two_d[k] for k in ("arch", "parameters", "epochs", "val_dice_liver_3d",
-                                        "val_dice_liver_3d_postprocessed", "chaos_liver", "train_seconds")},
+                                        "val_dice_liver_3d_postprocessed", "chaos_liver", "train_seconds",
+                                        "val_slices")},
         "three_d": three_d,
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip

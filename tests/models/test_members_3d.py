@@ -19,12 +19,19 @@ SMALL: dict[str, dict[str, Any]] = {
     "unet3d_fullres": {"base_channels": 4, "depth": 3},
     "resunet3d_ps": {"base_channels": 4, "blocks": (1, 2, 2)},
     "ire3d": {"base_channels": 4, "levels": 2, "latent_channels": 8},
+    "cascade3d": {
+        "net1_levels": 3,
+        "net1_channels": 4,
+        "net2_levels": 3,
+        "net2_channels": 4,
+        "crop_size": (8, 16, 16),
+    },
 }
 
 
 def _scaled_patch(patch: tuple[int, int, int], factor: int = 4) -> tuple[int, ...]:
-    """The recipe's patch shrunk ``factor``-fold per axis (rounded down to a multiple of 8)."""
-    return tuple(max(8, p // factor // 8 * 8) for p in patch)
+    """The recipe's patch shrunk ``factor``-fold per axis (a multiple of 8, at most 48: CPU-sized)."""
+    return tuple(min(48, max(8, p // factor // 8 * 8)) for p in patch)
 
 
 def test_every_volumetric_member_has_a_small_case() -> None:
@@ -162,3 +169,22 @@ def test_partitioned_step_leaves_parameters_without_their_loss_alone() -> None:
     )
     moved = {k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v, before[k])}
     assert moved == {"prior", "decoder", "imitating", "unet"}
+
+
+def test_cascade3d_crops_where_stage_one_locates() -> None:
+    model = create_member("cascade3d", 1, 1, **SMALL["cascade3d"]).eval()
+    located = torch.full((1, 1, 8, 32, 32), -5.0)
+    located[:, :, 2:6, 10:20, 12:22] = 5.0
+    z, y, x = model.box(located)
+    assert z.start <= 2
+    assert z.stop >= 6
+    assert (y.start, y.stop) == (8, 22)  # 10 voxels wide, 15 % margin → 2 either side
+    assert (x.start, x.stop) == (10, 24)
+    assert model.box(torch.full((1, 1, 8, 32, 32), -5.0)) == (
+        slice(0, 8),
+        slice(0, 32),
+        slice(0, 32),
+    )
+    with torch.no_grad():
+        first, final = model.forward_stages(torch.randn(1, 1, 8, 32, 32))
+    assert first.shape == final.shape == (1, 1, 8, 32, 32)

@@ -26,6 +26,7 @@ EXPECTED = {
     "unet3d_fullres",
     "resunet3d_ps",
     "ire3d",
+    "cascade3d",
 }
 DOC = Path(__file__).resolve().parents[2] / "docs" / "adding-a-member.md"
 
@@ -39,7 +40,7 @@ def test_spec_fields_follow_the_design() -> None:
     for spec in list_members():
         if spec.kind == "discriminator":
             continue
-        dice_members = {"dualtail", "linknet34", "resunet3d_ps", "ire3d"}
+        dice_members = {"dualtail", "linknet34", "resunet3d_ps", "ire3d", "cascade3d"}
         expected = "dice" if spec.name in dice_members else "dice_bce"
         assert spec.default_loss == expected, spec.name
         assert spec.recommended_in_channels >= 1

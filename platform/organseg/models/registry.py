@@ -27,6 +27,7 @@ MEMBER_MODULES: tuple[str, ...] = (
     "organseg.models.unet3d",
     "organseg.models.resunet3d",
     "organseg.models.ire3d",
+    "organseg.models.cascade3d",
 )
 
 MemberKind = Literal["segmenter", "discriminator"]
