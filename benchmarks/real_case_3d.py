@@ -8,7 +8,7 @@ the trainer's deep-supervision step), then predicts the whole volume with the sl
 (``organseg.ensemble.sliding.predict_volume``); both are restored to the 512² grid and scored on the slab:
 liver Dice (raw 0.5 threshold and post-processed) and the CHAOS metrics. No Ray: plain PyTorch on CPU.
 
-    python benchmarks/real_case_3d.py [--epochs 30 --epochs-2d 30 --size 128 --json out.json]
+    python benchmarks/real_case_3d.py [--epochs 40 --epochs-2d 25 --size 128 --json out.json]
 
 Ends with one JSON line of the figures.
 """
@@ -35,12 +35,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=128, help="prepared in-plane size (multiple of 32)")
     p.add_argument("--arch", default="unet3d_fullres", choices=["unet3d_fullres", "resunet3d_ps"])
     p.add_argument("--width", type=int, default=8, help="starting channels of the 3D member")
-    p.add_argument("--patch", type=int, nargs=3, default=[16, 96, 96], help="z y x")
-    p.add_argument("--epochs", type=int, default=30, help="3D epochs")
-    p.add_argument("--patches-per-epoch", type=int, default=16)
+    p.add_argument("--patch", type=int, nargs=3, default=[16, 64, 64], help="z y x")
+    p.add_argument("--epochs", type=int, default=40, help="3D epochs")
+    p.add_argument("--patches-per-epoch", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--epochs-2d", type=int, default=30)
+    p.add_argument("--epochs-2d", type=int, default=25)
     p.add_argument("--foreground", type=float, default=0.5, help="share of organ-centred patches")
     p.add_argument(
         "--reuse-2d", type=Path, default=None, help="the 2D row from an earlier run's --json file"
