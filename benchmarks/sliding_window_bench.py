@@ -10,6 +10,9 @@ Defaults are CPU-sized: narrow networks (``--width``) at the recipes' spacing an
 uses the recipes' full widths (what a GPU would run). Ends with one JSON line of the figures.
 
     python benchmarks/sliding_window_bench.py [--threads 2] [--mirror] [--recipe]
+
+On the 2-core CPU box (busy): per 512²×96 volume the 2D member took 29 s, unet3d_fullres 38 s (1.3×),
+resunet3d_ps 47 s (1.6×); halving the volume to 48 slices halves the 3D members' time (1.9×, 2.1×).
 """
 
 from __future__ import annotations
