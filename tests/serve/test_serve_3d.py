@@ -18,7 +18,7 @@ from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.ensemble.spec import load_spec
 from organseg.io import discover_cases, load_case, read_dicom_series
 from organseg.io.volume import Modality
-from organseg.serve.client import GrpcBackend, HttpBackend
+from organseg.serve.client import GrpcClient, HttpBackend, HttpClient
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -117,11 +117,13 @@ def test_mixed_ensemble_trains_in_parallel_and_serves_like_local(
     image = load_case(ref, with_label=False).image
     local = EnsemblePredictor(report.model_dir).predict(image)
     assert local.members == ["attn", "ps3d", "u3d"]
-    for backend in (
-        HttpBackend(f"http://127.0.0.1:{HTTP_PORT}", 300),
-        GrpcBackend(f"127.0.0.1:{GRPC_PORT}", 300),
+    # raw voxels, so the server sees exactly the array local prediction saw (a 3D member is not
+    # invariant to the slice order; DICOM sent over the wire is stacked by slice position instead)
+    for client in (
+        HttpClient(f"http://127.0.0.1:{HTTP_PORT}", timeout=300),
+        GrpcClient(f"127.0.0.1:{GRPC_PORT}", timeout=300),
     ):
-        served = backend.predict(PredictInput(ref.case_id, image), None)
+        served = client.segment(image)
         assert served.labels.shape == image.shape
         np.testing.assert_array_equal(served.labels.array, local.labels.array)
         assert served.members == local.members
