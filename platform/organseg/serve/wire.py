@@ -123,6 +123,31 @@ def _copy_bounded(source: io.BufferedIOBase, sink: io.BufferedIOBase, budget: in
     return copied
 
 
+def _check_member_headers(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], limits: WireLimits
+) -> None:
+    """Sum Rows x Columns x frames from the first 64 KiB of each member (headers come first in DICOM),
+    so a small zip claiming a huge image is refused before it is inflated to disk."""
+    import pydicom
+
+    voxels = 0
+    for number, member in enumerate(members, start=1):
+        try:
+            with archive.open(member) as stream:
+                head = stream.read(1 << 16)
+            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
+            rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+            frames = int(ds.get("NumberOfFrames") or 1)
+        except Exception:  # not DICOM, or a header past 64 KiB: the check after unpacking decides
+            continue
+        voxels += max(rows, 0) * max(columns, 0) * max(frames, 1)
+        if voxels > limits.max_voxels:
+            raise RequestTooLarge(
+                f"the series claims at least {voxels} voxels ({rows}x{columns} pixels x {frames} "
+                f"frame(s) in zip member {number}); the limit is {limits.max_voxels}"
+            )
+
+
 def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
     """A zip of exactly one DICOM series (any folder depth) as a Volume ordered by slice position.
 
@@ -154,6 +179,7 @@ def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
                 )
         total = sum(m.file_size for m in members)
         limits.check_bytes(total, "unzipped DICOM series")
+        _check_member_headers(archive, members, limits)  # before anything is unpacked
         folder = Path(tmp)
         budget = limits.max_request_bytes
         for number, member in enumerate(members, start=1):
