@@ -47,3 +47,26 @@ def test_predict_volume_returns_probabilities_on_the_prepared_grid() -> None:
     )
     assert float(probs.min()) >= 0.0
     assert float(probs.max()) <= 1.0
+
+
+def test_feet_first_volumes_are_seen_head_first() -> None:
+    from organseg.ensemble.sliding import feet_first
+    from organseg.io.volume import Geometry
+
+    class _Ramp(nn.Module):  # not invariant to a z flip: adds a ramp along z
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ramp = torch.linspace(-2, 2, x.shape[2]).view(1, 1, -1, 1, 1)
+            return x[:, :1] * self.weight + ramp
+
+    prepared = np.random.default_rng(1).random((8, 1, 32, 32)).astype(np.float16)
+    cfg = VolumeConfig(spacing=(2.0, 2.0, 2.0), patch=(8, 32, 32))
+    head_first = predict_volume(_Ramp(), prepared, (2.0, 2.0, 2.0), cfg, 1)
+    reversed_input = np.ascontiguousarray(prepared[::-1])
+    feet = predict_volume(_Ramp(), reversed_input, (2.0, 2.0, 2.0), cfg, 1, flip_z=True)
+    torch.testing.assert_close(torch.flip(feet, (0,)), head_first)
+    assert feet_first(Geometry(direction=(1, 0, 0, 0, 1, 0, 0, 0, -1)))
+    assert not feet_first(Geometry())

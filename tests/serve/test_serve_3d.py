@@ -128,6 +128,13 @@ def test_mixed_ensemble_trains_in_parallel_and_serves_like_local(
         np.testing.assert_array_equal(served.labels.array, local.labels.array)
         assert served.members == local.members
 
+    # the DICOM series itself: the server stacks it by slice position, here it was read in file order;
+    # 3D members see both head-first, so the masks still agree
+    dicom = HttpBackend(f"http://127.0.0.1:{HTTP_PORT}", 300).predict(
+        PredictInput(ref.case_id, image), None
+    )
+    np.testing.assert_array_equal(dicom.labels.array, local.labels.array)
+
     # the real CT case: whole-volume 3D prediction comes back on the case's own grid
     real = read_dicom_series(chaos_sample / "Train_Sets" / "CT" / "1" / "DICOM_anon")
     prediction = HttpBackend(f"http://127.0.0.1:{HTTP_PORT}", 600).predict(

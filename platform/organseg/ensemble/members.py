@@ -116,6 +116,7 @@ class MemberRunner:
         volume: np.ndarray,
         spacing: tuple[float, float, float],
         window_batch_size: int | None = None,
+        flip_z: bool = False,
     ) -> np.ndarray:
         """A 3D member's uint8 probabilities ``(Z, K, S, S)`` for the whole prepared volume (spacing x, y, z
         of its grid); fold networks are averaged before quantizing."""
@@ -132,19 +133,23 @@ class MemberRunner:
                     self.entry.volume,
                     self.entry.in_channels,
                     window_batch_size,
+                    flip_z,
                 )
                 total = probs if total is None else total + probs
             assert total is not None
             return quantize(total / len(self.models)).numpy()
 
     def run(
-        self, volume: np.ndarray, spacing: tuple[float, float, float] | None = None
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float] | None = None,
+        flip_z: bool = False,
     ) -> np.ndarray:
         """The member on a whole prepared volume, whichever its kind."""
         if self.is_3d:
             if spacing is None:
                 raise ModelError(f"3D member {self.entry.name!r} needs the prepared grid's spacing")
-            return self.predict_volume(volume, spacing)
+            return self.predict_volume(volume, spacing, flip_z=flip_z)
         return self.predict(volume)
 
     def warm_up(self, size: int, batch_size: int | None = None) -> float:

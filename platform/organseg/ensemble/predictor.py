@@ -17,6 +17,7 @@ import numpy as np
 from organseg.ensemble.members import MemberRunner
 from organseg.ensemble.postprocess import labels_from_member_maps
 from organseg.ensemble.routing import ModalityError, decide_modality
+from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.io.modality import ModalityDecision
 from organseg.io.validate import validate_volume
@@ -169,7 +170,9 @@ class EnsemblePredictor:
         for entry in self.spec.members_for(decision.modality):
             tick = time.perf_counter()
             runner = self.runner(entry.name)
-            probs[entry.name] = runner.run(prepared.array, prepared.prepared_geometry.spacing)
+            probs[entry.name] = runner.run(
+                prepared.array, prepared.prepared_geometry.spacing, feet_first(prepared.geometry)
+            )
             timings[f"member:{entry.name}"] = time.perf_counter() - tick
         prediction = assemble_prediction(self.spec, prepared, decision, probs, timings)
         prediction.timings["total"] = time.perf_counter() - started

@@ -13,6 +13,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from organseg.io.volume import Geometry
 from organseg.preprocess.volume_config import VolumeConfig
 from organseg.preprocess.volumes import (
     apply_intensity,
@@ -74,10 +75,18 @@ def predict_volume(
     cfg: VolumeConfig,
     in_channels: int,
     window_batch_size: int | None = None,
+    flip_z: bool = False,
 ) -> torch.Tensor:
     """A prepared ``(Z, C, S, S)`` volume (spacing ``spacing_xyz``) → ``(Z, K, S, S)`` probabilities on the
-    same grid: resample to the member's spacing, its intensity convention, sliding window, resample back."""
-    image = to_member_grid(np.asarray(prepared, dtype=np.float32), spacing_xyz, cfg.spacing)
+    same grid: resample to the member's spacing, its intensity convention, sliding window, resample back.
+
+    ``flip_z``: the slices run toward the feet (:func:`feet_first`); the member sees them head-first, the
+    canonical order it was trained in, and the probabilities come back in the input's order.
+    """
+    array = np.asarray(prepared, dtype=np.float32)
+    if flip_z:
+        array = np.ascontiguousarray(array[::-1])
+    image = to_member_grid(array, spacing_xyz, cfg.spacing)
     image = volume_channels(apply_intensity(image, cfg.intensity), in_channels)
     probs = sliding_window_probs(
         model,
@@ -88,4 +97,14 @@ def predict_volume(
         window_batch_size or cfg.window_batch_size,
     )
     z, _, h, w = prepared.shape
-    return from_member_grid(probs, (z, h, w)).clamp(0.0, 1.0)
+    out = from_member_grid(probs, (z, h, w)).clamp(0.0, 1.0)
+    return torch.flip(out, (0,)) if flip_z else out
+
+
+def feet_first(geometry: Geometry) -> bool:
+    """Whether slice index grows toward the feet (the z axis' world direction points inferior).
+
+    A CHAOS folder read in file-name order and the same series stacked by slice position can differ by
+    exactly this flip; 3D members always see volumes head-first, so both give the same masks.
+    """
+    return bool(geometry.direction_matrix[2, 2] < 0)

@@ -105,7 +105,7 @@ def volume_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def _key(cache: SliceCache, spacing: Sequence[float]) -> str:
-    blob = json.dumps([cache.fingerprint, [round(float(s), 4) for s in spacing]])
+    blob = json.dumps(["head-first", cache.fingerprint, [round(float(s), 4) for s in spacing]])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -149,6 +149,10 @@ class VolumeCache:
     ) -> dict[str, Any]:
         record = cache.sample(sample_id)
         images, labels = cache.volume(sample_id)
+        if (
+            record.geometry.direction_matrix[2, 2] < 0
+        ):  # head-first, as 3D members always see volumes
+            images, labels = images[::-1], labels[::-1]
         prepared_spacing = _prepared_spacing(record, cache.cfg.size)
         image = to_member_grid(np.asarray(images), prepared_spacing, spacing)
         label = to_member_grid(np.asarray(labels), prepared_spacing, spacing, is_label=True).numpy()

@@ -26,6 +26,7 @@ from organseg.ensemble.predictor import (
     assemble_prediction,
     prepare_input,
 )
+from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import load_spec
 from organseg.io.volume import Modality, Volume
 
@@ -100,9 +101,10 @@ class MemberDeployment:
         volume = await ref
         if self.runner.is_3d:  # the whole volume through the sliding window, not slice chunks
             spacing = tuple(request["spacing"])
+            flip_z = bool(request.get("flip_z", False))
             self.counters["forward_passes"] += 1
             return await asyncio.to_thread(
-                self.runner.predict_volume, volume, spacing, self.window_batch_size
+                self.runner.predict_volume, volume, spacing, self.window_batch_size, flip_z
             )
         chunk = max(1, int(request.get("chunk", 8)))
         rid = id(request)
@@ -187,6 +189,7 @@ class EnsembleDeployment:
             "input": [ref],
             "chunk": self.chunk_slices,
             "spacing": list(prepared.prepared_geometry.spacing),  # 3D members resample with it
+            "flip_z": feet_first(prepared.geometry),  # and see the volume head-first
         }
         results = await asyncio.gather(
             *(self.members[n].predict.remote(request) for n in self.member_names)
