@@ -5,8 +5,13 @@ One run measures, on the same volume and the same models:
   2. for each deployment mode — ``separate`` (one deployment per member, volume passed by object-store
      reference, uint8 maps back) and ``colocated`` (members inside the ensemble replica) — the latency
      of one volume over HTTP and over gRPC (overhead = served / in-process), and throughput with 1, 4
-     and 16 concurrent clients, with ``@serve.batch`` on and off (max_batch_size 1).
+     and 16 concurrent clients, with ``@serve.batch`` on and off (max_batch_size 1);
+  3. with separate member deployments: latency percentiles (p50/p90/p99) under a sustained, bounded load
+     (``--load-clients`` clients for ``--load-s`` seconds), and the recovery after one member replica is
+     killed under that load: requests failed (the clients retry, so this should be 0), the slowest
+     request, and the seconds from the kill until requests are back under 2× the steady p50.
 Members carry freshly initialised weights: the architectures and pixels are real, the masks are not.
+The last line printed is one JSON object with every figure.
 
     python benchmarks/serve_bench.py                       # CPU-sized default (128², 2 small members)
     python benchmarks/serve_bench.py --gpu                 # 512², the four CT members, GPU fractions
@@ -102,6 +107,96 @@ def throughput(send, clients: int, requests_per_client: int, slices: int) -> flo
     return clients * requests_per_client * slices / (time.perf_counter() - started)
 
 
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def sustained_load(
+    send, clients: int, seconds: float, on_start=None
+) -> list[tuple[float, float, bool]]:
+    """``clients`` threads sending back to back for ``seconds``: ``(start, end, ok)`` per request.
+
+    ``on_start(t0)`` runs in its own thread once the load is on (used to kill a replica mid-run).
+    """
+    records: list[tuple[float, float, bool]] = []
+    lock = threading.Lock()
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
+
+    def worker() -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            try:
+                send()
+                ok = True
+            except Exception:
+                ok = False
+            with lock:
+                records.append((started - t0, time.perf_counter() - t0, ok))
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    if on_start is not None:
+        threads.append(threading.Thread(target=on_start, args=(t0,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return records
+
+
+def kill_one_replica(deployment: str, app: str = "organseg") -> None:
+    """Kill one replica actor of ``deployment`` outright (as a crash would; Serve starts a new one)."""
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        name = actor["name"]
+        if name.startswith("SERVE_REPLICA::") and f"{app}#{deployment}#" in name:
+            ray.kill(ray.get_actor(name, namespace=actor["namespace"]), no_restart=True)
+            return
+    raise RuntimeError(f"no replica of {deployment} found")
+
+
+def load_and_recovery(client, volume, clients: int, seconds: float, member: str) -> dict[str, Any]:
+    """Percentiles under steady load, then the same load with one member replica killed at 1/3."""
+    send = lambda: client.segment(volume)  # noqa: E731
+    steady = sustained_load(send, clients, seconds)
+    latencies = [end - start for start, end, ok in steady if ok]
+    p50 = percentile(latencies, 50)
+    out: dict[str, Any] = {
+        "load_clients": clients,
+        "load_seconds": seconds,
+        "requests": len(steady),
+        "failed": sum(not ok for *_, ok in steady),
+        "p50_s": p50,
+        "p90_s": percentile(latencies, 90),
+        "p99_s": percentile(latencies, 99),
+        "max_s": max(latencies, default=float("nan")),
+    }
+    kill_at: list[float] = []
+
+    def kill(t0: float) -> None:
+        time.sleep(seconds / 3)
+        kill_at.append(time.perf_counter() - t0)
+        kill_one_replica(f"member-{member}")
+
+    faulty = sustained_load(send, clients, seconds, on_start=kill)
+    killed = kill_at[0]
+    after = sorted((end, end - start) for start, end, ok in faulty if ok and end > killed)
+    # recovered: from the kill until requests finish under 2× the steady p50 again (and stay there)
+    recovered = next(
+        (end for i, (end, _) in enumerate(after) if all(lat <= 2 * p50 for _, lat in after[i:])),
+        float("nan"),
+    )
+    out["kill"] = {
+        "member": member,
+        "requests": len(faulty),
+        "failed": sum(not ok for *_, ok in faulty),
+        "slowest_s": max((end - start for start, end, ok in faulty if ok), default=float("nan")),
+        "recovery_s": recovered - killed,
+    }
+    return out
+
+
 def serve_config(
     model_dir: Path,
     members: list[str],
@@ -173,6 +268,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-unbatched", dest="unbatched", action="store_false", help="skip max_batch_size 1"
+    )
+    parser.add_argument("--load-clients", type=int, default=4, help="clients of the sustained load")
+    parser.add_argument("--load-s", type=float, default=20.0, help="seconds of sustained load")
+    parser.add_argument(
+        "--no-load", dest="load", action="store_false", help="skip the load/recovery section"
     )
     options = parser.parse_args()
 
@@ -282,6 +382,23 @@ def main() -> int:
                         print(
                             f"[{label}] {n:2d} clients (gRPC): {rate:.1f} slices/s "
                             f"({rate / (slices / local_s):.2f}× in-process)"
+                        )
+                    if options.load and mode == "separate" and batch != 1:
+                        figures = load_and_recovery(
+                            grpc_client,
+                            volume,
+                            options.load_clients,
+                            options.load_s,
+                            next(iter(members)),
+                        )
+                        entry["load"] = figures
+                        kill = figures["kill"]
+                        print(
+                            f"[{label}] {options.load_clients} clients for {options.load_s:.0f} s: "
+                            f"p50 {figures['p50_s']:.3f} s, p90 {figures['p90_s']:.3f} s, "
+                            f"p99 {figures['p99_s']:.3f} s, {figures['failed']} failed; member replica "
+                            f"killed: {kill['failed']} failed, slowest {kill['slowest_s']:.2f} s, "
+                            f"recovered in {kill['recovery_s']:.1f} s"
                         )
                     results[label] = entry
                     serve.delete("organseg")

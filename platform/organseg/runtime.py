@@ -12,7 +12,12 @@ import ray
 
 @contextlib.contextmanager
 def ray_session(
-    address: str | None = None, num_cpus: int | None = None, worker_logs: bool | None = None
+    address: str | None = None,
+    num_cpus: int | None = None,
+    worker_logs: bool | None = None,
+    node_ip_address: str | None = None,
+    dashboard_host: str | None = None,
+    runtime_env: dict | None = None,
 ) -> Iterator[None]:
     """Use Ray for the duration of a command.
 
@@ -31,6 +36,12 @@ def ray_session(
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": worker_logs}
     if address is None:
         kwargs.update(include_dashboard=True, num_cpus=num_cpus)
+        if node_ip_address:  # e.g. 127.0.0.1: the local cluster is reachable from this host only
+            kwargs["_node_ip_address"] = node_ip_address
+        if dashboard_host:
+            kwargs["dashboard_host"] = dashboard_host
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env
     ray.init(address=address, **kwargs)
     try:
         yield

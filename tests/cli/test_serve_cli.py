@@ -33,13 +33,27 @@ def _ray_processes() -> set[int]:
     return found
 
 
-def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def _skip_if_ray_runs() -> None:
     import ray
 
     if ray.is_initialized() or _ray_processes():
         pytest.skip(
             "another local Ray cluster is running; this test starts its own (run it first or alone)"
         )
+
+
+def _listeners() -> dict[int, set[str]]:
+    """Listening TCP ports → the addresses they are bound to."""
+    import psutil
+
+    found: dict[int, set[str]] = {}
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN:
+            found.setdefault(conn.laddr.port, set()).add(conn.laddr.ip)
+    return found
+
+
+def _start_server(tmp_path: Path, http_port: int, grpc_port: int) -> subprocess.Popen:
     config = parse_config(
         {
             "name": "cli-serve",
@@ -72,7 +86,7 @@ def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Pa
         )
     )
     env = {**os.environ, "RAY_ADDRESS": ""}
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -82,15 +96,27 @@ def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Pa
             "--model-dir",
             str(model_dir),
             "--http-port",
-            "18811",
+            str(http_port),
             "--grpc-port",
-            "19811",
+            str(grpc_port),
         ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _wait_until_gone(timeout_s: float = 30) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while _ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return _ray_processes()
+
+
+def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    _skip_if_ray_runs()
+    server = _start_server(tmp_path, 18811, 19811)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -104,6 +130,10 @@ def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Pa
         models = httpx.get("http://127.0.0.1:18811/v1/models", timeout=10).json()
         assert models["name"] == "cli-serve"
         assert _ray_processes()
+        bound = _listeners()
+        # HTTP, gRPC and the dashboard listen where the config says (loopback), not on every interface
+        for port in (18811, 19811, 8265):
+            assert bound.get(port) == {"127.0.0.1"}, (port, bound.get(port))
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=120)
     finally:
@@ -111,9 +141,30 @@ def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Pa
             server.kill()
     assert server.returncode == 0, output
     assert "shutting down" in output
-    deadline = time.monotonic() + 30
-    while _ray_processes() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not _ray_processes(), "Ray processes outlived `organseg serve`"
+    assert not _wait_until_gone(), "Ray processes outlived `organseg serve`"
     with pytest.raises(httpx.HTTPError):
         httpx.get("http://127.0.0.1:18811/healthz", timeout=2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_serve_command_stops_while_deploying_and_leaves_no_ray_behind(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A signal during the (long) deployment stops it promptly; SIGKILL leaves the watchdog to clean up."""
+    _skip_if_ray_runs()
+    server = _start_server(tmp_path, 18812, 19812)
+    try:
+        deadline = time.monotonic() + 120
+        while "deploying" not in (server.stdout.readline() or "") and time.monotonic() < deadline:
+            assert server.poll() is None
+        assert _ray_processes()  # Ray is up, the application is still deploying
+        started = time.monotonic()
+        server.send_signal(sig)
+        server.communicate(timeout=60)
+        stopped_s = time.monotonic() - started
+    finally:
+        if server.poll() is None:
+            server.kill()
+    left = _wait_until_gone()
+    assert not left, f"Ray processes outlived `organseg serve` ({sig.name}): {sorted(left)}"
+    assert stopped_s < 30, stopped_s

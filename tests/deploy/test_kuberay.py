@@ -153,6 +153,15 @@ def test_rayservice_ports_agree_with_serve_config() -> None:
     assert config["http_options"]["host"] == "0.0.0.0"
 
 
+def test_rayservice_reads_the_api_token_from_a_secret() -> None:
+    """Every pod (head and workers hold replicas/proxies) gets ORGANSEG_API_TOKEN from the Secret."""
+    for group in pod_groups(one(RAYSERVICE, "RayService")):
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            ref = env["ORGANSEG_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "organseg-api-token", "key": "token"}, container["name"]
+
+
 def test_rayservice_serves_a_model_on_its_read_only_volume() -> None:
     service = one(RAYSERVICE, "RayService")
     model_dir = serve_config()["applications"][0]["args"]["model_dir"]

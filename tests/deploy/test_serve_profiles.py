@@ -27,7 +27,16 @@ SERVED = {
     "local": ROOT / "configs" / "quickstart.yaml",
     "gpu": ROOT / "configs" / "task2-liver-ct.yaml",
 }
-APP_ARGS = {"model_dir", "colocate_members", "max_request_mb", "max_voxels", "chunk_slices"}
+APP_ARGS = {
+    "model_dir",
+    "colocate_members",
+    "max_request_mb",
+    "max_voxels",
+    "chunk_slices",
+    "body_timeout_s",
+    "decode_concurrency",
+    "retry_budget_s",
+}
 SERVICER = "organseg.serve.proto.segmentation_pb2_grpc.add_SegmentationServicer_to_server"
 HTTP_PORT, GRPC_PORT = 8000, 9000
 
@@ -214,3 +223,14 @@ def test_gpu_profile_shares_gpus_and_autoscales_members() -> None:
     ]
     assert sum(n * o.get("num_gpus", 0) for n, o in start) <= 1.0 + 1e-9
     assert sum(n * o.get("num_cpus", 1) for n, o in start) <= 14
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_deployment_has_backpressure(name: str) -> None:
+    """A full deployment refuses at once (503 / RESOURCE_EXHAUSTED) instead of queueing forever."""
+    for dep_name, dep in deployments(load_profile(name)).items():
+        assert dep["max_ongoing_requests"] >= 1, dep_name
+        assert dep["max_queued_requests"] >= 1, dep_name
+    router = deployments(load_profile(name))["router"]
+    # the router mostly waits (uploads, ensembles): more slots than decoders, so probes never queue
+    assert router["max_ongoing_requests"] > app_of(load_profile(name))["args"]["decode_concurrency"]

@@ -31,3 +31,9 @@ def test_deploy_apps_takes_a_deploy_schema_without_blocking() -> None:
 def test_global_client_can_be_asked_for() -> None:
     params = inspect.signature(_get_global_client).parameters
     assert "raise_if_no_controller_running" in params
+
+
+def test_serve_details_list_the_deployed_app_configs() -> None:
+    """A live model switch reads the running applications' configs from here."""
+    params = inspect.signature(ServeControllerClient.get_serve_details).parameters
+    assert list(params) == ["self"]

@@ -14,6 +14,7 @@ import pytest
 
 from organseg.ensemble.inputs import PredictInput
 from organseg.ensemble.predictor import EnsemblePredictor
+from organseg.ensemble.version import model_version
 from organseg.io import discover_cases, load_case, read_dicom_series
 from organseg.io.volume import Modality
 from organseg.serve.client import GrpcBackend, GrpcClient, HttpBackend, HttpClient
@@ -34,6 +35,7 @@ def _assert_same_as_local(prediction, model_dir: Path, image, modality: Modality
     assert prediction.labels.shape == image.shape
     assert prediction.labels.geometry.isclose(image.geometry)
     np.testing.assert_array_equal(prediction.labels.array, local.labels.array)
+    assert prediction.model_version == local.model_version == model_version(model_dir).id
     assert prediction.members == local.members == ["attn", "dualtail"]
     assert prediction.volumes_ml == pytest.approx(local.volumes_ml, abs=1e-3)
     assert prediction.uncertainty == pytest.approx(
@@ -84,13 +86,21 @@ def test_real_ct_case_routed_by_its_own_headers(served, chaos_ct_case: Path) -> 
 
 
 def test_models_health_and_openapi(served) -> None:
-    http, grpc_target, _, _ = served
+    http, grpc_target, _, model_dir = served
     models = HttpClient(http).models()
+    version = model_version(model_dir)
+    assert models["model_version"] == version.id
+    assert models["version"]["sha256"] == version.sha256
+    # no token configured: the API is open, and every answer names its request id
+    plain = httpx.get(f"{http}/v1/models", headers={"X-Request-ID": "probe-1"})
+    assert plain.status_code == 200
+    assert plain.headers["x-request-id"] == "probe-1"
     assert {e["modality"] for e in models["ensembles"]} == {"CT", "MR-T2SPIR"}
     assert [m["name"] for m in models["members"]] == ["dualtail", "attn"]
     assert models["organseg_version"]
     reply = GrpcClient(grpc_target).models()
     assert sorted(e.modality for e in reply.ensembles) == ["CT", "MR-T2SPIR"]
+    assert reply.model_version == version.id
     assert httpx.get(f"{http}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{http}/readyz", timeout=60)
     assert ready.status_code == 200
@@ -151,6 +161,7 @@ def test_cli_predict_over_http_and_grpc_with_report(served, tmp_path: Path) -> N
         assert set(meta["volumes_ml"]) == {"liver"}
         assert "liver" in meta["uncertainty"]
         assert meta["timings_s"]["router_total"] > 0
+        assert meta["model_version"] == model_version(served[3]).id
 
 
 def test_cli_predict_dataset_over_grpc_skips_what_is_not_served(served, tmp_path: Path) -> None:

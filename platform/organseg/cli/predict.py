@@ -80,6 +80,11 @@ def predict_command(
     stow: bool = typer.Option(
         False, "--stow", help="Store the SEG back by STOW-RS (with --dicomweb)."
     ),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="File holding the endpoint's bearer token (default: $ORGANSEG_API_TOKEN).",
+    ),
 ) -> None:
     """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
@@ -108,7 +113,7 @@ def predict_command(
             f"{input_path}: DICOM-SEG output needs the source DICOM series; INPUT is a volume file "
             "(write .nii.gz, or predict from the DICOM folder)"
         )
-    backend = _backend(local, endpoint, grpc_target, device, timeout)
+    backend = _backend(local, endpoint, grpc_target, device, timeout, token_file)
     plans = backend.plan(input_path, modality)
     targets = plan_outputs(
         out, fmt, [p.case_id for p in plans], overlay, chaos_layout=_dataset_folder(input_path)
@@ -281,6 +286,7 @@ def _backend(
     grpc_target: str | None,
     device: str | None,
     timeout: float,
+    token_file: Path | None = None,
 ):
     if local is not None:
         from organseg.ensemble.backends import LocalBackend
@@ -288,11 +294,13 @@ def _backend(
         return LocalBackend(local, device)
     if endpoint is not None:
         from organseg.serve.client import HttpBackend
+        from organseg.serve.ops.auth import client_token
 
-        return HttpBackend(endpoint, timeout)
+        return HttpBackend(endpoint, timeout, client_token(token_file))
     from organseg.serve.client import GrpcBackend
+    from organseg.serve.ops.auth import client_token
 
-    return GrpcBackend(grpc_target, timeout)
+    return GrpcBackend(grpc_target, timeout, client_token(token_file))
 
 
 def register(app: typer.Typer) -> None:

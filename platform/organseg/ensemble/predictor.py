@@ -19,6 +19,7 @@ from organseg.ensemble.postprocess import labels_from_member_maps
 from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import EnsembleSpec, load_spec
+from organseg.ensemble.version import model_version
 from organseg.io.modality import ModalityDecision
 from organseg.io.validate import validate_volume
 from organseg.io.volume import Modality, Volume
@@ -37,6 +38,8 @@ class Prediction:
     volumes_ml: dict[str, float]
     uncertainty: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
+    #: The model directory's version (organseg.ensemble.version) that produced these labels.
+    model_version: str = ""
 
     def report(self) -> dict[str, Any]:
         """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""
@@ -50,6 +53,7 @@ class Prediction:
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "shape": list(self.labels.shape),
             "spacing": list(self.labels.spacing),
+            "model_version": self.model_version,
         }
 
 
@@ -147,6 +151,7 @@ class EnsemblePredictor:
         self.precision = precision
         self.compile = compile
         self._runners: dict[str, MemberRunner] = {}
+        self.version = model_version(self.model_dir).id
 
     def runner(self, name: str) -> MemberRunner:
         """The loaded network of member ``name`` (loaded on first use, then kept)."""
@@ -176,4 +181,5 @@ class EnsemblePredictor:
             timings[f"member:{entry.name}"] = time.perf_counter() - tick
         prediction = assemble_prediction(self.spec, prepared, decision, probs, timings)
         prediction.timings["total"] = time.perf_counter() - started
+        prediction.model_version = self.version
         return prediction

@@ -66,6 +66,25 @@ class AppArgs(BaseModel):
         description="torch.compile each member, built and warmed up for the pass size "
         "(chunk_slices x max_batch_size) before its replica reports ready.",
     )
+    api_token_file: str | None = Field(
+        None,
+        description="File holding the bearer token clients must send (e.g. a mounted Secret); "
+        "re-read when it changes. $ORGANSEG_API_TOKEN on the replicas also enables auth.",
+    )
+    body_timeout_s: float | None = Field(
+        30.0,
+        gt=0,
+        description="Seconds an HTTP client may go without sending any of its request body (408).",
+    )
+    decode_concurrency: int = Field(
+        2, ge=1, description="Uploads decoded at once per router replica (CPU work in threads)."
+    )
+    retry_budget_s: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a call to a replica that died or is unavailable is retried (with "
+        "backoff) before the request fails; model errors are never retried.",
+    )
 
 
 def deployment_names(spec: EnsembleSpec, options: AppArgs) -> set[str]:
@@ -107,6 +126,13 @@ def build_app(args: dict) -> Application:
             options.device,
             options.member_precision,
             options.compile_members,
+            options.retry_budget_s,
         )
     limits = {"max_request_bytes": options.max_request_mb * 2**20, "max_voxels": options.max_voxels}
-    return Router.options(name="router").bind(options.model_dir, ensembles, limits)
+    ops = {
+        "api_token_file": options.api_token_file,
+        "body_timeout_s": options.body_timeout_s,
+        "decode_concurrency": options.decode_concurrency,
+        "retry_budget_s": options.retry_budget_s,
+    }
+    return Router.options(name="router").bind(options.model_dir, ensembles, limits, ops)

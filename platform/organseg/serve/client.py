@@ -4,15 +4,25 @@ Volumes go over the wire in their own dtype (a 96-slice 512² CT is ~50 MB as in
 zipped as they are so the server reads the real headers. Raw volumes are zlib-compressed only when the
 server is on another machine: zlib level 1 encodes CT at ~120 MB/s (0.4 s for that volume, and 0.2 s to
 decode it on the server), slower than a gigabit link and pure cost over loopback.
+Requests are idempotent, so both clients retry what a restarting or overloaded service answers (HTTP
+502/503/504 and dropped connections, gRPC UNAVAILABLE and RESOURCE_EXHAUSTED, and a 500/INTERNAL that is
+not one of organseg's own error answers, i.e. a dead ingress replica) with bounded exponential backoff,
+waiting at least what ``Retry-After`` asks. They send ``$ORGANSEG_API_TOKEN`` (or a token file's
+content) as a bearer token when one is set.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import logging
+import random
+import time
 import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -21,14 +31,68 @@ from organseg.ensemble.predictor import Prediction
 from organseg.errors import OrgansegError
 from organseg.io.slice_order import restack_like
 from organseg.io.volume import Geometry, Modality, Volume
+from organseg.serve.ops.auth import client_token
 from organseg.serve.wire import decode_labels, encode_raw
 from organseg.uri import is_uri
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 MAX_GRPC_MESSAGE = 2**31 - 1  # CT volumes exceed gRPC's 4 MiB client default by far
 
 
 class ServiceError(OrgansegError):
     """The service answered with an error; the message is the server's."""
+
+
+class _Retryable(Exception):
+    def __init__(self, error: ServiceError, retry_after_s: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter; ``Retry-After`` from the server is a lower bound."""
+
+    attempts: int = 10
+    first_delay_s: float = 0.25
+    max_delay_s: float = 8.0
+    budget_s: float = 180.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first_delay_s
+        for _ in range(self.attempts - 1):
+            yield delay * (0.75 + random.random() / 2)
+            delay = min(delay * 2, self.max_delay_s)
+
+    def run(self, attempt: Callable[[], T], what: str) -> T:
+        """``attempt()``; on :class:`_Retryable`, wait and try again until attempts or budget run out."""
+        deadline = time.monotonic() + self.budget_s
+        delays = self.delays()
+        while True:
+            try:
+                return attempt()
+            except _Retryable as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise exc.error from None
+                delay = max(delay, exc.retry_after_s or 0.0)
+                if time.monotonic() + delay > deadline:
+                    raise exc.error from None
+                logger.info("%s: %s; retrying in %.1f s", what, exc.error, delay)
+                time.sleep(delay)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def zip_dicom_series(folder: Path) -> bytes:
@@ -81,6 +145,7 @@ def _prediction(result: dict[str, Any], labels: bytes) -> Prediction:
         volumes_ml=dict(result["volumes_ml"]),
         uncertainty=dict(result["uncertainty"]),
         timings=dict(result["timings_s"]),
+        model_version=result.get("model_version", ""),
     )
 
 
@@ -89,22 +154,60 @@ def _known_modality(volume: Volume) -> str | None:
 
 
 class HttpClient:
-    def __init__(self, endpoint: str, timeout: float = 300.0, compress: bool | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = 300.0,
+        compress: bool | None = None,
+        token: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         """``compress``: zlib the raw voxels (default: only when the server is not on this machine)."""
         self.base = endpoint.rstrip("/")
         self.compress = not is_loopback(endpoint) if compress is None else compress
-        self.http = httpx.Client(timeout=timeout)
+        token = token if token is not None else client_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(timeout=timeout, headers=headers)
+        self.retry = retry or RetryPolicy()
+        self.last_request_id: str | None = None
 
     def _check(self, response: httpx.Response) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
             body = {"error": response.text[:500]}
+        if not isinstance(body, dict):
+            body = {"error": str(body)[:500]}
+        self.last_request_id = response.headers.get("x-request-id") or body.get("request_id")
         if response.status_code != 200:
-            raise ServiceError(
+            error = ServiceError(
                 f"{self.base} answered {response.status_code}: {body.get('error', body)}"
+                + (f" (request id {self.last_request_id})" if self.last_request_id else "")
             )
+            ours = "request_id" in body  # organseg's own answer, not a proxy's
+            if response.status_code in (502, 503, 504) or (
+                response.status_code == 500 and not ours
+            ):
+                raise _Retryable(error, _retry_after(response.headers.get("retry-after")))
+            raise error
         return body
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        def attempt() -> dict[str, Any]:
+            try:
+                response = self.http.request(method, f"{self.base}{path}", **kwargs)
+            except (
+                httpx.ConnectError,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+                httpx.WriteError,
+            ) as exc:
+                raise _Retryable(ServiceError(f"cannot reach {self.base}: {exc}")) from None
+            except httpx.HTTPError as exc:
+                raise ServiceError(f"cannot reach {self.base}: {exc}") from None
+            return self._check(response)
+
+        return self.retry.run(attempt, f"{method} {self.base}{path}")
 
     def segment_bytes(
         self, data: bytes, filename: str = "volume", fields: dict[str, Any] | None = None
@@ -117,13 +220,7 @@ class HttpClient:
             for k, v in (fields or {}).items()
             if v is not None
         }
-        try:
-            response = self.http.post(
-                f"{self.base}/v1/segment", files={"file": (filename, data)}, data=form
-            )
-        except httpx.HTTPError as exc:
-            raise ServiceError(f"cannot reach {self.base}: {exc}") from None
-        return self._check(response)
+        return self._call("POST", "/v1/segment", files={"file": (filename, data)}, data=form)
 
     def segment(
         self, volume: Volume, modality: str | None = None, output_format: str = "raw"
@@ -139,11 +236,18 @@ class HttpClient:
 
     def models(self) -> dict[str, Any]:
         """GET /v1/models: the served ensembles and members."""
-        return self._check(self.http.get(f"{self.base}/v1/models"))
+        return self._call("GET", "/v1/models")
 
 
 class GrpcClient:
-    def __init__(self, target: str, timeout: float = 300.0, compress: bool | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 300.0,
+        compress: bool | None = None,
+        token: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         """``compress``: zlib the raw voxels (default: only when the server is not on this machine)."""
         import grpc
 
@@ -158,6 +262,9 @@ class GrpcClient:
         self.target = target
         self.timeout = timeout
         self.compress = not is_loopback(target) if compress is None else compress
+        token = token if token is not None else client_token()
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+        self.retry = retry or RetryPolicy()
 
     def call(self, method: str, request: Any) -> Any:
         """Call rpc ``method`` with ``request``; a failed call becomes an OrgansegError with the
@@ -165,12 +272,25 @@ class GrpcClient:
         """
         import grpc
 
-        try:
-            return getattr(self.stub, method)(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise ServiceError(
-                f"{self.target} answered {exc.code().name}: {exc.details()}"
-            ) from None
+        retried = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+        def attempt() -> Any:
+            try:
+                return getattr(self.stub, method)(
+                    request, timeout=self.timeout, metadata=self.metadata
+                )
+            except grpc.RpcError as exc:
+                error = ServiceError(f"{self.target} answered {exc.code().name}: {exc.details()}")
+                trailing = dict(exc.trailing_metadata() or ())
+                # INTERNAL without our request-id marker comes from the proxy (a dead router replica)
+                infrastructure = exc.code() == grpc.StatusCode.INTERNAL and "[request_id=" not in (
+                    exc.details() or ""
+                )
+                if exc.code() in retried or infrastructure:
+                    raise _Retryable(error, _retry_after(trailing.get("retry-after"))) from None
+                raise error from None
+
+        return self.retry.run(attempt, f"{method} {self.target}")
 
     def segment_request(self, request: Any) -> dict[str, Any]:
         """The SegmentRequest for a volume file, DICOM zip or raw voxels (``raw``: dtype, shape,
@@ -191,6 +311,7 @@ class GrpcClient:
             "uncertainty": dict(reply.uncertainty),
             "timings_s": dict(reply.timings_s),
             "ensemble": reply.ensemble,
+            "model_version": reply.model_version,
         }
 
     def segment(
@@ -252,8 +373,8 @@ class _RemoteBackend:
 
 
 class HttpBackend(_RemoteBackend):
-    def __init__(self, endpoint: str, timeout: float) -> None:
-        self.client = HttpClient(endpoint, timeout)
+    def __init__(self, endpoint: str, timeout: float, token: str | None = None) -> None:
+        self.client = HttpClient(endpoint, timeout, token=token)
 
     def describe(self) -> str:
         return f"HTTP {self.client.base}"
@@ -274,8 +395,8 @@ class HttpBackend(_RemoteBackend):
 
 
 class GrpcBackend(_RemoteBackend):
-    def __init__(self, target: str, timeout: float) -> None:
-        self.client = GrpcClient(target, timeout)
+    def __init__(self, target: str, timeout: float, token: str | None = None) -> None:
+        self.client = GrpcClient(target, timeout, token=token)
 
     def describe(self) -> str:
         return f"gRPC {self.client.target}"

@@ -42,6 +42,10 @@ class SegmentResponse(BaseModel):
         description="Per organ: 1 − mean pairwise Dice of the members' masks (0: all agree)."
     )
     timings_s: dict[str, float] = Field(description="Seconds spent per stage.")
+    model_version: str = Field(
+        description="``<experiment>:<hash>``: the model directory version (SHA-256 of ensemble.yaml "
+        "and the weights) that computed this answer."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -51,6 +55,10 @@ class ErrorBody(BaseModel):
 
     error: str = Field(description="What is wrong, naming the field or file.")
     type: str = Field(description="Kind of error (DataError, ModalityError, RequestTooLarge, ...).")
+    request_id: str = Field(
+        description="The request's id (also in the X-Request-ID header); a 5xx names only this, "
+        "its details are in the server log under it."
+    )
 
 
 #: multipart/form-data fields of POST /v1/segment (gRPC: SegmentRequest and RawVolume).
@@ -123,6 +131,10 @@ SEGMENT_ERRORS: dict[int, str] = {
     400: "The request or the volume is invalid (the message names the field or file).",
     413: "The body, file or volume exceeds the server's limits.",
     422: "The modality is unknown, contradicts the headers, or no ensemble here serves it.",
+    401: "A bearer token is required (the server has one configured) and was missing or wrong.",
+    408: "The client stopped sending its body for longer than the server's body_timeout_s.",
+    500: "A server error; the body names only the request id (the log has the details).",
+    503: "The service is at capacity or restarting; retry after the Retry-After header's seconds.",
 }
 
 

@@ -3,7 +3,8 @@
 The router replaces SUMNet's learned modality classifier with the DICOM header (or an explicit request
 field that the header must not contradict); unknown or contradictory modalities are a 4xx /
 INVALID_ARGUMENT, never a guess. Bad input of any kind is answered with a message and leaves the replica
-healthy for the next request.
+healthy for the next request. Request ids, auth, body-read timeouts, logs and metrics are applied to every
+route and method by ``organseg.serve.ops.edge``; a server error answers with its request id only.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see real annotation objects.
@@ -22,15 +23,19 @@ from ray.serve.handle import DeploymentHandle
 from organseg import __version__
 from organseg.ensemble.routing import decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
+from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError
 from organseg.io.volume import Volume
 from organseg.pacs.stow import stow_responses
-from organseg.serve.errors import grpc_error, http_error
+from organseg.serve.errors import grpc_status, http_error, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
     segment_responses,
 )
+from organseg.serve.ops import edge, requests, tempdirs
+from organseg.serve.ops.auth import TokenCheck
+from organseg.serve.ops.retry import with_retries
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RELEASE_AFTER_BYTES,
@@ -52,6 +57,7 @@ api = FastAPI(
     description="Abdominal organ segmentation ensembles (CHAOS) served by Ray Serve. "
     "POST a NIfTI/MHA/NRRD file, a zip of one DICOM series, or raw voxels to /v1/segment.",
 )
+api.add_middleware(edge.EdgeMiddleware)
 
 
 def _seg_bytes(received: Any, prediction: "Prediction") -> bytes:
@@ -90,11 +96,38 @@ class Router:
     """HTTP routes and gRPC methods (same names as the rpcs in segmentation.proto) on one ingress."""
 
     def __init__(
-        self, model_dir: str, ensembles: dict[str, DeploymentHandle], limits: dict[str, int]
+        self,
+        model_dir: str,
+        ensembles: dict[str, DeploymentHandle],
+        limits: dict[str, int],
+        ops: dict[str, Any] | None = None,
     ) -> None:
-        self.spec: EnsembleSpec = load_spec(model_dir)
+        ops = ops or {}
+        tempdirs.use_private_tempdir()  # and sweep what a killed replica left behind
+        edge.configure(TokenCheck(ops.get("api_token_file")), ops.get("body_timeout_s", 30.0))
+        self.retry_budget_s = float(ops.get("retry_budget_s", 60.0))
+        # Decoding is CPU work in threads: bound it so that many uploads cannot starve one another.
+        self.decoding = asyncio.Semaphore(int(ops.get("decode_concurrency", 2)))
         self.ensembles = ensembles
         self.limits = WireLimits(**limits)
+        self._load(model_dir)
+
+    def _load(self, model_dir: str) -> None:
+        self.spec: EnsembleSpec = load_spec(model_dir)
+        self.version = model_version(model_dir)
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config``: ``model_dir`` switches what /v1/models describes (answers carry the version of
+        the ensemble that computed them)."""
+        if config.get("model_dir"):
+            await asyncio.to_thread(self._load, str(config["model_dir"]))
+
+    async def _decode(self, fn: Any, *args: Any) -> Volume:
+        started = time.perf_counter()
+        async with self.decoding:
+            volume = await asyncio.to_thread(fn, *args)
+        requests.record(decode_s=round(time.perf_counter() - started, 4))
+        return volume
 
     # -- shared request path ------------------------------------------------------------------------
     async def _predict(self, volume: Volume, modality: str | None) -> "Prediction":
@@ -105,7 +138,12 @@ class Router:
                 f"{decision.modality.value} ({decision.reason}) has no ensemble here; this server segments "
                 f"{sorted(self.ensembles)}"
             )
-        prediction: Prediction = await handle.segment.remote(volume, decision.modality.value)
+        requests.record(modality=decision.modality.value)
+        prediction: Prediction = await with_retries(
+            lambda: handle.segment.remote(volume, decision.modality.value),
+            f"ensemble-{decision.modality.value}",
+            self.retry_budget_s,
+        )
         prediction.modality_reason = decision.reason  # the router's decision, with its evidence
         return prediction
 
@@ -120,6 +158,12 @@ class Router:
         report = prediction.report()
         report["timings_s"]["router_total"] = round(time.perf_counter() - started, 4)
         labels = prediction.labels
+        requests.record(
+            model_version=prediction.model_version,
+            slices=int(labels.shape[0]),
+            timings_s=report["timings_s"],
+            uncertainty=report["uncertainty"],
+        )
         return {
             "labels": encoded,
             "output_format": output_format,
@@ -128,6 +172,7 @@ class Router:
             "origin": list(labels.origin),
             "direction": list(labels.direction),
             "ensemble": f"{self.spec.name}/{prediction.modality.value}",
+            "model_version": prediction.model_version,
             **{
                 k: report[k]
                 for k in (
@@ -148,6 +193,8 @@ class Router:
             "task": spec.task,
             "organseg_version": spec.organseg_version,
             "created": spec.created,
+            "model_version": self.version.id,
+            "version": self.version.as_dict(),
             "size": spec.preprocess.size,
             "t1_mode": spec.preprocess.t1_mode,
             "ensembles": [
@@ -213,13 +260,12 @@ class Router:
             data = await upload.read()
             self.limits.check_bytes(len(data), "uploaded file")
             fields = {k: str(v) for k, v in form.items() if k != "file"}
-            volume = await asyncio.to_thread(self._decode_form, data, upload.filename, fields)
+            volume = await self._decode(self._decode_form, data, upload.filename, fields)
             result = await self._segment(
                 volume, fields.get("modality"), fields.get("output_format") or "nifti"
             )
         except Exception as exc:
-            status, body = http_error(exc, request.headers.get("x-request-id"))
-            return JSONResponse(status_code=status, content=body)
+            return edge.error_response(exc, http_status(exc))
         finally:
             if len(data) > RELEASE_AFTER_BYTES:
                 await asyncio.to_thread(release_memory)
@@ -299,17 +345,17 @@ class Router:
         """
         from organseg.serve.proto import segmentation_pb2 as pb
 
-        try:
+        async def handle() -> Any:
             kind = request.WhichOneof("input")
             if kind == "volume_file":
-                volume = await asyncio.to_thread(
+                volume = await self._decode(
                     decode_upload, request.volume_file, request.filename or None, self.limits
                 )
             elif kind == "dicom_zip":
-                volume = await asyncio.to_thread(decode_dicom_zip, request.dicom_zip, self.limits)
+                volume = await self._decode(decode_dicom_zip, request.dicom_zip, self.limits)
             elif kind == "raw":
                 raw = request.raw
-                volume = await asyncio.to_thread(
+                volume = await self._decode(
                     decode_raw,
                     raw.data,
                     raw.dtype,
@@ -325,29 +371,34 @@ class Router:
             result = await self._segment(
                 volume, request.modality or None, request.output_format or "nifti"
             )
-        except Exception as exc:
-            code, details = grpc_error(exc)
-            if grpc_context is not None:
-                grpc_context.set_code(code)
-                grpc_context.set_details(details)
-            return pb.SegmentResponse()
-        return pb.SegmentResponse(**result)
+            return pb.SegmentResponse(**result)
+
+        return await edge.grpc_call(
+            "Segment", grpc_context, handle, pb.SegmentResponse, grpc_status
+        )
 
     async def ListModels(self, request: Any, grpc_context: Any = None) -> Any:
         """gRPC ListModels: what GET /v1/models answers."""
         from organseg.serve.proto import segmentation_pb2 as pb
 
-        models = await self._models()
-        return pb.ListModelsResponse(
-            name=models["name"],
-            task=models["task"],
-            organseg_version=models["organseg_version"],
-            created=models["created"],
-            size=models["size"],
-            ensembles=[pb.EnsembleInfo(**e) for e in models["ensembles"]],
-            members=[
-                pb.MemberInfo(**{**m, "val_dice": m["val_dice"] or 0.0}) for m in models["members"]
-            ],
+        async def handle() -> Any:
+            models = await self._models()
+            return pb.ListModelsResponse(
+                name=models["name"],
+                task=models["task"],
+                organseg_version=models["organseg_version"],
+                created=models["created"],
+                model_version=models["model_version"],
+                size=models["size"],
+                ensembles=[pb.EnsembleInfo(**e) for e in models["ensembles"]],
+                members=[
+                    pb.MemberInfo(**{**m, "val_dice": m["val_dice"] or 0.0})
+                    for m in models["members"]
+                ],
+            )
+
+        return await edge.grpc_call(
+            "ListModels", grpc_context, handle, pb.ListModelsResponse, grpc_status
         )
 
     async def Health(self, request: Any, grpc_context: Any = None) -> Any:

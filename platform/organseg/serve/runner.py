@@ -2,11 +2,18 @@
 
 The config is deployed exactly as ``serve run CONFIG`` deploys it (Ray applies the per-deployment
 overrides), with the model directory and ports optionally overridden on the command line.
+
+Deploying against an application that is already running with another model directory of the same
+graph (same members and modalities) is a *live switch*: the application's args stay as they are and
+every deployment gets ``user_config.model_dir``, which the replicas load in place (see
+``deployments.py``); no replica restarts and no request fails. A different graph is redeployed as Serve
+always does (a rolling update; clients retry what it refuses meanwhile).
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -161,17 +168,83 @@ def _replica_advice(request: Request, nodes: list[dict[str, float]]) -> str:
     return f"set {' and '.join(hints)} for {request.name}" if hints else ""
 
 
+class DeployInterrupted(OrgansegError):
+    """A stop was requested (SIGTERM/SIGINT) before the deployment finished."""
+
+
+BUILD_APP = "organseg.serve.app:build_app"
+
+
+def plan_live_switch(
+    config: ServeDeploySchema, running: Mapping[str, Mapping[str, Any]]
+) -> tuple[ServeDeploySchema, list[str]]:
+    """Turn a new model directory for a running application of the same graph into an in-place switch.
+
+    ``running`` maps application names to their deployed config (``ServeApplicationSchema`` dumps).
+    Returns the config to apply and the names of the applications switched in place.
+    """
+    from organseg.ensemble.spec import load_spec
+    from organseg.serve.app import AppArgs, deployment_names
+
+    data = config.model_dump(exclude_unset=True)
+    switched = []
+    for app in data.get("applications", []):
+        old = running.get(app["name"])
+        if not old or app.get("import_path") != BUILD_APP or old.get("import_path") != BUILD_APP:
+            continue
+        new_args, old_args = dict(app.get("args") or {}), dict(old.get("args") or {})
+        new_dir, base_dir = new_args.get("model_dir"), old_args.get("model_dir")
+        if not new_dir or not base_dir:
+            continue
+        if {k: v for k, v in new_args.items() if k != "model_dir"} != {
+            k: v for k, v in old_args.items() if k != "model_dir"
+        }:
+            continue  # other args changed too: a real redeploy
+        try:
+            old_names = deployment_names(load_spec(base_dir), AppArgs.model_validate(old_args))
+            new_names = deployment_names(load_spec(new_dir), AppArgs.model_validate(new_args))
+        except Exception:
+            continue
+        if old_names != new_names:
+            continue
+        app["args"] = {**new_args, "model_dir": base_dir}  # unchanged args: no replica restarts
+        by_name = {d["name"]: d for d in app.get("deployments") or []}
+        for name in sorted(new_names):
+            entry = by_name.setdefault(name, {"name": name})
+            entry["user_config"] = {**(entry.get("user_config") or {}), "model_dir": new_dir}
+        app["deployments"] = list(by_name.values())
+        switched.append(app["name"])
+    return ServeDeploySchema.model_validate(data), switched
+
+
+def _running_apps(client: Any) -> dict[str, dict[str, Any]]:
+    try:
+        details = client.get_serve_details()
+    except Exception:
+        return {}
+    apps = {}
+    for name, app in (details.get("applications") or {}).items():
+        deployed = app.get("deployed_app_config")
+        if deployed and app.get("status") in ("RUNNING", "DEPLOYING"):
+            apps[name] = deployed
+    return apps
+
+
 def deploy(
     config: ServeDeploySchema,
     timeout_s: float = 600.0,
     autoscaling: bool | None = None,
     resource_wait_s: float = 600.0,
-) -> None:
+    stop: threading.Event | None = None,
+) -> list[str]:
     """Start Serve with the config's HTTP/gRPC options, deploy its applications and wait until RUNNING.
 
     Before anything starts, every deployment's replicas are compared with the cluster: ones that can never
     be placed (a GPU deployment on a machine without GPUs) fail at once, naming the deployments and why,
     unless an autoscaler may add nodes (then this waits up to ``resource_wait_s``).
+
+    Returns the applications that were switched to a new model directory in place (see the module
+    docstring). ``stop`` (set from a signal handler) ends the wait early with :class:`DeployInterrupted`.
     """
     for app in config.applications:
         if not (app.args or {}).get("model_dir"):
@@ -197,8 +270,14 @@ def deploy(
         http_options=config.http_options.model_dump(),
         grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
     )
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    running = _running_apps(client)
+    config, switched = plan_live_switch(config, running) if running else (config, [])
     _deploy_config(config)
-    wait_until_running([a.name for a in config.applications], timeout_s)
+    wait_until_running([a.name for a in config.applications], timeout_s, stop)
+    return switched
 
 
 def _deploy_config(config: ServeDeploySchema) -> None:
@@ -215,12 +294,17 @@ def _deploy_config(config: ServeDeploySchema) -> None:
     _get_global_client().deploy_apps(config, _blocking=False)
 
 
-def wait_until_running(names: list[str], timeout_s: float) -> None:
+def wait_until_running(
+    names: list[str], timeout_s: float, stop: threading.Event | None = None
+) -> None:
     """Poll Serve until every application in ``names`` is RUNNING; an OrgansegError names a failed
     deploy or what is still pending after ``timeout_s`` seconds.
     """
     deadline = time.monotonic() + timeout_s
+    time.sleep(0.2)  # let the controller take the new config before reading its status
     while True:
+        if stop is not None and stop.is_set():
+            raise DeployInterrupted("stopped before the deployment finished")
         status = serve.status().applications
         states = {n: status[n].status if n in status else "NOT_STARTED" for n in names}
         failed = {
@@ -236,4 +320,7 @@ def wait_until_running(names: list[str], timeout_s: float) -> None:
             return
         if time.monotonic() > deadline:
             raise OrgansegError(f"applications not running after {timeout_s:.0f} s: {states}")
-        time.sleep(0.5)
+        if stop is not None:
+            stop.wait(0.5)
+        else:
+            time.sleep(0.5)

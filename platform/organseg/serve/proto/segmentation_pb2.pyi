@@ -41,7 +41,7 @@ class SegmentRequest(_message.Message):
     def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble")
+    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble", "model_version")
     class VolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class SegmentResponse(_message.Message):
     UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_S_FIELD_NUMBER: _ClassVar[int]
     ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     labels: bytes
     output_format: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -89,7 +90,8 @@ class SegmentResponse(_message.Message):
     uncertainty: _containers.ScalarMap[str, float]
     timings_s: _containers.ScalarMap[str, float]
     ensemble: str
-    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -122,7 +124,7 @@ class EnsembleInfo(_message.Message):
     def __init__(self, modality: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., organs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size")
+    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ORGANSEG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +132,7 @@ class ListModelsResponse(_message.Message):
     ENSEMBLES_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: int
     organseg_version: str
@@ -137,7 +140,8 @@ class ListModelsResponse(_message.Message):
     ensembles: _containers.RepeatedCompositeFieldContainer[EnsembleInfo]
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     size: int
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
