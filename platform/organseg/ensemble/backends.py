@@ -44,8 +44,8 @@ class LocalBackend:
             "model_dir": str(self.model_dir.resolve()),
             "name": spec.name,
             "created": spec.created,
-            # the model directory's version where the spec records one (None until it does)
-            "version": getattr(spec, "version", None),
+            # content hash of ensemble.yaml and the weights (organseg.ensemble.version)
+            "version": self.predictor.version,
             "organseg_version": spec.organseg_version,
         }
 

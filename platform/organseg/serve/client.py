@@ -356,7 +356,7 @@ class _RemoteBackend:
             "endpoint": self.describe(),
             "name": listing.get("name"),
             "created": listing.get("created"),
-            "version": listing.get("version") or listing.get("model_version") or None,
+            "version": listing.get("model_version") or None,
             "organseg_version": listing.get("organseg_version"),
         }
 
