@@ -9,7 +9,9 @@ One run measures, on the same volume and the same models:
   3. with separate member deployments: latency percentiles (p50/p90/p99) under a sustained, bounded load
      (``--load-clients`` clients for ``--load-s`` seconds), and the recovery after one member replica is
      killed under that load: requests failed (the clients retry, so this should be 0), the slowest
-     request, and the seconds from the kill until requests are back under 2× the steady p50.
+     request, and the seconds from the kill until requests are back under 2× the steady p50;
+  4. autoscaling: a member deployment autoscaled between 1 and 2 replicas gets a burst; the replica count
+     is sampled during and after it (scaled up, then back down once the burst is over).
 Members carry freshly initialised weights: the architectures and pixels are real, the masks are not.
 The last line printed is one JSON object with every figure.
 
@@ -197,6 +199,48 @@ def load_and_recovery(client, volume, clients: int, seconds: float, member: str)
     return out
 
 
+def replica_count(deployment: str, app: str = "organseg") -> int:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments[deployment]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+def autoscaling_run(client, volume, member: str, clients: int, burst_s: float) -> dict[str, Any]:
+    """Burst ``clients`` for ``burst_s``, then idle; sample ``member``'s running replicas throughout."""
+    samples: list[tuple[float, int]] = []
+    t0 = time.perf_counter()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.perf_counter() - t0, replica_count(f"member-{member}")))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    burst = sustained_load(lambda: client.segment(volume), clients, burst_s)
+    burst_end = time.perf_counter() - t0
+    deadline = time.perf_counter() + 90
+    while time.perf_counter() < deadline and replica_count(f"member-{member}") > 1:
+        time.sleep(0.5)
+    time.sleep(1)
+    stop.set()
+    sampler.join()
+    peak = max(n for _, n in samples)
+    up = next((t for t, n in samples if n > 1), float("nan"))
+    down = next((t for t, n in samples if t > burst_end and n == 1), float("nan"))
+    return {
+        "member": member,
+        "burst_clients": clients,
+        "burst_s": burst_s,
+        "burst_failed": sum(not ok for *_, ok in burst),
+        "peak_replicas": peak,
+        "scaled_up_after_s": up,
+        "back_to_one_after_burst_s": down - burst_end,
+    }
+
+
 def serve_config(
     model_dir: Path,
     members: list[str],
@@ -206,6 +250,7 @@ def serve_config(
     ports: tuple[int, int],
     precision: str | None = None,
     compile_members: bool = False,
+    autoscale: str | None = None,
 ) -> dict:
     colocated = mode == "colocated"
     deployments: list[dict[str, Any]] = [{"name": "router", "num_replicas": 2 if gpu else 1,
@@ -220,6 +265,11 @@ def serve_config(
             options = {"num_cpus": 1 if gpu else 0.3, **({"num_gpus": 0.2} if gpu else {})}
             deployments.append({"name": f"member-{name}", "max_ongoing_requests": 64, "ray_actor_options": options,
                                 "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": 0.01}})  # fmt: skip
+            if name == autoscale:  # quick to react, so that one run shows both directions
+                deployments[-1].update(max_ongoing_requests=4, autoscaling_config={
+                    "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                    "upscale_delay_s": 1, "downscale_delay_s": 5, "metrics_interval_s": 0.5,
+                    "look_back_period_s": 2})  # fmt: skip
     return {
         "http_options": {"host": "127.0.0.1", "port": ports[0]},
         "grpc_options": {"port": ports[1]},
@@ -273,6 +323,9 @@ def main() -> int:
     parser.add_argument("--load-s", type=float, default=20.0, help="seconds of sustained load")
     parser.add_argument(
         "--no-load", dest="load", action="store_false", help="skip the load/recovery section"
+    )
+    parser.add_argument(
+        "--no-autoscale", dest="autoscale", action="store_false", help="skip the autoscaling burst"
     )
     options = parser.parse_args()
 
@@ -402,6 +455,34 @@ def main() -> int:
                         )
                     results[label] = entry
                     serve.delete("organseg")
+            if options.autoscale:
+                member = next(iter(members))
+                deploy(
+                    load_serve_config(
+                        serve_config(
+                            model_dir,
+                            list(members),
+                            "separate",
+                            gpu,
+                            4,
+                            ports,
+                            options.precision,
+                            options.compile,
+                            autoscale=member,
+                        )
+                    )
+                )
+                scaling = autoscaling_run(
+                    GrpcClient(f"127.0.0.1:{ports[1]}"), volume, member, 8, 20.0
+                )
+                results["autoscaling"] = scaling
+                print(
+                    f"[autoscaling] member-{member}: 1 → {scaling['peak_replicas']} replicas "
+                    f"{scaling['scaled_up_after_s']:.1f} s into a burst of 8 clients, back to 1 "
+                    f"{scaling['back_to_one_after_burst_s']:.1f} s after it "
+                    f"({scaling['burst_failed']} requests failed)"
+                )
+                serve.delete("organseg")
         finally:
             serve.shutdown()
             ray.shutdown()

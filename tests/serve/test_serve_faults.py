@@ -193,7 +193,8 @@ def test_request_ids_in_headers_and_error_bodies(app) -> None:
 
 # -- load -----------------------------------------------------------------------------------------------
 def _slow_sender(stop: threading.Event, stalled: bool, results: list) -> None:
-    """Send a multipart upload one byte per 0.1 s (or stall after a few bytes) over a raw socket."""
+    """Send a multipart upload one byte per 0.1 s (or stall after a few bytes) over a raw socket;
+    record the status line of the answer (or that it was still sending when told to stop)."""
     body = (
         b'--b\r\nContent-Disposition: form-data; name="file"; filename="v.raw"\r\n\r\n'
         + b"\0" * 4000
@@ -202,6 +203,7 @@ def _slow_sender(stop: threading.Event, stalled: bool, results: list) -> None:
         f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
         f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body) + 8}\r\n\r\n"
     ).encode()
+    answer = b""
     with socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=30) as sock:
         sock.sendall(head)
         sock.settimeout(0.1)
@@ -209,21 +211,26 @@ def _slow_sender(stop: threading.Event, stalled: bool, results: list) -> None:
             if stop.is_set():
                 results.append(b"still sending")
                 return
-            if stalled and i >= 10:
-                break
             try:
-                sock.sendall(bytes([byte]))
-                if sock.recv(1 << 16):
-                    break  # the server answered early
+                if not stalled or i < 10:
+                    sock.sendall(bytes([byte]))
+                answer += sock.recv(1 << 16)
             except (TimeoutError, BlockingIOError):
-                pass
+                continue
             except OSError:
                 break
+            if answer:
+                break  # the server answered early
         sock.settimeout(15)
         try:
-            results.append(sock.recv(1 << 16).split(b"\r\n", 1)[0])
+            while b"\r\n" not in answer:
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                answer += chunk
         except OSError as exc:
-            results.append(repr(exc).encode())
+            answer += repr(exc).encode()
+    results.append(answer.split(b"\r\n", 1)[0])
 
 
 def test_slow_senders_neither_delay_requests_nor_health(app, ct_image, baseline) -> None:
@@ -347,7 +354,9 @@ def test_live_model_switch_under_load(app, ct_image, baseline) -> None:
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while len(results) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)  # answers from the old version first
         switched = deploy(load_serve_config(_schema(new_dir, app["token_file"])), timeout_s=120)
         assert switched == [APP]
         deadline = time.monotonic() + 60
