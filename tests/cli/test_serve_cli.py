@@ -36,6 +36,8 @@ def _ray_processes() -> set[int]:
 def _skip_if_ray_runs() -> None:
     import ray
 
+    if not ray.is_initialized():
+        _wait_until_gone(15)  # a previous test's cluster may still be on its way out
     if ray.is_initialized() or _ray_processes():
         pytest.skip(
             "another local Ray cluster is running; this test starts its own (run it first or alone)"

@@ -272,8 +272,6 @@ class GrpcClient:
         """
         import grpc
 
-        retried = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
-
         def attempt() -> Any:
             try:
                 return getattr(self.stub, method)(
@@ -282,11 +280,20 @@ class GrpcClient:
             except grpc.RpcError as exc:
                 error = ServiceError(f"{self.target} answered {exc.code().name}: {exc.details()}")
                 trailing = dict(exc.trailing_metadata() or ())
-                # INTERNAL without our request-id marker comes from the proxy (a dead router replica)
-                infrastructure = exc.code() == grpc.StatusCode.INTERNAL and "[request_id=" not in (
-                    exc.details() or ""
+                # organseg's own answers end in [request_id=...]; the proxy's (a dead router replica,
+                # a full router queue) do not. RESOURCE_EXHAUSTED is retried when it means "full"
+                # (Retry-After, or the proxy's backpressure), never when a request is too large.
+                ours = "[request_id=" in (exc.details() or "")
+                code = exc.code()
+                retryable = (
+                    code == grpc.StatusCode.UNAVAILABLE
+                    or (code == grpc.StatusCode.INTERNAL and not ours)
+                    or (
+                        code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                        and ("retry-after" in trailing or not ours)
+                    )
                 )
-                if exc.code() in retried or infrastructure:
+                if retryable:
                     raise _Retryable(error, _retry_after(trailing.get("retry-after"))) from None
                 raise error from None
 

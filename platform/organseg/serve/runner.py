@@ -49,12 +49,12 @@ def load_serve_config(
     else:
         data = read_yaml(Path(path), "Serve config")
     data = copy.deepcopy(data)
-    if http_port is not None or host is not None:
-        data.setdefault("http_options", {})
-        if http_port is not None:
-            data["http_options"]["port"] = http_port
-        if host is not None:
-            data["http_options"]["host"] = host
+    http = data.setdefault("http_options", {})
+    if http_port is not None:
+        http["port"] = http_port
+    if host is not None:
+        http["host"] = host
+    http.setdefault("host", "127.0.0.1")  # loopback unless the config or --host says otherwise
     grpc = data.setdefault("grpc_options", {})
     grpc.setdefault("grpc_servicer_functions", [GRPC_SERVICER])
     if grpc_port is not None:
