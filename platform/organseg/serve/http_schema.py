@@ -55,9 +55,10 @@ class ErrorBody(BaseModel):
 
     error: str = Field(description="What is wrong, naming the field or file.")
     type: str = Field(description="Kind of error (DataError, ModalityError, RequestTooLarge, ...).")
-    request_id: str = Field(
+    request_id: str | None = Field(
+        None,
         description="The request's id (also in the X-Request-ID header); a 5xx names only this, "
-        "its details are in the server log under it."
+        "its details are in the server log under it.",
     )
 
 
