@@ -72,7 +72,8 @@ def _schema(model_dir: Path | str, token_file: Path) -> dict:
                     "retry_budget_s": 60.0,
                 },
                 "deployments": [
-                    {"name": "router", **small, "max_ongoing_requests": 24, "max_queued_requests": 8},
+                    {"name": "router", **small, "max_ongoing_requests": 24, "max_queued_requests": 8,
+                     "backpressure_config": {"retry_after_s": 1}},
                     {"name": "ensemble-CT", **small, "max_ongoing_requests": 2, "max_queued_requests": 1},
                     {"name": "ensemble-MR-T2SPIR", **small},
                     {"name": "member-dualtail", **member},
@@ -323,7 +324,10 @@ def test_killing_a_replica_loses_no_request(app, ct_image, baseline, deployment:
     _assert_all_equal(results, baseline)
     assert [model_version(app["model_dir"]).id] == sorted({r.model_version for r in results})
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (_replicas(deployment) and not private.exists()):
+    while time.monotonic() < deadline:
+        alive = _replicas(deployment)
+        if alive and pid not in alive and not private.exists():
+            break
         time.sleep(0.5)
     (new_pid,) = _replicas(deployment)
     assert new_pid != pid

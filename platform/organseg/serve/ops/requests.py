@@ -80,7 +80,7 @@ def retry_after_s(exc: BaseException) -> float | None:
     if isinstance(exc, ServiceOverloaded):
         return exc.retry_after_s
     if isinstance(exc, BackPressureError):
-        return 1.0
+        return exc.retry_after_s or 1.0
     return None
 
 
