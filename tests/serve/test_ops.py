@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from organseg.errors import ConfigError
+from organseg.errors import ConfigError, DataError
 from organseg.serve.ops import tempdirs
 from organseg.serve.ops.auth import TokenCheck, client_token
 from organseg.serve.ops.bind import bind_address
@@ -55,7 +55,7 @@ def test_server_error_body_names_the_request_id_and_nothing_internal() -> None:
         assert leak not in details
     # a client's own mistake keeps its message
     assert (
-        error_body(ValueError("field 'shape' is bad"), 400, "r")["error"] == "field 'shape' is bad"
+        error_body(DataError("field 'shape' is bad"), 400, "r")["error"] == "field 'shape' is bad"
     )
 
 
