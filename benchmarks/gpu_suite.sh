@@ -67,7 +67,7 @@ if [ "${SUITE_SKIP_SERVE:-0}" = "1" ]; then
   echo "serve: skipped (SUITE_SKIP_SERVE=1)" >> "$NOTES"
 elif part_ok serve; then
   echo "serving: four 512² CT members, in-process and through Serve (gRPC) ..."
-  timeout "${SERVE_LIMIT_S:-270}" "$PY" benchmarks/serve_bench.py --gpu --modes separate --no-unbatched \
+  timeout "${SERVE_LIMIT_S:-250}" "$PY" benchmarks/serve_bench.py --gpu --modes separate --no-unbatched \
     --clients 1,16 --requests 3 --repeats 3 $COMPILE_FLAG > "$OUT_DIR/serve.log" 2>&1
   rc=$?
   [ $rc -ne 0 ] && echo "serve: exit $rc after $((SECONDS - started)) s (see $OUT_DIR/serve.log)" >> "$NOTES"
@@ -82,8 +82,8 @@ if [ "${SUITE_SKIP_TRAIN:-0}" = "1" ]; then
   echo "train: skipped (SUITE_SKIP_TRAIN=1)" >> "$NOTES"
 elif part_ok train; then
   echo "training: four 512² CT members, bf16 and fp32 ..."
-  timeout "${TRAIN_LIMIT_S:-170}" "$PY" benchmarks/train_bench.py --engine core --gpu --size 512 \
-    --precisions bf16,fp32 --steps 12 --batch 16 --timeout 120 > "$OUT_DIR/train.log" 2>&1
+  timeout "${TRAIN_LIMIT_S:-200}" "$PY" benchmarks/train_bench.py --engine core --gpu --size 512 \
+    --precisions bf16,fp32 --steps 10 --batch 16 --timeout 90 > "$OUT_DIR/train.log" 2>&1
   rc=$?
   [ $rc -ne 0 ] && echo "train: exit $rc (see $OUT_DIR/train.log)" >> "$NOTES"
   grep -v '^{' "$OUT_DIR/train.log" | tail -10
