@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
-from organseg.ensemble.predictor import EnsemblePredictor, Prediction
+from organseg.ensemble.prediction import Prediction
+from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.io.volume import Modality
 
 

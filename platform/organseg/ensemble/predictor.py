@@ -8,14 +8,13 @@ benchmarks). The Serve graph runs members in their own deployments but calls the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from organseg.ensemble.members import MemberRunner
 from organseg.ensemble.postprocess import labels_from_member_maps
+from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.routing import ModalityError, decide_modality
 from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import EnsembleSpec, load_spec
@@ -24,37 +23,6 @@ from organseg.io.modality import ModalityDecision
 from organseg.io.validate import validate_volume
 from organseg.io.volume import Modality, Volume
 from organseg.preprocess.pipeline import PreparedVolume, prepare_volume
-
-
-@dataclass
-class Prediction:
-    """A label map on the input's grid plus what a report needs to explain it."""
-
-    labels: Volume
-    modality: Modality
-    modality_reason: str
-    organs: list[str]
-    members: list[str]
-    volumes_ml: dict[str, float]
-    uncertainty: dict[str, float]
-    timings: dict[str, float] = field(default_factory=dict)
-    #: The model directory's version (organseg.ensemble.version) that produced these labels.
-    model_version: str = ""
-
-    def report(self) -> dict[str, Any]:
-        """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""
-        return {
-            "modality": self.modality.value,
-            "modality_reason": self.modality_reason,
-            "organs": self.organs,
-            "members": self.members,
-            "volumes_ml": {k: round(v, 3) for k, v in self.volumes_ml.items()},
-            "uncertainty": {k: round(v, 4) for k, v in self.uncertainty.items()},
-            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
-            "shape": list(self.labels.shape),
-            "spacing": list(self.labels.spacing),
-            "model_version": self.model_version,
-        }
 
 
 def prepare_input(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from organseg.ensemble.predictor import Prediction
+from organseg.ensemble.prediction import Prediction
 from organseg.errors import OrgansegError
 from organseg.io.volume import Volume
 from organseg.pacs.delivery import DeliveryError, Destination

@@ -11,7 +11,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from organseg import __version__
-from organseg.ensemble.predictor import Prediction
+from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError
 from organseg.io.dicomseg import MANUFACTURER, SERIES_NUMBER_OFFSET, build_dicom_seg
 from organseg.io.volume import Volume

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 
 from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
-from organseg.ensemble.predictor import Prediction
+from organseg.ensemble.prediction import Prediction
 from organseg.errors import OrgansegError
 from organseg.io.slice_order import restack_like
 from organseg.io.volume import Geometry, Modality, Volume

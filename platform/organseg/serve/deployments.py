@@ -26,12 +26,8 @@ from ray.serve.handle import DeploymentHandle
 
 from organseg.config import PostprocessConfig
 from organseg.ensemble.members import MemberRunner
-from organseg.ensemble.predictor import (
-    EnsemblePredictor,
-    Prediction,
-    assemble_prediction,
-    prepare_input,
-)
+from organseg.ensemble.prediction import Prediction
+from organseg.ensemble.predictor import EnsemblePredictor, assemble_prediction, prepare_input
 from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import load_spec
 from organseg.ensemble.version import model_version

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from organseg import __version__
+from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.routing import decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
@@ -48,9 +49,6 @@ from organseg.serve.wire import (
     release_memory,
 )
 
-if TYPE_CHECKING:  # the router only passes predictions on; importing the predictor would load torch
-    from organseg.ensemble.predictor import Prediction
-
 api = FastAPI(
     title="organseg",
     version=__version__,
@@ -60,7 +58,7 @@ api = FastAPI(
 api.add_middleware(edge.EdgeMiddleware)
 
 
-def _seg_bytes(received: Any, prediction: "Prediction") -> bytes:
+def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
     from organseg.pacs.results import build_results, to_bytes
 
     (seg,) = build_results(received.volume, prediction, received.datasets, received.label)

@@ -1,0 +1,44 @@
+"""What an ensemble answers: the label map plus its report (no torch here).
+
+Predictions cross process boundaries in the Serve graph (the ensemble replica returns one to the
+router); keeping the class free of the predictor's imports lets the router unpickle it without
+loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from organseg.io.volume import Modality, Volume
+
+
+@dataclass
+class Prediction:
+    """A label map on the input's grid plus what a report needs to explain it."""
+
+    labels: Volume
+    modality: Modality
+    modality_reason: str
+    organs: list[str]
+    members: list[str]
+    volumes_ml: dict[str, float]
+    uncertainty: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+    #: The model directory's version (organseg.ensemble.version) that produced these labels.
+    model_version: str = ""
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""
+        return {
+            "modality": self.modality.value,
+            "modality_reason": self.modality_reason,
+            "organs": self.organs,
+            "members": self.members,
+            "volumes_ml": {k: round(v, 3) for k, v in self.volumes_ml.items()},
+            "uncertainty": {k: round(v, 4) for k, v in self.uncertainty.items()},
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "shape": list(self.labels.shape),
+            "spacing": list(self.labels.spacing),
+            "model_version": self.model_version,
+        }
