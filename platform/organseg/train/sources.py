@@ -92,25 +92,29 @@ class SliceSource:
             only_labelled_slices=not self.member.empty_slices,
         )
 
+    #: Batches each loader worker keeps ready. Workers are not persistent, so each epoch's workers see
+    #: the dataset's new epoch (its augmentation seeds) after set_epoch.
+    prefetch_factor = 4
+
+    def collate_fn(self) -> Any:
+        """How a batch of samples becomes tensors (``None``: PyTorch's default stacking)."""
+        return partial(collate_slices, in_channels=self.member.in_channels)
+
     def train_loader(
         self, dataset: Dataset, num_workers: int = 0, pin_memory: bool = False
     ) -> DataLoader:
+        """Shuffled, seeded batches; ``num_workers`` > 0 prepares them off the training thread."""
         member = self.member
-        extra: dict[str, Any] = {}
-        if num_workers > 0:
-            # a few batches ready per worker; workers are not persistent, so each epoch's workers see
-            # the dataset's new epoch (its augmentation seeds) after set_epoch
-            extra = {"prefetch_factor": 4}
         return DataLoader(
             dataset,
             batch_size=member.batch_size,
             shuffle=True,
             drop_last=len(dataset) > member.batch_size,  # type: ignore[arg-type]
-            collate_fn=partial(collate_slices, in_channels=member.in_channels),
+            collate_fn=self.collate_fn(),
             generator=torch.Generator().manual_seed(member.seed),
             num_workers=num_workers,
             pin_memory=pin_memory,
-            **extra,
+            **({"prefetch_factor": self.prefetch_factor} if num_workers > 0 else {}),
         )
 
     def validate(
@@ -147,20 +151,10 @@ class PatchSource(SliceSource):
             seed=self.member.seed,
         )
 
-    def train_loader(
-        self, dataset: Dataset, num_workers: int = 0, pin_memory: bool = False
-    ) -> DataLoader:
-        member = self.member
-        return DataLoader(
-            dataset,
-            batch_size=member.batch_size,
-            shuffle=True,
-            drop_last=len(dataset) > member.batch_size,  # type: ignore[arg-type]
-            generator=torch.Generator().manual_seed(member.seed),
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            **({"prefetch_factor": 2} if num_workers > 0 else {}),  # patches cost more than slices
-        )
+    prefetch_factor = 2  # patches cost more than slices
+
+    def collate_fn(self) -> Any:
+        return None
 
     def validate(
         self, model: nn.Module, loss_fn: nn.Module, device: torch.device
