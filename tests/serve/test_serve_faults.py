@@ -420,13 +420,9 @@ def _metric(text: str, suffix: str) -> str:
 
 
 def test_prometheus_metrics_move(app, ct_image) -> None:
-    text = ""
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline and "organseg_requests" not in text:
-        text = _scrape()
-        time.sleep(1)
-    requests_total = _metric(text, "organseg_requests_total")
-    before = _total(text, requests_total, modality="CT", outcome="ok")
+    # Ray exports application metrics with its ``ray_`` prefix; absent until a first request is counted
+    requests_total = "ray_organseg_requests_total"
+    before = _total(_scrape(), requests_total, modality="CT", outcome="ok")
     client = HttpClient(HTTP, token=TOKEN)
     for _ in range(2):
         client.segment(ct_image[1], output_format="raw")
@@ -435,7 +431,11 @@ def test_prometheus_metrics_move(app, ct_image) -> None:
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         text = _scrape()
-        if _total(text, requests_total, modality="CT", outcome="ok") >= before + 2:
+        # each replica exports its metrics on its own schedule: wait for both figures
+        if (
+            _total(text, requests_total, modality="CT", outcome="ok") >= before + 2
+            and _total(text, requests_total, outcome="unauthenticated") >= 1
+        ):
             break
         time.sleep(1)
     assert _total(text, requests_total, modality="CT", outcome="ok") >= before + 2
