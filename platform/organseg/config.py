@@ -530,6 +530,19 @@ class ExperimentConfig(_Strict):
                         "in+out (t1_mode: stack and modalities: [MR-T1-in])",
                     )
                 )
+            if (
+                self.preprocess.t2_channel
+                and Modality.MR_T1_IN in modalities
+                and member.in_channels != 3
+            ):
+                problems.append(
+                    (
+                        ("members", i, "in_channels"),
+                        f"member {member.name!r} takes MR-T1-in, which preprocess.t2_channel makes "
+                        f"three channels (in, out, registered T2); set in_channels: 3 (got "
+                        f"{member.in_channels})",
+                    )
+                )
             if member.encoder_weights and member.in_channels != 3:
                 problems.append(
                     (

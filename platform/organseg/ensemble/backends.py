@@ -31,7 +31,10 @@ class LocalBackend:
         read.
         """
         return plan_inputs(
-            path, modality, stack_t1=self.predictor.spec.preprocess.t1_mode == "stack"
+            path,
+            modality,
+            stack_t1=self.predictor.spec.preprocess.t1_mode == "stack",
+            with_t2=self.predictor.spec.preprocess.t2_channel,
         )
 
     def modalities(self) -> list[Modality]:
@@ -52,4 +55,4 @@ class LocalBackend:
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         """Segment one planned input with the ensemble of its modality."""
-        return self.predictor.predict(item.image, modality, item.partner)
+        return self.predictor.predict(item.image, modality, item.partner, item.t2)

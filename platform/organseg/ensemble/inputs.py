@@ -20,11 +20,13 @@ from organseg.io.volume import Modality, Volume
 
 @dataclass
 class PredictInput:
-    """One thing to segment; ``partner`` is the T1 out-phase series that pairs with an in-phase one."""
+    """One thing to segment; ``partner`` is the T1 out-phase series that pairs with an in-phase one,
+    ``t2`` the same patient's T2-SPIR when the ensemble stacks it as a third channel."""
 
     name: str
     image: Volume
     partner: Volume | None = None
+    t2: Volume | None = None
 
 
 @dataclass
@@ -44,13 +46,17 @@ class InputPlan:
 
 
 def plan_inputs(
-    path: Path | str, modality: Modality | str | None = None, stack_t1: bool = False
+    path: Path | str,
+    modality: Modality | str | None = None,
+    stack_t1: bool = False,
+    with_t2: bool = False,
 ) -> list[InputPlan]:
     """The series to segment under ``path`` (a file, a DICOM folder, or a CHAOS case/dataset folder).
 
     A CHAOS MR case yields its T2-SPIR series and its T1 series: one stacked input (in + out) when the
-    ensemble stacks T1, else both phases separately. ``modality`` narrows a CHAOS folder to one series
-    kind, or sets the modality of a file that does not record it.
+    ensemble stacks T1, else both phases separately; ``with_t2`` adds the case's T2-SPIR to the stacked
+    input as its third channel. ``modality`` narrows a CHAOS folder to one series kind, or sets the
+    modality of a file that does not record it.
     """
     path = Path(path)
     if not path.exists():
@@ -67,7 +73,10 @@ def plan_inputs(
         keep = (
             {wanted, Modality.MR_T1_OUT} if stack_t1 and wanted is Modality.MR_T1_IN else {wanted}
         )
-        refs = [r for r in refs if r.modality in keep]
+        partners_only = set()
+        if stack_t1 and with_t2 and wanted is Modality.MR_T1_IN:
+            partners_only = {Modality.MR_T2SPIR}  # read as the third channel, not segmented alone
+        refs = [r for r in refs if r.modality in keep | partners_only]
     if not refs:
         raise DataError(
             f"{path}: no series to segment" + (f" for --modality {modality}" if modality else "")
@@ -77,6 +86,8 @@ def plan_inputs(
     for ref in refs:
         if stack_t1 and ref.modality is Modality.MR_T1_OUT:
             continue  # consumed as the partner of its in-phase series
+        if modality is not None and ref.modality not in keep:
+            continue  # a T2-SPIR kept only as a third channel
         partner = None
         case_id = ref.case_id
         if stack_t1 and ref.modality is Modality.MR_T1_IN:
@@ -86,26 +97,40 @@ def plan_inputs(
                     f"{ref.image_dir}: T1 in-phase has no out-phase partner to stack with"
                 )
             case_id = ref.case_id.replace("/T1DUAL-in", "/T1DUAL")
+        t2 = None
+        if partner is not None and with_t2:
+            t2 = by_id.get(ref.case_id.replace("T1DUAL-in", "T2SPIR"))
+            if t2 is None:
+                raise DataError(
+                    f"{ref.image_dir}: the model stacks T2-SPIR as a third T1 channel, and this "
+                    "MR case has no T2SPIR series"
+                )
         plans.append(
-            InputPlan(case_id, ref.modality, _loader(case_id, ref, partner), True, ref.split)
+            InputPlan(case_id, ref.modality, _loader(case_id, ref, partner, t2), True, ref.split)
         )
     return plans
 
 
-def _loader(case_id: str, ref: CaseRef, partner: CaseRef | None) -> Callable[[], PredictInput]:
+def _loader(
+    case_id: str, ref: CaseRef, partner: CaseRef | None, t2: CaseRef | None = None
+) -> Callable[[], PredictInput]:
     def load() -> PredictInput:
         image = load_case(ref, with_label=False).image
         other = load_case(partner, with_label=False).image if partner is not None else None
-        return PredictInput(case_id, image, other)
+        third = load_case(t2, with_label=False).image if t2 is not None else None
+        return PredictInput(case_id, image, other, third)
 
     return load
 
 
 def resolve_inputs(
-    path: Path | str, modality: Modality | str | None = None, stack_t1: bool = False
+    path: Path | str,
+    modality: Modality | str | None = None,
+    stack_t1: bool = False,
+    with_t2: bool = False,
 ) -> list[PredictInput]:
     """Every input of :func:`plan_inputs`, loaded."""
-    return [plan.load() for plan in plan_inputs(path, modality, stack_t1)]
+    return [plan.load() for plan in plan_inputs(path, modality, stack_t1, with_t2)]
 
 
 def _stem(path: Path) -> str:

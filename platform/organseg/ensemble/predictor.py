@@ -30,11 +30,15 @@ def prepare_input(
     image: Volume,
     modality: Modality | str | None = None,
     partner: Volume | None = None,
+    t2: Volume | None = None,
 ) -> tuple[ModalityDecision, PreparedVolume]:
-    """Decide the modality and build the network input exactly as training did."""
+    """Decide the modality and build the network input exactly as training did; ``t2`` is the
+    patient's T2-SPIR series when the ensemble stacks it as a third T1 channel (``t2_channel``)."""
     validate_volume(image, "the image")  # NaN voxels or a broken geometry never reach a network
     if partner is not None:
         validate_volume(partner, "the partner series")
+    if t2 is not None:
+        validate_volume(t2, "the T2-SPIR series")
     decision = decide_modality(image, modality)
     spec.members_for(decision.modality)  # fail early when no member serves this modality
     image.modality = decision.modality
@@ -52,10 +56,21 @@ def prepare_input(
             image, partner = partner, image
             image.modality, partner.modality = Modality.MR_T1_IN, Modality.MR_T1_OUT
         partner.modality = Modality.MR_T1_OUT
+        if spec.preprocess.t2_channel and t2 is None:
+            raise ModalityError(
+                f"ensemble {spec.name!r} stacks T1 in-phase, out-phase and the registered T2-SPIR "
+                "as channels; the T2-SPIR series is missing, send it too",
+                ask=False,
+            )
         decision = ModalityDecision(
             Modality.MR_T1_IN, decision.reason + "; T1 in+out stacked", decision.conflicts
         )
-    prepared = prepare_volume(image, spec.preprocess, partner if stacking else None)
+    prepared = prepare_volume(
+        image,
+        spec.preprocess,
+        partner if stacking else None,
+        t2 if stacking and spec.preprocess.t2_channel else None,
+    )
     # float16 like the training cache: what members see is bit-identical in-process and when served
     prepared.array = prepared.array.astype(np.float16)
     return decision, prepared
@@ -131,13 +146,18 @@ class EnsemblePredictor:
         return self._runners[name]
 
     def predict(
-        self, image: Volume, modality: Modality | str | None = None, partner: Volume | None = None
+        self,
+        image: Volume,
+        modality: Modality | str | None = None,
+        partner: Volume | None = None,
+        t2: Volume | None = None,
     ) -> Prediction:
         """Segment ``image`` in-process with every member that accepts its modality, exactly as the
-        Serve graph does; ``partner`` is the other T1 phase when T1 in/out are stacked.
+        Serve graph does; ``partner`` is the other T1 phase when T1 in/out are stacked, ``t2`` the
+        T2-SPIR series when the ensemble stacks it too.
         """
         started = time.perf_counter()
-        decision, prepared = prepare_input(self.spec, image, modality, partner)
+        decision, prepared = prepare_input(self.spec, image, modality, partner, t2)
         timings = {"preprocess": time.perf_counter() - started}
         probs = {}
         for entry in self.spec.members_for(decision.modality):

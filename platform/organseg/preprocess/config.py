@@ -44,6 +44,12 @@ class PreprocessConfig(BaseModel):
         description="``stack``: a patient's T1 in- and out-phase become one 2-channel sample; "
         "``separate``: two samples.",
     )
+    t2_channel: bool = Field(
+        False,
+        description="With ``t1_mode: stack``: the patient's T2-SPIR series, rigidly registered to T1 "
+        "in-phase (SimpleITK, mutual information) and resampled onto its grid, becomes a third channel "
+        "(in, out, T2) of every T1 sample; training and prediction then need all three series.",
+    )
     cache_dtype: Literal["float16", "float32"] = Field(
         "float16",
         description="dtype of the slice cache on disk (float16 halves disk and page-cache use; "
@@ -74,6 +80,14 @@ class PreprocessConfig(BaseModel):
         if not 0.0 <= lo < hi <= 100.0:
             raise ValueError(f"mr_percentiles needs 0 <= lo < hi <= 100, got ({lo}, {hi})")
         return value
+
+    @model_validator(mode="after")
+    def _t2_channel_needs_stack(self) -> PreprocessConfig:
+        if self.t2_channel and self.t1_mode != "stack":
+            raise ValueError(
+                "t2_channel adds T2 as the third channel of stacked T1 in+out; it needs t1_mode: stack"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """Short stable hash of every field: caches and checkpoints compare it to detect drift."""

@@ -96,7 +96,7 @@ class SampleRecord:
 class _Plan:
     id: str
     patient: str
-    refs: tuple[CaseRef, ...]  # the image series, then the T1 out-phase partner when stacked
+    refs: tuple[CaseRef, ...]  # the image series, then the T1 out-phase partner and T2 when stacked
 
 
 def safe_id(sample_id: str) -> str:
@@ -111,6 +111,7 @@ def _plans(refs: Sequence[CaseRef], cfg: PreprocessConfig) -> list[_Plan]:
         plans = [_Plan(r.case_id, r.patient, (r,)) for r in refs]
     else:
         outs = {(r.patient, r.split): r for r in refs if r.modality is Modality.MR_T1_OUT}
+        t2s = {(r.patient, r.split): r for r in refs if r.modality is Modality.MR_T2SPIR}
         used: set[str] = set()
         for ref in refs:
             if ref.modality is Modality.MR_T1_OUT:
@@ -123,7 +124,17 @@ def _plans(refs: Sequence[CaseRef], cfg: PreprocessConfig) -> list[_Plan]:
                         "the cases given; t1_mode='stack' needs both (or use t1_mode='separate')"
                     )
                 used.add(partner.case_id)
-                plans.append(_Plan(f"{ref.patient}/{T1_STACK_SUFFIX}", ref.patient, (ref, partner)))
+                stacked: tuple[CaseRef, ...] = (ref, partner)
+                if cfg.t2_channel:
+                    t2 = t2s.get((ref.patient, ref.split))
+                    if t2 is None:
+                        raise DataError(
+                            f"{ref.image_dir}: T1 of {ref.patient} has no T2-SPIR series among the "
+                            "cases given; t2_channel stacks it as the third channel (include the "
+                            "patient's T2SPIR series, or set t2_channel: false)"
+                        )
+                    stacked = (*stacked, t2)
+                plans.append(_Plan(f"{ref.patient}/{T1_STACK_SUFFIX}", ref.patient, stacked))
             else:
                 plans.append(_Plan(ref.case_id, ref.patient, (ref,)))
         for ref in outs.values():
@@ -215,7 +226,8 @@ def _build_sample(
             "the slice cache holds labelled training cases only"
         )
     partner = load_case(plan.refs[1], with_label=False).image if len(plan.refs) > 1 else None
-    prepared = prepare_volume(case.image, cfg, partner=partner)
+    t2 = load_case(plan.refs[2], with_label=False).image if len(plan.refs) > 2 else None
+    prepared = prepare_volume(case.image, cfg, partner=partner, t2=t2)
     ids = np.asarray(organ_ids(list(organs)), dtype=np.uint8)
     label = np.asarray(case.label.array, dtype=np.uint8)
     label = np.where(np.isin(label, ids), label, 0).astype(np.uint8)

@@ -15,6 +15,7 @@ from organseg.io.volume import Geometry, Modality, Volume
 from organseg.preprocess.channels import stack_t1
 from organseg.preprocess.config import PreprocessConfig
 from organseg.preprocess.intensity import normalize
+from organseg.preprocess.registration import align_to
 from organseg.preprocess.resample import inplane_geometry, resize_slices
 
 
@@ -62,14 +63,25 @@ class PreparedVolume:
 
 
 def prepare_volume(
-    image: Volume, cfg: PreprocessConfig, partner: Volume | None = None
+    image: Volume,
+    cfg: PreprocessConfig,
+    partner: Volume | None = None,
+    t2: Volume | None = None,
 ) -> PreparedVolume:
     """Normalize ``image`` for its modality and resize its slices to ``cfg.size``².
 
     ``partner`` is the T1 out-phase series when ``image`` is T1 in-phase and ``cfg.t1_mode == "stack"``:
-    the two are normalized separately and stacked as channels (in, out). Intensities are normalized on
-    the original grid (statistics don't depend on ``size``), then resized bilinearly.
+    the two are normalized separately and stacked as channels (in, out). With ``cfg.t2_channel``,
+    ``t2`` (the patient's T2-SPIR) is registered to the in-phase series
+    (:func:`~organseg.preprocess.registration.align_to`), resampled onto its grid and added as a third
+    channel. Intensities are normalized on the original grid (statistics don't depend on ``size``),
+    then resized bilinearly.
     """
+    if t2 is not None and (partner is None or not cfg.t2_channel):
+        raise DataError(
+            f"{_name(image)}: a T2 series is only stacked as the third channel of T1 in+out "
+            "(t1_mode: stack, t2_channel: true, with the out-phase partner)"
+        )
     channels = [normalize(image, cfg)]
     modalities = [image.modality]
     if partner is not None:
@@ -91,6 +103,22 @@ def prepare_volume(
         channels.append(normalize(partner, cfg))
         modalities.append(partner.modality)
         stacked = stack_t1(channels[0], channels[1])
+        if cfg.t2_channel:
+            if t2 is None:
+                raise DataError(
+                    f"{_name(image)}: this model takes the patient's T2-SPIR series as the third "
+                    "channel of T1 in+out (t2_channel), and none was given; send the T2-SPIR series "
+                    "of the same examination too"
+                )
+            if t2.modality not in (Modality.MR_T2SPIR, Modality.UNKNOWN):
+                raise DataError(
+                    f"{_name(image)}: the third channel is T2-SPIR, but the series given for it is "
+                    f"{t2.modality.value}"
+                )
+            aligned, _ = align_to(image, t2, "the T1 in-phase series", "the T2-SPIR series")
+            aligned.modality = Modality.MR_T2SPIR
+            stacked = np.concatenate([stacked, normalize(aligned, cfg)[:, None]], axis=1)
+            modalities.append(Modality.MR_T2SPIR)
     else:
         stacked = channels[0][:, None]
     array = resize_slices(stacked, cfg.size, order=1)

@@ -252,23 +252,27 @@ class EnsembleDeployment:
             loaded.spec.postprocess = PostprocessConfig.model_validate(merged)
 
     async def segment(
-        self, image: Volume, modality: str | None = None, partner: Volume | None = None
+        self,
+        image: Volume,
+        modality: str | None = None,
+        partner: Volume | None = None,
+        t2: Volume | None = None,
     ) -> Prediction:
         """Segment one volume with this modality's members: the label map on the input's grid (uint8
         organ ids), organ volumes in mL, per-organ member disagreement and timings in seconds.
         ``modality`` defaults to this ensemble's; ``partner`` is the other T1 phase when T1 in/out
-        are stacked.
+        are stacked, ``t2`` the T2-SPIR series when the ensemble stacks it as a third channel.
         """
         loaded = self.loaded  # one version for the whole request, even if a switch lands meanwhile
         if loaded.predictor is not None:
             prediction = await asyncio.to_thread(
-                loaded.predictor.predict, image, modality or self.modality, partner
+                loaded.predictor.predict, image, modality or self.modality, partner, t2
             )
             prediction.model_version = loaded.version
             return prediction
         started = time.perf_counter()
         decision, prepared = await asyncio.to_thread(
-            prepare_input, loaded.spec, image, modality or self.modality.value, partner
+            prepare_input, loaded.spec, image, modality or self.modality.value, partner, t2
         )
         timings = {"preprocess": time.perf_counter() - started}
         ref = ray.put(prepared.array)  # once; every member reads the same object

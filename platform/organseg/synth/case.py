@@ -184,7 +184,11 @@ def make_mr_case(size: int, slices: int, seed: int, index: int = 1) -> Case:
         return step, max(5.0, round(step - gap, 1))
 
     t1_step, t1_thick = slab()
-    t2_step, t2_thick = slab()
+    _, t2_thick = slab()
+    # both series voxelise the anatomy over their own slab, so they share the slice step: T2 then
+    # shows the same anatomy shifted by its table offset (the patient moved between the series),
+    # plus the breath-hold difference -- what a rigid T2 -> T1 registration has to undo
+    t2_step = t1_step
     z0 = round(float(acq.uniform(-40, 80)), 1)
     t2_z0 = round(z0 + float(acq.uniform(-8, 8)), 1)
     t2_number = int(acq.integers(2, 40))
