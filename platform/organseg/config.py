@@ -109,10 +109,16 @@ class OptimizerConfig(_Strict):
     """The optimizer of one member."""
 
     name: Literal["adam", "adamw", "sgd"] = Field(
-        "adam", description="``adam``, ``adamw`` or ``sgd`` (momentum 0.9)."
+        "adam", description="``adam``, ``adamw`` or ``sgd`` (with ``momentum``)."
     )
     lr: float = Field(1e-4, gt=0.0, lt=1.0, description="Learning rate (what Ray Tune searches).")
     weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
+    momentum: float = Field(
+        0.9, ge=0.0, lt=1.0, description="SGD momentum (nnU-Net: 0.99); ignored by Adam/AdamW."
+    )
+    nesterov: bool = Field(
+        False, description="SGD with Nesterov momentum (nnU-Net: true); ignored by Adam/AdamW."
+    )
 
 
 class SchedulerConfig(_Strict):
@@ -132,6 +138,20 @@ class SchedulerConfig(_Strict):
             "0.1); None: reduce on plateau."
         ),
     )
+    poly_exponent: float | None = Field(
+        None,
+        gt=0.0,
+        description=(
+            "Polynomial decay: the rate at epoch e is lr·(1 − e/epochs)^poly_exponent (nnU-Net: 0.9, "
+            "with SGD momentum 0.99, Nesterov); None: milestones or plateau."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> SchedulerConfig:
+        if self.poly_exponent is not None and self.milestones:
+            raise ValueError("set either milestones or poly_exponent, not both")
+        return self
 
 
 class AdversarialConfig(_Strict):

@@ -123,3 +123,35 @@ def test_volumetric_member_trains_on_patches_with_the_same_core(tmp_path: Path) 
     result = trainer.run_epoch(0)
     assert 0.0 <= result.metrics["val_dice"] <= 1.0
     assert result.metrics["train_loss"] == result.metrics["train_loss"]
+
+
+def test_nnunet_sgd_and_poly_schedule() -> None:
+    from pydantic import ValidationError
+
+    from organseg.config import MemberConfig
+    from organseg.train.core import build_optimizer, build_scheduler
+
+    member = MemberConfig.model_validate(
+        {
+            **VOLUMETRIC,
+            "epochs": 10,
+            "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.99, "nesterov": True},
+            "scheduler": {"poly_exponent": 0.9},
+        }
+    )
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = build_optimizer(member, [weight])
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"]) == (0.99, True)
+    scheduler = build_scheduler(member, optimizer)
+    rates = []
+    for _ in range(member.epochs):
+        rates.append(group["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.01 * (1 - e / 10) ** 0.9 for e in range(10)]
+    assert rates == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValidationError, match="not both"):
+        MemberConfig.model_validate(
+            {**VOLUMETRIC, "scheduler": {"poly_exponent": 0.9, "milestones": [3]}}
+        )

@@ -79,7 +79,12 @@ def test_config_needs_three_channels_and_stacked_t1(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("multicontrast")
+    return train_multicontrast(tmp_path_factory.mktemp("multicontrast"))
+
+
+def train_multicontrast(root: Path) -> tuple[Path, Path]:
+    """Train the 3-channel cascade for two epochs through the trainer core and export it:
+    ``(model directory, synthetic dataset root)``."""
     config = _config(root)
     data = prepare_data(config)
     t1 = data.cache.sample("MR/1/T1DUAL")

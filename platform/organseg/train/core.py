@@ -88,18 +88,29 @@ class EpochResult:
 
 
 def build_optimizer(member: MemberConfig, params: Any) -> torch.optim.Optimizer:
-    """The member's optimizer (adam, adamw, or sgd with momentum 0.9) over ``params``."""
+    """The member's optimizer (adam, adamw, or sgd with its momentum / Nesterov) over ``params``."""
     opt = member.optimizer
     if opt.name == "adam":
         return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
     if opt.name == "adamw":
         return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=opt.lr,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov and opt.momentum > 0,
+        weight_decay=opt.weight_decay,
+    )
 
 
 def build_scheduler(member: MemberConfig, optimizer: torch.optim.Optimizer) -> Any:
-    """Plateau on validation Dice (the 2D seeds), or fixed milestones (e.g. ×0.1 at epochs 7 and 9)."""
+    """Plateau on validation Dice (the 2D seeds), fixed milestones (e.g. ×0.1 at epochs 7 and 9), or
+    nnU-Net's polynomial decay over the member's epochs (stepped once per epoch)."""
     cfg = member.scheduler
+    if cfg.poly_exponent is not None:
+        return torch.optim.lr_scheduler.PolynomialLR(
+            optimizer, total_iters=member.epochs, power=cfg.poly_exponent
+        )
     if cfg.milestones:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=cfg.factor)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
