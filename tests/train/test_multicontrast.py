@@ -147,3 +147,21 @@ def test_missing_t2_is_a_clear_error(trained: tuple[Path, Path], tmp_path: Path)
     shutil.rmtree(case / "T2SPIR")
     with pytest.raises(DataError, match="no T2SPIR series"):
         plan_inputs(case, "MR-T1-in", stack_t1=True, with_t2=True)
+
+
+def test_predict_command_reads_all_three_series_of_a_case(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from organseg.cli import main
+
+    model_dir, data_root = trained
+    out = tmp_path / "out"
+    args = ["predict", str(data_root / "Train_Sets" / "MR" / "2"), "-o", str(out),
+            "--local", str(model_dir), "--device", "cpu"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(args)  # exits 1: the model serves MR-T1-in only, so the case's T2SPIR alone is skipped
+    captured = capsys.readouterr()
+    output = " ".join((captured.out + captured.err).split())
+    assert "MR/2/T1DUAL: MR-T1-in" in output
+    assert "T1 in+out stacked" in output
+    assert (out / "MR" / "2" / "T1DUAL").exists()  # one mask for the three series
