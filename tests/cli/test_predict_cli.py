@@ -192,3 +192,26 @@ def test_nothing_to_segment_is_an_error(
     assert result.exit_code == 2
     assert "nothing this ensemble can segment" in result.output
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.ray
+def test_local_predict_asks_the_modality_classifier_only_when_it_was_validated(
+    invoke, trained_ensemble, synth_root: Path, tmp_path: Path
+) -> None:
+    """A headerless NIfTI without --modality goes to the model directory's classifier; the tiny model's
+    was validated on 2 held-out series per modality, fewer than the default gate asks, so the answer
+    is a refusal that says why and what to pass."""
+    from organseg.io import load_case
+
+    _, report = trained_ensemble
+    ref = next(r for r in discover_cases(synth_root) if r.modality is Modality.CT)
+    image = load_case(ref, with_label=False).image
+    bare = Volume(image.array, image.geometry)  # no header, no recorded modality
+    volume = write_volume_file(bare, tmp_path / "scan.nii.gz")
+    result = invoke("predict", volume, "-o", tmp_path / "seg.nii.gz", "--local",
+                    report.model_dir, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "the modality classifier was validated on only 2 held-out" in result.output
+    assert "4 per modality needed" in result.output
+    assert "pass --modality" in result.output
+    assert not (tmp_path / "seg.nii.gz").exists()

@@ -24,13 +24,26 @@ def test_explicit_request_must_not_contradict_the_header() -> None:
 
 
 def test_request_decides_when_there_is_no_header() -> None:
-    assert decide_modality(_volume(), "t2spir").modality is Modality.MR_T2SPIR
+    decision = decide_modality(_volume(), "t2spir")
+    assert decision.modality is Modality.MR_T2SPIR
+    assert decision.source == "request"
+    assert decision.confidence is None
+
+
+def test_request_must_be_one_the_header_allows() -> None:
+    with pytest.raises(ModalityError, match="contradicts the DICOM header"):
+        decide_modality(_volume({"Modality": "MR"}), "CT")
+    with pytest.raises(ModalityError, match="one of MR-T1-in, MR-T1-out"):
+        decide_modality(_volume({"Modality": "MR", "EchoTime": "2.3"}), "MR-T2SPIR")
+    decision = decide_modality(_volume({"Modality": "MR", "EchoTime": "2.3"}), "MR-T1-out")
+    assert decision.modality is Modality.MR_T1_OUT
 
 
 def test_recorded_modality_is_used_last() -> None:
     decision = decide_modality(_volume(modality=Modality.MR_T1_IN))
     assert decision.modality is Modality.MR_T1_IN
     assert "recorded" in decision.reason
+    assert decision.source == "file"
 
 
 @pytest.mark.parametrize(
@@ -38,7 +51,17 @@ def test_recorded_modality_is_used_last() -> None:
     [
         ({}, "cannot tell the modality"),
         ({"Modality": "PT"}, "not CT or MR"),
-        ({"Modality": "MR", "SeriesDescription": "T1 in phase", "EchoTime": "2.3"}, "disagree"),
+        (
+            {
+                "Modality": "MR",
+                "SeriesDescription": "T1 in phase",
+                "EchoTime": "2.3",
+                "MagneticFieldStrength": "1.5",
+            },
+            "disagree",
+        ),
+        # the sequence is not established and there is no classifier to ask
+        ({"Modality": "MR", "EchoTime": "2.3"}, "no modality classifier"),
     ],
 )
 def test_never_guesses(meta: dict, message: str) -> None:

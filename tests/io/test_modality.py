@@ -14,10 +14,10 @@ from organseg.io.volume import Modality
         ({"Modality": "MR", "SeriesDescription": "T2SPIR", "EchoTime": "80"}, Modality.MR_T2SPIR),
         ({"Modality": "MR", "SeriesDescription": "T1_in_phase"}, Modality.MR_T1_IN),
         ({"Modality": "MR", "SeriesDescription": "T1 out-of-phase"}, Modality.MR_T1_OUT),
-        ({"Modality": "MR", "EchoTime": "4.6"}, Modality.MR_T1_IN),
-        ({"Modality": "MR", "EchoTime": "2.3"}, Modality.MR_T1_OUT),
+        ({"Modality": "MR", "EchoTime": "4.6", "MagneticFieldStrength": "1.5"}, Modality.MR_T1_IN),
+        ({"Modality": "MR", "EchoTime": "2.3", "MagneticFieldStrength": "1.5"}, Modality.MR_T1_OUT),
         ({"Modality": "MR", "EchoTime": "2.3", "MagneticFieldStrength": "3"}, Modality.MR_T1_IN),
-        ({"Modality": "MR", "EchoTime": "85"}, Modality.MR_T2SPIR),
+        ({"Modality": "MR", "EchoTime": "85", "RepetitionTime": "1800"}, Modality.MR_T2SPIR),
     ],
 )
 def test_modality_from_tags(tags: dict, expected: Modality) -> None:
@@ -25,11 +25,17 @@ def test_modality_from_tags(tags: dict, expected: Modality) -> None:
     assert decision.modality is expected
     assert decision.certain
     assert decision.reason
+    assert decision.source == "header"
 
 
 def test_contradictory_tags_are_not_guessed() -> None:
     decision = infer_modality(
-        {"Modality": "MR", "SeriesDescription": "T1 in-phase", "EchoTime": "2.3"}
+        {
+            "Modality": "MR",
+            "SeriesDescription": "T1 in-phase",
+            "EchoTime": "2.3",
+            "MagneticFieldStrength": "1.5",
+        }
     )
     assert decision.modality is Modality.UNKNOWN
     assert not decision.certain
@@ -37,15 +43,41 @@ def test_contradictory_tags_are_not_guessed() -> None:
 
 
 @pytest.mark.parametrize(
-    "tags", [{}, {"Modality": "PT"}, {"Modality": "MR"}, {"Modality": "MR", "EchoTime": "3.4"}]
+    ("tags", "allowed"),
+    [
+        ({}, set()),
+        ({"Modality": "PT"}, set()),
+        ({"Modality": "MR"}, {Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR}),
+        # a short echo without the field strength: in or out of phase is not established
+        ({"Modality": "MR", "EchoTime": "2.3"}, {Modality.MR_T1_IN, Modality.MR_T1_OUT}),
+        ({"Modality": "MR", "EchoTime": "4.6"}, {Modality.MR_T1_IN, Modality.MR_T1_OUT}),
+        # between the two phases at 1.5 T
+        (
+            {"Modality": "MR", "EchoTime": "3.4", "MagneticFieldStrength": "1.5"},
+            {Modality.MR_T1_IN, Modality.MR_T1_OUT},
+        ),
+        # a long echo without a long repetition time: T2 weighting is not established
+        ({"Modality": "MR", "EchoTime": "85"}, {Modality.MR_T2SPIR}),
+        ({"Modality": "MR", "EchoTime": "85", "RepetitionTime": "400"}, {Modality.MR_T2SPIR}),
+    ],
 )
-def test_unrecognised_is_unknown_with_reason(tags: dict) -> None:
+def test_what_headers_do_not_establish_is_unknown(tags: dict, allowed: set) -> None:
     decision = infer_modality(tags)
     assert decision.modality is Modality.UNKNOWN
     assert decision.reason
+    assert decision.allowed == allowed
 
 
-def test_echo_phase_at_1_5_tesla() -> None:
-    assert phase_from_echo_time(4.6) is Modality.MR_T1_IN
-    assert phase_from_echo_time(2.25) is Modality.MR_T1_OUT
-    assert phase_from_echo_time(6.7) is Modality.MR_T1_OUT
+def test_text_against_what_the_echo_allows_is_a_conflict() -> None:
+    decision = infer_modality({"Modality": "MR", "SeriesDescription": "T2SPIR", "EchoTime": "2.3"})
+    assert decision.modality is Modality.UNKNOWN
+    assert decision.conflicts
+
+
+def test_echo_phase_at_1_5_and_3_tesla() -> None:
+    assert phase_from_echo_time(4.6, 1.5) is Modality.MR_T1_IN
+    assert phase_from_echo_time(2.25, 1.5) is Modality.MR_T1_OUT
+    assert phase_from_echo_time(6.7, 1.5) is Modality.MR_T1_OUT
+    assert phase_from_echo_time(2.3, 3.0) is Modality.MR_T1_IN
+    assert phase_from_echo_time(1.15, 3.0) is Modality.MR_T1_OUT
+    assert phase_from_echo_time(30.0, 1.5) is None  # too many cycles to trust

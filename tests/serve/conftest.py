@@ -29,6 +29,10 @@ def served(trained_ensemble, ray_cluster):
                     "model_dir": str(report.model_dir),
                     "max_voxels": 30_000_000,
                     "max_request_mb": 128,
+                    # the tiny model's modality classifier: 2 held-out series per modality, and
+                    # confidences of 0.5-0.9 from 2 training series each (see test_modality_routing)
+                    "modality_min_held_out_series": 2,
+                    "modality_min_confidence": 0.75,
                 },
                 "deployments": [
                     {"name": "router", **small},

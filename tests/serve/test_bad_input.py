@@ -334,3 +334,91 @@ def test_router_memory_returns_after_a_burst_of_large_requests(served) -> None:
     after = _router_rss_mib()
     print(f"router RSS: warm {warm:.0f} MiB, after 6 x 96 MiB requests {after:.0f} MiB")
     assert after - warm < 150, (warm, after)
+
+
+def _headerless(root: Path, modality: Modality, index: int = 0):
+    """A series of ``modality`` from ``root`` stripped of every header and recorded modality."""
+    import warnings
+
+    from organseg.io import load_case
+
+    refs = [r for r in discover_cases(root) if r.modality is modality]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = load_case(refs[index], with_label=False).image
+    bare = image.with_array(image.array)
+    bare.meta, bare.modality = {}, Modality.UNKNOWN
+    return bare
+
+
+def _good_request(http: str, target: str, config, transport: str) -> None:
+    series = zip_dicom_series(_ct_folder(config))
+    if transport == "http":
+        good = HttpClient(http).segment_bytes(series, "series.zip")
+    else:
+        from organseg.serve.proto import segmentation_pb2 as pb
+
+        good = GrpcClient(target).segment_request(pb.SegmentRequest(dicom_zip=series))
+    assert good["modality"] == "CT"
+    assert good["modality_source"] == "header"
+    assert good["modality_confidence"] is None
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_headerless_volume_routes_through_the_modality_classifier(
+    served, synth_root: Path, tmp_path: Path, transport: str
+) -> None:
+    """Voxels without header or modality (patients the classifier never saw): the model directory's
+    validated classifier decides, the answer says so with its confidence, and local prediction (the
+    same routing function) decides the same."""
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.ensemble.routing import ModalityPolicy
+    from organseg.io.files import write_volume_file
+
+    http, target, config, model_dir = served
+    ct = _headerless(synth_root, Modality.CT)
+    if transport == "http":
+        nifti = tmp_path / "headerless-ct.nii.gz"
+        write_volume_file(ct, nifti)
+        answer = HttpClient(http).segment_bytes(nifti.read_bytes(), "scan.nii.gz")
+        modality, source = answer["modality"], answer["modality_source"]
+        confidence, reason = answer["modality_confidence"], answer["modality_reason"]
+    else:
+        prediction = GrpcClient(target).segment(ct)
+        modality, source = prediction.modality.value, prediction.modality_source
+        confidence, reason = prediction.modality_confidence, prediction.modality_reason
+    print(f"{transport}: {modality} by {source} at {confidence}")
+    assert (modality, source) == ("CT", "classifier")
+    assert confidence is not None
+    assert 0.75 <= confidence <= 1.0
+    assert reason.startswith("modality classifier")
+    assert f"{confidence:.2f} confidence" in reason
+    local = EnsemblePredictor(
+        model_dir, device="cpu", policy=ModalityPolicy(min_confidence=0.75, min_held_out_series=2)
+    ).predict(ct)
+    assert (local.modality.value, local.modality_source) == ("CT", "classifier")
+    assert local.modality_confidence == pytest.approx(confidence, abs=1e-4)
+    assert local.report()["modality_confidence"] == pytest.approx(confidence, abs=1e-4)
+    _good_request(http, target, config, transport)
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_classifier_below_its_confidence_is_a_422_asking_for_modality(
+    served, synth_root: Path, transport: str
+) -> None:
+    """A T1 in-phase series the tiny classifier is unsure about (below the served 0.75): refused,
+    naming its best answer and what to send; nothing is segmented."""
+    http, target, config, _ = served
+    t1 = _headerless(synth_root, Modality.MR_T1_IN)
+    if transport == "http":
+        with pytest.raises(ServiceError) as caught:
+            HttpClient(http).segment(t1)
+        assert "422" in str(caught.value)
+    else:
+        with pytest.raises(ServiceError, match="INVALID_ARGUMENT") as caught:
+            GrpcClient(target).segment(t1)
+    message = str(caught.value)
+    assert "the modality classifier says" in message
+    assert "below the 0.75 required" in message
+    assert "send the modality field" in message
+    _good_request(http, target, config, transport)

@@ -178,10 +178,13 @@ def test_cli_predict_dataset_over_grpc_skips_what_is_not_served(served, tmp_path
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.nii.gz"))
-    assert written == ["CT/1.nii.gz", "CT/2.nii.gz", "MR/1/T2SPIR.nii.gz", "MR/2/T2SPIR.nii.gz"]
+    patients = (1, 2, 3, 4)  # the session's tiny experiment: 4 CT and 4 MR patients
+    assert written == sorted(
+        [*(f"CT/{n}.nii.gz" for n in patients), *(f"MR/{n}/T2SPIR.nii.gz" for n in patients)]
+    )
     meta = json.loads(report.read_text())
     assert {s["case"] for s in meta["skipped"]} == {
-        f"MR/{n}/T1DUAL-{p}" for n in (1, 2) for p in ("in", "out")
+        f"MR/{n}/T1DUAL-{p}" for n in patients for p in ("in", "out")
     }
     assert "the ensemble serves CT, MR-T2SPIR" in meta["skipped"][0]["reason"]
     assert meta["model"]["endpoint"] == f"gRPC {grpc_target}"

@@ -35,6 +35,17 @@ def test_members_train_concurrently_and_export_a_model_dir(trained_ensemble) -> 
     assert {m.value for m in spec.modalities()} == {"CT", "MR-T2SPIR"}
     assert report.curves_png is not None
     assert report.curves_png.stat().st_size > 0
+    # the modality classifier: fitted on the training patients' series, validated on the held-out
+    # patients' series of all four modalities, listed in ensemble.yaml
+    classifier = report.modality_classifier
+    assert classifier is not None
+    assert classifier.held_out is not None
+    assert spec.modality_classifier is not None
+    assert (report.model_dir / spec.modality_classifier.file).is_file()
+    assert spec.modality_classifier.held_out_series == {
+        "CT": 2, "MR-T1-in": 2, "MR-T1-out": 2, "MR-T2SPIR": 2
+    }  # fmt: skip
+    assert spec.modality_classifier.held_out_accuracy == classifier.held_out.accuracy == 1.0
     # Both members were training at the same time: each worker was alive (from entering the loop to
     # its last report) while the other was.
     intervals = [

@@ -109,6 +109,13 @@ def train_command(
         console.print(f"model directory: {report.model_dir}")
     if report.curves_png:
         console.print(f"learning curves: {report.curves_png}")
+    if report.modality_classifier is not None:
+        console.print(
+            f"{report.modality_classifier.summary()}; routes volumes whose headers do not say "
+            "their modality, when validated",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not report.ok:
         from organseg.errors import RunError
 

@@ -27,12 +27,20 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     #: The model directory's version (organseg.ensemble.version) that produced these labels.
     model_version: str = ""
+    #: What decided the modality: "header", "request", "file" or "classifier".
+    modality_source: str = ""
+    #: The modality classifier's calibrated confidence when it decided (else None).
+    modality_confidence: float | None = None
 
     def report(self) -> dict[str, Any]:
         """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""
         return {
             "modality": self.modality.value,
             "modality_reason": self.modality_reason,
+            "modality_source": self.modality_source,
+            "modality_confidence": None
+            if self.modality_confidence is None
+            else round(self.modality_confidence, 4),
             "organs": self.organs,
             "members": self.members,
             "volumes_ml": {k: round(v, 3) for k, v in self.volumes_ml.items()},

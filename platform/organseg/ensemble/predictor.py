@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from organseg.ensemble.members import MemberRunner
+from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.postprocess import labels_from_member_maps
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import ModalityError, decide_modality
+from organseg.ensemble.routing import ModalityError, ModalityPolicy, decide_modality
 from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
@@ -31,15 +32,18 @@ def prepare_input(
     modality: Modality | str | None = None,
     partner: Volume | None = None,
     t2: Volume | None = None,
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
 ) -> tuple[ModalityDecision, PreparedVolume]:
-    """Decide the modality and build the network input exactly as training did; ``t2`` is the
+    """Decide the modality (:func:`decide_modality`, with the model directory's classifier for volumes
+    whose headers do not say) and build the network input exactly as training did; ``t2`` is the
     patient's T2-SPIR series when the ensemble stacks it as a third T1 channel (``t2_channel``)."""
     validate_volume(image, "the image")  # NaN voxels or a broken geometry never reach a network
     if partner is not None:
         validate_volume(partner, "the partner series")
     if t2 is not None:
         validate_volume(t2, "the T2-SPIR series")
-    decision = decide_modality(image, modality)
+    decision = decide_modality(image, modality, classifier, policy)
     spec.members_for(decision.modality)  # fail early when no member serves this modality
     image.modality = decision.modality
     stacking = spec.preprocess.t1_mode == "stack" and decision.modality in (
@@ -63,7 +67,11 @@ def prepare_input(
                 ask=False,
             )
         decision = ModalityDecision(
-            Modality.MR_T1_IN, decision.reason + "; T1 in+out stacked", decision.conflicts
+            Modality.MR_T1_IN,
+            decision.reason + "; T1 in+out stacked",
+            decision.conflicts,
+            decision.source,
+            decision.confidence,
         )
     prepared = prepare_volume(
         image,
@@ -108,6 +116,8 @@ def assemble_prediction(
         labels=volume,
         modality=decision.modality,
         modality_reason=decision.reason,
+        modality_source=decision.source,
+        modality_confidence=decision.confidence,
         organs=organs,
         members=sorted(member_probs),
         volumes_ml=volumes,
@@ -126,9 +136,13 @@ class EnsemblePredictor:
         batch_size: int = 16,
         precision: str | None = None,
         compile: bool = False,
+        policy: ModalityPolicy | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.spec = load_spec(self.model_dir)
+        #: decides volumes whose headers do not say their modality, when validated (``policy``)
+        self.classifier = ModalityClassifier.load(self.model_dir)
+        self.policy = policy or ModalityPolicy()
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
@@ -157,7 +171,9 @@ class EnsemblePredictor:
         T2-SPIR series when the ensemble stacks it too.
         """
         started = time.perf_counter()
-        decision, prepared = prepare_input(self.spec, image, modality, partner, t2)
+        decision, prepared = prepare_input(
+            self.spec, image, modality, partner, t2, self.classifier, self.policy
+        )
         timings = {"preprocess": time.perf_counter() - started}
         probs = {}
         for entry in self.spec.members_for(decision.modality):

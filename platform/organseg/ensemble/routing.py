@@ -1,14 +1,31 @@
-"""Which modality's ensemble a volume goes to, and why: the router's rule, shared by every entry point.
+"""Which modality's ensemble a volume goes to, and why: the one rule shared by local prediction and the
+Serve router.
 
-It replaces SUMNet's learned modality classifier: DICOM headers say what was acquired. An explicit
-request wins only if the headers do not contradict it, and nothing is ever guessed.
+Evidence is used in this order, and the decision names the one that decided:
+
+1. the DICOM header (``header``): Modality=CT, or an MR sequence its tags establish
+   (:func:`organseg.io.modality.infer_modality`);
+2. the request's ``modality`` field / ``--modality`` (``request``), which the header must not contradict;
+3. the volume file's own record, e.g. the CHAOS folder layout (``file``);
+4. the model directory's modality classifier (``classifier``), for headerless volumes and for MR series
+   whose headers do not establish the sequence; only when it was validated on enough held-out series,
+   only above a confidence, and only when it agrees with what the header still allows.
+
+Anything else is a :class:`ModalityError` (HTTP 422) saying what is missing; nothing is guessed.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from organseg.errors import DataError
 from organseg.io.modality import ModalityDecision, infer_modality
 from organseg.io.volume import Modality, Volume
+
+if TYPE_CHECKING:
+    from organseg.ensemble.modality_classifier import ModalityClassifier
 
 _CHOICES = "CT, MR-T1-in, MR-T1-out or MR-T2SPIR"
 
@@ -31,24 +48,43 @@ class ModalityError(DataError):
         return f"{problem}; pass --modality {_CHOICES}" if self.ask else problem
 
 
-def decide_modality(image: Volume, requested: Modality | str | None = None) -> ModalityDecision:
-    """The modality for ``image``: headers first, then an explicit request or the file's own record."""
+class ModalityPolicy(BaseModel):
+    """When the modality classifier may decide (the validation gate) and how sure it must be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_confidence: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Least calibrated confidence at which the modality classifier may route a volume "
+        "whose headers do not say its modality; below it the answer is a 422 asking for modality.",
+    )
+    min_held_out_accuracy: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Least accuracy the modality classifier must have reached on the held-out "
+        "(validation) patients' series for it to be used at all.",
+    )
+    min_held_out_series: int = Field(
+        4,
+        ge=1,
+        description="Least held-out series of each modality the classifier's accuracy must have been "
+        "measured on for it to be used at all (CHAOS at val_fraction 0.2 holds out 4 per modality).",
+    )
+
+
+def decide_modality(
+    image: Volume,
+    requested: Modality | str | None = None,
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
+) -> ModalityDecision:
+    """The modality for ``image`` and the evidence that decided it (see the module docstring)."""
     header = infer_modality(image.meta) if image.meta.get("Modality") else None
     if requested not in (None, ""):
-        wanted = Modality.parse(requested)
-        if wanted is Modality.UNKNOWN:
-            raise ModalityError("requested modality 'unknown' cannot be segmented")
-        if header is not None and header.certain and header.modality is not wanted:
-            raise ModalityError(
-                f"requested modality {wanted.value} contradicts the DICOM header ({header.reason}: "
-                f"{header.modality.value})",
-                ask=False,
-            )
-        return ModalityDecision(
-            wanted,
-            "requested explicitly"
-            + (f"; header agrees ({header.reason})" if header and header.certain else ""),
-        )
+        return _requested(Modality.parse(requested), header)
     if header is not None:
         if header.conflicts:
             raise ModalityError(f"{header.reason}: {'; '.join(header.conflicts)}")
@@ -60,10 +96,75 @@ def decide_modality(image: Volume, requested: Modality | str | None = None) -> M
             if image.meta.get("case_id")
             else "modality recorded in the volume file"
         )
-        return ModalityDecision(image.modality, reason)
+        return ModalityDecision(image.modality, reason, source="file")
     why = (
         header.reason
         if header is not None
         else "no DICOM header and no modality recorded in the file"
     )
-    raise ModalityError(f"cannot tell the modality ({why})")
+    if header is not None and not header.allowed:
+        raise ModalityError(f"cannot tell the modality ({why})")  # e.g. a PET series: not ours
+    return _classified(image, header, why, classifier, policy or ModalityPolicy())
+
+
+def _requested(wanted: Modality, header: ModalityDecision | None) -> ModalityDecision:
+    if wanted is Modality.UNKNOWN:
+        raise ModalityError("requested modality 'unknown' cannot be segmented")
+    if header is not None and header.certain and header.modality is not wanted:
+        raise ModalityError(
+            f"requested modality {wanted.value} contradicts the DICOM header ({header.reason}: "
+            f"{header.modality.value})",
+            ask=False,
+        )
+    if header is not None and header.allowed and wanted not in header.allowed:
+        allowed = ", ".join(sorted(m.value for m in header.allowed))
+        raise ModalityError(
+            f"requested modality {wanted.value} contradicts the DICOM header ({header.reason}: "
+            f"one of {allowed})",
+            ask=False,
+        )
+    return ModalityDecision(
+        wanted,
+        "requested explicitly"
+        + (f"; header agrees ({header.reason})" if header and header.certain else ""),
+        source="request",
+    )
+
+
+def _classified(
+    image: Volume,
+    header: ModalityDecision | None,
+    why: str,
+    classifier: ModalityClassifier | None,
+    policy: ModalityPolicy,
+) -> ModalityDecision:
+    """The classifier's decision, or the refusal that says why it cannot decide."""
+    if classifier is None:
+        raise ModalityError(
+            f"cannot tell the modality ({why}; the model has no modality classifier)"
+        )
+    problem = classifier.validation_problem(
+        policy.min_held_out_accuracy, policy.min_held_out_series
+    )
+    if problem is not None:
+        raise ModalityError(f"cannot tell the modality ({why}), and {problem}")
+    guess = classifier.predict(image)
+    if guess.modality is Modality.UNKNOWN:
+        raise ModalityError(f"cannot tell the modality ({why}), and the {guess.evidence}")
+    said = (
+        f"the modality classifier says {guess.modality.value} at {guess.confidence:.2f} confidence"
+    )
+    if header is not None and guess.modality not in header.allowed:
+        allowed = ", ".join(sorted(m.value for m in header.allowed))
+        raise ModalityError(f"the DICOM header ({header.reason}) allows {allowed}, but {said}")
+    if guess.confidence < policy.min_confidence:
+        raise ModalityError(
+            f"cannot tell the modality ({why}): {said}, below the {policy.min_confidence:.2f} "
+            "required"
+        )
+    reason = f"{guess.evidence}: {guess.confidence:.2f} confidence"
+    if header is not None:
+        reason += f"; the header allows it ({header.reason})"
+    return ModalityDecision(
+        guess.modality, reason, source="classifier", confidence=guess.confidence
+    )

@@ -6,6 +6,7 @@
       ensemble.yaml          what this file's EnsembleSpec says: members, modalities, channels, thresholds
       <member>/model.pt      inference weights (state dict)
       <member>/member.json   the member's training config, organs, preprocessing and best metrics
+      modality_classifier.json  the modality classifier for headerless volumes (when trained)
       learning_curves.png    (written by training; informational)
 """
 
@@ -57,6 +58,20 @@ class MemberEntry(BaseModel):
     )
 
 
+class ClassifierEntry(BaseModel):
+    """The modality classifier stored beside the members (organseg.ensemble.modality_classifier)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="Path relative to the model directory.")
+    held_out_accuracy: float | None = Field(
+        None, description="Accuracy on the validation patients' series (None: none held out)."
+    )
+    held_out_series: dict[str, int] = Field(
+        default_factory=dict, description="Held-out series per modality."
+    )
+
+
 class EnsembleSpec(BaseModel):
     """Contents of ``ensemble.yaml``."""
 
@@ -73,6 +88,7 @@ class EnsembleSpec(BaseModel):
     preprocess: PreprocessConfig
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     members: list[MemberEntry] = Field(min_length=1)
+    modality_classifier: ClassifierEntry | None = None
 
     def modalities(self) -> list[Modality]:
         """Every modality some member accepts, in a stable order."""
@@ -189,6 +205,10 @@ def load_spec(model_dir: Path | str) -> EnsembleSpec:
                 raise ModelError(
                     f"{model_dir / weights}: weights of member {member.name!r} are missing"
                 )
+    if spec.modality_classifier and not (model_dir / spec.modality_classifier.file).is_file():
+        raise ModelError(
+            f"{model_dir / spec.modality_classifier.file}: modality classifier missing"
+        )
     return spec
 
 

@@ -1,8 +1,8 @@
 """The version of a model directory: what produced an answer, and what a live switch changes.
 
-A version is the content hash of ``ensemble.yaml`` and every member's weights (so a retrained or edited
-model directory always gets a new one, and copies of the same model the same one), shown together
-with the experiment name and creation time of the directory.
+A version is the content hash of ``ensemble.yaml``, every member's weights and the modality classifier
+(so a retrained or edited model directory always gets a new one, and copies of the same model the same
+one), shown together with the experiment name and creation time of the directory.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def model_version(model_dir: Path | str) -> ModelVersion:
     paths = [
         model_dir / SPEC_FILE,
         *(model_dir / m.weights for m in sorted(spec.members, key=lambda m: m.name)),
+        # the classifier decides which ensemble answers a headerless volume
+        *([model_dir / spec.modality_classifier.file] if spec.modality_classifier else []),
     ]
     stamps = tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in paths)
     sha = _hash(stamps)

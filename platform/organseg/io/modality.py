@@ -1,7 +1,11 @@
 """Telling CT, T1 in-phase, T1 out-of-phase and T2-SPIR apart from DICOM header facts.
 
-This replaces SUMNet's learned modality classifier: the scanner already wrote down what it acquired.
-The decision records *why* (which tag said what) and refuses to guess when tags disagree or say nothing.
+Headers are the first evidence: the scanner wrote down what it acquired. Text tags (SeriesDescription,
+ProtocolName, SequenceName) name the sequence; echo and repetition times count only as physics, never as
+a guess (in/out of phase needs the field strength the echo time is measured against, T2 needs both a
+long echo and a long repetition time). What the headers leave open is UNKNOWN, with the modalities they
+still allow, and the caller asks the model directory's modality classifier
+(:mod:`organseg.ensemble.modality_classifier`) or the sender. Every decision records *why*.
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ from organseg.io.volume import Modality
 # phase every 1/(shift * 42.577 MHz/T * B0) seconds (4.5 ms at 1.5 T, 2.3 ms at 3 T).
 _FAT_WATER_SHIFT_PPM = 3.45
 _GYROMAGNETIC_MHZ_PER_T = 42.577
-_DEFAULT_FIELD_T = 1.5  # CHAOS MR was acquired on a 1.5 T Philips scanner
-_T2_MIN_ECHO_MS = 30.0
+#: Beyond a few fat-water cycles the phase of an echo is too sensitive to the exact shift to trust.
+_PHASE_MAX_ECHO_MS = 10.0
+#: T2 weighting needs a long echo (T2 contrast) *and* a long repetition (T1 recovery, no T1 weighting).
+_T2_MIN_ECHO_MS = 60.0
+_T2_MIN_REPETITION_MS = 1000.0
+MR_SEQUENCES = frozenset({Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR})
+_T1_PHASES = frozenset({Modality.MR_T1_IN, Modality.MR_T1_OUT})
 
 # Separators include "_" (``T1_in_phase``), so plain \b word boundaries will not do.
 _SEP_BEFORE, _SEP_AFTER = r"(?<![a-z0-9])", r"(?![a-z0-9])"
@@ -37,6 +46,12 @@ class ModalityDecision:
     modality: Modality
     reason: str
     conflicts: list[str] = field(default_factory=list)
+    #: What decided: "header", "request", "file" (the volume file's own record) or "classifier".
+    source: str = "header"
+    #: The classifier's calibrated confidence when it decided (None for every other source).
+    confidence: float | None = None
+    #: For an UNKNOWN header decision: the modalities the header still allows (empty: none at all).
+    allowed: frozenset[Modality] = frozenset()
 
     @property
     def certain(self) -> bool:
@@ -50,8 +65,11 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def phase_from_echo_time(echo_ms: float, field_t: float = _DEFAULT_FIELD_T) -> Modality | None:
-    """In- or out-of-phase from the echo time, or None when it sits between the two."""
+def phase_from_echo_time(echo_ms: float, field_t: float) -> Modality | None:
+    """In- or out-of-phase from the echo time at field strength ``field_t`` (tesla), or None when it
+    sits between the two or beyond the first few fat-water cycles."""
+    if not 0 < echo_ms <= _PHASE_MAX_ECHO_MS or not field_t > 0:
+        return None
     period_ms = 1000.0 / (_FAT_WATER_SHIFT_PPM * _GYROMAGNETIC_MHZ_PER_T * field_t)
     cycles = echo_ms / period_ms
     frac = cycles - math.floor(cycles)
@@ -67,7 +85,8 @@ def infer_modality(tags: Mapping[str, str]) -> ModalityDecision:
 
     Uses ``Modality``, ``SeriesDescription``, ``ProtocolName``, ``SequenceName``, ``EchoTime``,
     ``RepetitionTime`` and ``MagneticFieldStrength``. For CT only the Modality tag counts (the real CHAOS CT
-    case carries a stale ``ProtocolName`` of ``T2SPIR``).
+    case carries a stale ``ProtocolName`` of ``T2SPIR``). An MR series whose tags do not establish the
+    sequence is UNKNOWN with ``allowed`` set to the sequences the tags leave open.
     """
     kind = (tags.get("Modality") or "").strip().upper()
     if kind == "CT":
@@ -80,7 +99,8 @@ def infer_modality(tags: Mapping[str, str]) -> ModalityDecision:
         str(tags.get(k) or "") for k in ("SeriesDescription", "ProtocolName", "SequenceName")
     ).strip()
     echo = _float(tags.get("EchoTime"))
-    field_t = _float(tags.get("MagneticFieldStrength")) or _DEFAULT_FIELD_T
+    repetition = _float(tags.get("RepetitionTime"))
+    field_t = _float(tags.get("MagneticFieldStrength"))
 
     by_text: Modality | None = None
     if _OUT_PHASE.search(text):
@@ -90,28 +110,54 @@ def infer_modality(tags: Mapping[str, str]) -> ModalityDecision:
     elif _T2.search(text):
         by_text = Modality.MR_T2SPIR
 
-    by_echo: Modality | None = None
-    if echo is not None:
-        by_echo = (
-            Modality.MR_T2SPIR if echo >= _T2_MIN_ECHO_MS else phase_from_echo_time(echo, field_t)
-        )
-
+    by_echo, echo_reason, allowed = _from_echo(echo, repetition, field_t)
     text_reason = f"series text {text!r}" if text else ""
-    echo_reason = f"EchoTime={echo:g} ms at {field_t:g} T" if echo is not None else ""
     if by_text and by_echo and by_text is not by_echo:
         return ModalityDecision(
             Modality.UNKNOWN,
             "DICOM Modality=MR but the series tags disagree",
             [f"{text_reason} says {by_text.value}", f"{echo_reason} says {by_echo.value}"],
         )
+    if by_text and by_text not in allowed:
+        return ModalityDecision(
+            Modality.UNKNOWN,
+            "DICOM Modality=MR but the series tags disagree",
+            [f"{text_reason} says {by_text.value}", f"{echo_reason} does not allow it"],
+        )
     chosen = by_text or by_echo
     if chosen is None:
-        why = (
-            ", ".join(r for r in (text_reason, echo_reason) if r)
-            or "no series description or echo time"
-        )
+        why = ", ".join(r for r in (text_reason, echo_reason) if r) or "no series description"
         return ModalityDecision(
-            Modality.UNKNOWN, f"DICOM Modality=MR, sequence not recognised ({why})"
+            Modality.UNKNOWN,
+            f"DICOM Modality=MR, sequence not established ({why})",
+            allowed=allowed,
         )
     reasons = [r for r, m in ((text_reason, by_text), (echo_reason, by_echo)) if m is not None]
     return ModalityDecision(chosen, "DICOM Modality=MR, " + " and ".join(reasons))
+
+
+def _from_echo(
+    echo: float | None, repetition: float | None, field_t: float | None
+) -> tuple[Modality | None, str, frozenset[Modality]]:
+    """What echo/repetition times and field strength establish: ``(sequence or None, the evidence in
+    words, the sequences they still allow)``."""
+    if echo is None:
+        return None, "no EchoTime", MR_SEQUENCES
+    te = f"EchoTime={echo:g} ms"
+    tr = f"RepetitionTime={repetition:g} ms" if repetition is not None else "no RepetitionTime"
+    if echo >= _T2_MIN_ECHO_MS:
+        if repetition is not None and repetition >= _T2_MIN_REPETITION_MS:
+            return Modality.MR_T2SPIR, f"{te} and {tr}", MR_SEQUENCES
+        # a long echo rules out a dual (in/out-of-phase) gradient echo, but without a long
+        # repetition time the T2 weighting is not established
+        return None, f"{te} with {tr}", frozenset({Modality.MR_T2SPIR})
+    if echo > _PHASE_MAX_ECHO_MS:
+        return None, te, MR_SEQUENCES
+    if field_t is None or not field_t > 0:
+        # a short gradient echo: in or out of phase depends on the field, which the header omits
+        return None, f"{te} without MagneticFieldStrength", _T1_PHASES
+    phase = phase_from_echo_time(echo, field_t)
+    reason = f"{te} at {field_t:g} T"
+    if phase is None:
+        return None, reason + " (between in and out of phase)", _T1_PHASES
+    return phase, reason, _T1_PHASES

@@ -38,11 +38,13 @@ from organseg.organs import ORGAN_LABELS, organ_ids
 from organseg.preprocess.augment import SliceAugmenter
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.config import PreprocessConfig
+from organseg.preprocess.modality_features import FEATURES_VERSION, series_features
 from organseg.preprocess.pipeline import prepare_volume
 from organseg.preprocess.resample import resize_slices
 
-#: Bumped whenever the on-disk layout or the preparation changes, so old caches rebuild.
-CACHE_FORMAT = 1
+#: Bumped whenever the on-disk layout or the preparation changes, so old caches rebuild
+#: (2: records carry each series' modality features).
+CACHE_FORMAT = 2
 INDEX_NAME = "index.json"
 T1_STACK_SUFFIX = "T1DUAL"
 
@@ -71,6 +73,9 @@ class SampleRecord:
     organ_voxels: dict[str, int] = field(default_factory=dict)
     #: Slices (prepared grid) holding each organ; ``labelled_slices`` is their union.
     organ_slices: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Per series (keyed by modality): the modality classifier's features, computed from the series
+    #: in stored units before windowing (:mod:`organseg.preprocess.modality_features`).
+    modality_features: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -179,7 +184,9 @@ def source_fingerprint(refs: Sequence[CaseRef]) -> str:
 
 def cache_fingerprint(cfg: PreprocessConfig, organs: Sequence[str]) -> str:
     """Hash of what decides the cached pixels: the format, the preprocessing config and the organs."""
-    payload = json.dumps([CACHE_FORMAT, cfg.model_dump(mode="json"), list(organs)], sort_keys=True)
+    payload = json.dumps(
+        [CACHE_FORMAT, FEATURES_VERSION, cfg.model_dump(mode="json"), list(organs)], sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -227,6 +234,10 @@ def _build_sample(
         )
     partner = load_case(plan.refs[1], with_label=False).image if len(plan.refs) > 1 else None
     t2 = load_case(plan.refs[2], with_label=False).image if len(plan.refs) > 2 else None
+    # the sample's own series only: a T2-SPIR stacked as a channel is also a sample of its own
+    features = {case.modality.value: series_features(case.image.array).tolist()}
+    if partner is not None:
+        features[partner.modality.value] = series_features(partner.array).tolist()
     prepared = prepare_volume(case.image, cfg, partner=partner, t2=t2)
     ids = np.asarray(organ_ids(list(organs)), dtype=np.uint8)
     label = np.asarray(case.label.array, dtype=np.uint8)
@@ -255,6 +266,7 @@ def _build_sample(
             o: int(np.count_nonzero(case.label.array == ORGAN_LABELS[o])) for o in organs
         },
         organ_slices={o: _slices_with(label, ORGAN_LABELS[o]) for o in organs},
+        modality_features=features,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from organseg.ensemble.routing import ModalityPolicy
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.serve.deployments import EnsembleDeployment, MemberDeployment
 from organseg.serve.router import Router
@@ -52,6 +53,9 @@ class AppArgs(BaseModel):
     chunk_slices: int = Field(
         8, ge=1, description="Slices per chunk sent through a member's @serve.batch queue."
     )
+    modality_min_confidence: float = ModalityPolicy.model_fields["min_confidence"]
+    modality_min_held_out_accuracy: float = ModalityPolicy.model_fields["min_held_out_accuracy"]
+    modality_min_held_out_series: int = ModalityPolicy.model_fields["min_held_out_series"]
     device: str | None = Field(
         None, description="torch device for members (default: cuda when the replica has a GPU)."
     )
@@ -135,4 +139,9 @@ def build_app(args: dict) -> Application:
         "decode_concurrency": options.decode_concurrency,
         "retry_budget_s": options.retry_budget_s,
     }
-    return Router.options(name="router").bind(options.model_dir, ensembles, limits, ops)
+    routing = {
+        "min_confidence": options.modality_min_confidence,
+        "min_held_out_accuracy": options.modality_min_held_out_accuracy,
+        "min_held_out_series": options.modality_min_held_out_series,
+    }
+    return Router.options(name="router").bind(options.model_dir, ensembles, limits, ops, routing)

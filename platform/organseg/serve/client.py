@@ -140,6 +140,8 @@ def _prediction(result: dict[str, Any], labels: bytes) -> Prediction:
         labels=volume,
         modality=volume.modality,
         modality_reason=result["modality_reason"],
+        modality_source=result.get("modality_source", ""),
+        modality_confidence=result.get("modality_confidence"),
         organs=list(result["volumes_ml"]),
         members=list(result["members"]),
         volumes_ml=dict(result["volumes_ml"]),
@@ -313,6 +315,10 @@ class GrpcClient:
             "direction": list(reply.direction),
             "modality": reply.modality,
             "modality_reason": reply.modality_reason,
+            "modality_source": reply.modality_source,
+            "modality_confidence": reply.modality_confidence
+            if reply.HasField("modality_confidence")
+            else None,
             "members": list(reply.members),
             "volumes_ml": dict(reply.volumes_ml),
             "uncertainty": dict(reply.uncertainty),

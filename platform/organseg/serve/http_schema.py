@@ -35,7 +35,15 @@ class SegmentResponse(BaseModel):
     direction: list[float] = Field(description="Row-major 3×3 direction cosines.")
     ensemble: str = Field(description="``<experiment>/<modality>``: the ensemble that answered.")
     modality: str = Field(description="The modality the volume was segmented as.")
-    modality_reason: str = Field(description="Why: the header tags or request field that decided.")
+    modality_reason: str = Field(
+        description="Why: the header tags, request field or classifier evidence that decided."
+    )
+    modality_source: str = Field(
+        "", description="What decided the modality: header, request, file or classifier."
+    )
+    modality_confidence: float | None = Field(
+        None, description="The modality classifier's calibrated confidence, when it decided."
+    )
     members: list[str] = Field(description="Members that answered.")
     volumes_ml: dict[str, float] = Field(description="Segmented volume per organ, in millilitres.")
     uncertainty: dict[str, float] = Field(

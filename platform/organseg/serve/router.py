@@ -1,8 +1,10 @@
 """The ingress: HTTP (FastAPI) and gRPC on one deployment, routing each volume to its modality's ensemble.
 
-The router replaces SUMNet's learned modality classifier with the DICOM header (or an explicit request
-field that the header must not contradict); unknown or contradictory modalities are a 4xx /
-INVALID_ARGUMENT, never a guess. Bad input of any kind is answered with a message and leaves the replica
+The modality comes from :func:`organseg.ensemble.routing.decide_modality`, the rule local prediction uses
+too: the DICOM header, an explicit request field the header must not contradict, the file's own record,
+then the model directory's modality classifier when it was validated and is confident; every answer names
+the evidence that decided, and unknown or contradictory modalities are a 422 / INVALID_ARGUMENT, never a
+guess. Bad input of any kind is answered with a message and leaves the replica
 healthy for the next request. Request ids, auth, body-read timeouts, logs and metrics are applied to every
 route and method by ``organseg.serve.ops.edge``; a server error answers with its request id only.
 """
@@ -21,8 +23,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from organseg import __version__
+from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import decide_modality
+from organseg.ensemble.routing import ModalityPolicy, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError
@@ -99,8 +102,10 @@ class Router:
         ensembles: dict[str, DeploymentHandle],
         limits: dict[str, int],
         ops: dict[str, Any] | None = None,
+        routing: dict[str, Any] | None = None,
     ) -> None:
         ops = ops or {}
+        self.policy = ModalityPolicy(**(routing or {}))
         tempdirs.use_private_tempdir()  # and sweep what a killed replica left behind
         edge.configure(TokenCheck(ops.get("api_token_file")), ops.get("body_timeout_s", 30.0))
         self.retry_budget_s = float(ops.get("retry_budget_s", 60.0))
@@ -113,6 +118,8 @@ class Router:
     def _load(self, model_dir: str) -> None:
         self.spec: EnsembleSpec = load_spec(model_dir)
         self.version = model_version(model_dir)
+        # decides volumes whose headers do not say their modality (when validated; None: none trained)
+        self.classifier = ModalityClassifier.load(model_dir)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: ``model_dir`` switches what /v1/models describes (answers carry the version of
@@ -129,7 +136,7 @@ class Router:
 
     # -- shared request path ------------------------------------------------------------------------
     async def _predict(self, volume: Volume, modality: str | None) -> "Prediction":
-        decision = decide_modality(volume, modality or None)
+        decision = decide_modality(volume, modality or None, self.classifier, self.policy)
         handle = self.ensembles.get(decision.modality.value)
         if handle is None:
             raise ModelError(
@@ -143,6 +150,8 @@ class Router:
             self.retry_budget_s,
         )
         prediction.modality_reason = decision.reason  # the router's decision, with its evidence
+        prediction.modality_source = decision.source
+        prediction.modality_confidence = decision.confidence
         return prediction
 
     async def _segment(
@@ -176,6 +185,8 @@ class Router:
                 for k in (
                     "modality",
                     "modality_reason",
+                    "modality_source",
+                    "modality_confidence",
                     "members",
                     "volumes_ml",
                     "uncertainty",
@@ -369,7 +380,8 @@ class Router:
             result = await self._segment(
                 volume, request.modality or None, request.output_format or "nifti"
             )
-            return pb.SegmentResponse(**result)
+            # an unset optional field (modality_confidence when the classifier did not decide) is absent
+            return pb.SegmentResponse(**{k: v for k, v in result.items() if v is not None})
 
         return await edge.grpc_call(
             "Segment", grpc_context, handle, pb.SegmentResponse, grpc_status

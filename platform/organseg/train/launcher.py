@@ -23,7 +23,8 @@ from rich.console import Console
 
 from organseg.config import ExperimentConfig, MemberConfig
 from organseg.ensemble.export import export_model_dir, fold_of
-from organseg.ensemble.spec import MEMBER_FILE
+from organseg.ensemble.modality_classifier import ModalityClassifier, fit_from_cache
+from organseg.ensemble.spec import MEMBER_FILE, ClassifierEntry, load_spec, save_spec
 from organseg.errors import ConfigError
 from organseg.resources import Request, largest_node, settle
 from organseg.runtime import ray_session
@@ -69,6 +70,8 @@ class TrainingReport:
     model_dir: Path | None
     outcomes: list[MemberOutcome]
     curves_png: Path | None = None
+    #: the modality classifier stored beside the members (None: not trained)
+    modality_classifier: ModalityClassifier | None = None
 
     @property
     def ok(self) -> bool:
@@ -366,7 +369,27 @@ def train_experiment(
     for outcome in exported:
         outcome.history = outcome.history or histories.get(outcome.name, [])
     curves = plot_learning_curves(model_dir, {o.name: o.history for o in ordered if o.ok})
-    return TrainingReport(model_dir, ordered, curves)
+    classifier = _train_modality_classifier(data, model_dir)
+    return TrainingReport(model_dir, ordered, curves, classifier)
+
+
+def _train_modality_classifier(data: PreparedData, model_dir: Path) -> ModalityClassifier | None:
+    """Fit the modality classifier on the cache's training series, validate it on the held-out
+    patients' series (the members' split) and list it in ensemble.yaml; None when the data hold a
+    single modality."""
+    classifier = fit_from_cache(data.cache.samples, data.train_ids, data.val_ids)
+    if classifier is None:
+        return None
+    path = classifier.save(model_dir)
+    held = classifier.held_out
+    entry = ClassifierEntry(
+        file=path.name,
+        held_out_accuracy=held.accuracy if held and held.series else None,
+        held_out_series={c: n for c, (_, n) in held.per_class.items()} if held else {},
+    )
+    spec = load_spec(model_dir)
+    save_spec(spec.model_copy(update={"modality_classifier": entry}), model_dir)
+    return classifier
 
 
 def _check_resources(

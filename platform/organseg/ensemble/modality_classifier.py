@@ -1,0 +1,309 @@
+"""The modality classifier: CT / MR-T1-in / MR-T1-out / MR-T2SPIR from the image, for volumes whose
+headers cannot say what they are (the role SUMNet's auxiliary classifier C1 plays in the seeds).
+
+It is trained with the ensemble on the slice cache's per-series features
+(:mod:`organseg.preprocess.modality_features`), validated on the held-out patients' series of the same
+split, and stored in the model directory as ``modality_classifier.json``. The router asks it only when
+neither headers, a request field nor the file's own record decide, and only when it was validated
+(:meth:`ModalityClassifier.validation_problem`); below the configured confidence it refuses.
+
+Why a few lines of our own instead of a library: a multinomial logistic regression over five named
+physical features fits in milliseconds with SciPy's L-BFGS, keeps every number inspectable in the JSON,
+and needs no new dependency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+
+from organseg.errors import ModelError
+from organseg.io.volume import Modality, Volume
+from organseg.preprocess.modality_features import FEATURE_NAMES, FEATURES_VERSION, series_features
+
+FILE_NAME = "modality_classifier.json"
+KIND = "modality-classifier"
+#: The four CHAOS modalities: a classifier that never saw one of them would file it under another.
+REQUIRED_CLASSES = (Modality.CT, Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR)
+#: L2 penalty (a Gaussian prior of unit variance on the standardised weights): the fit must earn its
+#: confidence series by series; unpenalised, a fit on a handful of separable series says 1.0 to anything.
+L2 = 1.0
+#: Temperatures tried on the held-out series: never below 1 (calibration may soften, never sharpen).
+TEMPERATURE_RANGE = (1.0, 20.0)
+
+
+@dataclass
+class ModalityGuess:
+    """The classifier's answer for one volume; ``modality`` is UNKNOWN when it declines."""
+
+    modality: Modality
+    confidence: float
+    evidence: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class HeldOut:
+    """Accuracy on the held-out patients' series: ``per_class[m] = (correct, series)``."""
+
+    per_class: dict[str, tuple[int, int]]
+
+    @property
+    def series(self) -> int:
+        return sum(n for _, n in self.per_class.values())
+
+    @property
+    def accuracy(self) -> float:
+        return sum(c for c, _ in self.per_class.values()) / self.series if self.series else 0.0
+
+
+@dataclass
+class ModalityClassifier:
+    """Multinomial logistic regression over standardised :data:`FEATURE_NAMES`, temperature-scaled."""
+
+    classes: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+    #: per class (rows in ``classes`` order): the standardised feature range of its training series;
+    #: a volume far outside the range of the class it looks most like is no series we know
+    low: np.ndarray
+    high: np.ndarray
+    temperature: float = 1.0
+    held_out: HeldOut | None = None
+    training_series: dict[str, int] = field(default_factory=dict)
+
+    # -- fitting ----------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, features: np.ndarray, modalities: Sequence[Modality | str]) -> ModalityClassifier:
+        """Fit on one feature row per series (see :func:`series_features`)."""
+        x = np.asarray(features, dtype=np.float64)
+        names = [Modality.parse(m).value for m in modalities]
+        classes = sorted(set(names))
+        if len(classes) < 2:
+            raise ModelError("the modality classifier needs series of at least two modalities")
+        y = np.array([classes.index(n) for n in names])
+        mean, scale = x.mean(0), x.std(0) + 1e-3
+        z = (x - mean) / scale
+        k, d = len(classes), z.shape[1]
+        onehot = np.eye(k)[y]
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[: d * k].reshape(d, k), theta[d * k :]
+            logits = z @ w + b
+            logp = logits - _logsumexp(logits)
+            p = np.exp(logp)
+            value = -(onehot * logp).sum() + 0.5 * L2 * (w * w).sum()
+            g = p - onehot
+            return value, np.concatenate([(z.T @ g + L2 * w).ravel(), g.sum(0)])
+
+        done = minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B")
+        w, b = done.x[: d * k].reshape(d, k), done.x[d * k :]
+        counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
+        low = np.stack([z[y == i].min(0) for i in range(k)])
+        high = np.stack([z[y == i].max(0) for i in range(k)])
+        return cls(classes, mean, scale, w, b, low, high, training_series=counts)
+
+    def validate(self, features: np.ndarray, modalities: Sequence[Modality | str]) -> HeldOut:
+        """Fit the temperature on held-out series (never below 1) and record the accuracy per class."""
+        x = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+        truth = [Modality.parse(m).value for m in modalities]
+        known = [i for i, t in enumerate(truth) if t in self.classes]
+        if known:
+            logits = self._logits(x[known])
+            y = np.array([self.classes.index(truth[i]) for i in known])
+
+            def nll(t: float) -> float:
+                logp = logits / t - _logsumexp(logits / t)
+                return float(-logp[np.arange(len(y)), y].mean())
+
+            self.temperature = float(
+                minimize_scalar(nll, bounds=TEMPERATURE_RANGE, method="bounded").x
+            )
+        per_class: dict[str, list[int]] = {}
+        for row, t in zip(x, truth, strict=True):
+            tally = per_class.setdefault(t, [0, 0])
+            tally[0] += int(self._predict_features(row).modality.value == t)
+            tally[1] += 1
+        self.held_out = HeldOut({c: (a, n) for c, (a, n) in sorted(per_class.items())})
+        return self.held_out
+
+    # -- answering --------------------------------------------------------------------------------
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weights + self.bias
+
+    def _predict_features(self, row: np.ndarray) -> ModalityGuess:
+        logits = self._logits(row[None])[0] / self.temperature
+        p = np.exp(logits - _logsumexp(logits[None])[0])
+        probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
+        best = max(probabilities, key=probabilities.__getitem__)
+        # a softmax is confident far from every training series too: the answer must also look like
+        # the series it was learnt from (within its range, widened by two overall standard deviations
+        # plus the range itself: a handful of training series spans less than a class really does)
+        k = self.classes.index(best)
+        z = (row - self.mean) / self.scale
+        margin = 2.0 + (self.high[k] - self.low[k])
+        outside = (z < self.low[k] - margin) | (z > self.high[k] + margin)
+        if outside.any():
+            first = FEATURE_NAMES[int(np.flatnonzero(outside)[0])]
+            return ModalityGuess(
+                Modality.UNKNOWN,
+                0.0,
+                f"modality classifier: its {first} is unlike any {best} training series",
+                probabilities,
+            )
+        return ModalityGuess(
+            Modality.parse(best),
+            probabilities[best],
+            "modality classifier on intensity features (HU range, fat-water cancellation lines, "
+            "intensity distribution)",
+            probabilities,
+        )
+
+    def predict(self, volume: Volume) -> ModalityGuess:
+        array = np.asarray(volume.array)
+        if array.size == 0 or float(array.max()) == float(array.min()):
+            return ModalityGuess(Modality.UNKNOWN, 0.0, "modality classifier: a constant image")
+        return self._predict_features(series_features(array))
+
+    # -- the validation gate ----------------------------------------------------------------------
+    def validation_problem(self, min_accuracy: float, min_series: int) -> str | None:
+        """Why this classifier may not route volumes, or None when its validation supports it:
+        trained on all four modalities, at least ``min_series`` held-out series of each, and held-out
+        accuracy at least ``min_accuracy``."""
+        missing = [m.value for m in REQUIRED_CLASSES if m.value not in self.classes]
+        if missing:
+            return f"the modality classifier was trained without {', '.join(missing)} series"
+        held = self.held_out
+        if held is None or held.series == 0:
+            return "the modality classifier was not validated on held-out series"
+        short = {c: held.per_class.get(c, (0, 0))[1] for c in self.classes}
+        short = {c: n for c, n in short.items() if n < min_series}
+        if short:
+            fewest = min(short, key=short.__getitem__)
+            return (
+                f"the modality classifier was validated on only {short[fewest]} held-out {fewest} "
+                f"series ({held.series} in all; {min_series} per modality needed)"
+            )
+        if held.accuracy < min_accuracy:
+            return (
+                f"the modality classifier's held-out accuracy is {held.accuracy:.2f} on "
+                f"{held.series} series (below {min_accuracy:.2f})"
+            )
+        return None
+
+    # -- model directory --------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "kind": KIND,
+            "features_version": FEATURES_VERSION,
+            "features": list(FEATURE_NAMES),
+            "classes": self.classes,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "weights": self.weights.tolist(),
+            "bias": self.bias.tolist(),
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "temperature": self.temperature,
+            "training_series": self.training_series,
+            "held_out": None
+            if self.held_out is None
+            else {
+                "accuracy": self.held_out.accuracy,
+                "series": self.held_out.series,
+                "per_class": {c: list(v) for c, v in self.held_out.per_class.items()},
+            },
+        }
+
+    def save(self, model_dir: Path | str) -> Path:
+        path = Path(model_dir) / FILE_NAME
+        tmp = path.with_name(f".{FILE_NAME}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: Path | str) -> ModalityClassifier | None:
+        """The classifier stored in ``model_dir``, or None when the directory has none."""
+        path = Path(model_dir) / FILE_NAME
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if data.get("kind") != KIND or data.get("features_version") != FEATURES_VERSION:
+                raise ValueError(
+                    f"kind {data.get('kind')!r}, features version {data.get('features_version')} "
+                    f"(this organseg reads {KIND!r} version {FEATURES_VERSION}); retrain"
+                )
+            held = data.get("held_out")
+            return cls(
+                classes=list(data["classes"]),
+                mean=np.asarray(data["mean"], float),
+                scale=np.asarray(data["scale"], float),
+                weights=np.asarray(data["weights"], float),
+                bias=np.asarray(data["bias"], float),
+                low=np.asarray(data["low"], float),
+                high=np.asarray(data["high"], float),
+                temperature=float(data.get("temperature", 1.0)),
+                held_out=None
+                if held is None
+                else HeldOut({c: (int(a), int(n)) for c, (a, n) in held["per_class"].items()}),
+                training_series={c: int(n) for c, n in data.get("training_series", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: not a usable modality classifier ({exc})") from None
+
+    def summary(self) -> str:
+        """One line for ``organseg train`` and ``organseg models``."""
+        held = self.held_out
+        if held is None or held.series == 0:
+            return "modality classifier: not validated (no held-out series)"
+        counts = ", ".join(f"{c} {a}/{n}" for c, (a, n) in held.per_class.items())
+        return (
+            f"modality classifier: held-out accuracy {held.accuracy:.2f} on {held.series} series "
+            f"({counts}), temperature {self.temperature:.2f}"
+        )
+
+
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    top = logits.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+def fit_from_cache(
+    records: Sequence, train_ids: Sequence[str], val_ids: Sequence[str]
+) -> ModalityClassifier | None:
+    """Fit on the training split's series features stored in the slice cache's records and validate on
+    the held-out (validation) patients' series: the same patient split as the ensemble's members.
+
+    Returns None when the training series hold fewer than two modalities (nothing to tell apart).
+    """
+    by_id = {r.id: r for r in records}
+    train_patients = {by_id[i].patient for i in train_ids}
+
+    def rows(ids: Sequence[str], exclude: set[str]) -> tuple[list[np.ndarray], list[str]]:
+        x, y = [], []
+        for sample_id in ids:
+            record = by_id[sample_id]
+            if record.patient in exclude:
+                continue  # a patient on both sides (one-patient datasets) is not held out
+            for modality, values in sorted(record.modality_features.items()):
+                x.append(np.asarray(values, dtype=np.float64))
+                y.append(modality)
+        return x, y
+
+    x_train, y_train = rows(train_ids, set())
+    if len(set(y_train)) < 2:
+        return None
+    classifier = ModalityClassifier.fit(np.stack(x_train), y_train)
+    x_val, y_val = rows(val_ids, train_patients)
+    if x_val:
+        classifier.validate(np.stack(x_val), y_val)
+    return classifier

@@ -1,0 +1,169 @@
+"""The modality classifier: trained on the slice cache's series features, validated on held-out
+patients, measured on synthetic CT/T1-in/T1-out/T2 series of another seed and on the real CT case; the
+validation gate and the confidence threshold decide when it may route."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from organseg.ensemble.modality_classifier import HeldOut, ModalityClassifier, fit_from_cache
+from organseg.ensemble.routing import ModalityError, ModalityPolicy, decide_modality
+from organseg.io import discover_cases, load_case
+from organseg.io.volume import Modality, Volume
+
+ALL = {"CT", "MR-T1-in", "MR-T1-out", "MR-T2SPIR"}
+
+
+def _series(root: Path) -> list[Volume]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [load_case(r, with_label=False).image for r in discover_cases(root)]
+
+
+def _headerless(volume: Volume, **meta: str) -> Volume:
+    bare = volume.with_array(volume.array)
+    bare.meta, bare.modality = dict(meta), Modality.UNKNOWN
+    return bare
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> ModalityClassifier:
+    """Trained as `organseg train` does: features stored in the slice cache, the members' patient split."""
+    from organseg.preprocess.config import PreprocessConfig
+    from organseg.preprocess.dataset import SliceCache
+    from organseg.preprocess.splits import patient_split
+    from organseg.synth import write_dataset
+
+    base = tmp_path_factory.mktemp("cls")
+    write_dataset(base / "data", ct=4, mr=4, size=64, slices=12, seed=11)
+    refs = [r for r in discover_cases(base / "data") if r.mask_dir is not None]
+    cfg = PreprocessConfig(size=64, t1_mode="separate")
+    cache = SliceCache.build(refs, base / "cache", cfg, ["liver"])
+    assert all(len(s.modality_features) == 1 for s in cache.samples)  # stored in the records
+    train_ids, val_ids = patient_split(cache.samples, val_fraction=0.5, seed=0)
+    classifier = fit_from_cache(cache.samples, train_ids, val_ids)
+    assert classifier is not None
+    return classifier
+
+
+def test_validated_on_held_out_patients(trained: ModalityClassifier) -> None:
+    held = trained.held_out
+    assert held is not None
+    print(trained.summary())
+    assert set(held.per_class) == ALL
+    assert all(n == 2 for _, n in held.per_class.values())  # 2 held-out patients per kind
+    assert held.accuracy == 1.0
+    assert trained.temperature >= 1.0
+
+
+def test_accuracy_on_synthetic_series_of_another_seed(
+    trained: ModalityClassifier, synth_root: Path
+) -> None:
+    volumes = _series(synth_root)  # seed 7: other patients than training (seed 11)
+    assert {v.modality.value for v in volumes} == ALL
+    guesses = [trained.predict(v) for v in volumes]
+    for volume, guess in zip(volumes, guesses, strict=True):
+        print(f"{volume.modality.value:10} -> {guess.modality.value:10} {guess.confidence:.2f}")
+    correct = [g.modality is v.modality for v, g in zip(volumes, guesses, strict=True)]
+    assert np.mean(correct) == 1.0, correct
+
+
+@pytest.mark.sample
+def test_real_ct_case(trained: ModalityClassifier, chaos_ct_case: Path) -> None:
+    (volume,) = _series(chaos_ct_case)
+    guess = trained.predict(volume)
+    print(f"real CT: {guess.modality.value} at {guess.confidence:.2f}")
+    assert guess.modality is Modality.CT
+    assert guess.confidence == max(guess.probabilities.values())
+
+
+def test_headerless_volume_goes_to_the_classifier_when_validated(
+    trained: ModalityClassifier, synth_root: Path
+) -> None:
+    ct = _headerless(next(v for v in _series(synth_root) if v.modality is Modality.CT))
+    lenient = ModalityPolicy(min_confidence=0.5, min_held_out_series=2)
+    decision = decide_modality(ct, classifier=trained, policy=lenient)
+    assert decision.modality is Modality.CT
+    assert decision.source == "classifier"
+    assert decision.confidence is not None
+    assert decision.confidence >= 0.5
+    assert decision.reason.startswith("modality classifier")
+    # below the confidence threshold: refused with the classifier's answer named
+    strict = ModalityPolicy(min_confidence=0.999, min_held_out_series=2)
+    with pytest.raises(ModalityError, match=r"says CT at 0\.\d\d confidence, below the 1\.00"):
+        decide_modality(ct, classifier=trained, policy=strict)
+    with pytest.raises(ModalityError, match="no modality classifier"):
+        decide_modality(ct)  # no classifier: no guess
+    # the request field still wins; the classifier is not asked
+    assert decide_modality(ct, "MR-T2SPIR", trained, lenient).source == "request"
+
+
+def test_the_gate(trained: ModalityClassifier, synth_root: Path) -> None:
+    ct = _headerless(next(v for v in _series(synth_root) if v.modality is Modality.CT))
+    default = ModalityPolicy()  # 4 held-out series per modality: the tiny split has 2
+    with pytest.raises(ModalityError, match="validated on only 2 held-out CT series") as caught:
+        decide_modality(ct, classifier=trained, policy=default)
+    assert "send the modality field" in str(caught.value)
+    assert trained.validation_problem(1.01, 1) is not None  # accuracy below the threshold
+    unvalidated = ModalityClassifier(**{**trained.__dict__, "held_out": None})
+    assert "not validated" in (unvalidated.validation_problem(0.5, 1) or "")
+    partial = ModalityClassifier(**{**trained.__dict__, "held_out": HeldOut({"CT": (2, 2)})})
+    assert "validated on only 0 held-out" in (partial.validation_problem(0.5, 1) or "")
+    no_ct = ModalityClassifier(**{**trained.__dict__, "classes": sorted(ALL - {"CT"})})
+    assert "trained without CT" in (no_ct.validation_problem(0.5, 1) or "")
+
+
+def test_mr_header_without_sequence_asks_the_classifier_and_must_agree(
+    trained: ModalityClassifier, synth_root: Path
+) -> None:
+    volumes = _series(synth_root)
+    lenient = ModalityPolicy(min_confidence=0.3, min_held_out_series=2)
+    t2 = next(v for v in volumes if v.modality is Modality.MR_T2SPIR)
+    decision = decide_modality(_headerless(t2, Modality="MR"), classifier=trained, policy=lenient)
+    assert decision.modality is Modality.MR_T2SPIR
+    assert decision.source == "classifier"
+    assert "header allows it" in decision.reason
+    # a CT image under an MR header: the header and the classifier disagree, and both are named
+    ct = next(v for v in volumes if v.modality is Modality.CT)
+    with pytest.raises(
+        ModalityError, match=r"DICOM header .*allows .* but the modality classifier says CT"
+    ):
+        decide_modality(_headerless(ct, Modality="MR"), classifier=trained, policy=lenient)
+    # a short echo without field strength allows T1 in/out only; a T2 image contradicts it
+    with pytest.raises(ModalityError, match="says MR-T2SPIR"):
+        decide_modality(
+            _headerless(t2, Modality="MR", EchoTime="2.3"), classifier=trained, policy=lenient
+        )
+
+
+def test_images_unlike_any_training_series_are_refused(trained: ModalityClassifier) -> None:
+    constant = Volume(np.full((4, 32, 32), 7, np.int16))
+    assert trained.predict(constant).modality is Modality.UNKNOWN
+    noise = Volume(np.random.default_rng(0).normal(-5000, 10, (4, 32, 32)).astype(np.float32))
+    guess = trained.predict(noise)
+    assert guess.modality is Modality.UNKNOWN
+    assert "unlike any" in guess.evidence
+
+
+def test_saved_in_the_model_directory(
+    trained: ModalityClassifier, tmp_path: Path, synth_root: Path
+) -> None:
+    trained.save(tmp_path)
+    again = ModalityClassifier.load(tmp_path)
+    assert again is not None
+    assert again.held_out == trained.held_out
+    assert again.temperature == trained.temperature
+    volume = _series(synth_root)[0]
+    assert again.predict(volume).probabilities == pytest.approx(
+        trained.predict(volume).probabilities
+    )
+    assert ModalityClassifier.load(tmp_path / "none") is None
+    (tmp_path / "modality_classifier.json").write_text('{"kind": "something else"}')
+    from organseg.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a usable modality classifier"):
+        ModalityClassifier.load(tmp_path)
