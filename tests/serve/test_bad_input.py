@@ -376,6 +376,11 @@ def test_headerless_volume_routes_through_the_modality_classifier(
     from organseg.io.files import write_volume_file
 
     http, target, config, model_dir = served
+    status = httpx.get(f"{http}/v1/models", timeout=60).json()["modality_classifier"]
+    assert status["used"], status  # validated on 2 held-out series per modality, as configured
+    assert status["held_out_series"] == dict.fromkeys(
+        ["CT", "MR-T1-in", "MR-T1-out", "MR-T2SPIR"], 2
+    )
     ct = _headerless(synth_root, Modality.CT)
     if transport == "http":
         nifti = tmp_path / "headerless-ct.nii.gz"

@@ -225,6 +225,23 @@ class Router:
                 }
                 for m in spec.members
             ],
+            "modality_classifier": self._classifier_status(),
+        }
+
+    def _classifier_status(self) -> dict[str, Any] | None:
+        """Whether the modality classifier routes headerless volumes here, and its validation."""
+        if self.classifier is None:
+            return None
+        policy, held = self.policy, self.classifier.held_out
+        problem = self.classifier.validation_problem(
+            policy.min_held_out_accuracy, policy.min_held_out_series
+        )
+        return {
+            "used": problem is None,
+            "why_not": problem,
+            "held_out_accuracy": held.accuracy if held else None,
+            "held_out_series": {c: n for c, (_, n) in held.per_class.items()} if held else {},
+            "min_confidence": policy.min_confidence,
         }
 
     async def _readiness(self) -> dict[str, Any]:
