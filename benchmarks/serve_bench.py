@@ -6,7 +6,7 @@ One run measures, on the same volume and the same models:
      reference, uint8 maps back) and ``colocated`` (members inside the ensemble replica) — the latency
      of one volume over HTTP and over gRPC (overhead = served / in-process), and throughput with 1, 4
      and 16 concurrent clients, with ``@serve.batch`` on and off (max_batch_size 1);
-  3. with separate member deployments: latency percentiles (p50/p90/p99) under a sustained, bounded load
+  3. with separate member deployments: latency percentiles (p50/p90/p95/p99) under a sustained, bounded load
      (``--load-clients`` clients for ``--load-s`` seconds), and the recovery after one member replica is
      killed under that load: requests failed (the clients retry, so this should be 0), the slowest
      request, and the seconds from the kill until requests are back under 2× the steady p50;
@@ -171,6 +171,7 @@ def load_and_recovery(client, volume, clients: int, seconds: float, member: str)
         "failed": sum(not ok for *_, ok in steady),
         "p50_s": p50,
         "p90_s": percentile(latencies, 90),
+        "p95_s": percentile(latencies, 95),
         "p99_s": percentile(latencies, 99),
         "max_s": max(latencies, default=float("nan")),
     }
@@ -270,25 +271,11 @@ def serve_config(
                     "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
                     "upscale_delay_s": 1, "downscale_delay_s": 5, "metrics_interval_s": 0.5,
                     "look_back_period_s": 2})  # fmt: skip
-    return {
-        "http_options": {"host": "127.0.0.1", "port": ports[0]},
-        "grpc_options": {"port": ports[1]},
-        "applications": [
-            {
-                "name": "organseg",
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {
-                    "model_dir": str(model_dir),
-                    "colocate_members": colocated,
-                    "chunk_slices": 8,
-                    "member_precision": precision,
-                    "compile_members": compile_members,
-                },
-                "deployments": deployments,
-            }
-        ],
-    }
+    from organseg.serve.runner import serve_schema
+
+    return serve_schema(model_dir, deployments, http_port=ports[0], grpc_port=ports[1],
+                        colocate_members=colocated, chunk_slices=8, member_precision=precision,
+                        compile_members=compile_members)  # fmt: skip
 
 
 def main() -> int:
@@ -448,7 +435,7 @@ def main() -> int:
                         kill = figures["kill"]
                         print(
                             f"[{label}] {options.load_clients} clients for {options.load_s:.0f} s: "
-                            f"p50 {figures['p50_s']:.3f} s, p90 {figures['p90_s']:.3f} s, "
+                            f"p50 {figures['p50_s']:.3f} s, p95 {figures['p95_s']:.3f} s, "
                             f"p99 {figures['p99_s']:.3f} s, {figures['failed']} failed; member replica "
                             f"killed: {kill['failed']} failed, slowest {kill['slowest_s']:.2f} s, "
                             f"recovered in {kill['recovery_s']:.1f} s"

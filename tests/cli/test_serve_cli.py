@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 
 from organseg.config import parse_config
 from organseg.ensemble.spec import write_untrained_model_dir
+from organseg.serve.runner import serve_schema
 
 pytestmark = [pytest.mark.slow]
 
@@ -81,20 +83,7 @@ def _start_server(tmp_path: Path, http_port: int, grpc_port: int) -> subprocess.
     )
     model_dir = write_untrained_model_dir(config, tmp_path / "model")
     serve_config = tmp_path / "serve.yaml"
-    serve_config.write_text(
-        yaml.safe_dump(
-            {
-                "applications": [
-                    {
-                        "name": "organseg",
-                        "route_prefix": "/",
-                        "import_path": "organseg.serve.app:build_app",
-                        "args": {},
-                    }
-                ]
-            }
-        )
-    )
+    serve_config.write_text(yaml.safe_dump(serve_schema(None)))  # model dir and ports: flags
     env = {**os.environ, "RAY_ADDRESS": ""}
     return subprocess.Popen(
         [
@@ -152,6 +141,11 @@ def test_serve_command_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Pa
             server.kill()
     assert server.returncode == 0, output
     assert "shutting down" in output
+    # Ray's own ports cannot be bound to loopback: the command names the ones that are not, truly
+    note = next(line for line in output.splitlines() if "Ray's own ports" in line)
+    named = [int(p) for p in re.findall(r"(?:GCS|raylet|object manager) (\d+)", note)]
+    assert len(named) == 3, note
+    assert all(not all(_is_loopback(a) for a in bound[port]) for port in named), (note, bound)
     assert not _wait_until_gone(), "Ray processes outlived `organseg serve`"
     with pytest.raises(httpx.HTTPError):
         httpx.get("http://127.0.0.1:18811/healthz", timeout=2)

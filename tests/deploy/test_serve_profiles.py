@@ -226,6 +226,22 @@ def test_gpu_profile_shares_gpus_and_autoscales_members() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
+def test_autoscaling_settings_are_sound(name: str) -> None:
+    """A replica can hold its autoscaling target; scaling up is quicker than scaling down (no
+    flapping); no deprecated knobs."""
+    for dep_name, dep in deployments(load_profile(name)).items():
+        scaling = dep.get("autoscaling_config")
+        if scaling is None:
+            continue
+        assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"], dep_name
+        assert scaling["target_ongoing_requests"] <= dep["max_ongoing_requests"], dep_name
+        assert scaling["downscale_delay_s"] > scaling["upscale_delay_s"], dep_name
+        deprecated = {"metrics_interval_s", "smoothing_factor", "upscale_smoothing_factor",
+                      "downscale_smoothing_factor"}  # fmt: skip
+        assert not deprecated & set(scaling), dep_name
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_deployment_has_backpressure(name: str) -> None:
     """A full deployment refuses at once (503 / RESOURCE_EXHAUSTED) instead of queueing forever."""
     for dep_name, dep in deployments(load_profile(name)).items():

@@ -21,27 +21,13 @@ def stow_server(ray_cluster, ct_model: Path, pacs_tools):
     """The app deployed with the test CT model on free loopback ports."""
     from ray import serve
 
-    from organseg.serve.runner import deploy, load_serve_config
+    from organseg.serve.runner import deploy, load_serve_config, serve_schema
 
     http_port, grpc_port = pacs_tools.free_port(), pacs_tools.free_port()
     small = {"ray_actor_options": {"num_cpus": 0.1}}
-    schema = {
-        "http_options": {"host": "127.0.0.1", "port": http_port},
-        "grpc_options": {"port": grpc_port},
-        "applications": [
-            {
-                "name": "organseg",
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {"model_dir": str(ct_model), "max_request_mb": 256},
-                "deployments": [
-                    {"name": "router", **small},
-                    {"name": "ensemble-CT", **small},
-                    {"name": "member-a", **small},
-                ],
-            }
-        ],
-    }
+    deployments = [{"name": n, **small} for n in ("router", "ensemble-CT", "member-a")]
+    schema = serve_schema(ct_model, deployments, http_port=http_port, grpc_port=grpc_port,
+                          max_request_mb=256)  # fmt: skip
     deploy(load_serve_config(schema), timeout_s=300)
     try:
         yield f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"

@@ -12,38 +12,30 @@ def served(trained_ensemble, ray_cluster):
     """The app deployed exactly as `organseg serve` deploys a config; yields (http url, grpc target, config)."""
     from ray import serve
 
-    from organseg.serve.runner import deploy, load_serve_config
+    from organseg.serve.runner import deploy, load_serve_config, serve_schema
 
     config, report = trained_ensemble
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}
-    schema = {
-        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
-        "grpc_options": {"port": GRPC_PORT},
-        "applications": [
-            {
-                "name": "organseg",
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {
-                    "model_dir": str(report.model_dir),
-                    "max_voxels": 30_000_000,
-                    "max_request_mb": 128,
-                    # the tiny model's modality classifier: 2 held-out series per modality, and
-                    # confidences of 0.5-0.9 from 2 training series each (see test_modality_routing)
-                    "modality_min_held_out_series": 2,
-                    "modality_min_confidence": 0.75,
-                },
-                "deployments": [
-                    {"name": "router", **small},
-                    {"name": "ensemble-CT", **small, "user_config": {"threshold": 0.5}},
-                    {"name": "ensemble-MR-T2SPIR", **small},
-                    {"name": "member-dualtail", **small, "user_config": batching},
-                    {"name": "member-attn", **small, "user_config": batching},
-                ],
-            }
-        ],
-    }
+    deployments = [
+        {"name": "router", **small},
+        {"name": "ensemble-CT", **small, "user_config": {"threshold": 0.5}},
+        {"name": "ensemble-MR-T2SPIR", **small},
+        {"name": "member-dualtail", **small, "user_config": batching},
+        {"name": "member-attn", **small, "user_config": batching},
+    ]
+    schema = serve_schema(
+        report.model_dir,
+        deployments,
+        http_port=HTTP_PORT,
+        grpc_port=GRPC_PORT,
+        max_voxels=30_000_000,
+        max_request_mb=128,
+        # the tiny model's modality classifier: 2 held-out series per modality, and
+        # confidences of 0.5-0.9 from 2 training series each (see test_modality_routing)
+        modality_min_held_out_series=2,
+        modality_min_confidence=0.75,
+    )
     deploy(load_serve_config(schema), timeout_s=300)
     try:
         yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", config, report.model_dir

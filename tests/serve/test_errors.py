@@ -25,9 +25,7 @@ def test_user_errors_keep_their_message(exc: Exception, status: int, code: grpc.
     assert grpc_error(exc) == (code, str(exc))
 
 
-def test_our_bugs_answer_a_request_id_and_log_the_traceback(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_our_bugs_answer_a_request_id_only(caplog: pytest.LogCaptureFixture) -> None:
     def buggy() -> None:
         raise KeyError("pid 4242 at 10.0.0.7:6379 in ServeReplica:organseg:router")
 
@@ -49,6 +47,5 @@ def test_our_bugs_answer_a_request_id_and_log_the_traceback(
         assert "4242" not in text
         assert "10.0.0.7" not in text
         assert "ServeReplica" not in text
-    logged = [r for r in caplog.records if "rid-2" in r.getMessage()]
-    assert logged
-    assert logged[0].exc_info is not None  # the traceback goes to the log under the same id
+    # the traceback is logged once, in the request's log line (tests/serve/test_ops.py), not here
+    assert not caplog.records

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from organseg.modalities import Modality
+from organseg.pacs.stow import encode_multipart
 from organseg.serve.http_schema import SEGMENT_FORM, SegmentResponse
 from organseg.serve.proto import segmentation_pb2 as pb
 from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
@@ -44,6 +45,18 @@ def test_http_answer_and_grpc_answer_carry_the_same_fields() -> None:
     assert set(SegmentResponse.model_fields) == _proto_fields(pb.SegmentResponse)
 
 
+def test_openapi_documents_the_stow_operation() -> None:
+    from organseg.serve.router import api
+
+    operation = api.openapi()["paths"]["/v1/studies"]["post"]
+    body = operation["requestBody"]["content"]["multipart/related"]
+    assert body["schema"]["properties"]["instances"]["items"]["format"] == "binary"
+    assert body["encoding"]["instances"]["contentType"] == "application/dicom"
+    for code in set(operation["responses"]) - {"200"}:
+        schema = operation["responses"][code]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith("/ErrorBody")
+
+
 def test_openapi_documents_the_segment_operation() -> None:
     from organseg.serve.router import api
 
@@ -62,24 +75,12 @@ def test_openapi_documents_the_segment_operation() -> None:
 def live_api(ray_cluster: str, liver_everywhere_model):
     from ray import serve
 
-    from organseg.serve.runner import deploy, load_serve_config
+    from organseg.serve.runner import deploy, load_serve_config, serve_schema
 
     small = {"ray_actor_options": {"num_cpus": 0.1}}
-    schema = {
-        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
-        "grpc_options": {"port": GRPC_PORT},
-        "applications": [
-            {
-                "name": "organseg",
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {"model_dir": str(liver_everywhere_model), "max_voxels": 2_000_000},
-                "deployments": [
-                    {"name": n, **small} for n in ("router", "ensemble-CT", "member-attn")
-                ],
-            }
-        ],
-    }
+    deployments = [{"name": n, **small} for n in ("router", "ensemble-CT", "member-attn")]
+    schema = serve_schema(liver_everywhere_model, deployments, http_port=HTTP_PORT,
+                          grpc_port=GRPC_PORT, max_voxels=2_000_000)  # fmt: skip
     deploy(load_serve_config(schema), timeout_s=300)
     try:
         yield f"http://127.0.0.1:{HTTP_PORT}"
@@ -98,6 +99,13 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(live_api:
         response_schema_conformance,
         status_code_conformance,
     )
+
+    @schemathesis.serializer("multipart/related")
+    def stow_body(ctx, value) -> bytes:  # STOW-RS: each instance one part (the route wants DICOM)
+        parts = value.get("instances") if isinstance(value, dict) else None
+        return encode_multipart(
+            [p if isinstance(p, bytes) else str(p).encode() for p in parts or []]
+        )[0]
 
     schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
     checks = [

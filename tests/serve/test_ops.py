@@ -188,3 +188,108 @@ def test_grpc_bind_address() -> None:
     assert bind_address("[::]:9000", "::1") == "[::1]:9000"
     assert bind_address("[::]:9000", "0.0.0.0") == "[::]:9000"
     assert bind_address("[::]:9000", None) == "[::]:9000"
+
+
+def test_a_cancelled_caller_cancels_the_call_in_flight() -> None:
+    """The graph's calls are never shielded: cancelling the caller cancels the callee's request."""
+
+    class Pending:  # what a DeploymentResponse offers the retry loop: await and cancel()
+        cancelled = False
+
+        def __await__(self):
+            return asyncio.sleep(30).__await__()
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    pending = Pending()
+
+    async def caller() -> None:
+        task = asyncio.ensure_future(with_retries(lambda: pending, "t", budget_s=5))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(caller())
+    assert pending.cancelled
+
+
+def _edge_app():
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from organseg.serve.ops import edge
+
+    async def crash(request):
+        raise KeyError("pid 4242")
+
+    async def caught(request):
+        try:
+            raise KeyError("pid 4242")
+        except KeyError as exc:
+            return edge.error_response(exc, 500)
+
+    async def slow(request):
+        await asyncio.sleep(30)
+
+    routes = [Route(f"/{f.__name__}", f, methods=["POST"]) for f in (crash, caught, slow)]
+    return Starlette(routes=routes, middleware=[Middleware(edge.EdgeMiddleware)])  # as the router
+
+
+class _Records(logging.Handler):
+    """Every record of the organseg loggers while in use (they may not propagate to the root)."""
+
+    def __enter__(self) -> list[logging.LogRecord]:
+        self.records: list[logging.LogRecord] = []
+        for name in ("organseg.requests", "organseg.serve"):
+            logging.getLogger(name).addHandler(self)
+            logging.getLogger(name).setLevel(logging.INFO)
+        return self.records
+
+    def __exit__(self, *exc: object) -> None:
+        for name in ("organseg.requests", "organseg.serve"):
+            logging.getLogger(name).removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("route", ["/crash", "/caught"])
+def test_an_internal_error_is_logged_once_with_its_traceback(route: str) -> None:
+    from starlette.testclient import TestClient
+
+    with _Records() as records:
+        answer = TestClient(_edge_app()).post(route, headers={"X-Request-ID": "rid-9"})
+    assert answer.status_code == 500
+    assert answer.json()["request_id"] == "rid-9" == answer.headers["x-request-id"]
+    assert "4242" not in answer.text
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].exc_info is not None
+    assert records[0].msg["request_id"] == "rid-9"
+
+
+def test_a_cancelled_request_is_logged_as_cancelled() -> None:
+    from organseg.serve.ops.requests import CANCELLED
+
+    app = _edge_app()
+    scope = {"type": "http", "method": "POST", "path": "/slow", "headers": [], "query_string": b""}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    async def client_gives_up() -> None:
+        task = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with _Records() as records:
+        asyncio.run(client_gives_up())
+    (line,) = [r.msg for r in records]
+    assert (line["status"], line["outcome"]) == (CANCELLED, "cancelled")

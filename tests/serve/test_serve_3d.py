@@ -63,32 +63,22 @@ def mixed_experiment(root: Path):
 def served_mixed(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
     from ray import serve
 
-    from organseg.serve.runner import deploy, load_serve_config
+    from organseg.serve.runner import deploy, load_serve_config, serve_schema
     from organseg.train.launcher import train_experiment
 
     config = mixed_experiment(tmp_path_factory.mktemp("mixed3d"))
     report = train_experiment(config)
     assert report.ok, [o.error for o in report.outcomes]
     small = {"ray_actor_options": {"num_cpus": 0.1}}
-    schema = {
-        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
-        "grpc_options": {"port": GRPC_PORT},
-        "applications": [
-            {
-                "name": "organseg",
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {"model_dir": str(report.model_dir), "max_voxels": 30_000_000},
-                "deployments": [
-                    {"name": "router", **small},
-                    {"name": "ensemble-CT", **small},
-                    {"name": "member-attn", **small},
-                    {"name": "member-u3d", **small, "user_config": {"window_batch_size": 3}},
-                    {"name": "member-ps3d", **small, "user_config": {"window_batch_size": 1}},
-                ],
-            }
-        ],
-    }
+    deployments = [
+        {"name": "router", **small},
+        {"name": "ensemble-CT", **small},
+        {"name": "member-attn", **small},
+        {"name": "member-u3d", **small, "user_config": {"window_batch_size": 3}},
+        {"name": "member-ps3d", **small, "user_config": {"window_batch_size": 1}},
+    ]
+    schema = serve_schema(report.model_dir, deployments, http_port=HTTP_PORT,
+                          grpc_port=GRPC_PORT, max_voxels=30_000_000)  # fmt: skip
     deploy(load_serve_config(schema), timeout_s=300)
     try:
         yield config, report

@@ -35,6 +35,7 @@ from organseg.serve.client import (
     ServiceError,
 )
 from organseg.serve.ops import tempdirs
+from organseg.serve.runner import serve_schema
 
 from .conftest import GRPC_PORT, HTTP_PORT
 
@@ -55,33 +56,17 @@ def _schema(model_dir: Path | str, token_file: Path) -> dict:
         "max_queued_requests": 16,
         "user_config": batching,
     }
-    return {
-        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
-        "grpc_options": {"port": GRPC_PORT},
-        "applications": [
-            {
-                "name": APP,
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {
-                    "model_dir": str(model_dir),
-                    "max_voxels": 30_000_000,
-                    "max_request_mb": 128,
-                    "api_token_file": str(token_file),
-                    "body_timeout_s": 1.0,
-                    "retry_budget_s": 60.0,
-                },
-                "deployments": [
-                    {"name": "router", **small, "max_ongoing_requests": 24, "max_queued_requests": 8,
-                     "backpressure_config": {"retry_after_s": 1}},
-                    {"name": "ensemble-CT", **small, "max_ongoing_requests": 2, "max_queued_requests": 1},
-                    {"name": "ensemble-MR-T2SPIR", **small},
-                    {"name": "member-dualtail", **member},
-                    {"name": "member-attn", **member},
-                ],
-            }
-        ],
-    }  # fmt: skip
+    deployments = [
+        {"name": "router", **small, "max_ongoing_requests": 24, "max_queued_requests": 8,
+         "backpressure_config": {"retry_after_s": 1}},
+        {"name": "ensemble-CT", **small, "max_ongoing_requests": 2, "max_queued_requests": 1},
+        {"name": "ensemble-MR-T2SPIR", **small},
+        {"name": "member-dualtail", **member},
+        {"name": "member-attn", **member},
+    ]  # fmt: skip
+    return serve_schema(model_dir, deployments, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
+                        max_voxels=30_000_000, max_request_mb=128, api_token_file=str(token_file),
+                        body_timeout_s=1.0, retry_budget_s=60.0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 #: Signals that stop the server (SIGHUP: the terminal or parent session went away).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -78,6 +79,8 @@ def serve_command(
 
         reaper.start()  # removes the local cluster should this process be killed outright
     with ray_session(address, **(_local_cluster_options(bind_host) if local else {})):
+        if local:
+            _note_exposed_ray_ports(err_console)
         # After ray.init, which installs its own fatal-signal handlers: SIGTERM must mean "shut down cleanly".
         previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
         try:
@@ -122,6 +125,24 @@ def _local_cluster_options(bind_host: str) -> dict:
     if loopback:
         options.update(node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     return options
+
+
+def _note_exposed_ray_ports(console: Console) -> None:
+    """Say once which of the local cluster's own ports other hosts can reach (Ray cannot bind them to
+    loopback); serving itself listens where the config says."""
+    from organseg.serve.ops.bind import ray_ports_beyond_loopback
+
+    exposed = ray_ports_beyond_loopback()
+    if exposed:
+        ports = ", ".join(f"{name} {port}" for name, port in exposed.items())
+        console.print(
+            f"[yellow]note[/]: Ray's own ports listen on every interface, not only loopback ({ports}, "
+            "and one per worker process); Ray 2.60 cannot bind them to one address. Keep other hosts "
+            "away from them with a firewall or by running inside a container or pod network: "
+            "docs/network.md",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

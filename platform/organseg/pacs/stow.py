@@ -87,6 +87,31 @@ def encode_multipart(
     return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
+#: OpenAPI request body of ``POST /v1/studies`` (the route reads the multipart body itself).
+STOW_REQUEST_BODY: dict = {
+    "requestBody": {
+        "required": True,
+        "description": "DICOMweb STOW-RS: the Part-10 instances of one CT or MR series, one per part.",
+        "content": {
+            "multipart/related": {
+                "schema": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "DICOM Part-10 files (any transfer syntax).",
+                        }
+                    },
+                },
+                "encoding": {"instances": {"contentType": "application/dicom"}},
+            }
+        },
+    }
+}
+
+
 def stow_responses() -> dict[int | str, dict]:
     """OpenAPI answers of ``POST /v1/studies``: the SEG or the JSON report, and the documented errors."""
     from organseg.serve.http_schema import SEGMENT_ERRORS, ErrorBody

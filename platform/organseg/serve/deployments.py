@@ -32,6 +32,7 @@ from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import load_spec
 from organseg.ensemble.version import model_version
 from organseg.io.volume import Modality, Volume
+from organseg.serve.ops import metrics
 from organseg.serve.ops.retry import ModelVersionUnavailable, with_retries
 
 #: Member model versions a member replica keeps loaded (the current and the previous one).
@@ -62,12 +63,15 @@ class MemberDeployment:
         # 3D members: windows per forward pass (the memory bound), from the Serve profile's user_config
         volume_cfg = self.runner.entry.volume
         self.window_batch_size = volume_cfg.window_batch_size if volume_cfg else None
-        # How well @serve.batch merges work: forward passes, chunks, and the most requests in one pass.
+        # How well @serve.batch merges work: forward passes, chunks, and the most requests in one pass;
+        # and volumes in flight here now / cancelled by their caller (a client's deadline, say).
         self.counters = {
             "forward_passes": 0,
             "chunks": 0,
             "max_requests_per_pass": 0,
             "max_slices_per_pass": 0,
+            "in_flight": 0,
+            "cancelled": 0,
         }
 
     def _load(self, model_dir: str) -> str:
@@ -143,7 +147,22 @@ class MemberDeployment:
     async def predict(self, request: dict[str, Any]) -> np.ndarray:
         """``{"input": [ObjectRef to (Z, C, S, S) float16], "chunk": n, "spacing": (x, y, z),
         "version": id}`` → ``(Z, K, S, S)`` uint8, computed by exactly the requested model version
-        (or the current one when none is named)."""
+        (or the current one when none is named).
+
+        When the caller is cancelled (its client's deadline passed), Serve cancels this call: the
+        chunks still queued for a forward pass are dropped; a pass already running finishes.
+        """
+        self.counters["in_flight"] += 1
+        try:
+            return await self._predict(request)
+        except asyncio.CancelledError:
+            self.counters["cancelled"] += 1
+            metrics.count_cancelled(f"member-{self.name}")
+            raise
+        finally:
+            self.counters["in_flight"] -= 1
+
+    async def _predict(self, request: dict[str, Any]) -> np.ndarray:
         version = request.get("version") or self.current
         if version not in self.models:
             raise ModelVersionUnavailable(
@@ -170,7 +189,8 @@ class MemberDeployment:
         return np.concatenate(parts) if parts else np.zeros((0,), np.uint8)
 
     async def stats(self) -> dict[str, int]:
-        """Batches served so far and their sizes (benchmarks read them to see @serve.batch at work)."""
+        """Batches served so far and their sizes (benchmarks read them to see @serve.batch at work),
+        volumes in flight and calls cancelled by their caller."""
         return dict(self.counters)
 
     async def ping(self) -> str:
@@ -261,8 +281,18 @@ class EnsembleDeployment:
         """Segment one volume with this modality's members: the label map on the input's grid (uint8
         organ ids), organ volumes in mL, per-organ member disagreement and timings in seconds.
         ``modality`` defaults to this ensemble's; ``partner`` is the other T1 phase when T1 in/out
-        are stacked, ``t2`` the T2-SPIR series when the ensemble stacks it as a third channel.
+        are stacked, ``t2`` the T2-SPIR series when the ensemble stacks it as a third channel. A
+        cancelled call (the client gave up) cancels its member calls with it.
         """
+        try:
+            return await self._segment(image, modality, partner, t2)
+        except asyncio.CancelledError:
+            metrics.count_cancelled(f"ensemble-{self.modality.value}")
+            raise
+
+    async def _segment(
+        self, image: Volume, modality: str | None, partner: Volume | None, t2: Volume | None
+    ) -> Prediction:
         loaded = self.loaded  # one version for the whole request, even if a switch lands meanwhile
         if loaded.predictor is not None:
             prediction = await asyncio.to_thread(

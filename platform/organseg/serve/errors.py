@@ -2,20 +2,18 @@
 
 Anything the sender can fix (:class:`~organseg.errors.OrgansegError` and its kinds) is a 4xx naming the
 problem. Everything else is our bug: a 500 / INTERNAL whose body carries only a request id; the traceback,
-with the same id, goes to the replica's log. Messages never carry process ids, addresses or actor names.
+with the same id, goes to the replica's log once, in the request's log line (``organseg.serve.ops``
+writes it). Messages never carry process ids, addresses or actor names.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import grpc
 from starlette.formparsers import MultiPartException
 
 from organseg.errors import DataError, ModelError, OrgansegError, RequestTooLarge
-
-logger = logging.getLogger("organseg.serve")
 
 #: Exceptions raised by request parsing (not our code) that mean a malformed request.
 _MALFORMED = (MultiPartException, UnicodeDecodeError)
@@ -55,8 +53,7 @@ def new_request_id() -> str:
 
 
 def _message(exc: BaseException, request_id: str, internal: bool) -> str:
-    if internal:
-        logger.error("request %s failed with an internal error", request_id, exc_info=exc)
+    if internal:  # the traceback is logged with the request's line, not here (once per request)
         return f"internal error (request id {request_id}); the server log has the details"
     return str(exc)
 

@@ -30,8 +30,8 @@ from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError
 from organseg.io.volume import Volume
-from organseg.pacs.stow import stow_responses
-from organseg.serve.errors import grpc_status, http_error, http_status
+from organseg.pacs.stow import STOW_REQUEST_BODY, stow_responses
+from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
@@ -319,6 +319,7 @@ class Router:
         summary="STOW-RS: one DICOM series in, its DICOM-SEG (or a report) out",
         response_model=None,
         responses=stow_responses(),
+        openapi_extra=STOW_REQUEST_BODY,
     )
     async def stow_http(self, request: Request) -> Response:
         """``multipart/related; type="application/dicom"`` with the instances of one CT/MR series (any
@@ -341,9 +342,7 @@ class Router:
             seg = await asyncio.to_thread(_seg_bytes, received, prediction)
         except Exception as exc:
             phi = phi_values(received.datasets[:1]) if received is not None else set()
-            status, body = http_error(exc, request.headers.get("x-request-id"))
-            body["error"] = redact(body["error"], phi)
-            return JSONResponse(status_code=status, content=body)
+            return edge.error_response(exc, http_status(exc), scrub=lambda text: redact(text, phi))
         return Response(seg, media_type="application/dicom")
 
     @api.get("/v1/models", summary="Ensembles, members, modalities and versions")

@@ -16,7 +16,7 @@ import copy
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,42 @@ from ray.serve.schema import ServeDeploySchema
 from organseg.config import read_yaml
 from organseg.errors import ConfigError, OrgansegError
 from organseg.resources import Request, largest_node, settle
-from organseg.serve.app import GRPC_SERVICER
+from organseg.serve.app import APP_NAME, GRPC_SERVICER
 from organseg.shipped import serve_profile
 from organseg.uri import is_uri
+
+BUILD_APP = "organseg.serve.app:build_app"
+
+
+def serve_schema(
+    model_dir: Path | str | None,
+    deployments: Iterable[Mapping[str, Any]] = (),
+    *,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    host: str = "127.0.0.1",
+    **args: Any,
+) -> dict[str, Any]:
+    """A Serve config with one organseg application, as a mapping (what deploy/serve/*.yaml hold):
+    ``model_dir`` and ``args`` are the application's args (:class:`~organseg.serve.app.AppArgs`),
+    ``deployments`` its per-deployment settings. Pass it to :func:`load_serve_config`."""
+    http: dict[str, Any] = {"host": host}
+    if http_port is not None:
+        http["port"] = http_port
+    app_args = {**({"model_dir": str(model_dir)} if model_dir is not None else {}), **args}
+    app: dict[str, Any] = {
+        "name": APP_NAME,
+        "route_prefix": "/",
+        "import_path": BUILD_APP,
+        "args": app_args,
+    }
+    if deployments:
+        app["deployments"] = [dict(d) for d in deployments]
+    return {
+        "http_options": http,
+        "grpc_options": {} if grpc_port is None else {"port": grpc_port},
+        "applications": [app],
+    }
 
 
 def load_serve_config(
@@ -83,11 +116,7 @@ def _drop_absent_deployments(app: dict[str, Any]) -> None:
     for members it lacks are dropped with a note instead of failing the whole deployment.
     """
     model_dir = (app.get("args") or {}).get("model_dir")
-    if (
-        not model_dir
-        or app.get("import_path") != "organseg.serve.app:build_app"
-        or not app.get("deployments")
-    ):
+    if not model_dir or app.get("import_path") != BUILD_APP or not app.get("deployments"):
         return
     from organseg.ensemble.spec import load_spec
     from organseg.serve.app import AppArgs, deployment_names
@@ -121,7 +150,7 @@ def replica_requests(config: ServeDeploySchema) -> list[Request]:
 
     requests = []
     for app in config.applications:
-        if app.import_path != "organseg.serve.app:build_app":
+        if app.import_path != BUILD_APP:
             continue
         names = deployment_names(load_spec(app.args["model_dir"]), AppArgs.model_validate(app.args))
         configured = {d.name: d.model_dump(exclude_unset=True) for d in app.deployments or []}
@@ -170,9 +199,6 @@ def _replica_advice(request: Request, nodes: list[dict[str, float]]) -> str:
 
 class DeployInterrupted(OrgansegError):
     """A stop was requested (SIGTERM/SIGINT) before the deployment finished."""
-
-
-BUILD_APP = "organseg.serve.app:build_app"
 
 
 def plan_live_switch(

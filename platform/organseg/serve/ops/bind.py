@@ -1,13 +1,19 @@
-"""Make Ray Serve's gRPC proxy listen on the HTTP host instead of every interface.
+"""Where the service listens: Serve's gRPC proxy on the HTTP host, and which of Ray's own ports cannot.
 
 Ray 2.60's proxy binds gRPC to ``[::]:<port>`` unconditionally (``HTTPOptions.host`` covers HTTP only).
 ``organseg serve`` installs :func:`grpc_on_http_host` as the local cluster's ``worker_process_setup_hook``
 with ``ORGANSEG_GRPC_HOST`` set to the HTTP host; in the proxy process it rewrites that bind address.
 On Kubernetes the pod network decides exposure and this hook is not needed.
+
+Ray's own servers (GCS, raylet and object manager, every worker's gRPC server, the dashboard agent,
+the metrics exporter) listen on every interface even when the node's IP is 127.0.0.1, and Ray 2.60 has
+no option to bind them elsewhere; :func:`ray_ports_beyond_loopback` finds them so that ``organseg
+serve`` can say so (docs/network.md says what to do about it).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 GRPC_HOST_ENV = "ORGANSEG_GRPC_HOST"
@@ -38,3 +44,43 @@ def grpc_on_http_host() -> None:
 
     add_grpc_address._organseg = True  # type: ignore[attr-defined]
     default_impl.add_grpc_address = add_grpc_address
+
+
+def _loopback(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or address).is_loopback
+
+
+def ray_ports_beyond_loopback() -> dict[str, int]:
+    """This node's fixed Ray ports (by name) that listen on an address other than loopback.
+
+    Worker processes add one such port each (their gRPC servers), not listed here. Empty when nothing
+    can be checked (no Ray, or the platform hides other processes' sockets).
+    """
+    import psutil
+    import ray
+
+    context = ray.get_runtime_context()
+    node = next(n for n in ray.nodes() if n["NodeID"] == context.get_node_id())
+    ports = {
+        "GCS": int(context.gcs_address.rsplit(":", 1)[1]),
+        "raylet": node.get("NodeManagerPort"),
+        "object manager": node.get("ObjectManagerPort"),
+        "metrics export": node.get("MetricsExportPort"),
+        "dashboard agent": node.get("DashboardAgentListenPort"),
+        "runtime env agent": node.get("RuntimeEnvAgentPort"),
+    }
+    try:
+        sockets = psutil.net_connections("inet")
+    except (psutil.AccessDenied, OSError):
+        return {}
+    exposed = {
+        s.laddr.port
+        for s in sockets
+        if s.status == psutil.CONN_LISTEN and not _loopback(s.laddr.ip)
+    }
+    return {name: int(port) for name, port in ports.items() if port and int(port) in exposed}

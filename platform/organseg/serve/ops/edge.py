@@ -4,6 +4,11 @@ Both do the same things in the same order: take or make the request id, check th
 stays open), run the handler, turn any escaped exception into an error answer that carries the request
 id (a 5xx never shows a traceback), and write one JSON log line. The HTTP side also bounds how long a
 client may stall while sending its body (408), so slow senders cannot hold the router's slots.
+
+A request whose client goes away (a gRPC deadline, a closed HTTP connection, Serve's
+``request_timeout_s``) is cancelled by Serve: the cancellation travels down the graph (Serve cancels
+the calls a cancelled replica request has in flight) and is let through here untouched, so the
+ensemble's and members' work stops too; it is logged and counted as ``cancelled`` (status 499).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from organseg.serve.ops.auth import OPEN_GRPC_METHODS, OPEN_HTTP_PATHS, TokenCheck
 from organseg.serve.ops.requests import (
+    CANCELLED,
     REQUEST_ID_HEADER,
     BodyTimeout,
     RequestRecord,
@@ -63,8 +69,14 @@ def _headers_for(exc: BaseException, status: int, request_id: str) -> list[tuple
     return headers
 
 
-def error_response(exc: BaseException, status: int, request_id: str | None = None):
-    """A JSON error answer for a route that caught ``exc`` (``status`` from the error mapping)."""
+def error_response(
+    exc: BaseException,
+    status: int,
+    request_id: str | None = None,
+    scrub: Callable[[str], str] | None = None,
+):
+    """A JSON error answer for a route that caught ``exc`` (``status`` from the error mapping), under
+    the request's id; ``scrub`` rewrites the message (e.g. to redact patient data a file carried)."""
     from fastapi.responses import JSONResponse
 
     status = ops_status(exc) or status
@@ -75,7 +87,10 @@ def error_response(exc: BaseException, status: int, request_id: str | None = Non
         rec.fields["_exc"] = exc  # so the log line of a 5xx carries the traceback
     headers = {k.decode(): v.decode() for k, v in _headers_for(exc, status, request_id)}
     headers.pop("content-type")
-    return JSONResponse(error_body(exc, status, request_id), status_code=status, headers=headers)
+    body = error_body(exc, status, request_id)
+    if scrub is not None:
+        body["error"] = scrub(body["error"])
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class EdgeMiddleware:
@@ -125,6 +140,9 @@ class EdgeMiddleware:
             if path not in OPEN_HTTP_PATHS:
                 settings.auth.check(headers.get("authorization"))
             await self.app(scope, timed_receive, tagged_send)
+        except asyncio.CancelledError:  # the client went away: let Serve cancel the work below
+            state["status"] = CANCELLED
+            raise
         except Exception as exc:
             failure = exc
             status = ops_status(exc) or 500
@@ -141,9 +159,9 @@ class EdgeMiddleware:
                 await send({"type": "http.response.body", "body": body})
         finally:
             current.reset(token)
-        failure = failure or rec.fields.pop("_exc", None)
-        if path not in QUIET_PATHS:
-            log_request(rec, state["status"], failure)
+            failure = failure or rec.fields.pop("_exc", None)
+            if path not in QUIET_PATHS:
+                log_request(rec, state["status"], failure)
 
 
 async def grpc_call(
@@ -166,6 +184,9 @@ async def grpc_call(
         if method not in OPEN_GRPC_METHODS:
             settings.auth.check(metadata.get("authorization"))
         return await handler()
+    except asyncio.CancelledError:  # deadline passed or the client cancelled: Serve stops the work
+        status = CANCELLED
+        raise
     except Exception as exc:
         failure = exc
         status = ops_status(exc) or 0
@@ -173,6 +194,7 @@ async def grpc_call(
             401: grpc.StatusCode.UNAUTHENTICATED,
             408: grpc.StatusCode.DEADLINE_EXCEEDED,
             503: grpc.StatusCode.RESOURCE_EXHAUSTED,
+            CANCELLED: grpc.StatusCode.CANCELLED,
         }.get(status) or status_for(exc)
         if not status:
             status = 500 if code == grpc.StatusCode.INTERNAL else 400

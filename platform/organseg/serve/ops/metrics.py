@@ -54,6 +54,12 @@ def _metrics() -> dict[str, Any] | None:
             description="Calls retried after their replica died or was unavailable, by target.",
             tag_keys=("target", "reason"),
         ),
+        "cancelled": Counter(
+            "organseg_cancelled",
+            description="Calls inside the graph cancelled because their client gave up (deadline, "
+            "closed connection), by deployment.",
+            tag_keys=("deployment",),
+        ),
     }
 
 
@@ -92,3 +98,7 @@ def observe_request(rec: Any, outcome: str) -> None:
 
 def count_retry(target: str, reason: str) -> None:
     _safe(lambda m: m["retries"].inc(1, {"target": target, "reason": reason}))
+
+
+def count_cancelled(deployment: str) -> None:
+    _safe(lambda m: m["cancelled"].inc(1, {"deployment": deployment}))

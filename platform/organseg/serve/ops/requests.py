@@ -61,8 +61,24 @@ class Unauthenticated(Exception):
     """Missing or wrong bearer token (HTTP 401, gRPC UNAUTHENTICATED)."""
 
 
+#: Status recorded for a request its client gave up on (deadline passed, connection closed): nginx's
+#: "client closed request". Nobody receives it; the log line and the metrics say ``cancelled``.
+CANCELLED = 499
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """``exc`` means the request was cancelled (by its caller, a deadline or a closed connection)."""
+    import asyncio
+
+    from ray.exceptions import TaskCancelledError
+    from ray.serve.exceptions import RequestCancelledError
+
+    return isinstance(exc, (asyncio.CancelledError, RequestCancelledError, TaskCancelledError))
+
+
 def ops_status(exc: BaseException) -> int | None:
-    """The HTTP status of the failures this package owns (overload, stalled body, auth); else None."""
+    """The HTTP status of the failures this package owns (overload, stalled body, auth, a cancelled
+    request); else None."""
     from ray.serve.exceptions import BackPressureError
 
     if isinstance(exc, Unauthenticated):
@@ -71,6 +87,8 @@ def ops_status(exc: BaseException) -> int | None:
         return 408
     if isinstance(exc, (ServiceOverloaded, BackPressureError)):
         return 503
+    if is_cancellation(exc):
+        return CANCELLED
     return None
 
 
@@ -143,8 +161,10 @@ def outcome_of(status: int) -> str:
         return "ok"
     if status in (401, 403):
         return "unauthenticated"
-    if status in (408, 499):
+    if status == 408:
         return "timeout"
+    if status == CANCELLED:
+        return "cancelled"
     if status == 503:
         return "overloaded"
     return "client_error" if status < 500 else "server_error"

@@ -51,13 +51,24 @@ async def with_retries(
     first_delay_s: float = 0.1,
     max_delay_s: float = 2.0,
 ) -> T:
-    """``await call()``, retried on replica failures with backoff until ``budget_s`` has passed."""
+    """``await call()``, retried on replica failures with backoff until ``budget_s`` has passed.
+
+    Never shields the call from cancellation: when the caller is cancelled (its client's deadline
+    passed), the call in flight is cancelled too, explicitly, so the callee stops its work even where
+    Serve would not carry the cancellation down by itself.
+    """
     deadline = time.monotonic() + budget_s
     delay = first_delay_s
     attempt = 1
     while True:
+        response = call()
         try:
-            return await call()
+            return await response
+        except asyncio.CancelledError:
+            cancel = getattr(response, "cancel", None)  # a DeploymentResponse
+            if cancel is not None:
+                cancel()
+            raise
         except Exception as exc:
             reason = retry_reason(exc)
             if reason is None or time.monotonic() + delay > deadline:
