@@ -27,10 +27,17 @@ def _ray_processes() -> set[int]:
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\x00", b" ")
+            argv = (proc / "cmdline").read_bytes().split(b"\x00")
         except OSError:
             continue
-        if b"raylet" in cmdline or b"gcs_server" in cmdline or b"ray::" in cmdline:
+        # the program (and a Python script of Ray's), not any argument: `grep raylet` is no Ray process
+        program = argv[0]
+        script = next((a for a in argv[1:3] if a.endswith(b".py")), b"")
+        if (
+            program.endswith((b"/raylet", b"/gcs_server"))
+            or program.startswith(b"ray::")
+            or b"/site-packages/ray/" in script
+        ):
             found.add(int(proc.name))
     return found
 

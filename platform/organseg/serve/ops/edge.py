@@ -6,9 +6,10 @@ id (a 5xx never shows a traceback), and write one JSON log line. The HTTP side a
 client may stall while sending its body (408), so slow senders cannot hold the router's slots.
 
 A request whose client goes away (a gRPC deadline, a closed HTTP connection, Serve's
-``request_timeout_s``) is cancelled by Serve: the cancellation travels down the graph (Serve cancels
-the calls a cancelled replica request has in flight) and is let through here untouched, so the
-ensemble's and members' work stops too; it is logged and counted as ``cancelled`` (status 499).
+``request_timeout_s``) is cancelled by Serve: the cancellation travels down the graph (Ray cancels
+the router's task recursively, the ensemble's and members' calls included, and ``ops.retry`` cancels
+the call it awaits as well) and is let through here untouched, so their work stops too; it is logged
+and counted as ``cancelled`` (status 499).
 """
 
 from __future__ import annotations
