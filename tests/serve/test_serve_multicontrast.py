@@ -22,27 +22,16 @@ def test_served_multicontrast_equals_local(ray_cluster, tmp_path: Path) -> None:
     from ray import serve
 
     from organseg.serve.app import ensemble_deployment_name
-    from organseg.serve.runner import deploy, load_serve_config
+    from organseg.serve.runner import deploy, load_serve_config, serve_schema
 
     model_dir, data_root = train_multicontrast(tmp_path)
     small = {"ray_actor_options": {"num_cpus": 0.1}}
-    schema = {
-        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
-        "grpc_options": {"port": GRPC_PORT},
-        "applications": [
-            {
-                "name": "organseg",
-                "route_prefix": "/",
-                "import_path": "organseg.serve.app:build_app",
-                "args": {"model_dir": str(model_dir)},
-                "deployments": [
-                    {"name": "router", **small},
-                    {"name": ensemble_deployment_name("MR-T1-in"), **small},
-                    {"name": "member-cascade3d-mc", **small},
-                ],
-            }
-        ],
-    }
+    deployments = [
+        {"name": "router", **small},
+        {"name": ensemble_deployment_name("MR-T1-in"), **small},
+        {"name": "member-cascade3d-mc", **small},
+    ]
+    schema = serve_schema(model_dir, deployments, http_port=HTTP_PORT, grpc_port=GRPC_PORT)
     deploy(load_serve_config(schema), timeout_s=300)
     try:
         item = plan_inputs(data_root / "Train_Sets" / "MR" / "1", "MR-T1-in", True, True)[0].load()
