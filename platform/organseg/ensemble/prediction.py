@@ -31,10 +31,13 @@ class Prediction:
     modality_source: str = ""
     #: The modality classifier's calibrated confidence when it decided (else None).
     modality_confidence: float | None = None
+    #: T2-SPIR → T1 registration figures when T2 was stacked as a channel (rotation_deg,
+    #: translation_mm, mutual_information, initial_mutual_information, iterations).
+    registration: dict[str, float] | None = None
 
     def report(self) -> dict[str, Any]:
         """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""
-        return {
+        report = {
             "modality": self.modality.value,
             "modality_reason": self.modality_reason,
             "modality_source": self.modality_source,
@@ -50,3 +53,6 @@ class Prediction:
             "spacing": list(self.labels.spacing),
             "model_version": self.model_version,
         }
+        if self.registration is not None:
+            report["registration"] = dict(self.registration)
+        return report

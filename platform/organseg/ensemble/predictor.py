@@ -123,6 +123,7 @@ def assemble_prediction(
         volumes_ml=volumes,
         uncertainty=masks.uncertainty,
         timings=timings,
+        registration=prepared.registration.summary() if prepared.registration else None,
     )
 
 

@@ -55,6 +55,7 @@ HEADER_TAGS: dict[str, str] = {
     "PatientID": "0010|0020",
     "StudyInstanceUID": "0020|000d",
     "SeriesInstanceUID": "0020|000e",
+    "SeriesNumber": "0020|0011",
     "FrameOfReferenceUID": "0020|0052",
     "SliceThickness": "0018|0050",
 }
@@ -250,6 +251,9 @@ def _series_meta(headers: list[SliceHeader], order: str) -> dict[str, str]:
         slice_count=str(len(headers)),
         slice_order=order,
     )
+    instances = [h.instance for h in headers if h.instance is not None]
+    if instances:  # names a series in messages without a file name (uploads)
+        meta.update(first_instance=str(min(instances)), last_instance=str(max(instances)))
     return meta
 
 
@@ -706,3 +710,84 @@ def _check_sizes(paths: list[Path], anonymous: bool = False) -> None:
                 f"{name}: {size} bytes where the series' files have about {median:.0f}; "
                 "the file looks truncated"
             )
+
+
+# -- several series in one upload ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesGroup:
+    """The files of one series (one echo of a multi-echo series) and how messages name it: by
+    SeriesNumber and InstanceNumbers, never by a file name."""
+
+    paths: list[Path]
+    label: str
+
+
+def _echo_text(value: object) -> str:
+    try:
+        return f"{float(str(value).split(chr(92))[0]):g}"
+    except ValueError:
+        return str(value)
+
+
+def group_series(paths: list[Path]) -> list[SeriesGroup]:
+    """``paths`` grouped by SeriesInstanceUID, headers only (pydicom, no pixels).
+
+    A dual-echo acquisition stored as one series (T1 in- and out-of-phase under one UID) is split by
+    EchoTime, so each echo reads as its own series. Files that are not DICOM are skipped, as the series
+    reader skips them; a DICOM object without a SeriesInstanceUID cannot be placed and is refused.
+    Groups come in SeriesNumber order.
+    """
+    import pydicom
+
+    by_uid: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    unplaced: list[Path] = []
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(
+                path,
+                stop_before_pixels=True,
+                force=True,
+                specific_tags=["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "EchoTime"],
+            )
+            uid = str(ds.get("SeriesInstanceUID") or "")
+        except Exception:  # pydicom raises many types on non-DICOM bytes
+            uid = ""
+        if not uid:
+            if _claims_dicom(path):  # damaged, or no UID: the series reader names what is wrong
+                unplaced.append(path)
+            continue
+        by_uid.setdefault(uid, []).append((path, ds))
+    if unplaced and len(by_uid) == 1:
+        (only,) = by_uid.values()
+        only.extend((p, pydicom.Dataset()) for p in unplaced)
+    elif unplaced:
+        raise DataError(
+            f"{unplaced[0].name}: its DICOM header is unreadable (truncated or corrupt) or has no "
+            "SeriesInstanceUID, so it cannot be assigned to one of the series"
+        )
+    if not by_uid:
+        raise DataError("the upload holds no DICOM files")
+    groups: list[tuple[tuple[int, int], SeriesGroup]] = []
+    for members in by_uid.values():
+        echoes: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+        for path, ds in members:
+            echoes.setdefault(_echo_text(ds.get("EchoTime", "")), []).append((path, ds))
+        split = len(echoes) > 1
+        for echo, files in echoes.items():
+            number = _int_or_none(str(files[0][1].get("SeriesNumber", "") or ""))
+            instances = [
+                n
+                for _, ds in files
+                if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
+            ]
+            label = f"SeriesNumber {number}" if number is not None else "a series without number"
+            if instances:
+                low, high = min(instances), max(instances)
+                label += f" (InstanceNumber {low}" + (f"-{high})" if high != low else ")")
+            if split:
+                label += f" at EchoTime {echo} ms"
+            key = (number if number is not None else 1 << 30, min(instances, default=0))
+            groups.append((key, SeriesGroup([p for p, _ in files], label)))
+    return [g for _, g in sorted(groups, key=lambda item: item[0])]

@@ -15,7 +15,7 @@ from organseg.io.volume import Geometry, Modality, Volume
 from organseg.preprocess.channels import stack_t1
 from organseg.preprocess.config import PreprocessConfig
 from organseg.preprocess.intensity import normalize
-from organseg.preprocess.registration import align_to
+from organseg.preprocess.registration import RigidRegistration, align_to
 from organseg.preprocess.resample import inplane_geometry, resize_slices
 
 
@@ -34,6 +34,8 @@ class PreparedVolume:
     size: int
     modalities: tuple[Modality, ...] = ()
     meta: dict[str, str] = field(default_factory=dict)
+    #: How the T2-SPIR channel was registered onto the T1 grid (None without a T2 channel).
+    registration: RigidRegistration | None = None
 
     @property
     def channels(self) -> int:
@@ -84,6 +86,7 @@ def prepare_volume(
         )
     channels = [normalize(image, cfg)]
     modalities = [image.modality]
+    registration = None
     if partner is not None:
         if image.modality is not Modality.MR_T1_IN or partner.modality is not Modality.MR_T1_OUT:
             raise DataError(
@@ -115,7 +118,9 @@ def prepare_volume(
                     f"{_name(image)}: the third channel is T2-SPIR, but the series given for it is "
                     f"{t2.modality.value}"
                 )
-            aligned, _ = align_to(image, t2, "the T1 in-phase series", "the T2-SPIR series")
+            aligned, registration = align_to(
+                image, t2, "the T1 in-phase series", "the T2-SPIR series"
+            )
             aligned.modality = Modality.MR_T2SPIR
             stacked = np.concatenate([stacked, normalize(aligned, cfg)[:, None]], axis=1)
             modalities.append(Modality.MR_T2SPIR)
@@ -130,6 +135,7 @@ def prepare_volume(
         size=cfg.size,
         modalities=tuple(modalities),
         meta=dict(image.meta),
+        registration=registration,
     )
 
 

@@ -70,6 +70,16 @@ class RigidRegistration:
         c = np.asarray(self.center)
         return float(np.linalg.norm(np.asarray(t.TransformPoint(tuple(c))) - c))
 
+    def summary(self) -> dict[str, float]:
+        """What a prediction report says about the registration (degrees, mm, nats)."""
+        return {
+            "rotation_deg": round(self.rotation_deg, 4),
+            "translation_mm": round(self.translation_mm, 4),
+            "mutual_information": round(self.mutual_information, 5),
+            "initial_mutual_information": round(self.initial_mutual_information, 5),
+            "iterations": float(self.iterations),
+        }
+
 
 _SINGLE_THREAD = threading.Lock()
 
@@ -120,7 +130,11 @@ def register_rigid(fixed: Volume, moving: Volume) -> RigidRegistration:
     Raises :class:`DataError` when ITK gives up (e.g. the series do not overlap); judging the result
     is :func:`check_registration`'s job.
     """
-    f, m = _float_image(fixed), _float_image(moving)
+    # Both in one canonical axis order (LPS): ITK's regular metric sampling and its sums follow voxel
+    # order, so a series stacked head-first and the same series stacked feet-first would otherwise
+    # register slightly differently (a file-ordered CHAOS folder vs a position-ordered upload).
+    f = sitk.DICOMOrient(_float_image(fixed), "LPS")
+    m = sitk.DICOMOrient(_float_image(moving), "LPS")
     method = _method()
     try:
         with _single_threaded_itk():

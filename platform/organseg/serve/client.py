@@ -106,6 +106,41 @@ def zip_dicom_series(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def zip_dicom_studies(folders: list[Path]) -> bytes:
+    """Several DICOM series folders of one patient (e.g. T1 in-phase, out-of-phase, T2-SPIR) as one
+    in-memory zip, each series under its own numbered folder (the server groups the files by
+    SeriesInstanceUID, not by these names)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for k, folder in enumerate(folders, start=1):
+            for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+                archive.write(path, arcname=f"series-{k}/{path.name}")
+    return buffer.getvalue()
+
+
+def volume_file_bytes(volume: Volume, compress: bool = False) -> bytes:
+    """``volume`` as MetaImage (.mha) bytes: its own dtype and full-precision geometry, written by
+    SimpleITK (what a named request part such as ``out_phase`` or ``t2`` carries)."""
+    import tempfile
+
+    import SimpleITK as sitk
+
+    with tempfile.TemporaryDirectory(prefix="organseg-client-") as tmp:
+        path = Path(tmp) / "series.mha"
+        sitk.WriteImage(volume.to_sitk(), str(path), useCompression=compress)
+        return path.read_bytes()
+
+
+def _dicom_folder(volume: Volume | None) -> Path | None:
+    """The folder a volume was read from when it is a DICOM series (its files travel as they are)."""
+    if volume is None:
+        return None
+    source = volume.meta.get("source")
+    if volume.meta.get("SeriesInstanceUID") and source and Path(source).is_dir():
+        return Path(source)
+    return None
+
+
 def is_loopback(target: str) -> bool:
     """Whether ``target`` (a URL or ``host:port``) names this machine."""
     import ipaddress
@@ -148,6 +183,7 @@ def _prediction(result: dict[str, Any], labels: bytes) -> Prediction:
         uncertainty=dict(result["uncertainty"]),
         timings=dict(result["timings_s"]),
         model_version=result.get("model_version", ""),
+        registration=dict(result["registration"]) if result.get("registration") else None,
     )
 
 
@@ -212,28 +248,58 @@ class HttpClient:
         return self.retry.run(attempt, f"{method} {self.base}{path}")
 
     def segment_bytes(
-        self, data: bytes, filename: str = "volume", fields: dict[str, Any] | None = None
+        self,
+        data: bytes,
+        filename: str = "volume",
+        fields: dict[str, Any] | None = None,
+        parts: dict[str, bytes] | None = None,
     ) -> dict[str, Any]:
         """POST ``data`` (a volume file, DICOM zip or raw voxels named ``filename``) with the form
-        ``fields``; the JSON answer, or an OrgansegError carrying the server's message.
+        ``fields`` and the file ``parts`` (``out_phase``, ``t2``); the JSON answer, or an
+        OrgansegError carrying the server's message.
         """
         form = {
             k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
             for k, v in (fields or {}).items()
             if v is not None
         }
-        return self._call("POST", "/v1/segment", files={"file": (filename, data)}, data=form)
+        files = {"file": (filename, data)}
+        files.update({name: (f"{name}.mha", content) for name, content in (parts or {}).items()})
+        return self._call("POST", "/v1/segment", files=files, data=form)
 
     def segment(
-        self, volume: Volume, modality: str | None = None, output_format: str = "raw"
+        self,
+        volume: Volume,
+        modality: str | None = None,
+        output_format: str = "raw",
+        partner: Volume | None = None,
+        t2: Volume | None = None,
     ) -> Prediction:
-        """Send raw voxels; the modality defaults to the one the volume records (raw voxels carry no header)."""
+        """Send raw voxels; the modality defaults to the one the volume records (raw voxels carry no
+        header). For models that stack T1: ``volume`` is T1 in-phase, ``partner`` the out-of-phase
+        series and ``t2`` the T2-SPIR series (sent as the ``out_phase`` and ``t2`` parts)."""
         modality = modality or _known_modality(volume)
         raw = encode_raw(volume, compress=self.compress)
         data = raw.pop("data")
+        parts = {
+            name: volume_file_bytes(part, self.compress)
+            for name, part in (("out_phase", partner), ("t2", t2))
+            if part is not None
+        }
         result = self.segment_bytes(
-            data, "volume.raw", {**raw, "modality": modality, "output_format": output_format}
+            data,
+            "volume.raw",
+            {**raw, "modality": modality, "output_format": output_format},
+            parts,
         )
+        return _prediction(result, base64.b64decode(result["labels"]))
+
+    def segment_dicom(self, folders: list[Path], output_format: str = "raw") -> Prediction:
+        """Send DICOM series folders of one patient together (one series, or the T1 in-phase,
+        out-of-phase and T2-SPIR series a stacking model needs); the server tells them apart by
+        their headers and answers on the T1 in-phase grid."""
+        data = zip_dicom_studies(list(folders))
+        result = self.segment_bytes(data, "series.zip", {"output_format": output_format})
         return _prediction(result, base64.b64decode(result["labels"]))
 
     def models(self) -> dict[str, Any]:
@@ -305,6 +371,8 @@ class GrpcClient:
         """The SegmentRequest for a volume file, DICOM zip or raw voxels (``raw``: dtype, shape,
         geometry).
         """
+        from google.protobuf.json_format import MessageToDict
+
         reply = self.call("Segment", request)
         return {
             "labels": reply.labels,
@@ -325,20 +393,58 @@ class GrpcClient:
             "timings_s": dict(reply.timings_s),
             "ensemble": reply.ensemble,
             "model_version": reply.model_version,
+            "series": [
+                {
+                    "role": d.role,
+                    "series": d.series,
+                    "modality": d.modality,
+                    "modality_reason": d.modality_reason,
+                    "shape": list(d.shape),
+                }
+                for d in reply.series
+            ],
+            "answers_for": reply.answers_for,
+            "registration": (
+                MessageToDict(reply.registration, preserving_proto_field_name=True)
+                if reply.HasField("registration")
+                else None
+            ),
         }
 
     def segment(
-        self, volume: Volume, modality: str | None = None, output_format: str = "raw"
+        self,
+        volume: Volume,
+        modality: str | None = None,
+        output_format: str = "raw",
+        partner: Volume | None = None,
+        t2: Volume | None = None,
     ) -> Prediction:
         """Segment ``volume`` over gRPC (sent as raw voxels): a Prediction whose label map sits on the
-        volume's grid; ``modality`` defaults to the one the volume records."""
+        volume's grid; ``modality`` defaults to the one the volume records. For models that stack
+        T1: ``volume`` is T1 in-phase, ``partner`` the out-of-phase and ``t2`` the T2-SPIR series."""
         from organseg.serve.proto import segmentation_pb2 as pb
 
         modality = modality or _known_modality(volume)
+        parts = {
+            name: pb.SeriesPart(raw=pb.RawVolume(**encode_raw(part, compress=self.compress)))
+            for name, part in (("out_phase", partner), ("t2", t2))
+            if part is not None
+        }
         request = pb.SegmentRequest(
             raw=pb.RawVolume(**encode_raw(volume, compress=self.compress)),
             modality=modality or "",
             output_format=output_format,
+            **parts,
+        )
+        result = self.segment_request(request)
+        return _prediction(result, result["labels"])
+
+    def segment_dicom(self, folders: list[Path], output_format: str = "raw") -> Prediction:
+        """The gRPC counterpart of :meth:`HttpClient.segment_dicom` (one ``dicom_zip``)."""
+        from organseg.serve.proto import segmentation_pb2 as pb
+
+        request = pb.SegmentRequest(
+            dicom_zip=zip_dicom_studies(list(folders)), output_format=output_format
         )
         result = self.segment_request(request)
         return _prediction(result, result["labels"])
@@ -354,7 +460,15 @@ class _RemoteBackend:
     client: HttpClient | GrpcClient
 
     def plan(self, path: Path, modality: str | None) -> list[InputPlan]:
-        return plan_inputs(path, modality)
+        """As the local backend plans: a CHAOS MR case's T1 phases (and T2-SPIR) go together when the
+        served model stacks them."""
+        listing = self._listing()
+        return plan_inputs(
+            path,
+            modality,
+            stack_t1=listing.get("t1_mode") == "stack",
+            with_t2=bool(listing.get("t2_channel")),
+        )
 
     def _listing(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -375,14 +489,24 @@ class _RemoteBackend:
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         if item.partner is not None:
-            raise OrgansegError(
-                "stacked T1 in/out-phase inputs are not sent over the wire; send one series"
-            )
-        kind, data, raw = _payload_for(item, self.client.compress)
-        prediction = self._send(kind, data, raw, modality)
+            prediction = self._send_stacked(item, modality)
+        else:
+            kind, data, raw = _payload_for(item, self.client.compress)
+            prediction = self._send(kind, data, raw, modality)
         # the server stacks DICOM by slice position; a CHAOS folder was read here in file-name order
         prediction.labels = restack_like(prediction.labels, item.image)
         return prediction
+
+    def _send_stacked(self, item: PredictInput, modality: str | None) -> Prediction:
+        """T1 in + out (+ T2-SPIR) together: DICOM series as one zip (the server decides each one's
+        modality from its headers), other volumes as the named parts beside the in-phase image."""
+        series = [item.image, item.partner, *([item.t2] if item.t2 is not None else [])]
+        folders = [_dicom_folder(v) for v in series]
+        if all(f is not None for f in folders):
+            return self.client.segment_dicom([f for f in folders if f is not None])
+        return self.client.segment(
+            item.image, modality or _known_modality(item.image), "raw", item.partner, item.t2
+        )
 
 
 class HttpBackend(_RemoteBackend):

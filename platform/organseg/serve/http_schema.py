@@ -19,6 +19,28 @@ from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
 _NUMBERS = r"^\s*-?[0-9.eE+-]+(\s*[,;]\s*-?[0-9.eE+-]+)*\s*$"
 
 
+class SeriesDecision(BaseModel):
+    """How one series of the request was used, and why it was taken for its modality."""
+
+    role: str = Field(
+        description="image (the label map lies on its grid), out_phase or t2 (stacked channels)."
+    )
+    series: str = Field(description="The series by SeriesNumber and InstanceNumbers, or its part.")
+    modality: str = Field(description="The modality the series was taken for.")
+    modality_reason: str = Field(description="Why: the header tags or request part that decided.")
+    shape: list[int] = Field(description="(z, y, x) of the series.")
+
+
+class Registration(BaseModel):
+    """The rigid T2-SPIR → T1 in-phase registration (set when T2-SPIR was stacked as a channel)."""
+
+    rotation_deg: float = Field(description="Rotation found, in degrees.")
+    translation_mm: float = Field(description="Displacement of the T1 volume's centre, in mm.")
+    mutual_information: float = Field(description="Mattes mutual information after (nats).")
+    initial_mutual_information: float = Field(description="The same at the header geometry.")
+    iterations: float = Field(description="Optimizer iterations of the last pyramid level.")
+
+
 class SegmentResponse(BaseModel):
     """A segmented volume: the label map in the requested format plus what produced it."""
 
@@ -54,6 +76,15 @@ class SegmentResponse(BaseModel):
         description="``<experiment>:<hash>``: the model directory version (SHA-256 of ensemble.yaml "
         "and the weights) that computed this answer."
     )
+    series: list[SeriesDecision] = Field(
+        default_factory=list, description="Every series of the request: its role and modality."
+    )
+    answers_for: str = Field(
+        "", description="Which series' grid the label map lies on, and what was stacked with it."
+    )
+    registration: Registration | None = Field(
+        None, description="The T2-SPIR → T1 registration, when T2-SPIR was stacked."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -79,8 +110,22 @@ SEGMENT_FORM: dict[str, Any] = {
             "type": "string",
             "format": "binary",
             "description": "The volume: a NIfTI (.nii/.nii.gz), MHA or NRRD file; a zip of one DICOM "
-            "series; or, with shape and dtype, raw C-order voxels (z, y, x). The file name, when given, "
-            "hints at the format (gRPC: volume_file + filename, dicom_zip, raw.data).",
+            "series (or of one patient's T1 in-phase, out-of-phase and T2-SPIR series, for models "
+            "that stack them); or, with shape and dtype, raw C-order voxels (z, y, x). The file name, "
+            "when given, hints at the format (gRPC: volume_file + filename, dicom_zip, raw.data).",
+        },
+        "out_phase": {
+            "type": "string",
+            "format": "binary",
+            "description": "Models stacking T1 in/out: the T1 out-of-phase series (a volume file, a "
+            "zip of its DICOM series or one DICOM file) when file holds the in-phase series "
+            "(gRPC: out_phase).",
+        },
+        "t2": {
+            "type": "string",
+            "format": "binary",
+            "description": "Models stacking T2-SPIR as well: the patient's T2-SPIR series, in the same "
+            "forms as out_phase (gRPC: t2).",
         },
         "modality": {
             "type": "string",

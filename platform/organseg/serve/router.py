@@ -15,8 +15,10 @@ import asyncio
 import base64
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
@@ -28,7 +30,7 @@ from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.routing import ModalityPolicy, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
-from organseg.errors import DataError, ModelError
+from organseg.errors import DataError, ModelError, RequestTooLarge
 from organseg.io.volume import Volume
 from organseg.pacs.stow import STOW_REQUEST_BODY, stow_responses
 from organseg.serve.errors import grpc_status, http_status
@@ -40,12 +42,13 @@ from organseg.serve.http_schema import (
 from organseg.serve.ops import edge, requests, tempdirs
 from organseg.serve.ops.auth import TokenCheck
 from organseg.serve.ops.retry import with_retries
+from organseg.serve.series import PART_MODALITIES, SeriesInput, assemble, series_label
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RELEASE_AFTER_BYTES,
     WireLimits,
     bounded_request,
-    decode_dicom_zip,
+    decode_dicom_zip_series,
     decode_raw,
     decode_upload,
     encode_labels,
@@ -56,7 +59,8 @@ api = FastAPI(
     title="organseg",
     version=__version__,
     description="Abdominal organ segmentation ensembles (CHAOS) served by Ray Serve. "
-    "POST a NIfTI/MHA/NRRD file, a zip of one DICOM series, or raw voxels to /v1/segment.",
+    "POST a NIfTI/MHA/NRRD file, a zip of one DICOM series (or of a patient's T1 in-phase, "
+    "out-of-phase and T2-SPIR series for models that stack them), or raw voxels to /v1/segment.",
 )
 api.add_middleware(edge.EdgeMiddleware)
 
@@ -89,6 +93,103 @@ def _ints(text: str | None, name: str) -> list[int]:
     if any(not math.isfinite(v) or v != int(v) for v in values):
         raise DataError(f"field {name!r} must be whole numbers, got {text!r}")
     return [int(v) for v in values]
+
+
+def _remaining(limits: WireLimits, items: list[SeriesInput]) -> WireLimits:
+    """The limits left for the next part: the voxel limit counts the whole request."""
+    used = sum(int(np.prod(i.volume.shape, dtype=np.int64)) for i in items)
+    if used >= limits.max_voxels:
+        raise RequestTooLarge(
+            f"the request's series hold {used} voxels together; the limit is {limits.max_voxels}"
+        )
+    return replace(limits, max_voxels=limits.max_voxels - used)
+
+
+def _file_series(
+    data: bytes,
+    filename: str | None,
+    modality: str | None,
+    limits: WireLimits,
+    zip_only: bool = False,
+) -> list[SeriesInput]:
+    """The ``file`` part: a zip of one or several DICOM series, one DICOM object or a volume file."""
+    if zip_only or data[:4] == b"PK\x03\x04":
+        volumes = decode_dicom_zip_series(data, limits)
+        if len(volumes) > 1 and modality:
+            raise DataError(
+                f"the zip holds {len(volumes)} series and the modality field names one; each series "
+                "of a zip is routed by its own headers: leave modality empty (or send the series as "
+                "the named parts file, out_phase and t2)"
+            )
+    else:
+        volumes = [decode_upload(data, filename, limits)]
+    return [
+        SeriesInput(v, series_label(v, "the uploaded 'file'"), "file", modality) for v in volumes
+    ]
+
+
+def _part_series(
+    parts: dict[str, Any], items: list[SeriesInput], limits: WireLimits
+) -> list[SeriesInput]:
+    """The named parts beside ``file`` (``out_phase``, ``t2``): one series each, whose modality the
+    part's name states (DICOM headers must agree). A part is a volume file, a DICOM zip or object, or
+    (gRPC) raw voxels."""
+    found: list[SeriesInput] = []
+    for name, content in parts.items():
+        budget = _remaining(limits, items + found)
+        if isinstance(content, bytes):
+            if not content:
+                raise DataError(f"part {name!r} is empty")
+            try:
+                volume = decode_upload(content, None, budget)
+            except DataError as exc:
+                raise type(exc)(f"part {name!r}: {exc}") from None
+        else:  # gRPC SeriesPart
+            volume = _decode_part_message(name, content, budget)
+        label = series_label(volume, f"the {name!r} part")
+        if label != f"the {name!r} part":
+            label += f" (part {name!r})"
+        found.append(SeriesInput(volume, label, name, PART_MODALITIES[name].value))
+    return found
+
+
+def _decode_raw_message(raw: Any, limits: WireLimits) -> Volume:
+    return decode_raw(
+        raw.data,
+        raw.dtype,
+        list(raw.shape),
+        list(raw.spacing),
+        list(raw.origin),
+        list(raw.direction),
+        raw.compression,
+        limits,
+    )
+
+
+def _decode_part_message(name: str, part: Any, limits: WireLimits) -> Volume:
+    kind = part.WhichOneof("input")
+    try:
+        if kind in ("volume_file", "dicom_zip"):
+            return decode_upload(getattr(part, kind), part.filename or None, limits)
+        if kind == "raw":
+            return _decode_raw_message(part.raw, limits)
+    except DataError as exc:
+        raise type(exc)(f"part {name!r}: {exc}") from None
+    raise DataError(f"part {name!r} is empty: set one of volume_file, dicom_zip or raw")
+
+
+def _grpc_answer(result: dict[str, Any]) -> dict[str, Any]:
+    """The router's answer as SegmentResponse fields (nested messages from plain dicts)."""
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    # an unset optional field (modality_confidence when the classifier did not decide) is absent
+    answer = {
+        k: v for k, v in result.items() if k not in ("series", "registration") and v is not None
+    }
+    answer["series"] = [pb.SeriesDecision(**s) for s in result.get("series") or []]
+    if result.get("registration"):
+        answer["registration"] = pb.Registration(**result["registration"])
+    return answer
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
@@ -127,7 +228,7 @@ class Router:
         if config.get("model_dir"):
             await asyncio.to_thread(self._load, str(config["model_dir"]))
 
-    async def _decode(self, fn: Any, *args: Any) -> Volume:
+    async def _decode(self, fn: Any, *args: Any) -> Any:
         started = time.perf_counter()
         async with self.decoding:
             volume = await asyncio.to_thread(fn, *args)
@@ -135,7 +236,13 @@ class Router:
         return volume
 
     # -- shared request path ------------------------------------------------------------------------
-    async def _predict(self, volume: Volume, modality: str | None) -> "Prediction":
+    async def _predict(
+        self,
+        volume: Volume,
+        modality: str | None,
+        partner: Volume | None = None,
+        t2: Volume | None = None,
+    ) -> "Prediction":
         decision = decide_modality(volume, modality or None, self.classifier, self.policy)
         handle = self.ensembles.get(decision.modality.value)
         if handle is None:
@@ -145,7 +252,7 @@ class Router:
             )
         requests.record(modality=decision.modality.value)
         prediction: Prediction = await with_retries(
-            lambda: handle.segment.remote(volume, decision.modality.value),
+            lambda: handle.segment.remote(volume, decision.modality.value, partner, t2),
             f"ensemble-{decision.modality.value}",
             self.retry_budget_s,
         )
@@ -154,13 +261,19 @@ class Router:
         prediction.modality_confidence = decision.confidence
         return prediction
 
-    async def _segment(
-        self, volume: Volume, modality: str | None, output_format: str
-    ) -> dict[str, Any]:
+    async def _segment(self, items: list[SeriesInput], output_format: str) -> dict[str, Any]:
+        """Segment the series of one request (one series, or the T1 in/out (+ T2) a stacking model
+        needs; :func:`organseg.serve.series.assemble` decides which is which)."""
         started = time.perf_counter()
         if output_format not in OUTPUT_FORMATS:
             raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
-        prediction = await self._predict(volume, modality)
+        assembled = assemble(items, self.spec, self.classifier, self.policy)
+        image = next(i for i in items if i.volume is assembled.image)
+        prediction = await self._predict(
+            assembled.image, image.requested, assembled.partner, assembled.t2
+        )
+        if assembled.partner is not None:
+            prediction.modality_reason = assembled.reason + "; T1 in+out stacked"
         encoded = await asyncio.to_thread(encode_labels, prediction.labels, output_format)
         report = prediction.report()
         report["timings_s"]["router_total"] = round(time.perf_counter() - started, 4)
@@ -193,6 +306,9 @@ class Router:
                     "timings_s",
                 )
             },
+            "series": assembled.series,
+            "answers_for": assembled.answers_for,
+            "registration": prediction.registration,
         }
 
     async def _models(self) -> dict[str, Any]:
@@ -206,6 +322,7 @@ class Router:
             "version": self.version.as_dict(),
             "size": spec.preprocess.size,
             "t1_mode": spec.preprocess.t1_mode,
+            "t2_channel": spec.preprocess.t2_channel,
             "ensembles": [
                 {
                     "modality": modality,
@@ -267,8 +384,10 @@ class Router:
     async def segment_http(self, request: Request) -> JSONResponse:
         """multipart/form-data with ``file`` (NIfTI/MHA/NRRD, DICOM zip, or raw bytes with ``shape`` and
         ``dtype``), and optional ``modality``, ``output_format`` (nifti | png-zip | raw), ``spacing``,
-        ``origin``, ``direction``, ``compression`` (raw only). Labels come back base64-encoded."""
-        data = b""
+        ``origin``, ``direction``, ``compression`` (raw only). For models that stack T1 in/out (and
+        T2-SPIR): one zip holding the patient's series, or ``file`` (T1 in-phase) plus the file parts
+        ``out_phase`` and ``t2``. Labels come back base64-encoded."""
+        data: list[bytes] = []
         try:
             declared = _content_length(request)
             self.limits.check_bytes(declared)
@@ -279,30 +398,47 @@ class Router:
             if "boundary=" not in request.headers.get("content-type", ""):
                 raise DataError("multipart/form-data without a boundary parameter")
             # the byte limit holds while the body streams in, not after it has been buffered
-            form = await bounded_request(request, self.limits).form(max_files=1, max_fields=16)
+            form = await bounded_request(request, self.limits).form(
+                max_files=1 + len(PART_MODALITIES), max_fields=16
+            )
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise DataError("missing 'file' field (the volume, DICOM zip or raw voxels)")
-            data = await upload.read()
-            self.limits.check_bytes(len(data), "uploaded file")
-            fields = {k: str(v) for k, v in form.items() if k != "file"}
-            volume = await self._decode(self._decode_form, data, upload.filename, fields)
-            result = await self._segment(
-                volume, fields.get("modality"), fields.get("output_format") or "nifti"
-            )
+            data.append(await upload.read())
+            self.limits.check_bytes(len(data[0]), "uploaded file")
+            parts: dict[str, bytes] = {}
+            for name in PART_MODALITIES:
+                part = form.get(name)
+                if part is None:
+                    continue
+                if isinstance(part, str):
+                    raise DataError(f"field {name!r} must be a file part (a volume or DICOM zip)")
+                parts[name] = await part.read()
+                data.append(parts[name])
+            self.limits.check_bytes(sum(map(len, data)), "uploaded files")
+            fields = {k: str(v) for k, v in form.items() if k != "file" and k not in parts}
+            items = await self._decode(self._decode_form, data[0], upload.filename, fields, parts)
+            result = await self._segment(items, fields.get("output_format") or "nifti")
         except Exception as exc:
             return edge.error_response(exc, http_status(exc))
         finally:
-            if len(data) > RELEASE_AFTER_BYTES:
+            if sum(map(len, data)) > RELEASE_AFTER_BYTES:
                 await asyncio.to_thread(release_memory)
         result["labels"] = base64.b64encode(result["labels"]).decode()
         return JSONResponse(result)
 
-    def _decode_form(self, data: bytes, filename: str | None, fields: dict[str, str]) -> Volume:
+    def _decode_form(
+        self,
+        data: bytes,
+        filename: str | None,
+        fields: dict[str, str],
+        parts: dict[str, bytes] | None = None,
+    ) -> list[SeriesInput]:
         if not data:
             raise DataError("the uploaded file is empty")
+        modality = fields.get("modality") or None
         if fields.get("shape"):
-            return decode_raw(
+            volume = decode_raw(
                 data,
                 fields.get("dtype") or "",
                 _ints(fields.get("shape"), "shape"),
@@ -312,7 +448,10 @@ class Router:
                 fields.get("compression"),
                 self.limits,
             )
-        return decode_upload(data, filename, self.limits)
+            items = [SeriesInput(volume, "the raw volume ('file')", "file", modality)]
+        else:
+            items = _file_series(data, filename, modality, self.limits)
+        return items + _part_series(parts or {}, items, self.limits)
 
     @api.post(
         "/v1/studies",
@@ -371,37 +510,34 @@ class Router:
         from organseg.serve.proto import segmentation_pb2 as pb
 
         async def handle() -> Any:
-            kind = request.WhichOneof("input")
-            if kind == "volume_file":
-                volume = await self._decode(
-                    decode_upload, request.volume_file, request.filename or None, self.limits
-                )
-            elif kind == "dicom_zip":
-                volume = await self._decode(decode_dicom_zip, request.dicom_zip, self.limits)
-            elif kind == "raw":
-                raw = request.raw
-                volume = await self._decode(
-                    decode_raw,
-                    raw.data,
-                    raw.dtype,
-                    list(raw.shape),
-                    list(raw.spacing),
-                    list(raw.origin),
-                    list(raw.direction),
-                    raw.compression,
-                    self.limits,
-                )
-            else:
-                raise DataError("empty request: set one of volume_file, dicom_zip or raw")
-            result = await self._segment(
-                volume, request.modality or None, request.output_format or "nifti"
-            )
-            # an unset optional field (modality_confidence when the classifier did not decide) is absent
-            return pb.SegmentResponse(**{k: v for k, v in result.items() if v is not None})
+            items = await self._decode(self._decode_grpc, request)
+            result = await self._segment(items, request.output_format or "nifti")
+            return pb.SegmentResponse(**_grpc_answer(result))
 
         return await edge.grpc_call(
             "Segment", grpc_context, handle, pb.SegmentResponse, grpc_status
         )
+
+    def _decode_grpc(self, request: Any) -> list[SeriesInput]:
+        """The series of a SegmentRequest: ``volume_file``/``dicom_zip``/``raw``, then the
+        ``out_phase`` and ``t2`` parts."""
+        modality = request.modality or None
+        kind = request.WhichOneof("input")
+        if kind == "volume_file" or kind == "dicom_zip":
+            data = getattr(request, kind)
+            items = _file_series(
+                data, request.filename or None, modality, self.limits, kind == "dicom_zip"
+            )
+        elif kind == "raw":
+            volume = _decode_raw_message(request.raw, self.limits)
+            items = [SeriesInput(volume, "the raw volume", "file", modality)]
+        else:
+            raise DataError("empty request: set one of volume_file, dicom_zip or raw")
+        parts = {}
+        for name in PART_MODALITIES:
+            if request.HasField(name):
+                parts[name] = getattr(request, name)
+        return items + _part_series(parts, items, self.limits)
 
     async def ListModels(self, request: Any, grpc_context: Any = None) -> Any:
         """gRPC ListModels: what GET /v1/models answers."""
@@ -416,6 +552,8 @@ class Router:
                 created=models["created"],
                 model_version=models["model_version"],
                 size=models["size"],
+                t1_mode=models["t1_mode"],
+                t2_channel=models["t2_channel"],
                 ensembles=[pb.EnsembleInfo(**e) for e in models["ensembles"]],
                 members=[
                     pb.MemberInfo(**{**m, "val_dice": m["val_dice"] or 0.0})

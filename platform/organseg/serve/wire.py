@@ -13,7 +13,7 @@ import re
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,14 +148,10 @@ def _check_member_headers(
             )
 
 
-def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
-    """A zip of exactly one DICOM series (any folder depth) as a Volume ordered by slice position.
-
-    Members are extracted under neutral names (their index in the archive), so no uploaded file or
-    folder name reaches a message or the disk; unsafe names (absolute, ``..``) and links are refused.
-    Declared and actual unzipped sizes are both held to the byte limit while extracting, and the
-    headers' pixel counts to the voxel limit before any pixel is decoded.
-    """
+def _unpack_zip(data: bytes, limits: WireLimits, folder: Path) -> list[Path]:
+    """Extract a zip of DICOM files into ``folder`` under neutral names (``member-<index>``), within the
+    limits: member count, declared and actual unzipped bytes, and the headers' voxel count (checked
+    before anything is unpacked). Returns the extracted files."""
     if not data:
         raise DataError("empty DICOM zip")
     limits.check_bytes(len(data), "DICOM zip")
@@ -163,7 +159,8 @@ def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise DataError("the upload is not a valid zip archive") from None
-    with archive, tempfile.TemporaryDirectory(prefix="organseg-dicom-") as tmp:
+    extracted: list[Path] = []
+    with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if not members:
             raise DataError("the zip archive is empty")
@@ -180,7 +177,6 @@ def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
         total = sum(m.file_size for m in members)
         limits.check_bytes(total, "unzipped DICOM series")
         _check_member_headers(archive, members, limits)  # before anything is unpacked
-        folder = Path(tmp)
         budget = limits.max_request_bytes
         for number, member in enumerate(members, start=1):
             name = Path(member.filename.replace("\\", "/")).name
@@ -198,9 +194,64 @@ def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
                 ) from None
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"zip member {number} is corrupt ({type(exc).__name__})") from None
-        volume = _read_uploaded_series(folder, limits)
+            extracted.append(target)
+    return extracted
+
+
+def decode_dicom_zip(data: bytes, limits: WireLimits) -> Volume:
+    """A zip of exactly one DICOM series (any folder depth) as a Volume ordered by slice position.
+
+    Members are extracted under neutral names (their index in the archive), so no uploaded file or
+    folder name reaches a message or the disk; unsafe names (absolute, ``..``) and links are refused.
+    Declared and actual unzipped sizes are both held to the byte limit while extracting, and the
+    headers' pixel counts to the voxel limit before any pixel is decoded.
+    """
+    with tempfile.TemporaryDirectory(prefix="organseg-dicom-") as tmp:
+        _unpack_zip(data, limits, Path(tmp))
+        volume = _read_uploaded_series(Path(tmp), limits)
     volume.meta["source"] = "uploaded DICOM zip"
     return volume
+
+
+def decode_dicom_zip_series(data: bytes, limits: WireLimits) -> list[Volume]:
+    """A zip of one or more DICOM series (e.g. a patient's T1 in-phase, out-of-phase and T2-SPIR),
+    one validated Volume per series in SeriesNumber order.
+
+    Instances are grouped by SeriesInstanceUID (a dual-echo series split by EchoTime,
+    :func:`~organseg.io.dicom.group_series`); each group is read exactly as a one-series zip is, and
+    the voxel limit counts every series of the request together. ``meta["series_label"]`` names each
+    series by SeriesNumber and InstanceNumbers for messages and answers.
+    """
+    from organseg.io.dicom import group_series
+
+    with tempfile.TemporaryDirectory(prefix="organseg-dicom-") as tmp:
+        folder = Path(tmp)
+        try:
+            groups = group_series(_unpack_zip(data, limits, folder))
+        except DataError as exc:
+            message = re.sub(r"member-0*(\d+)", r"zip member \1", str(exc))
+            raise type(exc)(message) from None
+        volumes: list[Volume] = []
+        used = 0
+        for k, group in enumerate(groups, start=1):
+            where = folder
+            if len(groups) > 1:  # each series in its own folder, still under neutral names
+                where = folder / f"series-{k:03d}"
+                where.mkdir()
+                for path in group.paths:
+                    path.rename(where / path.name)
+            budget = replace(limits, max_voxels=max(1, limits.max_voxels - used))
+            try:
+                volume = _read_uploaded_series(where, budget)
+            except DataError as exc:
+                if len(groups) == 1:
+                    raise
+                raise type(exc)(f"{group.label}: {exc}") from None
+            used += int(np.prod(volume.shape, dtype=np.int64))
+            volume.meta["source"] = "uploaded DICOM zip"
+            volume.meta["series_label"] = group.label
+            volumes.append(volume)
+    return volumes
 
 
 def _read_uploaded_series(folder: Path, limits: WireLimits) -> Volume:

@@ -24,24 +24,68 @@ class RawVolume(_message.Message):
     compression: str
     def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., compression: _Optional[str] = ...) -> None: ...
 
+class SeriesPart(_message.Message):
+    __slots__ = ("volume_file", "dicom_zip", "raw", "filename")
+    VOLUME_FILE_FIELD_NUMBER: _ClassVar[int]
+    DICOM_ZIP_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    volume_file: bytes
+    dicom_zip: bytes
+    raw: RawVolume
+    filename: str
+    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ...) -> None: ...
+
 class SegmentRequest(_message.Message):
-    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format")
+    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format", "out_phase", "t2")
     VOLUME_FILE_FIELD_NUMBER: _ClassVar[int]
     DICOM_ZIP_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OUT_PHASE_FIELD_NUMBER: _ClassVar[int]
+    T2_FIELD_NUMBER: _ClassVar[int]
     volume_file: bytes
     dicom_zip: bytes
     raw: RawVolume
     filename: str
     modality: str
     output_format: str
-    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ...) -> None: ...
+    out_phase: SeriesPart
+    t2: SeriesPart
+    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ..., out_phase: _Optional[_Union[SeriesPart, _Mapping]] = ..., t2: _Optional[_Union[SeriesPart, _Mapping]] = ...) -> None: ...
+
+class SeriesDecision(_message.Message):
+    __slots__ = ("role", "series", "modality", "modality_reason", "shape")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_REASON_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    series: str
+    modality: str
+    modality_reason: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, role: _Optional[str] = ..., series: _Optional[str] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Registration(_message.Message):
+    __slots__ = ("rotation_deg", "translation_mm", "mutual_information", "initial_mutual_information", "iterations")
+    ROTATION_DEG_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATION_MM_FIELD_NUMBER: _ClassVar[int]
+    MUTUAL_INFORMATION_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_MUTUAL_INFORMATION_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    rotation_deg: float
+    translation_mm: float
+    mutual_information: float
+    initial_mutual_information: float
+    iterations: float
+    def __init__(self, rotation_deg: _Optional[float] = ..., translation_mm: _Optional[float] = ..., mutual_information: _Optional[float] = ..., initial_mutual_information: _Optional[float] = ..., iterations: _Optional[float] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble", "model_version", "modality_source", "modality_confidence")
+    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble", "model_version", "modality_source", "modality_confidence", "series", "answers_for", "registration")
     class VolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +123,9 @@ class SegmentResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODALITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     MODALITY_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FOR_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     labels: bytes
     output_format: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -95,7 +142,10 @@ class SegmentResponse(_message.Message):
     model_version: str
     modality_source: str
     modality_confidence: float
-    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ..., model_version: _Optional[str] = ..., modality_source: _Optional[str] = ..., modality_confidence: _Optional[float] = ...) -> None: ...
+    series: _containers.RepeatedCompositeFieldContainer[SeriesDecision]
+    answers_for: str
+    registration: Registration
+    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ..., model_version: _Optional[str] = ..., modality_source: _Optional[str] = ..., modality_confidence: _Optional[float] = ..., series: _Optional[_Iterable[_Union[SeriesDecision, _Mapping]]] = ..., answers_for: _Optional[str] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -128,7 +178,7 @@ class EnsembleInfo(_message.Message):
     def __init__(self, modality: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., organs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version")
+    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ORGANSEG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +187,8 @@ class ListModelsResponse(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    T1_MODE_FIELD_NUMBER: _ClassVar[int]
+    T2_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: int
     organseg_version: str
@@ -145,7 +197,9 @@ class ListModelsResponse(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     size: int
     model_version: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    t1_mode: str
+    t2_channel: bool
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,261 @@
+"""Several series in one request: which is which, and the stacked input the model directory needs.
+
+A model trained with ``preprocess.t1_mode: stack`` reads a patient's T1 in-phase and out-of-phase series
+as channels (and, with ``t2_channel``, the T2-SPIR registered onto T1). A request then carries those
+series together: a zip of the patient's DICOM series (grouped by SeriesInstanceUID when decoded), or
+named parts (``file`` + ``out_phase`` + ``t2``) for volumes without headers. This module decides each
+series' modality with the router's rule (:func:`~organseg.ensemble.routing.decide_modality`: headers,
+or an explicit request the headers must not contradict), checks that the series belong to one
+examination and fit together, and names what is missing, doubled or left over. Nothing is guessed: a
+series whose sequence is not established is refused by its SeriesNumber/InstanceNumbers.
+Pure (no Ray, no torch), so the rules are tested without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from organseg.ensemble.modality_classifier import ModalityClassifier
+from organseg.ensemble.routing import ModalityError, ModalityPolicy, decide_modality
+from organseg.ensemble.spec import EnsembleSpec
+from organseg.errors import DataError
+from organseg.io.modality import ModalityDecision
+from organseg.io.volume import Modality, Volume
+
+#: Request parts that carry a series beside ``file``, and the modality each one is.
+PART_MODALITIES: dict[str, Modality] = {
+    "out_phase": Modality.MR_T1_OUT,
+    "t2": Modality.MR_T2SPIR,
+}
+_KIND = {
+    Modality.MR_T1_IN: "T1 in-phase",
+    Modality.MR_T1_OUT: "T1 out-of-phase",
+    Modality.MR_T2SPIR: "T2-SPIR",
+    Modality.CT: "CT",
+}
+
+
+@dataclass
+class SeriesInput:
+    """One decoded series of a request: ``label`` names it in messages (SeriesNumber and
+    InstanceNumbers, or the request part), ``part`` is the request part it came in, ``requested``
+    the modality the request states for it (None: the headers decide)."""
+
+    volume: Volume
+    label: str
+    part: str = "file"
+    requested: str | None = None
+
+
+@dataclass
+class Assembled:
+    """What the ensemble of ``modality`` segments: ``image`` (the grid of the answer), the T1
+    ``partner`` and ``t2`` channels when the model stacks them, and the decision per series."""
+
+    image: Volume
+    modality: Modality
+    reason: str
+    partner: Volume | None = None
+    t2: Volume | None = None
+    series: list[dict[str, Any]] = field(default_factory=list)
+    answers_for: str = ""
+
+
+def series_label(volume: Volume, fallback: str) -> str:
+    """How messages name a decoded series: its SeriesNumber and InstanceNumbers (never a file name)."""
+    meta = volume.meta
+    if meta.get("series_label"):
+        return meta["series_label"]
+    if not meta.get("SeriesInstanceUID"):
+        return fallback
+    number = meta.get("SeriesNumber")
+    label = f"SeriesNumber {number}" if number else "the DICOM series"
+    first, last = meta.get("first_instance"), meta.get("last_instance")
+    if first:
+        label += f" (InstanceNumber {first}" + (f"-{last})" if last and last != first else ")")
+    return label
+
+
+def _decide(
+    item: SeriesInput,
+    several: bool,
+    classifier: ModalityClassifier | None,
+    policy: ModalityPolicy | None,
+) -> ModalityDecision:
+    try:
+        return decide_modality(item.volume, item.requested, classifier, policy)
+    except ModalityError as exc:
+        if not several:
+            raise
+        hint = (
+            "; send that series in a named part (file, out_phase or t2) with an explicit modality, "
+            "or fix its SeriesDescription/EchoTime"
+            if exc.ask
+            else ""
+        )
+        raise ModalityError(f"{item.label}: {exc.problem}{hint}", ask=False) from None
+
+
+def _same_examination(items: list[SeriesInput]) -> None:
+    """Series of one request come from one patient's one study (values are compared, never echoed)."""
+    dicom = [i for i in items if i.volume.meta.get("SeriesInstanceUID")]
+    for key, what in (("StudyInstanceUID", "study"), ("PatientID", "patient")):
+        values = {i.volume.meta.get(key, "") for i in dicom}
+        if len(values) > 1:
+            labels = ", ".join(i.label for i in dicom)
+            raise DataError(
+                f"the series are not from one {what}: {key} differs between {labels}; send the "
+                f"series of one {what} per request"
+            )
+
+
+def _same_grid(image: SeriesInput, partner: SeriesInput) -> None:
+    """T1 in- and out-of-phase are stacked voxel for voxel, so they must share one grid."""
+    a, b = image.volume, partner.volume
+    ga, gb = a.geometry, b.geometry
+    tolerance = 0.1 * min(ga.spacing)
+    same = (
+        a.shape == b.shape
+        and np.allclose(ga.spacing, gb.spacing, rtol=1e-3)
+        and np.allclose(ga.direction, gb.direction, atol=1e-3)
+        and float(np.max(np.abs(np.subtract(ga.origin, gb.origin)))) <= tolerance
+    )
+    if not same:
+        raise DataError(
+            f"T1 in-phase {image.label} (shape {list(a.shape)}) and out-of-phase {partner.label} "
+            f"(shape {list(b.shape)}) do not share one grid; they are stacked voxel for voxel, so "
+            "send the two echoes of one dual-echo acquisition"
+        )
+
+
+def _one_series_only(items: list[SeriesInput], decisions: list[ModalityDecision], why: str) -> None:
+    dicom = all(i.volume.meta.get("SeriesInstanceUID") for i in items)
+    listed = ", ".join(
+        f"{i.label} ({d.modality.value})" for i, d in zip(items, decisions, strict=True)
+    )
+    raise DataError(
+        f"the request holds {len(items)} {'DICOM ' if dicom else ''}series ({listed}); {why}, so "
+        "send one series per request"
+    )
+
+
+def _describe(item: SeriesInput, role: str, decision: ModalityDecision) -> dict[str, Any]:
+    return {
+        "role": role,
+        "series": item.label,
+        "modality": decision.modality.value,
+        "modality_reason": decision.reason,
+        "shape": list(item.volume.shape),
+    }
+
+
+def assemble(
+    items: list[SeriesInput],
+    spec: EnsembleSpec,
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
+) -> Assembled:
+    """The input the model directory ``spec`` needs from the series of one request.
+
+    One series: segmented on its own (the ensemble still refuses a T1 series of a stacking model,
+    naming the missing one here). Several: they must be the T1 in-phase + out-of-phase (+ T2-SPIR)
+    of one examination, exactly what ``spec.preprocess`` stacks; anything missing, doubled, unused
+    or undecidable is refused naming the series. Each series' modality is decided by the router's
+    rule (headers, an explicit part or field, then a validated ``classifier`` within ``policy``).
+    """
+    if not items:
+        raise DataError("the request holds no series")
+    several = len(items) > 1
+    decisions = [_decide(item, several, classifier, policy) for item in items]
+    stacking = spec.preprocess.t1_mode == "stack"
+    with_t2 = stacking and spec.preprocess.t2_channel
+    t1 = (Modality.MR_T1_IN, Modality.MR_T1_OUT)
+    by_modality: dict[Modality, SeriesInput] = {}
+    chosen: dict[Modality, ModalityDecision] = {}
+    if several and not stacking:
+        _one_series_only(
+            items,
+            decisions,
+            f"ensemble {spec.name!r} does not stack series (t1_mode: {spec.preprocess.t1_mode})",
+        )
+    for item, decision in zip(items, decisions, strict=True):
+        other = by_modality.get(decision.modality)
+        if other is not None:
+            raise DataError(
+                f"two {_KIND.get(decision.modality, decision.modality.value)} series: "
+                f"{other.label} and {item.label}; send one series of each sequence"
+            )
+        by_modality[decision.modality] = item
+        chosen[decision.modality] = decision
+    if several:
+        _same_examination(items)
+    has_t1 = any(m in by_modality for m in t1)
+    if not (stacking and has_t1):
+        if several:
+            _one_series_only(
+                items, decisions, "only T1 in- and out-of-phase (and T2-SPIR) are stacked"
+            )
+        (item,), (decision,) = items, decisions
+        return Assembled(
+            item.volume,
+            decision.modality,
+            decision.reason,
+            series=[_describe(item, "image", decision)],
+            answers_for=f"{item.label} ({decision.modality.value}): the label map lies on its grid",
+        )
+    extra = [m for m in by_modality if m not in (*t1, Modality.MR_T2SPIR)]
+    if extra:
+        names = ", ".join(f"{by_modality[m].label} ({m.value})" for m in extra)
+        raise DataError(f"{names} cannot be stacked with T1; send it in a request of its own")
+    missing = [m for m in t1 if m not in by_modality]
+    if with_t2 and Modality.MR_T2SPIR not in by_modality:
+        missing.append(Modality.MR_T2SPIR)
+    if missing:
+        present = ", ".join(f"{_KIND[m]} {by_modality[m].label}" for m in by_modality)
+        wanted = " and ".join(f"the {_KIND[m]} series" for m in missing)
+        parts = {Modality.MR_T1_OUT: "out_phase", Modality.MR_T2SPIR: "t2"}
+        how = " or ".join(f"'{parts[m]}'" for m in missing if m in parts)
+        channels = (
+            "T1 in-phase, out-of-phase and the registered T2-SPIR"
+            if with_t2
+            else ("T1 in-phase and out-of-phase")
+        )
+        raise ModalityError(
+            f"ensemble {spec.name!r} stacks {channels} as channels; the request holds {present} "
+            f"but not {wanted}: add {'it' if len(missing) == 1 else 'them'} to the DICOM zip"
+            + (f" (or send the {how} part)" if how else " (the in-phase series goes in 'file')"),
+            ask=False,
+        )
+    if Modality.MR_T2SPIR in by_modality and not with_t2:
+        raise DataError(
+            f"ensemble {spec.name!r} stacks T1 in- and out-of-phase only (t2_channel is off); "
+            f"T2-SPIR {by_modality[Modality.MR_T2SPIR].label} is not used with them: send it in a "
+            "request of its own"
+        )
+    image, partner = by_modality[Modality.MR_T1_IN], by_modality[Modality.MR_T1_OUT]
+    _same_grid(image, partner)
+    t2 = by_modality.get(Modality.MR_T2SPIR)
+    series = [
+        _describe(image, "image", chosen[Modality.MR_T1_IN]),
+        _describe(partner, "out_phase", chosen[Modality.MR_T1_OUT]),
+    ]
+    answers = (
+        f"T1 in-phase {image.label}: the label map lies on its grid; T1 out-of-phase "
+        f"{partner.label} stacked as the second channel"
+    )
+    if t2 is not None:
+        series.append(_describe(t2, "t2", chosen[Modality.MR_T2SPIR]))
+        answers += f", T2-SPIR {t2.label} registered onto it as the third"
+    in_reason = chosen[Modality.MR_T1_IN].reason
+    return Assembled(
+        image.volume,
+        Modality.MR_T1_IN,
+        in_reason,
+        partner=partner.volume,
+        t2=t2.volume if t2 is not None else None,
+        series=series,
+        answers_for=answers,
+    )
