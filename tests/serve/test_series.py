@@ -199,3 +199,22 @@ def test_voxel_limit_counts_every_series_of_the_request(patient) -> None:
     size = int(np.prod(one.shape))
     with pytest.raises(RequestTooLarge, match="voxels"):
         decode_dicom_zip_series(data, WireLimits(max_voxels=2 * size + size // 2))
+
+
+def test_named_parts_share_the_request_voxel_limit(synth_root: Path, tmp_path: Path) -> None:
+    """The out_phase/t2 parts are decoded within what the file part left of the voxel limit."""
+    import SimpleITK as sitk
+
+    from organseg.serve.router import _part_series
+
+    t1 = read_dicom_series(_folder(synth_root, 1, "in"))
+    t2 = read_dicom_series(_folder(synth_root, 1, "t2"))
+    sitk.WriteImage(t2.to_sitk(), str(tmp_path / "t2.nii.gz"))
+    part = (tmp_path / "t2.nii.gz").read_bytes()
+    items = [SeriesInput(t1, "file", "file", "MR-T1-in")]
+    size = int(np.prod(t1.shape))
+    (found,) = _part_series({"t2": part}, items, WireLimits(max_voxels=3 * size))
+    assert found.requested == "MR-T2SPIR"
+    assert found.label == "the 't2' part"
+    with pytest.raises(RequestTooLarge, match="part 't2'"):
+        _part_series({"t2": part}, items, WireLimits(max_voxels=size + size // 2))
