@@ -303,8 +303,10 @@ def test_grpc_hostile_inputs_are_refused_naming_the_problem(served, tmp_path: Pa
     assert good["modality"] == "CT"
 
 
-def _router_rss_mib() -> float:
-    import psutil
+def _router_private_mib() -> float:
+    """The router's private (anonymous) resident memory. Not VmRSS: uploads reach the replica through
+    Ray's shared-memory object store, whose pages count in the RSS of every process that touched them
+    although the store owns, bounds and reuses them (``object_store_memory``)."""
     from ray.util.state import list_actors
 
     (actor,) = [
@@ -312,15 +314,18 @@ def _router_rss_mib() -> float:
         for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
         if a.class_name.endswith(":router") or a.class_name.endswith("Router")
     ][:1]
-    return psutil.Process(actor.pid).memory_info().rss / 2**20
+    with open(f"/proc/{actor.pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return int(fields["RssAnon"].split()[0]) / 1024
 
 
 def test_router_memory_returns_after_a_burst_of_large_requests(served) -> None:
-    """Six 96 MiB uploads (decoded, then refused for one NaN): the router's resident memory comes back
-    to near its warm level (freed heap is handed back to the OS after large requests)."""
+    """Six 96 MiB uploads (decoded, then refused for one NaN): the router's private memory grows by less
+    than one upload, so no request's bytes or voxels outlive it (measured: about +50 MiB of allocator
+    pools with the trim after large requests, +66 MiB without; one retained upload would be +192 MiB)."""
     http, _, config, _ = served
     HttpClient(http).segment_bytes(zip_dicom_series(_ct_folder(config)), "series.zip")
-    warm = _router_rss_mib()
+    warm = _router_private_mib()
     shape = (96, 512, 512)
     big = np.zeros(shape, np.float32)
     big[-1, -1, -1] = np.nan
@@ -331,9 +336,9 @@ def test_router_memory_returns_after_a_burst_of_large_requests(served) -> None:
         response = _post(http, files={"file": ("v.raw", payload)}, data=fields)
         assert response.status_code == 400
         assert "NaN" in response.json()["error"]
-    after = _router_rss_mib()
-    print(f"router RSS: warm {warm:.0f} MiB, after 6 x 96 MiB requests {after:.0f} MiB")
-    assert after - warm < 150, (warm, after)
+    after = _router_private_mib()
+    print(f"router private memory: warm {warm:.0f} MiB, after 6 x 96 MiB requests {after:.0f} MiB")
+    assert after - warm < 96, (warm, after)
 
 
 def _headerless(root: Path, modality: Modality, index: int = 0):

@@ -388,6 +388,7 @@ class Router:
         T2-SPIR): one zip holding the patient's series, or ``file`` (T1 in-phase) plus the file parts
         ``out_phase`` and ``t2``. Labels come back base64-encoded."""
         data: list[bytes] = []
+        form = None
         try:
             declared = _content_length(request)
             self.limits.check_bytes(declared)
@@ -422,7 +423,12 @@ class Router:
         except Exception as exc:
             return edge.error_response(exc, http_status(exc))
         finally:
-            if sum(map(len, data)) > RELEASE_AFTER_BYTES:
+            large = sum(map(len, data)) > RELEASE_AFTER_BYTES
+            data.clear()  # the upload's bytes must be unreferenced before memory is handed back
+            if form is not None:
+                await form.close()
+                form = None
+            if large:
                 await asyncio.to_thread(release_memory)
         result["labels"] = base64.b64encode(result["labels"]).decode()
         return JSONResponse(result)
