@@ -120,8 +120,9 @@ def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory)
     from organseg.train.launcher import train_experiment
 
     root = tmp_path_factory.mktemp("tiny")
-    # 4 patients per kind, half held out: the modality classifier trained beside the members is
-    # validated on 2 held-out series of each modality (what the Serve fixture's gate asks for)
+    # 4 patients per kind: the modality classifier trained beside the members is cross-validated
+    # over all 8 patients (4 out-of-fold series per modality, the default gate); half held out for
+    # the members' validation Dice
     dataset = {
         "synthetic": {"ct": 4, "mr": 4, "size": 64, "slices": 12, "seed": 3},
         "val_fraction": 0.5,

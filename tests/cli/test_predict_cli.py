@@ -195,12 +195,12 @@ def test_nothing_to_segment_is_an_error(
 
 
 @pytest.mark.ray
-def test_local_predict_asks_the_modality_classifier_only_when_it_was_validated(
+def test_local_predict_asks_the_modality_classifier_under_the_gate_flags(
     invoke, trained_ensemble, synth_root: Path, tmp_path: Path
 ) -> None:
-    """A headerless NIfTI without --modality goes to the model directory's classifier; the tiny model's
-    was validated on 2 held-out series per modality, fewer than the default gate asks, so the answer
-    is a refusal that says why and what to pass."""
+    """A headerless NIfTI without --modality goes to the model directory's classifier, under the same
+    gate as the serve config (--modality-min-*): refused below the confidence or when its
+    out-of-fold validation is too thin, with the reason and what to pass; routed when it passes."""
     from organseg.io import load_case
 
     _, report = trained_ensemble
@@ -208,10 +208,24 @@ def test_local_predict_asks_the_modality_classifier_only_when_it_was_validated(
     image = load_case(ref, with_label=False).image
     bare = Volume(image.array, image.geometry)  # no header, no recorded modality
     volume = write_volume_file(bare, tmp_path / "scan.nii.gz")
-    result = invoke("predict", volume, "-o", tmp_path / "seg.nii.gz", "--local",
-                    report.model_dir, "--device", "cpu")  # fmt: skip
+    seg = tmp_path / "seg.nii.gz"
+    base = ("predict", volume, "-o", seg, "--local", report.model_dir, "--device", "cpu")
+    result = invoke(*base, "--modality-min-confidence", "0.999")
     assert result.exit_code == 2, result.output
-    assert "the modality classifier was validated on only 2 held-out" in result.output
-    assert "4 per modality needed" in result.output
+    assert "the modality classifier says CT at" in result.output
+    assert "below the 1.00 required" in result.output
     assert "pass --modality" in result.output
-    assert not (tmp_path / "seg.nii.gz").exists()
+    result = invoke(*base, "--modality-min-held-out-series", "5")
+    assert result.exit_code == 2, result.output
+    assert "validated on only 4 out-of-fold held-out" in result.output
+    assert "5 per modality needed" in result.output
+    assert not seg.exists()
+    result = invoke(*base, "--modality-min-confidence", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "CT (modality classifier" in result.output
+    assert seg.is_file()
+    # the gate of a served endpoint is its serve config's
+    result = invoke("predict", volume, "-o", tmp_path / "other.nii.gz",
+                    "--endpoint", "http://127.0.0.1:9", "--modality-min-confidence", "0.5")  # fmt: skip
+    assert result.exit_code == 2
+    assert "modality_min_*" in result.output

@@ -1,5 +1,6 @@
-"""The modality classifier: trained on the slice cache's series features, validated on held-out
-patients, measured on synthetic CT/T1-in/T1-out/T2 series of another seed and on the real CT case; the
+"""The modality classifier: trained on the slice cache's series features, validated by patient-grouped
+cross-validation (out-of-fold predictions, a patient's series never in its own training fold),
+measured on synthetic CT/T1-in/T1-out/T2 series of another seed and on the real CT case; the
 validation gate and the confidence threshold decide when it may route."""
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from organseg.ensemble.modality_classifier import HeldOut, ModalityClassifier, fit_from_cache
+from organseg.ensemble.modality_classifier import (
+    HeldOut,
+    ModalityClassifier,
+    cross_validate,
+    fit_from_cache,
+    patient_folds,
+)
 from organseg.ensemble.routing import ModalityError, ModalityPolicy, decide_modality
 from organseg.io import discover_cases, load_case
 from organseg.io.volume import Modality, Volume
@@ -32,10 +39,10 @@ def _headerless(volume: Volume, **meta: str) -> Volume:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> ModalityClassifier:
-    """Trained as `organseg train` does: features stored in the slice cache, the members' patient split."""
+    """Trained as `organseg train` does: features stored in the slice cache, cross-validated over all
+    its series grouped by patient, then fitted on all of them."""
     from organseg.preprocess.config import PreprocessConfig
     from organseg.preprocess.dataset import SliceCache
-    from organseg.preprocess.splits import patient_split
     from organseg.synth import write_dataset
 
     base = tmp_path_factory.mktemp("cls")
@@ -44,20 +51,68 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> ModalityClassifier:
     cfg = PreprocessConfig(size=64, t1_mode="separate")
     cache = SliceCache.build(refs, base / "cache", cfg, ["liver"])
     assert all(len(s.modality_features) == 1 for s in cache.samples)  # stored in the records
-    train_ids, val_ids = patient_split(cache.samples, val_fraction=0.5, seed=0)
-    classifier = fit_from_cache(cache.samples, train_ids, val_ids)
+    classifier = fit_from_cache(cache.samples)
     assert classifier is not None
     return classifier
 
 
-def test_validated_on_held_out_patients(trained: ModalityClassifier) -> None:
+def test_validated_out_of_fold_on_every_patient(trained: ModalityClassifier) -> None:
     held = trained.held_out
     assert held is not None
     print(trained.summary())
     assert set(held.per_class) == ALL
-    assert all(n == 2 for _, n in held.per_class.values())  # 2 held-out patients per kind
+    # every series held out once: 4 CT patients, 4 MR patients with three series each
+    assert all(n == 4 for _, n in held.per_class.values())
+    assert (held.folds, held.patients) == (5, 8)
     assert held.accuracy == 1.0
+    assert held.accuracy_per_class == dict.fromkeys(ALL, 1.0)
     assert trained.temperature >= 1.0
+    assert trained.training_series == dict.fromkeys(ALL, 4)  # the final fit: all series
+    assert trained.validation_problem(0.95, 4) is None  # passes the default gate
+
+
+def test_folds_hold_out_whole_patients() -> None:
+    """Each patient's series are held out together, every series exactly once, and never in the
+    training indices of the fold that predicts it; leave-one-patient-out below five patients."""
+    patients = ["CT/1", "CT/2", "CT/3", "MR/1", "MR/1", "MR/1", "MR/2", "MR/2", "MR/3", "MR/4"]
+    kinds = ["CT"] * 3 + ["MR"] * 7
+    folds = patient_folds(patients, kinds)
+    assert len(folds) == 5
+    held = np.concatenate([f.held_out for f in folds])
+    assert sorted(held.tolist()) == list(range(len(patients)))  # each series once
+    for fold in folds:
+        fitted = {patients[i] for i in fold.train}
+        left_out = {patients[i] for i in fold.held_out}
+        assert fitted.isdisjoint(left_out)
+        assert fitted | left_out == set(patients)
+    assert [len(f.held_out) for f in patient_folds(patients[:6], kinds[:6])] == [1, 1, 1, 3]
+
+
+def test_out_of_fold_predictions_never_see_their_own_patient() -> None:
+    """A modality that only one patient has cannot be predicted out of fold: the fold that holds that
+    patient out has never seen the modality. A split that leaked the patient's own series into its
+    training fold would get them right."""
+    rng = np.random.default_rng(0)
+    centres = {"CT": 0.0, "MR-T1-in": 5.0, "MR-T1-out": 10.0}
+    rows, truth, patients = [], [], []
+    for modality, patient_ids in (("CT", ["CT/1"] * 3),
+                                  ("MR-T1-in", [f"MR/{i}" for i in range(4)]),
+                                  ("MR-T1-out", [f"MR/{i}" for i in range(4, 8)])):  # fmt: skip
+        for patient in patient_ids:
+            rows.append(centres[modality] + rng.normal(0, 0.3, 5))
+            truth.append(modality)
+            patients.append(patient)
+    held, temperature, folds = cross_validate(np.stack(rows), truth, patients)
+    for fold in folds:  # the folds it fitted: disjoint by patient
+        assert {patients[i] for i in fold.train}.isdisjoint({patients[i] for i in fold.held_out})
+    assert held.per_class["CT"] == (0, 3)
+    assert held.per_class["MR-T1-in"] == (4, 4)
+    assert held.per_class["MR-T1-out"] == (4, 4)
+    assert held.patients == 9
+    assert temperature >= 1.0
+    # the same data with each CT series its own patient: now the other CT series teach the fold
+    distinct = [f"{p}/{i}" if p == "CT/1" else p for i, p in enumerate(patients)]
+    assert cross_validate(np.stack(rows), truth, distinct)[0].per_class["CT"] == (3, 3)
 
 
 def test_accuracy_on_synthetic_series_of_another_seed(
@@ -85,7 +140,7 @@ def test_headerless_volume_goes_to_the_classifier_when_validated(
     trained: ModalityClassifier, synth_root: Path
 ) -> None:
     ct = _headerless(next(v for v in _series(synth_root) if v.modality is Modality.CT))
-    lenient = ModalityPolicy(min_confidence=0.5, min_held_out_series=2)
+    lenient = ModalityPolicy(min_confidence=0.5)
     decision = decide_modality(ct, classifier=trained, policy=lenient)
     assert decision.modality is Modality.CT
     assert decision.source == "classifier"
@@ -93,7 +148,7 @@ def test_headerless_volume_goes_to_the_classifier_when_validated(
     assert decision.confidence >= 0.5
     assert decision.reason.startswith("modality classifier")
     # below the confidence threshold: refused with the classifier's answer named
-    strict = ModalityPolicy(min_confidence=0.999, min_held_out_series=2)
+    strict = ModalityPolicy(min_confidence=0.999)
     with pytest.raises(ModalityError, match=r"says CT at 0\.\d\d confidence, below the 1\.00"):
         decide_modality(ct, classifier=trained, policy=strict)
     with pytest.raises(ModalityError, match="no modality classifier"):
@@ -104,15 +159,20 @@ def test_headerless_volume_goes_to_the_classifier_when_validated(
 
 def test_the_gate(trained: ModalityClassifier, synth_root: Path) -> None:
     ct = _headerless(next(v for v in _series(synth_root) if v.modality is Modality.CT))
-    default = ModalityPolicy()  # 4 held-out series per modality: the tiny split has 2
-    with pytest.raises(ModalityError, match="validated on only 2 held-out CT series") as caught:
-        decide_modality(ct, classifier=trained, policy=default)
+    # 4 out-of-fold series per modality: enough for the default gate (4), not for 5
+    assert trained.validation_problem(0.95, 4) is None
+    five = ModalityPolicy(min_confidence=0.5, min_held_out_series=5)
+    with pytest.raises(
+        ModalityError,
+        match=r"validated on only 4 out-of-fold held-out CT series \(16 in all; 5 per",
+    ) as caught:
+        decide_modality(ct, classifier=trained, policy=five)
     assert "send the modality field" in str(caught.value)
     assert trained.validation_problem(1.01, 1) is not None  # accuracy below the threshold
     unvalidated = ModalityClassifier(**{**trained.__dict__, "held_out": None})
     assert "not validated" in (unvalidated.validation_problem(0.5, 1) or "")
     partial = ModalityClassifier(**{**trained.__dict__, "held_out": HeldOut({"CT": (2, 2)})})
-    assert "validated on only 0 held-out" in (partial.validation_problem(0.5, 1) or "")
+    assert "validated on only 0 out-of-fold held-out" in (partial.validation_problem(0.5, 1) or "")
     no_ct = ModalityClassifier(**{**trained.__dict__, "classes": sorted(ALL - {"CT"})})
     assert "trained without CT" in (no_ct.validation_problem(0.5, 1) or "")
 
@@ -121,7 +181,7 @@ def test_mr_header_without_sequence_asks_the_classifier_and_must_agree(
     trained: ModalityClassifier, synth_root: Path
 ) -> None:
     volumes = _series(synth_root)
-    lenient = ModalityPolicy(min_confidence=0.3, min_held_out_series=2)
+    lenient = ModalityPolicy(min_confidence=0.3)
     t2 = next(v for v in volumes if v.modality is Modality.MR_T2SPIR)
     decision = decide_modality(_headerless(t2, Modality="MR"), classifier=trained, policy=lenient)
     assert decision.modality is Modality.MR_T2SPIR

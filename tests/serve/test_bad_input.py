@@ -382,10 +382,12 @@ def test_headerless_volume_routes_through_the_modality_classifier(
 
     http, target, config, model_dir = served
     status = httpx.get(f"{http}/v1/models", timeout=60).json()["modality_classifier"]
-    assert status["used"], status  # validated on 2 held-out series per modality, as configured
-    assert status["held_out_series"] == dict.fromkeys(
-        ["CT", "MR-T1-in", "MR-T1-out", "MR-T2SPIR"], 2
-    )
+    assert status["used"], status  # the default gate: 4 out-of-fold series per modality
+    modalities = ["CT", "MR-T1-in", "MR-T1-out", "MR-T2SPIR"]
+    assert status["held_out_series"] == dict.fromkeys(modalities, 4)
+    assert status["held_out_accuracy_per_class"] == dict.fromkeys(modalities, 1.0)
+    assert (status["folds"], status["patients"]) == (5, 8)
+    assert "patient-grouped 5-fold cross-validation" in status["validation"]
     ct = _headerless(synth_root, Modality.CT)
     if transport == "http":
         nifti = tmp_path / "headerless-ct.nii.gz"
@@ -404,7 +406,7 @@ def test_headerless_volume_routes_through_the_modality_classifier(
     assert reason.startswith("modality classifier")
     assert f"{confidence:.2f} confidence" in reason
     local = EnsemblePredictor(
-        model_dir, device="cpu", policy=ModalityPolicy(min_confidence=0.75, min_held_out_series=2)
+        model_dir, device="cpu", policy=ModalityPolicy(min_confidence=0.75)
     ).predict(ct)
     assert (local.modality.value, local.modality_source) == ("CT", "classifier")
     assert local.modality_confidence == pytest.approx(confidence, abs=1e-4)

@@ -35,17 +35,22 @@ def test_members_train_concurrently_and_export_a_model_dir(trained_ensemble) -> 
     assert {m.value for m in spec.modalities()} == {"CT", "MR-T2SPIR"}
     assert report.curves_png is not None
     assert report.curves_png.stat().st_size > 0
-    # the modality classifier: fitted on the training patients' series, validated on the held-out
-    # patients' series of all four modalities, listed in ensemble.yaml
+    # the modality classifier: validated by patient-grouped cross-validation over all the cache's
+    # series (4 CT + 4 MR patients: every series held out once, by a classifier that never saw its
+    # patient), fitted on all of them, listed in ensemble.yaml with how it was validated
     classifier = report.modality_classifier
     assert classifier is not None
     assert classifier.held_out is not None
     assert spec.modality_classifier is not None
     assert (report.model_dir / spec.modality_classifier.file).is_file()
-    assert spec.modality_classifier.held_out_series == {
-        "CT": 2, "MR-T1-in": 2, "MR-T1-out": 2, "MR-T2SPIR": 2
-    }  # fmt: skip
+    four = {"CT": 4, "MR-T1-in": 4, "MR-T1-out": 4, "MR-T2SPIR": 4}
+    assert spec.modality_classifier.held_out_series == four
+    assert classifier.training_series == four  # the final fit: all series, not the members' split
+    assert (spec.modality_classifier.folds, spec.modality_classifier.patients) == (5, 8)
+    assert "patient-grouped 5-fold" in (spec.modality_classifier.validation or "")
     assert spec.modality_classifier.held_out_accuracy == classifier.held_out.accuracy == 1.0
+    assert spec.modality_classifier.held_out_accuracy_per_class == dict.fromkeys(four, 1.0)
+    assert classifier.validation_problem(0.95, 4) is None  # the default gate
     # Both members were training at the same time: each worker was alive (from entering the loop to
     # its last report) while the other was.
     intervals = [

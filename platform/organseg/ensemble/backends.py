@@ -12,15 +12,18 @@ from typing import Any
 from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
 from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.predictor import EnsemblePredictor
+from organseg.ensemble.routing import ModalityPolicy
 from organseg.io.volume import Modality
 
 
 class LocalBackend:
     """Prediction in this process from a model directory (``organseg predict --local``)."""
 
-    def __init__(self, model_dir: Path, device: str | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, device: str | None = None, policy: ModalityPolicy | None = None
+    ) -> None:
         self.model_dir = Path(model_dir)
-        self.predictor = EnsemblePredictor(model_dir, device=device)
+        self.predictor = EnsemblePredictor(model_dir, device=device, policy=policy)
 
     def describe(self) -> str:
         """One line for reports: where predictions are computed."""

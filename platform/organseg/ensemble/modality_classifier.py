@@ -2,8 +2,13 @@
 headers cannot say what they are (the role SUMNet's auxiliary classifier C1 plays in the seeds).
 
 It is trained with the ensemble on the slice cache's per-series features
-(:mod:`organseg.preprocess.modality_features`), validated on the held-out patients' series of the same
-split, and stored in the model directory as ``modality_classifier.json``. The router asks it only when
+(:mod:`organseg.preprocess.modality_features`) and validated by patient-grouped k-fold
+cross-validation over all the cache's series: each patient's series are held out together, every
+series is predicted by a classifier that never saw its patient, and those out-of-fold predictions give
+the held-out accuracy per modality and fit the temperature. The classifier that ships is then fitted on
+all series; it is stored in the model directory as ``modality_classifier.json``. The ensemble's own
+train/validation split is not used here: it holds out too few patients (2 per kind on CHAOS at the
+default ``val_fraction``) to validate four modalities. The router asks it only when
 neither headers, a request field nor the file's own record decide, and only when it was validated
 (:meth:`ModalityClassifier.validation_problem`); below the configured confidence it refuses.
 
@@ -35,6 +40,8 @@ REQUIRED_CLASSES = (Modality.CT, Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality
 L2 = 1.0
 #: Temperatures tried on the held-out series: never below 1 (calibration may soften, never sharpen).
 TEMPERATURE_RANGE = (1.0, 20.0)
+#: Cross-validation folds (leave-one-patient-out when there are fewer patients).
+FOLDS = 5
 
 
 @dataclass
@@ -49,9 +56,25 @@ class ModalityGuess:
 
 @dataclass
 class HeldOut:
-    """Accuracy on the held-out patients' series: ``per_class[m] = (correct, series)``."""
+    """Accuracy on held-out patients' series: ``per_class[m] = (correct, series)``. ``folds`` and
+    ``patients`` describe the patient-grouped cross-validation that produced it (0: an older model
+    validated on the ensemble's validation split)."""
 
     per_class: dict[str, tuple[int, int]]
+    folds: int = 0
+    patients: int = 0
+
+    @property
+    def method(self) -> str:
+        if self.folds:
+            return (
+                f"patient-grouped {self.folds}-fold cross-validation over {self.patients} patients"
+            )
+        return "the ensemble's validation patients"
+
+    @property
+    def accuracy_per_class(self) -> dict[str, float]:
+        return {c: a / n if n else 0.0 for c, (a, n) in self.per_class.items()}
 
     @property
     def series(self) -> int:
@@ -110,30 +133,6 @@ class ModalityClassifier:
         high = np.stack([z[y == i].max(0) for i in range(k)])
         return cls(classes, mean, scale, w, b, low, high, training_series=counts)
 
-    def validate(self, features: np.ndarray, modalities: Sequence[Modality | str]) -> HeldOut:
-        """Fit the temperature on held-out series (never below 1) and record the accuracy per class."""
-        x = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
-        truth = [Modality.parse(m).value for m in modalities]
-        known = [i for i, t in enumerate(truth) if t in self.classes]
-        if known:
-            logits = self._logits(x[known])
-            y = np.array([self.classes.index(truth[i]) for i in known])
-
-            def nll(t: float) -> float:
-                logp = logits / t - _logsumexp(logits / t)
-                return float(-logp[np.arange(len(y)), y].mean())
-
-            self.temperature = float(
-                minimize_scalar(nll, bounds=TEMPERATURE_RANGE, method="bounded").x
-            )
-        per_class: dict[str, list[int]] = {}
-        for row, t in zip(x, truth, strict=True):
-            tally = per_class.setdefault(t, [0, 0])
-            tally[0] += int(self._predict_features(row).modality.value == t)
-            tally[1] += 1
-        self.held_out = HeldOut({c: (a, n) for c, (a, n) in sorted(per_class.items())})
-        return self.held_out
-
     # -- answering --------------------------------------------------------------------------------
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.weights + self.bias
@@ -175,25 +174,25 @@ class ModalityClassifier:
     # -- the validation gate ----------------------------------------------------------------------
     def validation_problem(self, min_accuracy: float, min_series: int) -> str | None:
         """Why this classifier may not route volumes, or None when its validation supports it:
-        trained on all four modalities, at least ``min_series`` held-out series of each, and held-out
-        accuracy at least ``min_accuracy``."""
+        trained on all four modalities, at least ``min_series`` out-of-fold held-out series of each, and
+        out-of-fold accuracy at least ``min_accuracy``."""
         missing = [m.value for m in REQUIRED_CLASSES if m.value not in self.classes]
         if missing:
             return f"the modality classifier was trained without {', '.join(missing)} series"
         held = self.held_out
         if held is None or held.series == 0:
-            return "the modality classifier was not validated on held-out series"
+            return "the modality classifier was not validated on out-of-fold held-out series"
         short = {c: held.per_class.get(c, (0, 0))[1] for c in self.classes}
         short = {c: n for c, n in short.items() if n < min_series}
         if short:
             fewest = min(short, key=short.__getitem__)
             return (
-                f"the modality classifier was validated on only {short[fewest]} held-out {fewest} "
-                f"series ({held.series} in all; {min_series} per modality needed)"
+                f"the modality classifier was validated on only {short[fewest]} out-of-fold held-out "
+                f"{fewest} series ({held.series} in all; {min_series} per modality needed)"
             )
         if held.accuracy < min_accuracy:
             return (
-                f"the modality classifier's held-out accuracy is {held.accuracy:.2f} on "
+                f"the modality classifier's out-of-fold held-out accuracy is {held.accuracy:.2f} on "
                 f"{held.series} series (below {min_accuracy:.2f})"
             )
         return None
@@ -219,6 +218,10 @@ class ModalityClassifier:
                 "accuracy": self.held_out.accuracy,
                 "series": self.held_out.series,
                 "per_class": {c: list(v) for c, v in self.held_out.per_class.items()},
+                "accuracy_per_class": self.held_out.accuracy_per_class,
+                "method": self.held_out.method,
+                "folds": self.held_out.folds,
+                "patients": self.held_out.patients,
             },
         }
 
@@ -254,7 +257,11 @@ class ModalityClassifier:
                 temperature=float(data.get("temperature", 1.0)),
                 held_out=None
                 if held is None
-                else HeldOut({c: (int(a), int(n)) for c, (a, n) in held["per_class"].items()}),
+                else HeldOut(
+                    {c: (int(a), int(n)) for c, (a, n) in held["per_class"].items()},
+                    folds=int(held.get("folds", 0)),
+                    patients=int(held.get("patients", 0)),
+                ),
                 training_series={c: int(n) for c, n in data.get("training_series", {}).items()},
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -266,9 +273,11 @@ class ModalityClassifier:
         if held is None or held.series == 0:
             return "modality classifier: not validated (no held-out series)"
         counts = ", ".join(f"{c} {a}/{n}" for c, (a, n) in held.per_class.items())
+        fitted = sum(self.training_series.values())
         return (
-            f"modality classifier: held-out accuracy {held.accuracy:.2f} on {held.series} series "
-            f"({counts}), temperature {self.temperature:.2f}"
+            f"modality classifier: out-of-fold held-out accuracy {held.accuracy:.2f} on "
+            f"{held.series} series ({counts}; {held.method}), temperature "
+            f"{self.temperature:.2f}, final fit on {fitted} series"
         )
 
 
@@ -277,33 +286,100 @@ def _logsumexp(logits: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
 
 
-def fit_from_cache(
-    records: Sequence, train_ids: Sequence[str], val_ids: Sequence[str]
-) -> ModalityClassifier | None:
-    """Fit on the training split's series features stored in the slice cache's records and validate on
-    the held-out (validation) patients' series: the same patient split as the ensemble's members.
+@dataclass
+class Fold:
+    """One cross-validation fold: series indices fitted on and held out (disjoint by patient)."""
 
-    Returns None when the training series hold fewer than two modalities (nothing to tell apart).
+    train: np.ndarray
+    held_out: np.ndarray
+
+
+def patient_folds(patients: Sequence[str], kinds: Sequence[str], folds: int = FOLDS) -> list[Fold]:
+    """Patient-grouped folds over series: all of a patient's series fall in the same held-out fold.
+
+    Patients are ordered by ``kind`` (e.g. the modalities they hold) and dealt round-robin, so each
+    fold holds out patients of every kind in proportion; with fewer patients than ``folds`` it is
+    leave-one-patient-out. Ten lines of our own rather than scikit-learn's StratifiedGroupKFold: the
+    project does not depend on scikit-learn for one split.
     """
-    by_id = {r.id: r for r in records}
-    train_patients = {by_id[i].patient for i in train_ids}
+    kind_of = dict(zip(patients, kinds, strict=True))
+    ordered = sorted(kind_of, key=lambda p: (kind_of[p], p))
+    k = min(folds, len(ordered))
+    fold_of = {p: i % k for i, p in enumerate(ordered)}
+    series_fold = np.array([fold_of[p] for p in patients])
+    index = np.arange(len(patients))
+    return [Fold(index[series_fold != f], index[series_fold == f]) for f in range(k)]
 
-    def rows(ids: Sequence[str], exclude: set[str]) -> tuple[list[np.ndarray], list[str]]:
-        x, y = [], []
-        for sample_id in ids:
-            record = by_id[sample_id]
-            if record.patient in exclude:
-                continue  # a patient on both sides (one-patient datasets) is not held out
-            for modality, values in sorted(record.modality_features.items()):
-                x.append(np.asarray(values, dtype=np.float64))
-                y.append(modality)
-        return x, y
 
-    x_train, y_train = rows(train_ids, set())
-    if len(set(y_train)) < 2:
+def cross_validate(
+    features: np.ndarray,
+    modalities: Sequence[Modality | str],
+    patients: Sequence[str],
+    folds: int = FOLDS,
+) -> tuple[HeldOut, float, list[Fold]]:
+    """Out-of-fold accuracy per modality and the temperature fitted on the out-of-fold predictions.
+
+    Each fold's classifier is fitted without the held-out patients' series and answers for them (its
+    range guard included): a series counts as right only when that answer is its modality. A fold whose
+    training series lack the held-out series' modality gets it wrong, as a model that never saw it
+    would. Returns (held-out tally, temperature, the folds used).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    truth = [Modality.parse(m).value for m in modalities]
+    kinds = {p: "+".join(sorted({t for q, t in zip(patients, truth, strict=True) if q == p}))
+             for p in set(patients)}  # fmt: skip
+    split = patient_folds(patients, [kinds[p] for p in patients], folds)
+    tally = {t: [0, 0] for t in sorted(set(truth))}
+    scored: list[
+        tuple[np.ndarray, int]
+    ] = []  # (fold logits, index of the truth) for the temperature
+    for fold in split:
+        train_truth = [truth[i] for i in fold.train]
+        model = (
+            ModalityClassifier.fit(x[fold.train], train_truth)
+            if len(set(train_truth)) > 1
+            else None
+        )
+        for i in fold.held_out:
+            tally[truth[i]][1] += 1
+            if model is None:
+                continue
+            tally[truth[i]][0] += int(model._predict_features(x[i]).modality.value == truth[i])
+            if truth[i] in model.classes:
+                scored.append((model._logits(x[i][None])[0], model.classes.index(truth[i])))
+    temperature = 1.0
+    if scored:
+
+        def nll(t: float) -> float:
+            return float(np.mean([_logsumexp(lg[None] / t)[0, 0] - lg[y] / t for lg, y in scored]))
+
+        temperature = float(minimize_scalar(nll, bounds=TEMPERATURE_RANGE, method="bounded").x)
+    held = HeldOut(
+        {c: (a, n) for c, (a, n) in tally.items()}, folds=len(split), patients=len(kinds)
+    )
+    return held, temperature, split
+
+
+def fit_from_cache(records: Sequence, folds: int = FOLDS) -> ModalityClassifier | None:
+    """Validate by patient-grouped cross-validation over all the series features stored in the slice
+    cache's records (:func:`cross_validate`), then fit the classifier that ships on all of them.
+
+    Returns None when the series hold fewer than two modalities (nothing to tell apart).
+    """
+    x: list[np.ndarray] = []
+    y: list[str] = []
+    patients: list[str] = []
+    for record in records:
+        for modality, values in sorted(record.modality_features.items()):
+            x.append(np.asarray(values, dtype=np.float64))
+            y.append(modality)
+            patients.append(str(record.patient))
+    if len(set(y)) < 2:
         return None
-    classifier = ModalityClassifier.fit(np.stack(x_train), y_train)
-    x_val, y_val = rows(val_ids, train_patients)
-    if x_val:
-        classifier.validate(np.stack(x_val), y_val)
+    features = np.stack(x)
+    classifier = ModalityClassifier.fit(features, y)
+    if len(set(patients)) > 1:
+        classifier.held_out, classifier.temperature, _ = cross_validate(
+            features, y, patients, folds
+        )
     return classifier

@@ -64,14 +64,16 @@ class ModalityPolicy(BaseModel):
         0.95,
         ge=0,
         le=1,
-        description="Least accuracy the modality classifier must have reached on the held-out "
-        "(validation) patients' series for it to be used at all.",
+        description="Least accuracy the modality classifier must have reached on its out-of-fold "
+        "held-out series (patient-grouped cross-validation: each series predicted by a classifier "
+        "fitted without its patient) for it to be used at all.",
     )
     min_held_out_series: int = Field(
         4,
         ge=1,
-        description="Least held-out series of each modality the classifier's accuracy must have been "
-        "measured on for it to be used at all (CHAOS at val_fraction 0.2 holds out 4 per modality).",
+        description="Least out-of-fold held-out series of each modality the classifier's accuracy must "
+        "have been measured on for it to be used at all (cross-validation holds out every series "
+        "once: CHAOS gives 20 per modality).",
     )
 
 

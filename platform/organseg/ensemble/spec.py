@@ -65,11 +65,21 @@ class ClassifierEntry(BaseModel):
 
     file: str = Field(description="Path relative to the model directory.")
     held_out_accuracy: float | None = Field(
-        None, description="Accuracy on the validation patients' series (None: none held out)."
+        None,
+        description="Out-of-fold accuracy on held-out series: each series predicted by a classifier "
+        "fitted without its patient (None: not validated).",
     )
     held_out_series: dict[str, int] = Field(
-        default_factory=dict, description="Held-out series per modality."
+        default_factory=dict, description="Out-of-fold held-out series per modality."
     )
+    held_out_accuracy_per_class: dict[str, float] = Field(
+        default_factory=dict, description="Out-of-fold accuracy per modality."
+    )
+    validation: str | None = Field(
+        None, description="How it was validated (patient-grouped k-fold cross-validation)."
+    )
+    folds: int | None = Field(None, description="Cross-validation folds (grouped by patient).")
+    patients: int | None = Field(None, description="Patients whose series were cross-validated.")
 
 
 class EnsembleSpec(BaseModel):

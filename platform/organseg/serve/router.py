@@ -358,6 +358,10 @@ class Router:
             "why_not": problem,
             "held_out_accuracy": held.accuracy if held else None,
             "held_out_series": {c: n for c, (_, n) in held.per_class.items()} if held else {},
+            "held_out_accuracy_per_class": held.accuracy_per_class if held else {},
+            "validation": held.method if held else None,
+            "folds": held.folds if held else None,
+            "patients": held.patients if held else None,
             "min_confidence": policy.min_confidence,
         }
 

@@ -374,10 +374,11 @@ def train_experiment(
 
 
 def _train_modality_classifier(data: PreparedData, model_dir: Path) -> ModalityClassifier | None:
-    """Fit the modality classifier on the cache's training series, validate it on the held-out
-    patients' series (the members' split) and list it in ensemble.yaml; None when the data hold a
-    single modality."""
-    classifier = fit_from_cache(data.cache.samples, data.train_ids, data.val_ids)
+    """Validate the modality classifier by patient-grouped cross-validation over all the cache's
+    series, fit it on all of them and list it in ensemble.yaml; None when the data hold a single
+    modality. The members' train/validation split is not used: it holds out too few patients per
+    modality to validate four of them."""
+    classifier = fit_from_cache(data.cache.samples)
     if classifier is None:
         return None
     path = classifier.save(model_dir)
@@ -386,6 +387,10 @@ def _train_modality_classifier(data: PreparedData, model_dir: Path) -> ModalityC
         file=path.name,
         held_out_accuracy=held.accuracy if held and held.series else None,
         held_out_series={c: n for c, (_, n) in held.per_class.items()} if held else {},
+        held_out_accuracy_per_class=held.accuracy_per_class if held else {},
+        validation=held.method if held else None,
+        folds=held.folds if held else None,
+        patients=held.patients if held else None,
     )
     spec = load_spec(model_dir)
     save_spec(spec.model_copy(update={"modality_classifier": entry}), model_dir)
