@@ -5,6 +5,7 @@ validation gate and the confidence threshold decide when it may route."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def test_validated_out_of_fold_on_every_patient(trained: ModalityClassifier) -> 
     assert trained.temperature >= 1.0
     assert trained.training_series == dict.fromkeys(ALL, 4)  # the final fit: all series
     assert trained.validation_problem(0.95, 4) is None  # passes the default gate
+    summary = trained.summary()  # what `organseg train` prints
+    assert "out-of-fold held-out accuracy 1.00 on 16 series" in summary
+    assert "patient-grouped 5-fold cross-validation over 8 patients" in summary
 
 
 def test_folds_hold_out_whole_patients() -> None:
@@ -216,6 +220,10 @@ def test_saved_in_the_model_directory(
     again = ModalityClassifier.load(tmp_path)
     assert again is not None
     assert again.held_out == trained.held_out
+    recorded = json.loads((tmp_path / "modality_classifier.json").read_text())["held_out"]
+    assert (recorded["folds"], recorded["patients"], recorded["series"]) == (5, 8, 16)
+    assert recorded["per_class"]["CT"] == [4, 4]
+    assert recorded["accuracy_per_class"]["CT"] == 1.0
     assert again.temperature == trained.temperature
     volume = _series(synth_root)[0]
     assert again.predict(volume).probabilities == pytest.approx(
