@@ -21,6 +21,12 @@ def chaos_sample_root() -> Path | None:
     return None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start their own local Ray cluster run first: once the session's shared cluster is up
+    (it stays up until the session ends) they could not run without two clusters on one machine."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray_cluster") is None)
+
+
 @pytest.fixture(scope="session")
 def chaos_sample() -> Path:
     """Root of the real CHAOS sample; skips where absent unless ``ORGANSEG_REQUIRE_SAMPLE=1`` (CI)."""

@@ -18,7 +18,7 @@ from organseg.config import parse_config
 from organseg.ensemble.spec import write_untrained_model_dir
 from organseg.serve.runner import serve_schema
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray_cluster]
 
 
 def _ray_processes() -> set[int]:
