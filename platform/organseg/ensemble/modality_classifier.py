@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
+from scipy.special import logsumexp
 
 from organseg.errors import ModelError
 from organseg.io.volume import Modality, Volume
@@ -120,7 +121,7 @@ class ModalityClassifier:
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[: d * k].reshape(d, k), theta[d * k :]
             logits = z @ w + b
-            logp = logits - _logsumexp(logits)
+            logp = logits - logsumexp(logits, axis=1, keepdims=True)
             p = np.exp(logp)
             value = -(onehot * logp).sum() + 0.5 * L2 * (w * w).sum()
             g = p - onehot
@@ -139,7 +140,7 @@ class ModalityClassifier:
 
     def _predict_features(self, row: np.ndarray) -> ModalityGuess:
         logits = self._logits(row[None])[0] / self.temperature
-        p = np.exp(logits - _logsumexp(logits[None])[0])
+        p = np.exp(logits - logsumexp(logits))
         probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
         best = max(probabilities, key=probabilities.__getitem__)
         # a softmax is confident far from every training series too: the answer must also look like
@@ -281,11 +282,6 @@ class ModalityClassifier:
         )
 
 
-def _logsumexp(logits: np.ndarray) -> np.ndarray:
-    top = logits.max(axis=1, keepdims=True)
-    return top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
-
-
 @dataclass
 class Fold:
     """One cross-validation fold: series indices fitted on and held out (disjoint by patient)."""
@@ -351,7 +347,7 @@ def cross_validate(
     if scored:
 
         def nll(t: float) -> float:
-            return float(np.mean([_logsumexp(lg[None] / t)[0, 0] - lg[y] / t for lg, y in scored]))
+            return float(np.mean([logsumexp(lg / t) - lg[y] / t for lg, y in scored]))
 
         temperature = float(minimize_scalar(nll, bounds=TEMPERATURE_RANGE, method="bounded").x)
     held = HeldOut(

@@ -715,6 +715,18 @@ def _check_sizes(paths: list[Path], anonymous: bool = False) -> None:
 # -- several series in one upload ---------------------------------------------------------------------
 
 
+def series_name(
+    number: object, first: object = None, last: object = None, unnumbered: str = "the DICOM series"
+) -> str:
+    """How messages name a series: by SeriesNumber and InstanceNumber range, never by a file name."""
+    label = f"SeriesNumber {number}" if number not in (None, "") else unnumbered
+    if first not in (None, ""):
+        label += f" (InstanceNumber {first}" + (
+            f"-{last})" if last not in (None, "", first) else ")"
+        )
+    return label
+
+
 @dataclass(frozen=True)
 class SeriesGroup:
     """The files of one series (one echo of a multi-echo series) and how messages name it: by
@@ -782,10 +794,12 @@ def group_series(paths: list[Path]) -> list[SeriesGroup]:
                 for _, ds in files
                 if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
             ]
-            label = f"SeriesNumber {number}" if number is not None else "a series without number"
-            if instances:
-                low, high = min(instances), max(instances)
-                label += f" (InstanceNumber {low}" + (f"-{high})" if high != low else ")")
+            label = series_name(
+                number,
+                min(instances, default=None),
+                max(instances, default=None),
+                unnumbered="a series without number",
+            )
             if split:
                 label += f" at EchoTime {echo} ms"
             key = (number if number is not None else 1 << 30, min(instances, default=0))

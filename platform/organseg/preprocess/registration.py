@@ -96,11 +96,7 @@ def _single_threaded_itk() -> Iterator[None]:
 
 
 def _float_image(volume: Volume) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array, dtype=np.float32))
-    image.SetSpacing(volume.geometry.spacing)
-    image.SetOrigin(volume.geometry.origin)
-    image.SetDirection(volume.geometry.direction)
-    return image
+    return sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
 
 
 def _method() -> sitk.ImageRegistrationMethod:

@@ -22,6 +22,7 @@ from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.routing import ModalityError, ModalityPolicy, decide_modality
 from organseg.ensemble.spec import EnsembleSpec
 from organseg.errors import DataError
+from organseg.io.dicom import series_name
 from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Modality, Volume
 
@@ -71,12 +72,9 @@ def series_label(volume: Volume, fallback: str) -> str:
         return meta["series_label"]
     if not meta.get("SeriesInstanceUID"):
         return fallback
-    number = meta.get("SeriesNumber")
-    label = f"SeriesNumber {number}" if number else "the DICOM series"
-    first, last = meta.get("first_instance"), meta.get("last_instance")
-    if first:
-        label += f" (InstanceNumber {first}" + (f"-{last})" if last and last != first else ")")
-    return label
+    return series_name(
+        meta.get("SeriesNumber"), meta.get("first_instance"), meta.get("last_instance")
+    )
 
 
 def _decide(
