@@ -157,9 +157,9 @@ def is_loopback(target: str) -> bool:
 
 def _payload_for(item: PredictInput, compress: bool = True) -> tuple[str, bytes, dict[str, Any]]:
     """DICOM input travels as a zip of the original files (headers intact); everything else as raw voxels."""
-    source = item.image.meta.get("source")
-    if item.image.meta.get("SeriesInstanceUID") and source and Path(source).is_dir():
-        return "dicom_zip", zip_dicom_series(Path(source)), {}
+    folder = _dicom_folder(item.image)
+    if folder is not None:
+        return "dicom_zip", zip_dicom_series(folder), {}
     raw = encode_raw(item.image, compress=compress)
     return "raw", raw.pop("data"), raw
 
