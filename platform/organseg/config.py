@@ -174,8 +174,9 @@ class AdversarialConfig(_Strict):
 class FaultInjection(_Strict):
     """Deliberate failures for exercising fault tolerance (never set in production configs).
 
-    ``crash_once_at_epoch`` kills the worker process once at that epoch (the restart must resume from the
-    last checkpoint); ``fail_at_epoch`` raises on every attempt (the member must fail alone).
+    ``crash_once_at_epoch`` kills the worker process once at that epoch, after Ray Train has registered
+    the previous epoch's checkpoint (the restart must resume from it); ``fail_at_epoch`` raises on every
+    attempt (the member must fail alone).
     """
 
     crash_once_at_epoch: int | None = Field(

@@ -128,9 +128,31 @@ def inject_faults(member: MemberConfig, epoch: int, fault_dir: str | None) -> No
     if fault.crash_once_at_epoch == epoch and fault_dir:
         marker = Path(fault_dir) / f"{member.name}.crashed"
         if not marker.exists():
+            if epoch > 0:
+                # Ray Train's controller registers a reported checkpoint a moment after ``report``
+                # returns; crashing before it has done so would make the restart's starting point
+                # a race. Wait for the previous epoch's checkpoint so the test of resuming is exact.
+                _wait_for_registered_checkpoint(Path(fault_dir).parent / member.name, epoch - 1)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(str(epoch))
             os._exit(17)  # a hard worker death, not an exception: what FailureConfig must survive
+
+
+def _wait_for_registered_checkpoint(run_dir: Path, epoch: int, timeout_s: float = 60.0) -> None:
+    """Block until Ray Train's run snapshot in ``run_dir`` lists a checkpoint of ``epoch`` or later."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            if int(latest["checkpoint_dir_name"].split("-")[1]) >= epoch:
+                return
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            pass  # not written yet, or being replaced
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"fault injection: no checkpoint of epoch {epoch} registered in {timeout_s:g} s"
+    )
 
 
 def loader_options(member: MemberConfig, device: torch.device) -> dict[str, Any]:
