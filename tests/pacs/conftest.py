@@ -395,3 +395,107 @@ def pacs_tools():
         start_listener=start_listener,
         free_port=free_port,
     )
+
+
+# -- a model that stacks T1 in- and out-of-phase (and segments CT alone) --------------------------------
+T1_FOLDERS = {
+    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
+    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
+}
+
+
+def _rescale_head(model_dir: Path, entry, prepared, target: float = 0.15) -> None:
+    """Scale a member's last layer so that about ``target`` of ``prepared``'s voxels cross the
+    threshold: a mask that depends on every slice's pixels (an untrained network predicts nothing)."""
+    import torch
+
+    from organseg.ensemble.members import MemberRunner
+
+    runner = MemberRunner(model_dir, entry, "cpu")
+    with torch.no_grad():
+        logits = runner.model(torch.from_numpy(prepared.array.astype(np.float32))).numpy()
+    q50, qt, q99 = np.percentile(logits, [50, 100 * (1 - target), 99])
+    scale = 8.0 / float(q99 - q50)
+    weights = model_dir / entry.weights
+    state = torch.load(weights, weights_only=True)
+    state["head.weight"] = state["head.weight"] * scale
+    state["head.bias"] = (state["head.bias"] - float(qt)) * scale
+    torch.save(state, weights)
+
+
+@pytest.fixture(scope="session")
+def stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Path:
+    """An untrained model directory with ``t1_mode: stack``: a 2-channel T1 in+out member and a CT
+    member, each rescaled to a non-trivial mask on the synthetic case 1."""
+    from organseg.config import parse_config
+    from organseg.ensemble.predictor import prepare_input
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+    from organseg.io.dicom import read_dicom_series
+
+    small = {"arch": "attention_unet", "kwargs": {"base_channels": 4, "depth": 3}}
+    config = parse_config(
+        {
+            "name": "pacs-stack",
+            "task": 1,
+            "dataset": {"synthetic": {"ct": 1, "mr": 1}},
+            "preprocess": {"size": 64, "t1_mode": "stack"},
+            "members": [
+                {"name": "ct", **small, "modalities": ["CT"]},
+                {"name": "t1", **small, "in_channels": 2, "modalities": ["MR-T1-in"]},
+            ],
+        }
+    )
+    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("stack-model"))
+    spec = load_spec(model_dir)
+    mr = synth_root / "Train_Sets" / "MR" / "1"
+    t1_in, t1_out = (read_dicom_series(mr / Path(*T1_FOLDERS[k])) for k in ("in", "out"))
+    ct = read_dicom_series(synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon")
+    for entry, image, partner in ((spec.members[0], ct, None), (spec.members[1], t1_in, t1_out)):
+        _, prepared = prepare_input(spec, image, None, partner)
+        _rescale_head(model_dir, entry, prepared)
+    return model_dir
+
+
+def copy_study(folders: list[Path], target: Path, tag: str) -> list[SeriesCopy]:
+    """The series in ``folders`` under new UIDs, all in ONE new study (unlike :func:`copy_series`,
+    which gives each copy its own study)."""
+    from pydicom.uid import generate_uid
+
+    study = generate_uid(entropy_srcs=[tag, "study"])
+    copies = []
+    for k, folder in enumerate(folders):
+        series = generate_uid(entropy_srcs=[tag, "series", str(k)])
+        out, uids = [], []
+        (target / str(k)).mkdir(parents=True, exist_ok=True)
+        for path in sorted(folder.glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = generate_uid(entropy_srcs=[tag, str(ds.SOPInstanceUID)])
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(target / str(k) / path.name, enforce_file_format=True)
+            out.append(target / str(k) / path.name)
+            uids.append(str(ds.SOPInstanceUID))
+        copies.append(SeriesCopy(out, study, series, uids))
+    return copies
+
+
+def mask_by_instance(labels, files: list[Path]) -> np.ndarray:
+    """A label volume as one boolean mask per file (in ``files``' order), each file's slice found by
+    its ImagePositionPatient on the volume's grid."""
+    image = labels.to_sitk()
+    array = np.asarray(labels.array) > 0
+    rows = []
+    for path in files:
+        position = pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient
+        z = image.TransformPhysicalPointToContinuousIndex([float(v) for v in position])[2]
+        assert abs(z - round(z)) < 0.05
+        rows.append(array[round(z)])
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="session")
+def stack_tools():
+    """Helpers for the stacking tests (conftest modules are not importable under importlib mode)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(copy_study=copy_study, mask_by_instance=mask_by_instance)

@@ -6,8 +6,13 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from organseg.pacs.listener import Listener
+    from organseg.pacs.stacking import NodeBackend
 
 app = typer.Typer(
     help="Hospital integration: a DICOM node (C-STORE in, DICOM-SEG out).", no_args_is_help=True
@@ -52,40 +57,104 @@ def listen_command(
         "--quiet-period",
         help="Seconds without a new instance after which a series is complete.",
     ),
+    companion_wait: float = typer.Option(
+        120.0,
+        "--companion-wait-s",
+        help="For a model that stacks a study's T1 in- and out-of-phase (and T2-SPIR) series: "
+        "seconds a complete series waits for the other series of its study before it is "
+        "quarantined naming what is missing (it is never segmented alone).",
+    ),
     device: str | None = typer.Option(None, "--device", help="torch device for --local."),
     timeout: float = typer.Option(
         300.0, "--timeout", help="Seconds to wait for a served endpoint."
     ),
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
+    min_confidence: float | None = typer.Option(
+        None,
+        "--modality-min-confidence",
+        min=0.0,
+        max=1.0,
+        help="With --local: least classifier confidence to route a series whose headers do not "
+        "say its modality (below: quarantined); default 0.9, as the serve config's "
+        "modality_min_confidence.",
+    ),
+    min_accuracy: float | None = typer.Option(
+        None,
+        "--modality-min-held-out-accuracy",
+        min=0.0,
+        max=1.0,
+        help="With --local: least out-of-fold held-out accuracy for the modality classifier to be "
+        "used at all; default 0.95 (serve: modality_min_held_out_accuracy).",
+    ),
+    min_series: int | None = typer.Option(
+        None,
+        "--modality-min-held-out-series",
+        min=1,
+        help="With --local: least out-of-fold held-out series per modality for the modality "
+        "classifier to be used at all; default 4 (serve: modality_min_held_out_series).",
+    ),
 ) -> None:
-    """Receive CT/MR series by C-STORE, segment each complete series, send back a DICOM-SEG."""
+    """Receive CT/MR series by C-STORE, segment each complete series (or a study's stacked series
+    together), send back a DICOM-SEG."""
     from organseg.errors import OrgansegError
     from organseg.pacs.delivery import CStoreDestination, StowDestination
     from organseg.pacs.listener import Listener, spool_path
-    from organseg.pacs.node import SeriesNode, make_segmenter
+    from organseg.pacs.node import SeriesNode, make_backend
     from organseg.pacs.results import parse_outputs
     from organseg.pacs.spool import Spool
 
+    gate = {
+        "min_confidence": min_confidence,
+        "min_held_out_accuracy": min_accuracy,
+        "min_held_out_series": min_series,
+    }
+    gate = {k: v for k, v in gate.items() if v is not None}
+    if gate and local is None:
+        raise OrgansegError(
+            "--modality-min-* apply to --local; a served endpoint uses its serve config's "
+            "modality_min_* fields"
+        )
     configure_logging(verbose)
     if quiet_period <= 0:
         raise OrgansegError("--quiet-period must be positive")
+    if companion_wait < 0:
+        raise OrgansegError("--companion-wait-s must not be negative")
     chosen = parse_outputs(outputs)
     destinations = [CStoreDestination.parse(t, ae_title) for t in send_to]
     destinations += [StowDestination(u, timeout) for u in stow]
-    segment, described = make_segmenter(local, endpoint, grpc_target, device, timeout)
+    policy = None
+    if gate:
+        from organseg.ensemble.routing import ModalityPolicy
+
+        policy = ModalityPolicy(**gate)
+    backend = make_backend(local, endpoint, grpc_target, device, timeout, policy)
     spool = Spool(spool_path(store))
-    node = SeriesNode(spool, segment, destinations, chosen, quiet_s=quiet_period)
-    listener = Listener(node, ae_title, host, port)
+    node = SeriesNode(
+        spool,
+        backend.segment,
+        destinations,
+        chosen,
+        quiet_s=quiet_period,
+        stacking=backend.stacking,
+        companion_wait_s=companion_wait,
+    )
+    serve_node(Listener(node, ae_title, host, port), backend)
+
+
+def serve_node(listener: Listener, backend: NodeBackend) -> None:
+    """Start the listener, log where it listens, and block until SIGTERM/SIGINT (the process ends
+    here: everything is on disk)."""
     bound = listener.start()
     log = logging.getLogger("organseg.pacs")
     log.info(
         "listening as %s on %s:%d; segmenting with %s; results to %s; spool %s",
-        ae_title,
-        host,
+        listener.ae_title,
+        listener.host,
         bound,
-        described,
-        ", ".join(d.describe() for d in destinations) or "the spool's results/ folder",
-        spool.root,
+        backend.describe,
+        ", ".join(d.describe() for d in listener.node.destinations)
+        or "the spool's results/ folder",
+        listener.node.spool.root,
     )
 
     def _stop(signum, frame) -> None:

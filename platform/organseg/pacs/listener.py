@@ -13,7 +13,7 @@ from pathlib import Path
 
 from organseg.pacs.node import SeriesNode
 from organseg.pacs.privacy import short_uid
-from organseg.pacs.series import SEGMENTED_MODALITIES
+from organseg.pacs.series import SEGMENTED_MODALITIES, series_info
 from organseg.pacs.spool import Spool
 
 log = logging.getLogger("organseg.pacs")
@@ -58,7 +58,11 @@ class StoreHandler:
                 )
             return SUCCESS
         try:
-            self.spool.add(series_uid, sop_uid, event.encoded_dataset())
+            info = series_info(ds)
+        except Exception:  # an odd header value: the series is still spooled, and segmented alone
+            info = {}
+        try:
+            self.spool.add(series_uid, sop_uid, event.encoded_dataset(), info)
         except OSError as exc:
             log.error(
                 "cannot spool an instance of series %s (%s)", short_uid(series_uid), exc.strerror

@@ -7,25 +7,27 @@ down leaves the results in the outbox and is retried. Log lines name series by a
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from organseg.ensemble.prediction import Prediction
 from organseg.errors import OrgansegError
-from organseg.io.volume import Volume
+from organseg.io.volume import Modality
+from organseg.pacs import grouping
 from organseg.pacs.delivery import DeliveryError, Destination
 from organseg.pacs.privacy import phi_values, redact, short_uid
 from organseg.pacs.results import build_results, from_bytes, to_bytes
-from organseg.pacs.series import read_headers, read_received_series
-from organseg.pacs.spool import Spool
+from organseg.pacs.series import ReceivedSeries, read_headers, read_received_series
+from organseg.pacs.spool import CHANNELS_FILE, Spool
+from organseg.pacs.stacking import Segmenter, Stacking, make_backend
+
+__all__ = ["Outcome", "Segmenter", "SeriesNode", "make_backend", "make_segmenter"]
 
 log = logging.getLogger("organseg.pacs")
-
-#: ``(volume, modality or None) → Prediction``: in-process, or a served endpoint over HTTP/gRPC.
-Segmenter = Callable[[Volume, str | None], Prediction]
 
 
 def make_segmenter(
@@ -36,25 +38,8 @@ def make_segmenter(
     timeout: float = 300.0,
 ) -> tuple[Segmenter, str]:
     """The segmenter for exactly one of ``local``/``endpoint``/``grpc_target``, and its description."""
-    chosen = [x for x in (local, endpoint, grpc_target) if x]
-    if len(chosen) != 1:
-        raise OrgansegError(
-            "choose exactly one of --local MODEL_DIR, --endpoint URL or --grpc HOST:PORT"
-        )
-    if local is not None:
-        from organseg.ensemble.predictor import EnsemblePredictor
-
-        predictor = EnsemblePredictor(local, device=device)
-        return (lambda volume, modality: predictor.predict(volume, modality)), f"in-process {local}"
-    if endpoint is not None:
-        from organseg.serve.client import HttpClient
-
-        http = HttpClient(endpoint, timeout)
-        return (lambda volume, modality: http.segment(volume, modality)), f"HTTP {endpoint}"
-    from organseg.serve.client import GrpcClient
-
-    grpc = GrpcClient(str(grpc_target), timeout)
-    return (lambda volume, modality: grpc.segment(volume, modality)), f"gRPC {grpc_target}"
+    backend = make_backend(local, endpoint, grpc_target, device, timeout)
+    return backend.segment, backend.describe
 
 
 @dataclass
@@ -68,7 +53,12 @@ class Outcome:
 
 
 class SeriesNode:
-    """Processes the spool: one series at a time, in arrival order."""
+    """Processes the spool: one series (or one stacked group) at a time, in arrival order.
+
+    With ``stacking`` (a model that reads a study's T1 phases as channels) a series of a stacked
+    sequence waits for its study's companions (see :mod:`organseg.pacs.grouping`), at most
+    ``companion_wait_s`` after the first of them is complete.
+    """
 
     def __init__(
         self,
@@ -78,6 +68,8 @@ class SeriesNode:
         outputs: tuple[str, ...] = ("seg",),
         quiet_s: float = 5.0,
         retry_s: float = 30.0,
+        stacking: Stacking | None = None,
+        companion_wait_s: float = 120.0,
     ) -> None:
         self.spool = spool
         self.segment = segment
@@ -85,17 +77,103 @@ class SeriesNode:
         self.outputs = outputs
         self.quiet_s = quiet_s
         self.retry_s = retry_s
+        self.stacking = stacking
+        self.companion_wait_s = companion_wait_s
         self._retry_after: dict[str, float] = {}
+        self._unknown_logged = 0.0
 
     def poll(self, now: float | None = None) -> list[Outcome]:
         """Process every series that is ready now; returns what happened to each."""
         now = time.time() if now is None else now
+        known = self._stacked()
+        if known is None:
+            return []
+        ensemble, stacked = known
+        if not stacked:
+            keys = self.spool.ready(self.quiet_s, now)
+            return [self.process(k) for k in keys if self._retry_after.get(k, 0.0) <= now]
         outcomes = []
-        for key in self.spool.ready(self.quiet_s, now):
-            if self._retry_after.get(key, 0.0) > now:
-                continue
-            outcomes.append(self.process(key))
+        for key in sorted(p.name for p in (self.spool.root / "outbox").iterdir()):
+            if self._retry_after.get(key, 0.0) <= now:  # results built: deliver (resume) first
+                outcomes.append(self.process(key))
+        plan = grouping.plan(self._spooled(), stacked, self.quiet_s, self.companion_wait_s, now)
+        outcomes += [self.process(key) for key in plan.alone]
+        outcomes += [self.process_group(group) for group in plan.ready]
+        for group in plan.expired:
+            reason = grouping.missing_reason(group, ensemble, self.companion_wait_s)
+            outcomes += [self._quarantine(key, reason, set()) for key in group.keys]
         return outcomes
+
+    def _stacked(self) -> tuple[str, frozenset[Modality]] | None:
+        """What the model stacks; None while a served model cannot be asked (series stay spooled)."""
+        if self.stacking is None:
+            return "", frozenset()
+        try:
+            return self.stacking.known()
+        except OrgansegError as exc:
+            if time.time() - self._unknown_logged > self.retry_s:
+                self._unknown_logged = time.time()
+                log.warning("cannot learn which series the model stacks, retrying: %s", exc)
+            return None
+
+    def _spooled(self) -> list[grouping.SpooledSeries]:
+        found = []
+        for entry in self.spool.series():
+            sequence = entry.info.get("sequence") or None
+            try:
+                kind = Modality.parse(sequence) if sequence else None
+            except Exception:  # an unknown value in an old spool: segmented alone
+                kind = None
+            study = str(entry.info.get("study", ""))
+            found.append(grouping.SpooledSeries(entry.key, study, kind, entry.arrived, entry.done))
+        return found
+
+    def process_group(self, group: grouping.Group) -> Outcome:
+        """Claim the group's series, segment them in one call, write the results to the primary's
+        outbox (naming the others as channels), then deliver."""
+        primary = group.primary or group.keys[0]
+        works = [self.spool.claim(key) for key in group.keys]
+        if any(w is None for w in works):
+            return Outcome(primary, "waiting")
+        labels = ", ".join(grouping.series_label(m) for m in group.members)
+        phi: set[str] = set()
+        try:
+            folders = [w for w in works if w is not None]
+            for folder in folders:
+                phi |= phi_values([ds for _, ds in read_headers(folder)[:1]])
+            started = time.perf_counter()
+            series = [read_received_series(folder) for folder in folders]
+            if self.stacking is None:
+                raise OrgansegError("this node does not stack series")
+            prediction, index = self.stacking.segment_group(series, folders)
+            main = group.keys[index]
+            files = self._result_files(series[index], prediction)
+            others = [k for k in group.keys if k != main]
+            files[CHANNELS_FILE] = json.dumps({"channels": others}).encode()
+            outbox = self.spool.put_outbox(main, files)
+            log.info(
+                "series %s with %s as channels: %s segmented in %.1f s (%s)",
+                short_uid(series[index].datasets[0].get("SeriesInstanceUID")),
+                ", ".join(f"uid:{k[:10]}" for k in others),
+                prediction.modality.value,
+                time.perf_counter() - started,
+                ", ".join(f"{o} {v:.0f} mL" for o, v in prediction.volumes_ml.items()),
+            )
+        except Exception as exc:  # the whole group is quarantined, the node lives on
+            reason = str(exc) if isinstance(exc, OrgansegError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, OrgansegError):
+                log.debug("group %s failed", primary, exc_info=True)
+            reason = f"stacked group {labels}: {reason}"
+            for key in group.keys[1:]:
+                self._quarantine(key, reason, phi)
+            return self._quarantine(group.keys[0], reason, phi)
+        return self._deliver(main, outbox)
+
+    def _result_files(self, series: ReceivedSeries, prediction: Prediction) -> dict[str, bytes]:
+        results = build_results(
+            series.volume, prediction, series.datasets, series.label, self.outputs
+        )
+        return {f"{n:03d}-{r.Modality}.dcm": to_bytes(r) for n, r in enumerate(results)}
 
     def process(self, key: str) -> Outcome:
         outbox = self.spool.outbox(key)
@@ -117,10 +195,7 @@ class SeriesNode:
                 started = time.perf_counter()
                 series = read_received_series(work)
                 prediction = self.segment(series.volume, None)
-                results = build_results(
-                    series.volume, prediction, series.datasets, series.label, self.outputs
-                )
-                files = {f"{n:03d}-{r.Modality}.dcm": to_bytes(r) for n, r in enumerate(results)}
+                files = self._result_files(series, prediction)
                 outbox = self.spool.put_outbox(key, files)
                 log.info(
                     "series %s: %d slices, %s segmented in %.1f s (%s)",
@@ -152,12 +227,23 @@ class SeriesNode:
             )
             return Outcome(key, "waiting", str(exc))
         sent = [f"{ds.Modality} {short_uid(ds.SOPInstanceUID)}" for ds in datasets]
+        channels = self.spool.channels_of(key)
+        for other in channels:  # before the primary: a crash here re-delivers the same results
+            self.spool.finish(
+                other,
+                {
+                    "delivered_at": time.time(),
+                    "used_as_channel_of": f"series uid:{key[:10]}",
+                    "results": sent,
+                },
+            )
         self.spool.finish(
             key,
             {
                 "delivered_at": time.time(),
                 "results": sent,
                 "destinations": [d.describe() for d in self.destinations],
+                **({"channels": [f"series uid:{k[:10]}" for k in channels]} if channels else {}),
             },
             keep_results=not self.destinations,
         )

@@ -7,6 +7,12 @@ Layout under the spool root (file and folder names are hashes, never UIDs or pat
     outbox/<series>/*.dcm              results built but not yet delivered (re-sent as they are)
     done/<series>.json                 delivered: what was sent, when
     quarantine/<series>-<n>/           a series that failed, with ``reason.txt``
+    meta/<series>.json                 what grouping needs: the study (a hash) and the header's sequence
+
+A stacked group (a study's T1 in- and out-of-phase series segmented together) keeps this: its series
+are claimed into ``work`` one by one, its results go to the outbox of its primary series with a
+``channels.json`` naming the others, and after delivery the others are marked done before the primary,
+so a restart at any step resumes the group or re-delivers the same results.
 
 A crash at any point leaves each series in exactly one of these places, so a restart resumes it; results
 are written before delivery and keep their UIDs, so a re-sent result replaces itself in the PACS instead
@@ -24,7 +30,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_KINDS = ("incoming", "work", "outbox", "done", "quarantine", "tmp")
+_KINDS = ("incoming", "work", "outbox", "done", "quarantine", "tmp", "meta")
+#: In an outbox: the keys of the series a stacked result used as channels (not sent anywhere).
+CHANNELS_FILE = "channels.json"
 
 
 def key_of(uid: str) -> str:
@@ -50,6 +58,17 @@ def _mkstemp(tmp_dir: Path) -> tuple[int, str]:
     import tempfile
 
     return tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+
+
+@dataclass(frozen=True)
+class SpooledEntry:
+    """A series in ``work`` or ``incoming``: ``arrived`` is its last instance's time."""
+
+    key: str
+    place: str
+    arrived: float
+    info: dict
+    done: bool
 
 
 @dataclass(frozen=True)
@@ -81,12 +100,16 @@ class Spool:
         return self.root / kind / key if key else self.root / kind
 
     # -- receiving -------------------------------------------------------------------------------------
-    def add(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
-        """Store one instance (a whole DICOM Part-10 file) of ``series_uid``; duplicates replace."""
+    def add(self, series_uid: str, sop_uid: str, data: bytes, info: dict | None = None) -> Path:
+        """Store one instance (a whole DICOM Part-10 file) of ``series_uid``; duplicates replace.
+        ``info`` (hashes and header facts only, never raw UIDs) is kept once per series for grouping."""
         key = key_of(series_uid)
         with self._lock:
             folder = self._dir("incoming", key)
             folder.mkdir(exist_ok=True)
+            meta = self._dir("meta", f"{key}.json")
+            if info is not None and not meta.is_file():
+                write_atomic(meta, json.dumps(info).encode(), self._dir("tmp"))
             path = folder / f"{key_of(sop_uid)}.dcm"
             write_atomic(path, data, self._dir("tmp"))
             os.utime(folder)  # the folder's mtime marks the series' last arrival
@@ -105,6 +128,42 @@ class Spool:
             if quiet and folder.name not in keys:
                 keys.append(folder.name)
         return keys
+
+    def series(self) -> list[SpooledEntry]:
+        """Every claimed and incoming series with its grouping facts, skipping those whose results
+        already wait in an outbox (as primary or as a channel): delivery finishes them."""
+        pending = set()
+        for folder in self._dir("outbox").iterdir():
+            pending.add(folder.name)
+            pending.update(self.channels_of(folder.name))
+        found: dict[str, SpooledEntry] = {}
+        for kind in ("work", "incoming"):
+            for folder in sorted(self._dir(kind).iterdir()):
+                if not folder.is_dir() or folder.name in pending or folder.name in found:
+                    continue
+                try:
+                    arrived = folder.stat().st_mtime
+                except FileNotFoundError:  # claimed or quarantined meanwhile
+                    continue
+                found[folder.name] = SpooledEntry(
+                    folder.name, kind, arrived, self.info(folder.name), self.is_done(folder.name)
+                )
+        return list(found.values())
+
+    def info(self, key: str) -> dict:
+        """The grouping facts stored with the series' first instance (empty when there are none)."""
+        try:
+            return json.loads(self._dir("meta", f"{key}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def channels_of(self, key: str) -> list[str]:
+        """The series a stacked result in ``key``'s outbox used as channels."""
+        try:
+            data = json.loads((self._dir("outbox", key) / CHANNELS_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [str(k) for k in data.get("channels", [])]
 
     def claim(self, key: str) -> Path | None:
         """Move a quiet incoming series to ``work`` (under the lock: no instance lands mid-move)."""

@@ -1,0 +1,156 @@
+"""Which spooled series the node segments now, alone or together, and which waited in vain.
+
+A model trained with ``preprocess.t1_mode: stack`` reads a study's T1 in-phase and out-of-phase series
+(and with ``t2_channel`` its T2-SPIR) as channels of one input, but a PACS sends them as separate
+series, in any order, seconds or minutes apart. So a series of a stacked sequence waits, once quiet,
+for the other stacked series of the SAME study (matched by a hash of StudyInstanceUID) to be quiet
+too; the group is then segmented in one call. A companion that has not arrived within the companion
+wait makes the group expire: its series are quarantined naming what is missing, never segmented
+alone (a stacking ensemble has no answer for one phase). Every other series is segmented alone as
+before. Pure (no I/O, no clock), so the rules are tested without a spool or a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from organseg.io.volume import Modality
+
+#: How messages name each stacked sequence.
+KIND_NAMES = {
+    Modality.MR_T1_IN: "T1 in-phase",
+    Modality.MR_T1_OUT: "T1 out-of-phase",
+    Modality.MR_T2SPIR: "T2-SPIR",
+}
+#: The sequence whose grid the stacked answer lies on and whose series the SEG references.
+PRIMARY = Modality.MR_T1_IN
+
+
+def stacked_modalities(t1_mode: str | None, t2_channel: bool | None) -> frozenset[Modality]:
+    """The sequences a model directory reads together (empty when it segments each series alone)."""
+    if t1_mode != "stack":
+        return frozenset()
+    kinds = {Modality.MR_T1_IN, Modality.MR_T1_OUT}
+    if t2_channel:
+        kinds.add(Modality.MR_T2SPIR)
+    return frozenset(kinds)
+
+
+@dataclass(frozen=True)
+class SpooledSeries:
+    """What the planner knows of one spooled series: its key (a UID hash), its study (a hash, empty
+    when the header has none), the sequence its headers establish (None: not established, or not
+    MR), when its last instance arrived, and whether it was already delivered."""
+
+    key: str
+    study: str
+    sequence: Modality | None
+    last_arrival: float
+    done: bool = False
+
+
+@dataclass
+class Group:
+    """Series of one study read together; ``missing`` lists the stacked sequences not (yet) there."""
+
+    study: str
+    members: list[SpooledSeries]
+    missing: list[Modality] = field(default_factory=list)
+    #: when the first of its series became quiet: the companion wait counts from here
+    first_quiet: float = 0.0
+
+    @property
+    def keys(self) -> list[str]:
+        return [m.key for m in self.members]
+
+    @property
+    def primary(self) -> str | None:
+        """The key of the series the SEG references (its T1 in-phase), if it is there exactly once."""
+        found = [m.key for m in self.members if m.sequence is PRIMARY]
+        return found[0] if len(found) == 1 else None
+
+
+@dataclass
+class Plan:
+    """``alone``: segment each by itself (as without stacking); ``ready``: every stacked sequence is
+    there and quiet; ``waiting``: not yet; ``expired``: a companion did not come in time."""
+
+    alone: list[str] = field(default_factory=list)
+    ready: list[Group] = field(default_factory=list)
+    waiting: list[Group] = field(default_factory=list)
+    expired: list[Group] = field(default_factory=list)
+
+
+def plan(
+    series: Iterable[SpooledSeries],
+    stacked: frozenset[Modality],
+    quiet_s: float,
+    companion_wait_s: float,
+    now: float,
+) -> Plan:
+    """Decide for every spooled series (in arrival order within each answer).
+
+    A series counts as complete once no instance arrived for ``quiet_s``. A series already delivered
+    (a late instance of it) always goes ``alone``: the node's "arrived after delivery" rule handles it.
+    A doubled sequence is not decided here: the group is ready and the assembly names both series.
+    """
+    result = Plan()
+    groups: dict[str, list[SpooledSeries]] = {}
+    for entry in sorted(series, key=lambda s: (s.last_arrival, s.key)):
+        quiet = now - entry.last_arrival >= quiet_s
+        if entry.done or entry.sequence not in stacked:
+            if quiet:
+                result.alone.append(entry.key)
+            continue
+        # without a study the companions cannot be matched: the series waits alone, then expires
+        groups.setdefault(entry.study or f"series:{entry.key}", []).append(entry)
+    for study, members in groups.items():
+        present = {m.sequence for m in members}
+        missing = sorted((k for k in stacked if k not in present), key=_order)
+        quiet_at = [m.last_arrival + quiet_s for m in members]
+        group = Group(study, members, missing, min(quiet_at))
+        if not all(now >= t for t in quiet_at):
+            if missing and now >= group.first_quiet + companion_wait_s:
+                result.expired.append(group)  # a companion still arriving would not complete it
+            else:
+                result.waiting.append(group)
+        elif not missing:
+            result.ready.append(group)
+        elif now >= group.first_quiet + companion_wait_s:
+            result.expired.append(group)
+        else:
+            result.waiting.append(group)
+    return result
+
+
+def _order(kind: Modality) -> int:
+    return list(KIND_NAMES).index(kind)
+
+
+def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
+    """Why an expired group's series were not segmented, naming what is missing (never a UID)."""
+    wanted = " and ".join(f"the {KIND_NAMES[k]} series" for k in group.missing)
+    listed = ", ".join(series_label(m) for m in group.members)
+    where = "of this study" if group.study and not group.study.startswith("series:") else ""
+    if not where:
+        wanted += " (this series has no StudyInstanceUID, so none can be matched to it)"
+    return (
+        f"{listed}: ensemble {ensemble!r} stacks the study's "
+        f"{_sequences(group)} as channels and needs {wanted}{' ' + where if where else ''}, "
+        f"which did not arrive within {waited_s:g} s of the first series being complete; "
+        "send the study's series together (the node segments them as one)"
+    )
+
+
+def _sequences(group: Group) -> str:
+    kinds = sorted(
+        {m.sequence for m in group.members if m.sequence} | set(group.missing), key=_order
+    )
+    return ", ".join(KIND_NAMES[k] for k in kinds)
+
+
+def series_label(entry: SpooledSeries) -> str:
+    """``series uid:<hash> (MR-T1-in)``: the key is the UID's hash, so this matches the log's tags."""
+    kind = entry.sequence.value if entry.sequence is not None else "sequence not established"
+    return f"series uid:{entry.key[:10]} ({kind})"

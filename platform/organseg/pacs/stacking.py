@@ -1,0 +1,179 @@
+"""How the node segments: one series alone, or a study's stacked series together.
+
+In-process the model directory's spec says what it stacks and :func:`~organseg.serve.series.assemble`
+applies the same rules as a multi-series request (missing, doubled or undecidable series are refused
+naming them); served, ``GET /v1/models`` (gRPC ListModels) says it and the server assembles the
+series (sent as voxels and geometry, never headers). The served answer is learned lazily: a node may
+start before its server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from organseg.ensemble.prediction import Prediction
+from organseg.errors import DataError, OrgansegError
+from organseg.io.modality import infer_modality
+from organseg.io.volume import Modality, Volume
+from organseg.pacs.grouping import PRIMARY, stacked_modalities
+from organseg.pacs.series import ReceivedSeries
+
+if TYPE_CHECKING:
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.ensemble.routing import ModalityPolicy
+
+#: ``(volume, modality or None) → Prediction``: in-process, or a served endpoint over HTTP/gRPC.
+Segmenter = Callable[[Volume, str | None], Prediction]
+#: ``(series, their spool folders) → (prediction, index of the series the answer lies on)``.
+GroupSegmenter = Callable[[list[ReceivedSeries], list[Path]], tuple[Prediction, int]]
+
+
+@dataclass
+class Stacking:
+    """What the model reads together (``learn`` → ensemble name and sequences) and how."""
+
+    learn: Callable[[], tuple[str, frozenset[Modality]]]
+    segment_group: GroupSegmenter
+    _known: tuple[str, frozenset[Modality]] | None = field(default=None, repr=False)
+
+    def known(self) -> tuple[str, frozenset[Modality]]:
+        """Asked once; an unreachable server raises (the node retries on its next poll)."""
+        if self._known is None:
+            self._known = self.learn()
+        return self._known
+
+
+@dataclass
+class NodeBackend:
+    """The node's segmenter, its description for the log, and its stacking (None: never stacks)."""
+
+    segment: Segmenter
+    describe: str
+    stacking: Stacking | None = None
+    #: the in-process predictor (``--local``): its policy is the node's modality gate
+    predictor: EnsemblePredictor | None = None
+
+
+def make_backend(
+    local: Path | None = None,
+    endpoint: str | None = None,
+    grpc_target: str | None = None,
+    device: str | None = None,
+    timeout: float = 300.0,
+    policy: ModalityPolicy | None = None,
+) -> NodeBackend:
+    """The backend for exactly one of ``local``/``endpoint``/``grpc_target``; ``policy`` (the modality
+    gate) applies in-process only: a served endpoint gates with its serve config."""
+    chosen = [x for x in (local, endpoint, grpc_target) if x]
+    if len(chosen) != 1:
+        raise OrgansegError(
+            "choose exactly one of --local MODEL_DIR, --endpoint URL or --grpc HOST:PORT"
+        )
+    if policy is not None and local is None:
+        raise OrgansegError(
+            "--modality-min-* apply to --local; a served endpoint uses its serve config's "
+            "modality_min_* fields"
+        )
+    if local is not None:
+        from organseg.ensemble.predictor import EnsemblePredictor
+
+        predictor = EnsemblePredictor(local, device=device, policy=policy)
+        spec = predictor.spec.preprocess
+        known = (predictor.spec.name, stacked_modalities(spec.t1_mode, spec.t2_channel))
+        return NodeBackend(
+            lambda volume, modality: predictor.predict(volume, modality),
+            f"in-process {local}",
+            Stacking(lambda: known, _local_group(predictor)),
+            predictor,
+        )
+    if endpoint is not None:
+        from organseg.serve.client import HttpClient
+
+        http = HttpClient(endpoint, timeout)
+        return NodeBackend(
+            lambda volume, modality: http.segment(volume, modality),
+            f"HTTP {endpoint}",
+            Stacking(lambda: _listed(http.models()), _served_group(http)),
+        )
+    from organseg.serve.client import GrpcClient
+
+    grpc = GrpcClient(str(grpc_target), timeout)
+
+    def grpc_listing() -> tuple[str, frozenset[Modality]]:
+        from google.protobuf.json_format import MessageToDict
+
+        return _listed(MessageToDict(grpc.models(), preserving_proto_field_name=True))
+
+    return NodeBackend(
+        lambda volume, modality: grpc.segment(volume, modality),
+        f"gRPC {grpc_target}",
+        Stacking(grpc_listing, _served_group(grpc)),
+    )
+
+
+def _listed(listing: dict[str, Any]) -> tuple[str, frozenset[Modality]]:
+    return str(listing.get("name", "")), stacked_modalities(
+        listing.get("t1_mode"), bool(listing.get("t2_channel"))
+    )
+
+
+def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
+    """Assemble the group as a multi-series request is, then predict in one call."""
+    from organseg.serve.series import SeriesInput, assemble
+
+    def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
+        items = [SeriesInput(s.volume, s.label) for s in series]
+        assembled = assemble(items, predictor.spec, predictor.classifier, predictor.policy)
+        primary = next(i for i, s in enumerate(series) if s.volume is assembled.image)
+        prediction = predictor.predict(
+            assembled.image, assembled.modality, assembled.partner, assembled.t2
+        )
+        return prediction, primary
+
+    return run
+
+
+def _served_group(client: Any) -> GroupSegmenter:
+    """The group as voxels and geometry only (no header leaves the node, as for a single series):
+    the in-phase image plus the ``out_phase`` (and ``t2``) parts, each series' sequence established
+    by its headers here; the server assembles them by the same rules and answers on the in-phase
+    grid."""
+
+    def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
+        found: dict[Modality, int] = {}
+        for i, item in enumerate(series):
+            decision = infer_modality(item.volume.meta)
+            if not decision.certain:
+                raise DataError(f"{item.label}: sequence not established ({decision.reason})")
+            if decision.modality in found:
+                other = series[found[decision.modality]].label
+                raise DataError(
+                    f"two {decision.modality.value} series: {other} and {item.label}; send one "
+                    "series of each sequence"
+                )
+            found[decision.modality] = i
+        if PRIMARY not in found or Modality.MR_T1_OUT not in found:
+            raise DataError("a stacked group needs the T1 in-phase and out-of-phase series")
+        primary = found[PRIMARY]
+
+        def bare(kind: Modality) -> Volume | None:
+            if kind not in found:
+                return None
+            volume = series[found[kind]].volume
+            return Volume(volume.array, geometry=volume.geometry, modality=kind, meta={})
+
+        image = bare(PRIMARY)
+        prediction = client.segment(
+            image, PRIMARY.value, "raw", bare(Modality.MR_T1_OUT), bare(Modality.MR_T2SPIR)
+        )
+        if tuple(prediction.labels.shape) != tuple(series[primary].volume.shape):
+            raise DataError(
+                f"the served answer (shape {list(prediction.labels.shape)}) does not lie on "
+                f"{series[primary].label} (shape {list(series[primary].volume.shape)})"
+            )
+        return prediction, primary
+
+    return run
