@@ -119,3 +119,22 @@ def test_a_lone_phase_waits_then_is_quarantined_naming_the_missing_series(
     (quarantined,) = spool.quarantined()
     assert len(list(quarantined.folder.glob("*.dcm"))) == len(t1_in.files)
     assert not (spool.root / "results").exists()  # never segmented alone
+
+
+def test_a_doubled_phase_quarantines_the_group_naming_both_series(
+    backend, synth_root, stack_tools, tmp_path
+) -> None:
+    mr = synth_root / "Train_Sets" / "MR" / "1" / "T1DUAL" / "DICOM_anon"
+    folders = [mr / "InPhase", mr / "InPhase", mr / "OutPhase"]
+    copies = stack_tools.copy_study(folders, tmp_path / "doubled", "doubled")
+    spool = Spool(tmp_path / "spool")
+    _spool(spool, [f for c in copies for f in c.files])
+    node = SeriesNode(spool, backend.segment, [], quiet_s=QUIET, stacking=backend.stacking)
+    outcomes = node.poll(now=time.time() + QUIET + 1)
+    assert [o.status for o in outcomes] == ["quarantined"] * 3
+    tags = [f"series uid:{key_of(c.series_uid)[:10]}" for c in copies]
+    for outcome in outcomes:
+        assert "two T1 in-phase series" in outcome.detail
+        assert all(tag in outcome.detail for tag in tags)
+    assert len(spool.quarantined()) == 3
+    assert not (spool.root / "results").exists()

@@ -98,7 +98,8 @@ class SeriesNode:
                 outcomes.append(self.process(key))
         plan = grouping.plan(self._spooled(), stacked, self.quiet_s, self.companion_wait_s, now)
         outcomes += [self.process(key) for key in plan.alone]
-        outcomes += [self.process_group(group) for group in plan.ready]
+        for group in plan.ready:
+            outcomes += self.process_group(group)
         for group in plan.expired:
             reason = grouping.missing_reason(group, ensemble, self.companion_wait_s)
             outcomes += [self._quarantine(key, reason, set()) for key in group.keys]
@@ -128,13 +129,14 @@ class SeriesNode:
             found.append(grouping.SpooledSeries(entry.key, study, kind, entry.arrived, entry.done))
         return found
 
-    def process_group(self, group: grouping.Group) -> Outcome:
+    def process_group(self, group: grouping.Group) -> list[Outcome]:
         """Claim the group's series, segment them in one call, write the results to the primary's
-        outbox (naming the others as channels), then deliver."""
+        outbox (naming the others as channels), then deliver: the primary's outcome, or one
+        quarantine per series."""
         primary = group.primary or group.keys[0]
         works = [self.spool.claim(key) for key in group.keys]
         if any(w is None for w in works):
-            return Outcome(primary, "waiting")
+            return [Outcome(primary, "waiting")]
         labels = ", ".join(grouping.series_label(m) for m in group.members)
         phi: set[str] = set()
         try:
@@ -164,10 +166,8 @@ class SeriesNode:
             if not isinstance(exc, OrgansegError):
                 log.debug("group %s failed", primary, exc_info=True)
             reason = f"stacked group {labels}: {reason}"
-            for key in group.keys[1:]:
-                self._quarantine(key, reason, phi)
-            return self._quarantine(group.keys[0], reason, phi)
-        return self._deliver(main, outbox)
+            return [self._quarantine(key, reason, phi) for key in group.keys]
+        return [self._deliver(main, outbox)]
 
     def _result_files(self, series: ReceivedSeries, prediction: Prediction) -> dict[str, bytes]:
         results = build_results(
