@@ -1,12 +1,16 @@
-"""`organseg models list`: the model zoo with parameter counts and GFLOPs."""
+"""`organseg models`: the model zoo (`list`) and what a trained model directory holds (`show`)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Inspect the model zoo (ensemble members).", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect the model zoo (ensemble members) and trained model directories.",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")
@@ -65,3 +69,78 @@ def list_command(
             r.description,
         )
     console.print(table)
+
+
+@app.command("show")
+def show_command(
+    model_dir: Path = typer.Argument(..., help="A model directory written by `organseg train`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """What MODEL_DIR serves: version, input, the ensemble of each modality, every member with its
+    validation Dice, and whether its modality classifier may route headerless volumes (default gate)."""
+    from organseg.ensemble.describe import describe_model_dir
+
+    described = describe_model_dir(model_dir)
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+        return
+
+    from rich import box
+    from rich.table import Table
+
+    from organseg.cli._console import console
+
+    shape = described["input"]
+    served = {row["modality"] for row in described["ensembles"]}
+    stacks = ""
+    if served & {"MR-T1-in", "MR-T1-out"}:
+        stacks = "; MR T1 " + ("in+out stacked" if shape["t1_mode"] == "stack" else "per phase")
+        stacks += " + T2-SPIR registered" if shape["t2_channel"] else ""
+    console.print(
+        f"[bold]{described['name']}[/bold] (CHAOS task {described['task']}) — version "
+        f"{described['model_version']}, created {described['created']} by organseg "
+        f"{described['organseg_version']}; organs {', '.join(described['organs'])}; "
+        f"input {shape['size']}²{stacks}"
+    )
+    ensembles = Table(title="ensembles", box=box.SIMPLE_HEAD)
+    for header in ("modality", "members", "organs"):
+        ensembles.add_column(header)
+    for row in described["ensembles"]:
+        ensembles.add_row(row["modality"], ", ".join(row["members"]), ", ".join(row["organs"]))
+    console.print(ensembles)
+    members = Table(title="members", box=box.SIMPLE_HEAD)
+    for header, justify in [
+        ("member", "left"),
+        ("arch", "left"),
+        ("kind", "left"),
+        ("in", "right"),
+        ("folds", "right"),
+        ("val Dice", "right"),
+        ("epoch", "right"),
+        ("modalities", "left"),
+    ]:
+        members.add_column(header, justify=justify)
+    for m in described["members"]:
+        members.add_row(
+            m["name"],
+            m["arch"],
+            m["kind"],
+            str(m["in_channels"]),
+            str(m["folds"] or "—"),
+            "—" if m["val_dice"] is None else f"{m['val_dice']:.3f}",
+            "—" if m["epoch"] is None else str(m["epoch"]),
+            ", ".join(m["modalities"]),
+        )
+    console.print(members)
+    classifier = described["modality_classifier"]
+    if classifier is None:
+        console.print("modality classifier: none (headerless volumes need an explicit modality)")
+    elif classifier["used"]:
+        console.print(
+            f"{classifier['summary']}\nroutes headerless volumes at confidence ≥ "
+            f"{classifier['min_confidence']:g} (default gate)"
+        )
+    else:
+        console.print(
+            f"{classifier['summary']}\nnot used under the default gate: {classifier['why_not']}"
+        )

@@ -16,7 +16,7 @@ Anything else is a :class:`ModalityError` (HTTP 422) saying what is missing; not
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,6 +75,30 @@ class ModalityPolicy(BaseModel):
         "have been measured on for it to be used at all (cross-validation holds out every series "
         "once: CHAOS gives 20 per modality).",
     )
+
+
+def classifier_status(
+    classifier: ModalityClassifier | None, policy: ModalityPolicy
+) -> dict[str, Any] | None:
+    """Whether ``classifier`` may route headerless volumes under ``policy``, and its validation (what
+    ``GET /v1/models`` and ``organseg models show`` report); None without a classifier."""
+    if classifier is None:
+        return None
+    held = classifier.held_out
+    problem = classifier.validation_problem(
+        policy.min_held_out_accuracy, policy.min_held_out_series
+    )
+    return {
+        "used": problem is None,
+        "why_not": problem,
+        "held_out_accuracy": held.accuracy if held else None,
+        "held_out_series": {c: n for c, (_, n) in held.per_class.items()} if held else {},
+        "held_out_accuracy_per_class": held.accuracy_per_class if held else {},
+        "validation": held.method if held else None,
+        "folds": held.folds if held else None,
+        "patients": held.patients if held else None,
+        "min_confidence": policy.min_confidence,
+    }
 
 
 def decide_modality(

@@ -27,7 +27,7 @@ from ray.serve.handle import DeploymentHandle
 from organseg import __version__
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import ModalityPolicy, decide_modality
+from organseg.ensemble.routing import ModalityPolicy, classifier_status, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
@@ -342,27 +342,7 @@ class Router:
                 }
                 for m in spec.members
             ],
-            "modality_classifier": self._classifier_status(),
-        }
-
-    def _classifier_status(self) -> dict[str, Any] | None:
-        """Whether the modality classifier routes headerless volumes here, and its validation."""
-        if self.classifier is None:
-            return None
-        policy, held = self.policy, self.classifier.held_out
-        problem = self.classifier.validation_problem(
-            policy.min_held_out_accuracy, policy.min_held_out_series
-        )
-        return {
-            "used": problem is None,
-            "why_not": problem,
-            "held_out_accuracy": held.accuracy if held else None,
-            "held_out_series": {c: n for c, (_, n) in held.per_class.items()} if held else {},
-            "held_out_accuracy_per_class": held.accuracy_per_class if held else {},
-            "validation": held.method if held else None,
-            "folds": held.folds if held else None,
-            "patients": held.patients if held else None,
-            "min_confidence": policy.min_confidence,
+            "modality_classifier": classifier_status(self.classifier, self.policy),
         }
 
     async def _readiness(self) -> dict[str, Any]:
