@@ -141,6 +141,15 @@ def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def multicontrast_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The MR cascade that stacks T1 in-phase, out-of-phase and the registered T2-SPIR as channels,
+    trained once per session for the modules that serve it: ``(model dir, dataset root)``. Read-only!"""
+    from tests.train.test_multicontrast import train_multicontrast
+
+    return train_multicontrast(tmp_path_factory.mktemp("mc-model"))
+
+
+@pytest.fixture(scope="session")
 def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory whose one untrained member says "liver" everywhere: its output layer is
     zeroed with a bias of +4 (probability 0.98), so the prediction is known without training. It

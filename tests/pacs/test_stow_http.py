@@ -87,6 +87,37 @@ def test_bad_bodies_are_clear_4xx_without_patient_data(
     assert MARKER not in response.text
 
 
+def test_several_series_for_a_one_series_model_are_refused(stow_server, ct_files) -> None:
+    """Two series of one study for an ensemble that reads one series: a 400 naming both by the hash
+    of their UID (never a silent pick of one), then one series is answered as before."""
+    from pydicom.uid import generate_uid
+
+    from organseg.pacs.privacy import short_uid
+
+    parts, series_uids = [], []
+    for copy in ("a", "b"):
+        series_uids.append(generate_uid(entropy_srcs=["stow-two-series", copy]))
+        for path in ct_files[30:36]:
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = series_uids[-1]
+            ds.SOPInstanceUID = generate_uid(entropy_srcs=[copy, str(ds.SOPInstanceUID)])
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.PatientName = f"{MARKER}^Test"
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            parts.append(buffer.getvalue())
+    response = _stow(stow_server[0], parts[::-1])
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "holds 2 series" in error
+    assert "does not stack series" in error
+    assert all(f"series {short_uid(uid)}" in error for uid in series_uids)
+    assert MARKER not in response.text
+    answer = _stow(stow_server[0], parts[:6], accept="application/json")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["series"][0]["series"] == f"series {short_uid(series_uids[0])}"
+
+
 @pytest.mark.parametrize("transport", ["endpoint", "grpc"])
 def test_node_segments_through_the_served_graph(
     stow_server, transport, compressed_copies, reference_mask, pacs_tools, tmp_path

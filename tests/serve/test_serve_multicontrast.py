@@ -20,7 +20,6 @@ from organseg.ensemble.inputs import plan_inputs
 from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.errors import DataError, OrgansegError
 from organseg.io import read_any
-from tests.train.test_multicontrast import train_multicontrast
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -33,7 +32,7 @@ SERIES = {
 
 
 @pytest.fixture(scope="module")
-def served_mc(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
+def served_mc(ray_cluster, multicontrast_model: tuple[Path, Path]):
     """The 3-channel cascade trained for two epochs and served on loopback:
     ``(http url, grpc target, model dir, dataset root)``."""
     from ray import serve
@@ -41,7 +40,7 @@ def served_mc(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
     from organseg.serve.app import ensemble_deployment_name
     from organseg.serve.runner import deploy, load_serve_config, serve_schema
 
-    model_dir, data_root = train_multicontrast(tmp_path_factory.mktemp("mc-serve"))
+    model_dir, data_root = multicontrast_model
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     deployments = [
         {"name": "router", **small},

@@ -33,6 +33,11 @@ class ReceivedSeries:
     label: str  # "series uid:…" for messages
 
 
+def series_label(ds: Dataset) -> str:
+    """How messages name a received series: the hash of its UID (headers may identify the patient)."""
+    return f"series {short_uid(ds.get('SeriesInstanceUID'))}"
+
+
 def read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
     """Every instance's header; a file whose header cannot be read names itself by position only."""
     found = []
@@ -48,15 +53,19 @@ def read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
     return found
 
 
-def read_received_series(folder: Path) -> ReceivedSeries:
+def read_received_series(
+    folder: Path, label: str | None = None, max_voxels: int | None = None
+) -> ReceivedSeries:
     """Headers, geometry order and pixels of the series in ``folder`` (one instance per file).
 
     Errors never quote header values: anything a library says passes through :func:`redact`, and the
     volume reader runs in its anonymous mode (slices named by InstanceNumber, never by file).
+    ``label`` names the series in messages (default: the hash of its SeriesInstanceUID);
+    ``max_voxels`` refuses a series whose headers claim more voxels before any pixel is decoded.
     """
     headers = read_headers(folder)
     first = headers[0][1]
-    label = f"series {short_uid(first.get('SeriesInstanceUID'))}"
+    label = label or series_label(first)
     phi = phi_values([first])
     series = {ds.get("SeriesInstanceUID") for _, ds in headers}
     if len(series) != 1:
@@ -69,9 +78,11 @@ def read_received_series(folder: Path) -> ReceivedSeries:
             f"{label}: multi-frame (enhanced) images are not supported; send single-frame"
         )
     try:
-        volume = read_dicom_series(Path(folder), order="geometry", anonymous=True)
-    except DataError as exc:
-        raise DataError(
+        volume = read_dicom_series(
+            Path(folder), order="geometry", max_voxels=max_voxels, anonymous=True
+        )
+    except DataError as exc:  # keeps its type: a RequestTooLarge stays a 413
+        raise type(exc)(
             redact(f"{label}: {exc}".replace("the upload", "the series"), phi)
         ) from None
     datasets = datasets_in_label_order([ds for _, ds in headers], volume)

@@ -32,7 +32,7 @@ from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
 from organseg.io.volume import Volume
-from organseg.pacs.stow import STOW_REQUEST_BODY, stow_responses
+from organseg.pacs.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
 from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
@@ -42,7 +42,15 @@ from organseg.serve.http_schema import (
 from organseg.serve.ops import edge, requests, tempdirs
 from organseg.serve.ops.auth import TokenCheck
 from organseg.serve.ops.retry import with_retries
-from organseg.serve.series import PART_MODALITIES, SeriesInput, assemble, series_label
+from organseg.serve.series import (
+    PART_MODALITIES,
+    SEGMENT_HINTS,
+    Assembled,
+    RequestHints,
+    SeriesInput,
+    assemble,
+    series_label,
+)
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RELEASE_AFTER_BYTES,
@@ -70,6 +78,17 @@ def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
 
     (seg,) = build_results(received.volume, prediction, received.datasets, received.label)
     return to_bytes(seg)
+
+
+def _stow_report(received: Any, assembled: Assembled, prediction: Prediction) -> dict[str, Any]:
+    """The JSON answer of a STOW-RS request: the report, the slices of the series the labels lie
+    on, and how each posted series was used (named by the hash of its UID and its modality)."""
+    return {
+        "slices": len(received.datasets),
+        **prediction.report(),
+        "series": assembled.series,
+        "answers_for": assembled.answers_for,
+    }
 
 
 def _content_length(request: Request) -> int:
@@ -261,19 +280,27 @@ class Router:
         prediction.modality_confidence = decision.confidence
         return prediction
 
-    async def _segment(self, items: list[SeriesInput], output_format: str) -> dict[str, Any]:
-        """Segment the series of one request (one series, or the T1 in/out (+ T2) a stacking model
-        needs; :func:`organseg.serve.series.assemble` decides which is which)."""
-        started = time.perf_counter()
-        if output_format not in OUTPUT_FORMATS:
-            raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
-        assembled = assemble(items, self.spec, self.classifier, self.policy)
+    async def _predict_series(
+        self, items: list[SeriesInput], hints: RequestHints = SEGMENT_HINTS
+    ) -> tuple[Assembled, "Prediction"]:
+        """The prediction for the series of one request: :func:`assemble` decides which series is
+        the image (the answer's grid) and which are stacked with it; ``hints`` word its refusals."""
+        assembled = assemble(items, self.spec, self.classifier, self.policy, hints)
         image = next(i for i in items if i.volume is assembled.image)
         prediction = await self._predict(
             assembled.image, image.requested, assembled.partner, assembled.t2
         )
         if assembled.partner is not None:
             prediction.modality_reason = assembled.reason + "; T1 in+out stacked"
+        return assembled, prediction
+
+    async def _segment(self, items: list[SeriesInput], output_format: str) -> dict[str, Any]:
+        """Segment the series of one request (one series, or the T1 in/out (+ T2) a stacking model
+        needs; :func:`organseg.serve.series.assemble` decides which is which)."""
+        started = time.perf_counter()
+        if output_format not in OUTPUT_FORMATS:
+            raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
+        assembled, prediction = await self._predict_series(items)
         encoded = await asyncio.to_thread(encode_labels, prediction.labels, output_format)
         report = prediction.report()
         report["timings_s"]["router_total"] = round(time.perf_counter() - started, 4)
@@ -445,34 +472,54 @@ class Router:
 
     @api.post(
         "/v1/studies",
-        summary="STOW-RS: one DICOM series in, its DICOM-SEG (or a report) out",
+        summary="STOW-RS: a DICOM series (or the series a stacking model reads) in, its DICOM-SEG "
+        "(or a report) out",
         response_model=None,
         responses=stow_responses(),
         openapi_extra=STOW_REQUEST_BODY,
     )
     async def stow_http(self, request: Request) -> Response:
-        """``multipart/related; type="application/dicom"`` with the instances of one CT/MR series (any
-        transfer syntax). Answers the DICOM-SEG (``application/dicom``), or the JSON report when the
-        request's Accept header asks for ``application/json``."""
+        """``multipart/related; type="application/dicom"`` with the instances of one CT/MR series, or
+        of the T1 in-phase, out-of-phase (and T2-SPIR) series of one study for a model that stacks
+        them (any transfer syntax, any order). Answers the DICOM-SEG over the (T1 in-phase) series
+        the labels lie on (``application/dicom``), or the JSON report when the request's Accept
+        header asks for ``application/json``."""
         from organseg.pacs.privacy import phi_values, redact
-        from organseg.pacs.stow import series_from_parts, split_multipart
 
-        received = None
+        received: list[Any] = []
         try:
-            self.limits.check_bytes(int(request.headers.get("content-length") or 0))
-            body = await request.body()
-            self.limits.check_bytes(len(body))
-            parts = split_multipart(body, request.headers.get("content-type", ""))
-            received = await asyncio.to_thread(series_from_parts, parts)
-            self.limits.check_shape(received.volume.shape)
-            prediction = await self._predict(received.volume, request.query_params.get("modality"))
+            received = await self._receive_stow(request)
+            items = series_inputs(received, request.query_params.get("modality") or None)
+            assembled, prediction = await self._predict_series(items, STOW_HINTS)
+            primary = next(r for r in received if r.volume is assembled.image)
             if "application/json" in request.headers.get("accept", ""):
-                return JSONResponse({"slices": len(received.datasets), **prediction.report()})
-            seg = await asyncio.to_thread(_seg_bytes, received, prediction)
+                return JSONResponse(_stow_report(primary, assembled, prediction))
+            seg = await asyncio.to_thread(_seg_bytes, primary, prediction)
         except Exception as exc:
-            phi = phi_values(received.datasets[:1]) if received is not None else set()
+            phi = phi_values(r.datasets[0] for r in received)
             return edge.error_response(exc, http_status(exc), scrub=lambda text: redact(text, phi))
         return Response(seg, media_type="application/dicom")
+
+    async def _receive_stow(self, request: Request) -> list[Any]:
+        """The STOW-RS body's series, decoded within the byte limit (checked while the body streams
+        in) and the voxel limit (over all its series, from the headers, before decoding)."""
+        from organseg.pacs.stow import series_from_parts, split_multipart
+
+        self.limits.check_bytes(_content_length(request))
+        body = await bounded_request(request, self.limits).body()
+        self.limits.check_bytes(len(body))
+        parts = split_multipart(body, request.headers.get("content-type", ""))
+        del body  # the parts are copies; the body need not outlive the split
+        preprocess = self.spec.preprocess
+        single_only = None
+        if preprocess.t1_mode != "stack":
+            single_only = (
+                f"ensemble {self.spec.name!r} does not stack series (t1_mode: {preprocess.t1_mode})"
+            )
+        received = await self._decode(series_from_parts, parts, self.limits.max_voxels, single_only)
+        for series in received:
+            self.limits.check_shape(series.volume.shape)
+        return received
 
     @api.get("/v1/models", summary="Ensembles, members, modalities and versions")
     async def models_http(self) -> dict[str, Any]:

@@ -39,6 +39,24 @@ _KIND = {
 }
 
 
+@dataclass(frozen=True)
+class RequestHints:
+    """How refusals tell the sender to fix a request: the segment routes take a zip or named parts
+    (whose modality the request may state); a STOW-RS body has neither."""
+
+    undecided: str  # what to do about a series whose sequence is not established
+    add_to: str  # where a missing series goes
+    named_parts: bool = True  # whether the request may carry 'out_phase' / 't2' parts
+
+
+#: The segment routes (HTTP form and gRPC): a DICOM zip, or named parts with an explicit modality.
+SEGMENT_HINTS = RequestHints(
+    undecided="send that series in a named part (file, out_phase or t2) with an explicit "
+    "modality, or fix its SeriesDescription/EchoTime",
+    add_to="to the DICOM zip",
+)
+
+
 @dataclass
 class SeriesInput:
     """One decoded series of a request: ``label`` names it in messages (SeriesNumber and
@@ -82,18 +100,14 @@ def _decide(
     several: bool,
     classifier: ModalityClassifier | None,
     policy: ModalityPolicy | None,
+    hints: RequestHints,
 ) -> ModalityDecision:
     try:
         return decide_modality(item.volume, item.requested, classifier, policy)
     except ModalityError as exc:
         if not several:
             raise
-        hint = (
-            "; send that series in a named part (file, out_phase or t2) with an explicit modality, "
-            "or fix its SeriesDescription/EchoTime"
-            if exc.ask
-            else ""
-        )
+        hint = f"; {hints.undecided}" if exc.ask else ""
         raise ModalityError(f"{item.label}: {exc.problem}{hint}", ask=False) from None
 
 
@@ -150,11 +164,40 @@ def _describe(item: SeriesInput, role: str, decision: ModalityDecision) -> dict[
     }
 
 
+def _missing_series(
+    name: str,
+    with_t2: bool,
+    by_modality: dict[Modality, SeriesInput],
+    missing: list[Modality],
+    hints: RequestHints,
+) -> ModalityError:
+    """The refusal of a stacking request without all its channels: what it holds, what it lacks,
+    and where the missing series goes."""
+    present = ", ".join(f"{_KIND[m]} {by_modality[m].label}" for m in by_modality)
+    wanted = " and ".join(f"the {_KIND[m]} series" for m in missing)
+    parts = {Modality.MR_T1_OUT: "out_phase", Modality.MR_T2SPIR: "t2"}
+    named = " or ".join(f"'{parts[m]}'" for m in missing if m in parts)
+    how = ""
+    if hints.named_parts:
+        how = f" (or send the {named} part)" if named else " (the in-phase series goes in 'file')"
+    channels = (
+        "T1 in-phase, out-of-phase and the registered T2-SPIR"
+        if with_t2
+        else "T1 in-phase and out-of-phase"
+    )
+    return ModalityError(
+        f"ensemble {name!r} stacks {channels} as channels; the request holds {present} but not "
+        f"{wanted}: add {'it' if len(missing) == 1 else 'them'} {hints.add_to}{how}",
+        ask=False,
+    )
+
+
 def assemble(
     items: list[SeriesInput],
     spec: EnsembleSpec,
     classifier: ModalityClassifier | None = None,
     policy: ModalityPolicy | None = None,
+    hints: RequestHints = SEGMENT_HINTS,
 ) -> Assembled:
     """The input the model directory ``spec`` needs from the series of one request.
 
@@ -162,12 +205,13 @@ def assemble(
     naming the missing one here). Several: they must be the T1 in-phase + out-of-phase (+ T2-SPIR)
     of one examination, exactly what ``spec.preprocess`` stacks; anything missing, doubled, unused
     or undecidable is refused naming the series. Each series' modality is decided by the router's
-    rule (headers, an explicit part or field, then a validated ``classifier`` within ``policy``).
+    rule (headers, an explicit part or field, then a validated ``classifier`` within ``policy``);
+    ``hints`` word the refusals for the kind of request (segment route or STOW-RS).
     """
     if not items:
         raise DataError("the request holds no series")
     several = len(items) > 1
-    decisions = [_decide(item, several, classifier, policy) for item in items]
+    decisions = [_decide(item, several, classifier, policy, hints) for item in items]
     stacking = spec.preprocess.t1_mode == "stack"
     with_t2 = stacking and spec.preprocess.t2_channel
     t1 = (Modality.MR_T1_IN, Modality.MR_T1_OUT)
@@ -212,21 +256,7 @@ def assemble(
     if with_t2 and Modality.MR_T2SPIR not in by_modality:
         missing.append(Modality.MR_T2SPIR)
     if missing:
-        present = ", ".join(f"{_KIND[m]} {by_modality[m].label}" for m in by_modality)
-        wanted = " and ".join(f"the {_KIND[m]} series" for m in missing)
-        parts = {Modality.MR_T1_OUT: "out_phase", Modality.MR_T2SPIR: "t2"}
-        how = " or ".join(f"'{parts[m]}'" for m in missing if m in parts)
-        channels = (
-            "T1 in-phase, out-of-phase and the registered T2-SPIR"
-            if with_t2
-            else ("T1 in-phase and out-of-phase")
-        )
-        raise ModalityError(
-            f"ensemble {spec.name!r} stacks {channels} as channels; the request holds {present} "
-            f"but not {wanted}: add {'it' if len(missing) == 1 else 'them'} to the DICOM zip"
-            + (f" (or send the {how} part)" if how else " (the in-phase series goes in 'file')"),
-            ask=False,
-        )
+        raise _missing_series(spec.name, with_t2, by_modality, missing, hints)
     if Modality.MR_T2SPIR in by_modality and not with_t2:
         raise DataError(
             f"ensemble {spec.name!r} stacks T1 in- and out-of-phase only (t2_channel is off); "
