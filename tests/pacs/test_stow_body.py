@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from organseg.ensemble.routing import ModalityError
 from organseg.errors import DataError, RequestTooLarge
@@ -204,3 +206,10 @@ def test_parts_without_series_uid_or_with_broken_headers_are_named_by_number(stu
         series_from_parts(parts, LIMIT)
     with pytest.raises(DataError, match=r"multipart part 2: no SeriesInstanceUID \(or a damaged"):
         series_from_parts([study["in"][1], study["in"][0][:200]], LIMIT)
+
+    def odd_rows(ds: pydicom.Dataset) -> None:  # a US value of one byte cannot be converted
+        rows = Tag("Rows")
+        ds._dict[rows] = RawDataElement(rows, "US", 1, b"\x01", 0, False, True)
+
+    with pytest.raises(DataError, match="multipart part 2 has an unreadable DICOM header"):
+        series_from_parts([study["in"][1], _edited_bytes(study["in"][0], odd_rows)], LIMIT)

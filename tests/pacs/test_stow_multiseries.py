@@ -28,6 +28,17 @@ SERIES = {
     "t2": ("T2SPIR", "DICOM_anon"),
 }
 MARKER = "QQSTOWMC3K"
+MAX_MB = 2
+
+
+def _folder(data_root: Path, case: int, kind: str) -> Path:
+    return data_root / "Train_Sets" / "MR" / str(case) / Path(*SERIES[kind])
+
+
+def _voxels(data_root: Path, case: int, kind: str) -> int:
+    paths = sorted(_folder(data_root, case, kind).iterdir())
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    return int(first.Rows) * int(first.Columns) * len(paths)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +51,16 @@ def stow_mc(ray_cluster, multicontrast_model: tuple[Path, Path], pacs_tools):
 
     model_dir, data_root = multicontrast_model
     small = {"ray_actor_options": {"num_cpus": 0.1}}
+    # limits a study's three series fit in, a fourth series does not
+    voxels = max(sum(_voxels(data_root, case, kind) for kind in SERIES) for case in (1, 2))
     deployments = [
         {"name": "router", **small},
         {"name": ensemble_deployment_name("MR-T1-in"), **small},
         {"name": "member-cascade3d-mc", **small},
     ]
     http_port, grpc_port = pacs_tools.free_port(), pacs_tools.free_port()
-    schema = serve_schema(model_dir, deployments, http_port=http_port, grpc_port=grpc_port)
+    schema = serve_schema(model_dir, deployments, http_port=http_port, grpc_port=grpc_port,
+                          max_voxels=voxels + voxels // 6, max_request_mb=MAX_MB)  # fmt: skip
     deploy(load_serve_config(schema), timeout_s=300)
     try:
         yield f"http://127.0.0.1:{http_port}", data_root
@@ -57,9 +71,9 @@ def stow_mc(ray_cluster, multicontrast_model: tuple[Path, Path], pacs_tools):
 def _study(data_root: Path, case: int) -> dict[str, list[bytes]]:
     """A case's three series as Part-10 bytes, the patient's name set to a marker."""
     study = {}
-    for kind, folder in SERIES.items():
+    for kind in SERIES:
         parts = []
-        for path in sorted((data_root / "Train_Sets" / "MR" / str(case) / Path(*folder)).iterdir()):
+        for path in sorted(_folder(data_root, case, kind).iterdir()):
             ds = pydicom.dcmread(path)
             ds.PatientName = f"{MARKER}^Test"
             buffer = io.BytesIO()
@@ -193,3 +207,37 @@ def test_a_missing_or_foreign_series_is_refused_and_the_next_body_is_answered(st
         answer = _stow(url, good, accept="application/json")
         assert answer.status_code == 200, (what, answer.text)
         assert [s["role"] for s in answer.json()["series"]] == ["image", "out_phase", "t2"]
+
+
+def test_the_byte_and_voxel_limits_hold_for_the_whole_body(stow_mc) -> None:
+    """A chunked body (no Content-Length) is cut off at the byte limit while it streams in; four
+    series that pass the voxel limit together are refused from their headers (413), and a good
+    body is answered afterwards."""
+    url, data_root = stow_mc
+    study = _study(data_root, 1)
+    body, content_type = encode_multipart(study["in"] * (MAX_MB * 2**20 // len(study["in"][0]) + 1))
+    assert len(body) > MAX_MB * 2**20
+
+    def chunks():
+        for start in range(0, len(body), 2**16):
+            yield body[start : start + 2**16]
+
+    headers = {"content-type": content_type}
+    too_big = httpx.post(f"{url}/v1/studies", content=chunks(), headers=headers, timeout=60)
+    assert too_big.status_code == 413, too_big.text
+    assert "stopped reading it" in too_big.json()["error"]
+
+    copy = []
+    for data in study["t2"]:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.SeriesInstanceUID += ".9"
+        ds.SOPInstanceUID += ".9"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        copy.append(buffer.getvalue())
+    four = _stow(url, study["in"] + study["out"] + study["t2"] + copy)
+    assert four.status_code == 413, four.text
+    assert "the body's 4 series hold" in four.json()["error"]
+    assert MARKER not in four.text
+    answer = _stow(url, study["in"] + study["out"] + study["t2"], accept="application/json")
+    assert answer.status_code == 200, answer.text

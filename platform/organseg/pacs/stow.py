@@ -125,9 +125,10 @@ def _number(headers: list[Dataset], keyword: str) -> int:
 def _header(number: int, data: bytes) -> Dataset:
     """The part's header (no pixels); a damaged one names the part by number, never a value."""
     try:
-        return pydicom.dcmread(
-            io.BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS
-        )
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        for keyword in _HEADER_TAGS:  # values convert on first access: a damaged one fails here
+            ds.get(keyword)
+        return ds
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(
             f"multipart part {number} has an unreadable DICOM header ({type(exc).__name__})"

@@ -509,6 +509,7 @@ class Router:
         body = await bounded_request(request, self.limits).body()
         self.limits.check_bytes(len(body))
         parts = split_multipart(body, request.headers.get("content-type", ""))
+        large = len(body) > RELEASE_AFTER_BYTES
         del body  # the parts are copies; the body need not outlive the split
         preprocess = self.spec.preprocess
         single_only = None
@@ -517,6 +518,9 @@ class Router:
                 f"ensemble {self.spec.name!r} does not stack series (t1_mode: {preprocess.t1_mode})"
             )
         received = await self._decode(series_from_parts, parts, self.limits.max_voxels, single_only)
+        if large:  # the instances' bytes are unreferenced now: hand their memory back
+            parts.clear()
+            await asyncio.to_thread(release_memory)
         for series in received:
             self.limits.check_shape(series.volume.shape)
         return received
