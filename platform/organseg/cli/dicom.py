@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from organseg.cli._gate import (
+    gate_policy,
+    min_accuracy_option,
+    min_confidence_option,
+    min_series_option,
+)
+
 if TYPE_CHECKING:
     from organseg.pacs.listener import Listener
     from organseg.pacs.stacking import NodeBackend
@@ -69,30 +76,9 @@ def listen_command(
         300.0, "--timeout", help="Seconds to wait for a served endpoint."
     ),
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
-    min_confidence: float | None = typer.Option(
-        None,
-        "--modality-min-confidence",
-        min=0.0,
-        max=1.0,
-        help="With --local: least classifier confidence to route a series whose headers do not "
-        "say its modality (below: quarantined); default 0.9, as the serve config's "
-        "modality_min_confidence.",
-    ),
-    min_accuracy: float | None = typer.Option(
-        None,
-        "--modality-min-held-out-accuracy",
-        min=0.0,
-        max=1.0,
-        help="With --local: least out-of-fold held-out accuracy for the modality classifier to be "
-        "used at all; default 0.95 (serve: modality_min_held_out_accuracy).",
-    ),
-    min_series: int | None = typer.Option(
-        None,
-        "--modality-min-held-out-series",
-        min=1,
-        help="With --local: least out-of-fold held-out series per modality for the modality "
-        "classifier to be used at all; default 4 (serve: modality_min_held_out_series).",
-    ),
+    min_confidence: float | None = min_confidence_option("quarantined"),
+    min_accuracy: float | None = min_accuracy_option(),
+    min_series: int | None = min_series_option(),
 ) -> None:
     """Receive CT/MR series by C-STORE, segment each complete series (or a study's stacked series
     together), send back a DICOM-SEG."""
@@ -103,17 +89,7 @@ def listen_command(
     from organseg.pacs.results import parse_outputs
     from organseg.pacs.spool import Spool
 
-    gate = {
-        "min_confidence": min_confidence,
-        "min_held_out_accuracy": min_accuracy,
-        "min_held_out_series": min_series,
-    }
-    gate = {k: v for k, v in gate.items() if v is not None}
-    if gate and local is None:
-        raise OrgansegError(
-            "--modality-min-* apply to --local; a served endpoint uses its serve config's "
-            "modality_min_* fields"
-        )
+    policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)
     configure_logging(verbose)
     if quiet_period <= 0:
         raise OrgansegError("--quiet-period must be positive")
@@ -122,11 +98,6 @@ def listen_command(
     chosen = parse_outputs(outputs)
     destinations = [CStoreDestination.parse(t, ae_title) for t in send_to]
     destinations += [StowDestination(u, timeout) for u in stow]
-    policy = None
-    if gate:
-        from organseg.ensemble.routing import ModalityPolicy
-
-        policy = ModalityPolicy(**gate)
     backend = make_backend(local, endpoint, grpc_target, device, timeout, policy)
     spool = Spool(spool_path(store))
     node = SeriesNode(

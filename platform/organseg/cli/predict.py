@@ -17,10 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from organseg.cli._gate import (
+    gate_policy,
+    min_accuracy_option,
+    min_confidence_option,
+    min_series_option,
+)
 from organseg.errors import OrgansegError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `organseg --help` stays instant
     from organseg.ensemble.inputs import InputPlan
+    from organseg.ensemble.routing import ModalityPolicy
     from organseg.io.outputs import OutputTarget
 
 EXIT_SKIPPED = 1
@@ -85,30 +92,9 @@ def predict_command(
         "--token-file",
         help="File holding the endpoint's bearer token (default: $ORGANSEG_API_TOKEN).",
     ),
-    min_confidence: float | None = typer.Option(
-        None,
-        "--modality-min-confidence",
-        min=0.0,
-        max=1.0,
-        help="With --local: least classifier confidence to route a volume whose headers do not "
-        "say its modality (below: refused, pass --modality); default 0.9, as the serve config's "
-        "modality_min_confidence.",
-    ),
-    min_accuracy: float | None = typer.Option(
-        None,
-        "--modality-min-held-out-accuracy",
-        min=0.0,
-        max=1.0,
-        help="With --local: least out-of-fold held-out accuracy for the modality classifier to be "
-        "used at all; default 0.95 (serve: modality_min_held_out_accuracy).",
-    ),
-    min_series: int | None = typer.Option(
-        None,
-        "--modality-min-held-out-series",
-        min=1,
-        help="With --local: least out-of-fold held-out series per modality for the modality "
-        "classifier to be used at all; default 4 (serve: modality_min_held_out_series).",
-    ),
+    min_confidence: float | None = min_confidence_option("refused, pass --modality"),
+    min_accuracy: float | None = min_accuracy_option(),
+    min_series: int | None = min_series_option(),
 ) -> None:
     """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
@@ -117,17 +103,12 @@ def predict_command(
     """
     from organseg.io.outputs import check_free, output_format, plan_outputs
 
-    gate = {
-        "min_confidence": min_confidence,
-        "min_held_out_accuracy": min_accuracy,
-        "min_held_out_series": min_series,
-    }
-    gate = {k: v for k, v in gate.items() if v is not None}
-    if gate and (local is None or dicomweb is not None or study is not None):
-        raise OrgansegError(
-            "--modality-min-* apply to --local prediction; a served endpoint uses its serve "
-            "config's modality_min_* fields"
-        )
+    policy = gate_policy(
+        min_confidence,
+        min_accuracy,
+        min_series,
+        in_process=local is not None and dicomweb is None and study is None,
+    )
     if dicomweb is not None or study is not None:
         from organseg.pacs.cli import predict_dicomweb_command
 
@@ -148,7 +129,7 @@ def predict_command(
             f"{input_path}: DICOM-SEG output needs the source DICOM series; INPUT is a volume file "
             "(write .nii.gz, or predict from the DICOM folder)"
         )
-    backend = _backend(local, endpoint, grpc_target, device, timeout, token_file, gate)
+    backend = _backend(local, endpoint, grpc_target, device, timeout, token_file, policy)
     plans = backend.plan(input_path, modality)
     targets = plan_outputs(
         out, fmt, [p.case_id for p in plans], overlay, chaos_layout=_dataset_folder(input_path)
@@ -322,13 +303,12 @@ def _backend(
     device: str | None,
     timeout: float,
     token_file: Path | None = None,
-    gate: dict[str, float | int] | None = None,
+    policy: ModalityPolicy | None = None,
 ):
     if local is not None:
         from organseg.ensemble.backends import LocalBackend
-        from organseg.ensemble.routing import ModalityPolicy
 
-        return LocalBackend(local, device, ModalityPolicy(**gate) if gate else None)
+        return LocalBackend(local, device, policy)
     if endpoint is not None:
         from organseg.serve.client import HttpBackend
         from organseg.serve.ops.auth import client_token
