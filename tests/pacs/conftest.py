@@ -499,3 +499,60 @@ def stack_tools():
     from types import SimpleNamespace
 
     return SimpleNamespace(copy_study=copy_study, mask_by_instance=mask_by_instance)
+
+
+# -- a model that stacks T1 in, T1 out and the registered T2-SPIR (and may serve T2-SPIR alone) --------
+T2_FOLDER = ("T2SPIR", "DICOM_anon")
+
+
+def _t2_stack_config(name: str, with_t2_member: bool):
+    from organseg.config import parse_config
+
+    small = {"arch": "attention_unet", "kwargs": {"base_channels": 4, "depth": 3}}
+    members = [{"name": "t1", **small, "in_channels": 3, "modalities": ["MR-T1-in"]}]
+    if with_t2_member:
+        members.append({"name": "t2", **small, "modalities": ["MR-T2SPIR"]})
+    return parse_config(
+        {
+            "name": name,
+            "task": 3,
+            "dataset": {"synthetic": {"mr": 1}},
+            "preprocess": {"size": 64, "t1_mode": "stack", "t2_channel": True},
+            "members": members,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def t2_stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Path:
+    """An untrained model directory with ``t1_mode: stack`` and ``t2_channel: true``: a 3-channel
+    member on MR-T1-in (T1 in, T1 out, registered T2) and a member on MR-T2SPIR alone, each rescaled
+    to a non-trivial mask on the synthetic MR case 1."""
+    from organseg.ensemble.predictor import prepare_input
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+    from organseg.io.dicom import read_dicom_series
+
+    config = _t2_stack_config("pacs-stack-t2", with_t2_member=True)
+    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("t2-stack-model"))
+    spec = load_spec(model_dir)
+    mr = synth_root / "Train_Sets" / "MR" / "1"
+    t1_in, t1_out = (read_dicom_series(mr / Path(*T1_FOLDERS[k])) for k in ("in", "out"))
+    t2 = read_dicom_series(mr / Path(*T2_FOLDER))
+    _, stacked = prepare_input(spec, t1_in, None, t1_out, t2)
+    _rescale_head(model_dir, spec.members[0], stacked)
+    _, alone = prepare_input(spec, read_dicom_series(mr / Path(*T2_FOLDER)))
+    _rescale_head(model_dir, spec.members[1], alone)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def t2_channel_model(tmp_path_factory: pytest.TempPathFactory, t2_stack_model: Path) -> Path:
+    """:func:`t2_stack_model` without its T2-SPIR member: T2-SPIR is only ever a channel. Its T1
+    member's weights are the same file, so its T1 answers are the same."""
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+
+    config = _t2_stack_config("pacs-stack-t2-channel", with_t2_member=False)
+    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("t2-channel-model"))
+    (entry,) = load_spec(model_dir).members
+    shutil.copyfile(t2_stack_model / entry.weights, model_dir / entry.weights)
+    return model_dir

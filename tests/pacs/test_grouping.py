@@ -98,3 +98,28 @@ def test_delivered_series_go_alone_and_series_without_a_study_never_group() -> N
     assert result.alone == ["a" * 20]
     assert len(result.expired) == 2
     assert "no StudyInstanceUID" in missing_reason(result.expired[0], "mc", WAIT)
+
+
+def test_what_a_served_model_segments_alone_is_read_from_its_listing_over_http_and_grpc() -> None:
+    """A stacked sequence the model also serves by itself (T2-SPIR with a T2 member) is segmented
+    alone too; the T1 phases never are, and a modality this version does not know is left out."""
+    from google.protobuf.json_format import MessageToDict
+
+    from organseg.pacs.stacking import _listed
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    ensembles = [{"modality": m} for m in ("MR-T1-in", "MR-T2SPIR", "MR-T9-future")]
+    http = {"name": "mc", "t1_mode": "stack", "t2_channel": True, "ensembles": ensembles}
+    grpc = pb.ListModelsResponse(
+        name="mc",
+        t1_mode="stack",
+        t2_channel=True,
+        ensembles=[pb.EnsembleInfo(**e) for e in ensembles],
+    )
+    for listing in (http, MessageToDict(grpc, preserving_proto_field_name=True)):
+        facts = _listed(listing)
+        assert (facts.ensemble, facts.stacked, facts.serves) == ("mc", {IN, OUT, T2}, {IN, T2})
+        assert facts.also_alone == {T2}
+    channel_only = _listed({**http, "ensembles": ensembles[:1]})
+    assert channel_only.also_alone == frozenset()
+    assert _listed({**http, "t2_channel": False}).also_alone == frozenset()  # T2 alone as before

@@ -12,8 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from organseg.io.volume import Modality
 from organseg.pacs.delivery import CStoreDestination
 from organseg.pacs.node import SeriesNode, make_backend
+from organseg.pacs.privacy import short_uid
 from organseg.pacs.series import series_info
 from organseg.pacs.spool import Spool, key_of
 
@@ -138,3 +140,155 @@ def test_a_doubled_phase_quarantines_the_group_naming_both_series(
         assert all(tag in outcome.detail for tag in tags)
     assert len(spool.quarantined()) == 3
     assert not (spool.root / "results").exists()
+
+
+# -- T2-SPIR as the third channel, and segmented alone too when the model serves it ------------------
+@pytest.fixture(scope="module")
+def t2_broken_model(t2_stack_model: Path, tmp_path_factory) -> Path:
+    """:func:`t2_stack_model` whose T2-SPIR member's weights file holds the T1 member's network (a
+    damaged model directory): the member cannot load, so every T2-SPIR series alone is refused."""
+    import shutil
+
+    from organseg.ensemble.spec import load_spec
+
+    model_dir = tmp_path_factory.mktemp("t2-broken") / "model"
+    shutil.copytree(t2_stack_model, model_dir)
+    t1, t2 = load_spec(model_dir).members
+    shutil.copyfile(model_dir / t1.weights, model_dir / t2.weights)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def t2_expected(t2_stack_model: Path, synth_root: Path, stack_tools) -> dict[str, np.ndarray]:
+    """In-process predictions per source file: T1 in-phase from the three series in one call, and
+    T2-SPIR alone (as any lone series)."""
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.io.dicom import read_dicom_series
+
+    folders = _three_folders(synth_root / "Train_Sets" / "MR" / "1")
+    t1_in, t1_out, t2 = (read_dicom_series(f, order="geometry") for f in folders)
+    predictor = EnsemblePredictor(t2_stack_model, device="cpu")
+    stacked = predictor.predict(t1_in, None, t1_out, t2).labels
+    alone = predictor.predict(read_dicom_series(folders[2], order="geometry"), None).labels
+    masks = {}
+    for name, labels, folder in (("t1", stacked, folders[0]), ("t2", alone, folders[2])):
+        masks[name] = stack_tools.mask_by_instance(labels, sorted(folder.glob("*.dcm")))
+        assert 0.01 < masks[name].mean() < 0.5, "the test model must predict a non-trivial mask"
+    return masks
+
+
+def _three_folders(mr: Path) -> list[Path]:
+    t1 = mr / "T1DUAL" / "DICOM_anon"
+    return [t1 / "InPhase", t1 / "OutPhase", mr / "T2SPIR" / "DICOM_anon"]
+
+
+def _three_series(synth_root: Path, tmp_path: Path, stack_tools, tag: str):
+    mr = synth_root / "Train_Sets" / "MR" / "1"
+    return stack_tools.copy_study(_three_folders(mr), tmp_path / tag, tag)
+
+
+def _segs(folder: Path) -> dict[str, pydicom.Dataset]:
+    """The results' SEGs by the series they reference."""
+    segs = [pydicom.dcmread(p) for p in sorted(folder.glob("*-SEG.dcm"))]
+    return {str(s.ReferencedSeriesSequence[0].SeriesInstanceUID): s for s in segs}
+
+
+def _done(root: Path, key: str) -> dict:
+    return json.loads((root / "done" / f"{key}.json").read_text())
+
+
+def test_a_t2_the_model_also_serves_alone_gets_its_own_seg_with_the_stacked_one_even_after_a_crash(
+    t2_stack_model, t2_expected, synth_root, stack_tools, pacs_tools, tmp_path
+) -> None:
+    backend = make_backend(local=t2_stack_model, device="cpu")
+    facts = backend.stacking.known()
+    assert facts.also_alone == {Modality.MR_T2SPIR}
+    t1_in, t1_out, t2 = _three_series(synth_root, tmp_path, stack_tools, "three")
+    root = tmp_path / "spool"
+    _spool(Spool(root), t2.files + t1_out.files + t1_in.files)
+    in_key, out_key, t2_key = (key_of(s.series_uid) for s in (t1_in, t1_out, t2))
+
+    # the PACS is down: both series' results wait in the primary's one outbox
+    down = CStoreDestination("PACS", "127.0.0.1", pacs_tools.free_port())
+    node = SeriesNode(
+        Spool(root), backend.segment, [down], quiet_s=QUIET, stacking=backend.stacking
+    )
+    assert node.poll(now=time.time()) == []  # not quiet yet
+    (outcome,) = node.poll(now=time.time() + QUIET + 1)
+    assert outcome.status == "waiting"
+    outbox = root / "outbox" / in_key
+    built = {k: s.SOPInstanceUID for k, s in _segs(outbox).items()}
+    assert set(built) == {t1_in.series_uid, t2.series_uid}
+    assert not (root / "outbox" / t2_key).exists()
+
+    # restarted with no destination: the same results (same UIDs) are delivered, all three done
+    node = SeriesNode(Spool(root), backend.segment, [], quiet_s=QUIET, stacking=backend.stacking)
+    (outcome,) = node.poll(now=time.time() + QUIET + 1)
+    assert outcome.status == "delivered", outcome.detail
+    segs = _segs(root / "results" / in_key)
+    assert {k: s.SOPInstanceUID for k, s in segs.items()} == built
+    t1_mask = pacs_tools.seg_mask(segs[t1_in.series_uid], t1_in.sop_uids)
+    assert np.array_equal(t1_mask, t2_expected["t1"])
+    t2_mask = pacs_tools.seg_mask(segs[t2.series_uid], t2.sop_uids)
+    assert np.array_equal(t2_mask, t2_expected["t2"])
+
+    of = f"series uid:{in_key[:10]}"
+    assert _done(root, out_key)["outcome"] == f"used as channel of {of}"
+    record = _done(root, t2_key)
+    assert record["outcome"] == f"segmented alone and used as channel of {of}"
+    assert record["segmented_alone"] is True
+    t2_uid = segs[t2.series_uid].SOPInstanceUID
+    assert record["results"] == [f"SEG {short_uid(t2_uid)}"]
+    assert len(_done(root, in_key)["results"]) == 1
+    assert not [p for kind in ("incoming", "work", "outbox") for p in (root / kind).iterdir()]
+
+
+def test_a_t2_only_stacked_as_a_channel_gets_no_seg_of_its_own(
+    t2_channel_model, t2_expected, synth_root, stack_tools, pacs_tools, tmp_path
+) -> None:
+    backend = make_backend(local=t2_channel_model, device="cpu")
+    assert backend.stacking.known().also_alone == frozenset()
+    t1_in, t1_out, t2 = _three_series(synth_root, tmp_path, stack_tools, "channel")
+    root = tmp_path / "spool"
+    _spool(Spool(root), t1_in.files + t2.files + t1_out.files)
+    node = SeriesNode(Spool(root), backend.segment, [], quiet_s=QUIET, stacking=backend.stacking)
+    (outcome,) = node.poll(now=time.time() + QUIET + 1)
+    assert outcome.status == "delivered", outcome.detail
+    in_key = key_of(t1_in.series_uid)
+    segs = _segs(root / "results" / in_key)
+    assert list(segs) == [t1_in.series_uid]  # as before: one SEG, over T1 in-phase
+    mask = pacs_tools.seg_mask(segs[t1_in.series_uid], t1_in.sop_uids)
+    assert np.array_equal(mask, t2_expected["t1"])  # the same T1 member's weights
+    for series in (t1_out, t2):
+        record = _done(root, key_of(series.series_uid))
+        assert record["outcome"] == f"used as channel of series uid:{in_key[:10]}"
+        assert "segmented_alone" not in record
+
+
+def test_a_t2_refused_alone_keeps_the_stacked_seg_and_records_why(
+    t2_broken_model, t2_expected, synth_root, stack_tools, pacs_tools, tmp_path, caplog
+) -> None:
+    backend = make_backend(local=t2_broken_model, device="cpu")
+    t1_in, t1_out, t2 = _three_series(synth_root, tmp_path, stack_tools, "refused")
+    root = tmp_path / "spool"
+    _spool(Spool(root), t1_out.files + t1_in.files + t2.files)
+    node = SeriesNode(Spool(root), backend.segment, [], quiet_s=QUIET, stacking=backend.stacking)
+    with caplog.at_level("WARNING", logger="organseg.pacs"):
+        (outcome,) = node.poll(now=time.time() + QUIET + 1)
+    assert outcome.status == "delivered", outcome.detail
+    in_key, t2_key = key_of(t1_in.series_uid), key_of(t2.series_uid)
+    segs = _segs(root / "results" / in_key)
+    assert list(segs) == [t1_in.series_uid]  # the valid stacked answer is not lost
+    mask = pacs_tools.seg_mask(segs[t1_in.series_uid], t1_in.sop_uids)
+    assert np.array_equal(mask, t2_expected["t1"])
+
+    record = _done(root, t2_key)
+    assert record["segmented_alone"] is False
+    assert "weights do not fit" in record["refused_alone"]
+    assert "refused" in record["outcome"]
+    assert f"series {t2_key[:10]} (a channel) was not segmented alone" in caplog.text
+    assert "weights do not fit" in caplog.text
+    text = json.dumps(record) + caplog.text
+    for uid in (t1_in.study_uid, t2.series_uid, *t2.sop_uids):
+        assert uid not in text
+    assert not [p for kind in ("incoming", "work", "outbox") for p in (root / kind).iterdir()]

@@ -17,6 +17,7 @@ from organseg.pacs.series import series_info
 from organseg.pacs.spool import Spool, key_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+IN = Modality.MR_T1_IN
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,9 @@ def test_served_node_learns_the_stacking_and_segments_a_study_in_one_call(
         ("http", make_backend(endpoint=http)),
         ("grpc", make_backend(grpc_target=grpc_target)),
     ):
-        assert backend.stacking.known() == ("pacs-stack", {Modality.MR_T1_IN, Modality.MR_T1_OUT})
+        facts = backend.stacking.known()
+        assert (facts.ensemble, facts.stacked) == ("pacs-stack", {IN, Modality.MR_T1_OUT})
+        assert (facts.serves, facts.also_alone) == ({Modality.CT, IN}, frozenset())
         spool = Spool(tmp_path / f"spool-{name}")
         files = t1_in.files + t1_out.files
         random.Random(5).shuffle(files)

@@ -23,7 +23,7 @@ from organseg.pacs.privacy import phi_values, redact, short_uid
 from organseg.pacs.results import build_results, from_bytes, to_bytes
 from organseg.pacs.series import ReceivedSeries, read_headers, read_received_series
 from organseg.pacs.spool import CHANNELS_FILE, Spool
-from organseg.pacs.stacking import Segmenter, Stacking, make_backend
+from organseg.pacs.stacking import ModelFacts, Segmenter, Stacking, make_backend
 
 __all__ = ["Outcome", "Segmenter", "SeriesNode", "make_backend", "make_segmenter"]
 
@@ -85,10 +85,10 @@ class SeriesNode:
     def poll(self, now: float | None = None) -> list[Outcome]:
         """Process every series that is ready now; returns what happened to each."""
         now = time.time() if now is None else now
-        known = self._stacked()
-        if known is None:
+        facts = self._stacked()
+        if facts is None:
             return []
-        ensemble, stacked = known
+        stacked = facts.stacked
         if not stacked:
             keys = self.spool.ready(self.quiet_s, now)
             return [self.process(k) for k in keys if self._retry_after.get(k, 0.0) <= now]
@@ -101,14 +101,14 @@ class SeriesNode:
         for group in plan.ready:
             outcomes += self.process_group(group)
         for group in plan.expired:
-            reason = grouping.missing_reason(group, ensemble, self.companion_wait_s)
+            reason = grouping.missing_reason(group, facts.ensemble, self.companion_wait_s)
             outcomes += [self._quarantine(key, reason, set()) for key in group.keys]
         return outcomes
 
-    def _stacked(self) -> tuple[str, frozenset[Modality]] | None:
+    def _stacked(self) -> ModelFacts | None:
         """What the model stacks; None while a served model cannot be asked (series stay spooled)."""
         if self.stacking is None:
-            return "", frozenset()
+            return ModelFacts()
         try:
             return self.stacking.known()
         except OrgansegError as exc:
@@ -132,7 +132,8 @@ class SeriesNode:
     def process_group(self, group: grouping.Group) -> list[Outcome]:
         """Claim the group's series, segment them in one call, write the results to the primary's
         outbox (naming the others as channels), then deliver: the primary's outcome, or one
-        quarantine per series."""
+        quarantine per series. A channel series of a sequence the model also segments alone gets
+        its own results in the same outbox, so the group is still delivered as one unit."""
         primary = group.primary or group.keys[0]
         works = [self.spool.claim(key) for key in group.keys]
         if any(w is None for w in works):
@@ -151,7 +152,14 @@ class SeriesNode:
             main = group.keys[index]
             files = self._result_files(series[index], prediction)
             others = [k for k in group.keys if k != main]
-            files[CHANNELS_FILE] = json.dumps({"channels": others}).encode()
+            alone: dict[str, dict] = {}
+            also_alone = self.stacking.known().also_alone
+            for member, item in zip(group.members, series, strict=True):
+                if member.key != main and member.sequence in also_alone:
+                    alone[member.key], own = self._segment_alone(member.key, item, phi)
+                    files.update(own)
+            channels = {"channels": others, **({"alone": alone} if alone else {})}
+            files[CHANNELS_FILE] = json.dumps(channels).encode()
             outbox = self.spool.put_outbox(main, files)
             log.info(
                 "series %s with %s as channels: %s segmented in %.1f s (%s)",
@@ -162,18 +170,44 @@ class SeriesNode:
                 ", ".join(f"{o} {v:.0f} mL" for o, v in prediction.volumes_ml.items()),
             )
         except Exception as exc:  # the whole group is quarantined, the node lives on
-            reason = str(exc) if isinstance(exc, OrgansegError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, OrgansegError):
                 log.debug("group %s failed", primary, exc_info=True)
-            reason = f"stacked group {labels}: {reason}"
+            reason = f"stacked group {labels}: {_reason(exc)}"
             return [self._quarantine(key, reason, phi) for key in group.keys]
         return [self._deliver(main, outbox)]
 
-    def _result_files(self, series: ReceivedSeries, prediction: Prediction) -> dict[str, bytes]:
+    def _segment_alone(
+        self, key: str, series: ReceivedSeries, phi: set[str]
+    ) -> tuple[dict, dict[str, bytes]]:
+        """A channel series segmented by itself, as a lone series is: ``({"files": names}, files)``,
+        or ``({"refused": reason}, {})`` - a refusal must not cost the group its valid answer, and
+        its reason is kept for the series' done record."""
+        try:
+            started = time.perf_counter()
+            prediction = self.segment(series.volume, None)
+            files = self._result_files(series, prediction, prefix=f"{key}-")
+        except Exception as exc:
+            reason = redact(_reason(exc), phi)
+            if not isinstance(exc, OrgansegError):
+                log.debug("series %s alone failed", key, exc_info=True)
+            log.warning("series %s (a channel) was not segmented alone: %s", key[:10], reason)
+            return {"refused": reason}, {}
+        log.info(
+            "series %s (a channel) also segmented alone: %s in %.1f s (%s)",
+            key[:10],
+            prediction.modality.value,
+            time.perf_counter() - started,
+            ", ".join(f"{o} {v:.0f} mL" for o, v in prediction.volumes_ml.items()),
+        )
+        return {"files": sorted(files)}, files
+
+    def _result_files(
+        self, series: ReceivedSeries, prediction: Prediction, prefix: str = ""
+    ) -> dict[str, bytes]:
         results = build_results(
             series.volume, prediction, series.datasets, series.label, self.outputs
         )
-        return {f"{n:03d}-{r.Modality}.dcm": to_bytes(r) for n, r in enumerate(results)}
+        return {f"{prefix}{n:03d}-{r.Modality}.dcm": to_bytes(r) for n, r in enumerate(results)}
 
     def process(self, key: str) -> Outcome:
         outbox = self.spool.outbox(key)
@@ -206,12 +240,9 @@ class SeriesNode:
                     ", ".join(f"{o} {v:.0f} mL" for o, v in prediction.volumes_ml.items()),
                 )
             except Exception as exc:  # any failure of this series is quarantined, the node lives on
-                reason = (
-                    str(exc) if isinstance(exc, OrgansegError) else f"{type(exc).__name__}: {exc}"
-                )
                 if not isinstance(exc, OrgansegError):
                     log.debug("series %s failed", key, exc_info=True)
-                return self._quarantine(key, reason, phi)
+                return self._quarantine(key, _reason(exc), phi)
         return self._deliver(key, outbox)
 
     def _deliver(self, key: str, outbox: Path) -> Outcome:
@@ -226,22 +257,22 @@ class SeriesNode:
                 "series %s: delivery failed, retrying in %.0f s: %s", key[:10], self.retry_s, exc
             )
             return Outcome(key, "waiting", str(exc))
-        sent = [f"{ds.Modality} {short_uid(ds.SOPInstanceUID)}" for ds in datasets]
-        channels = self.spool.channels_of(key)
+        sent = {
+            p.name: f"{ds.Modality} {short_uid(ds.SOPInstanceUID)}"
+            for p, ds in zip(paths, datasets, strict=True)
+        }
+        facts = self.spool.channel_facts(key)
+        channels = [str(k) for k in facts.get("channels", [])]
+        alone: dict = facts.get("alone", {})
+        own = {name for entry in alone.values() for name in entry.get("files", [])}
+        group = [label for name, label in sent.items() if name not in own]
         for other in channels:  # before the primary: a crash here re-delivers the same results
-            self.spool.finish(
-                other,
-                {
-                    "delivered_at": time.time(),
-                    "used_as_channel_of": f"series uid:{key[:10]}",
-                    "results": sent,
-                },
-            )
+            self.spool.finish(other, _channel_record(key, alone.get(other), sent, group))
         self.spool.finish(
             key,
             {
                 "delivered_at": time.time(),
-                "results": sent,
+                "results": group,
                 "destinations": [d.describe() for d in self.destinations],
                 **({"channels": [f"series uid:{k[:10]}" for k in channels]} if channels else {}),
             },
@@ -249,7 +280,7 @@ class SeriesNode:
         )
         self._retry_after.pop(key, None)
         where = ", ".join(d.describe() for d in self.destinations) or "results/ (no destination)"
-        log.info("series %s: delivered %s to %s", key[:10], ", ".join(sent), where)
+        log.info("series %s: delivered %s to %s", key[:10], ", ".join(sent.values()), where)
         return Outcome(key, "delivered", where, [p.name for p in paths])
 
     def _quarantine(self, key: str, reason: str, phi: set[str]) -> Outcome:
@@ -257,3 +288,34 @@ class SeriesNode:
         quarantined = self.spool.quarantine(key, reason)
         log.error("series %s quarantined in %s: %s", key[:10], quarantined.folder.name, reason)
         return Outcome(key, "quarantined", reason)
+
+
+def _reason(exc: Exception) -> str:
+    """An error as the quarantine and done records state it (our own errors say what to do)."""
+    return str(exc) if isinstance(exc, OrgansegError) else f"{type(exc).__name__}: {exc}"
+
+
+def _channel_record(
+    primary: str, alone: dict | None, sent: dict[str, str], group: list[str]
+) -> dict:
+    """The done record of a series used as a channel of ``primary``: segmented alone too (its own
+    results), refused alone (the reason; the group's results), or a channel only."""
+    of = f"series uid:{primary[:10]}"
+    record: dict = {"delivered_at": time.time(), "used_as_channel_of": of}
+    if alone is None:
+        return {**record, "outcome": f"used as channel of {of}", "results": group}
+    if "files" in alone:
+        return {
+            **record,
+            "outcome": f"segmented alone and used as channel of {of}",
+            "segmented_alone": True,
+            "results": [sent[name] for name in alone["files"] if name in sent],
+        }
+    reason = str(alone.get("refused", "not recorded"))
+    return {
+        **record,
+        "outcome": f"used as channel of {of}; segmenting it alone was refused",
+        "segmented_alone": False,
+        "refused_alone": reason,
+        "results": group,
+    }

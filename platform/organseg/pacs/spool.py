@@ -12,7 +12,10 @@ Layout under the spool root (file and folder names are hashes, never UIDs or pat
 A stacked group (a study's T1 in- and out-of-phase series segmented together) keeps this: its series
 are claimed into ``work`` one by one, its results go to the outbox of its primary series with a
 ``channels.json`` naming the others, and after delivery the others are marked done before the primary,
-so a restart at any step resumes the group or re-delivers the same results.
+so a restart at any step resumes the group or re-delivers the same results. A channel series the model
+also segments alone (T2-SPIR with a T2 member) has its results in that same outbox under its own file
+names, and ``channels.json`` says which files are its (or why it was refused): the group's results are
+still written, delivered and re-delivered as one unit.
 
 A crash at any point leaves each series in exactly one of these places, so a restart resumes it; results
 are written before delivery and keep their UIDs, so a re-sent result replaces itself in the PACS instead
@@ -31,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _KINDS = ("incoming", "work", "outbox", "done", "quarantine", "tmp", "meta")
-#: In an outbox: the keys of the series a stacked result used as channels (not sent anywhere).
+#: In an outbox: the keys of the series a stacked result used as channels and, per channel series
+#: also segmented alone, its result files or the reason it was refused (not sent anywhere).
 CHANNELS_FILE = "channels.json"
 
 
@@ -159,11 +163,15 @@ class Spool:
 
     def channels_of(self, key: str) -> list[str]:
         """The series a stacked result in ``key``'s outbox used as channels."""
+        return [str(k) for k in self.channel_facts(key).get("channels", [])]
+
+    def channel_facts(self, key: str) -> dict:
+        """``key``'s outbox ``channels.json`` (empty when it holds no stacked result)."""
         try:
             data = json.loads((self._dir("outbox", key) / CHANNELS_FILE).read_text())
         except (FileNotFoundError, ValueError):
-            return []
-        return [str(k) for k in data.get("channels", [])]
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def claim(self, key: str) -> Path | None:
         """Move a quiet incoming series to ``work`` (under the lock: no instance lands mid-move)."""

@@ -4,7 +4,9 @@ In-process the model directory's spec says what it stacks and :func:`~organseg.s
 applies the same rules as a multi-series request (missing, doubled or undecidable series are refused
 naming them); served, ``GET /v1/models`` (gRPC ListModels) says it and the server assembles the
 series (sent as voxels and geometry, never headers). The served answer is learned lazily: a node may
-start before its server.
+start before its server. Both also say which modalities the model segments by themselves
+(``spec.modalities()``; the served ``ensembles``): a stacked sequence among them (T2-SPIR with a T2
+member) is segmented alone too, so its series gets its own result besides serving as a channel.
 """
 
 from __future__ import annotations
@@ -31,15 +33,36 @@ Segmenter = Callable[[Volume, str | None], Prediction]
 GroupSegmenter = Callable[[list[ReceivedSeries], list[Path]], tuple[Prediction, int]]
 
 
+#: Stacked, the T1 phases are only ever read as a pair: never segmented alone.
+T1_PHASES = frozenset({Modality.MR_T1_IN, Modality.MR_T1_OUT})
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the node must know of the model: its ensemble name (for messages), the sequences it reads
+    together, and every modality it segments (stacked or alone)."""
+
+    ensemble: str = ""
+    stacked: frozenset[Modality] = frozenset()
+    serves: frozenset[Modality] = frozenset()
+
+    @property
+    def also_alone(self) -> frozenset[Modality]:
+        """Stacked sequences the model also segments by themselves: a series of one is segmented
+        alone too, so the PACS gets its own result (a model with a T2-SPIR member that also stacks
+        T2-SPIR as a channel)."""
+        return (self.stacked & self.serves) - T1_PHASES
+
+
 @dataclass
 class Stacking:
-    """What the model reads together (``learn`` → ensemble name and sequences) and how."""
+    """What the model reads together and serves (``learn``) and how it segments a group."""
 
-    learn: Callable[[], tuple[str, frozenset[Modality]]]
+    learn: Callable[[], ModelFacts]
     segment_group: GroupSegmenter
-    _known: tuple[str, frozenset[Modality]] | None = field(default=None, repr=False)
+    _known: ModelFacts | None = field(default=None, repr=False)
 
-    def known(self) -> tuple[str, frozenset[Modality]]:
+    def known(self) -> ModelFacts:
         """Asked once; an unreachable server raises (the node retries on its next poll)."""
         if self._known is None:
             self._known = self.learn()
@@ -81,8 +104,12 @@ def make_backend(
         from organseg.ensemble.predictor import EnsemblePredictor
 
         predictor = EnsemblePredictor(local, device=device, policy=policy)
-        spec = predictor.spec.preprocess
-        known = (predictor.spec.name, stacked_modalities(spec.t1_mode, spec.t2_channel))
+        spec = predictor.spec
+        known = ModelFacts(
+            spec.name,
+            stacked_modalities(spec.preprocess.t1_mode, spec.preprocess.t2_channel),
+            frozenset(spec.modalities()),
+        )
         return NodeBackend(
             lambda volume, modality: predictor.predict(volume, modality),
             f"in-process {local}",
@@ -102,7 +129,7 @@ def make_backend(
 
     grpc = GrpcClient(str(grpc_target), timeout)
 
-    def grpc_listing() -> tuple[str, frozenset[Modality]]:
+    def grpc_listing() -> ModelFacts:
         from google.protobuf.json_format import MessageToDict
 
         return _listed(MessageToDict(grpc.models(), preserving_proto_field_name=True))
@@ -114,9 +141,14 @@ def make_backend(
     )
 
 
-def _listed(listing: dict[str, Any]) -> tuple[str, frozenset[Modality]]:
-    return str(listing.get("name", "")), stacked_modalities(
-        listing.get("t1_mode"), bool(listing.get("t2_channel"))
+def _listed(listing: dict[str, Any]) -> ModelFacts:
+    """The facts in a ``GET /v1/models`` (ListModels) answer; a modality this version does not know
+    is left out (never segmented alone on a guess)."""
+    found = (Modality.lookup(str(e.get("modality", ""))) for e in listing.get("ensembles", []))
+    return ModelFacts(
+        str(listing.get("name", "")),
+        stacked_modalities(listing.get("t1_mode"), bool(listing.get("t2_channel"))),
+        frozenset(m for m in found if m is not None and m is not Modality.UNKNOWN),
     )
 
 
