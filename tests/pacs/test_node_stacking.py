@@ -1,5 +1,6 @@
-"""The node with a model that stacks T1 in- and out-of-phase: spool and node cores, in-process
-model, no network listener (a delivery to a closed port stands for a PACS that is down)."""
+"""The node with a model that stacks T1 in- and out-of-phase (and the registered T2-SPIR, which it
+may also segment alone): spool and node cores, in-process model, no network listener (a delivery to
+a closed port stands for a PACS that is down)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The DICOM node with a model that stacks T1 in- and out-of-phase, against a real Orthanc: a study's
 two phases arrive as separate series (interleaved, shuffled) and come back as ONE DICOM-SEG over the
-in-phase series; a phase whose companion never comes is quarantined naming it; CT is unchanged."""
+in-phase series; a phase whose companion never comes is quarantined naming it; CT is unchanged; with
+T2-SPIR as a third channel that the model also serves alone, a second SEG comes back over T2-SPIR."""
 
 from __future__ import annotations
 
@@ -99,3 +100,34 @@ def test_ct_through_the_stacking_node_is_segmented_alone_as_before(
     (seg,) = orthanc.wait_for_segs(ct.series_uid, ct.study_uid, timeout=60)
     expected = _predicted(stack_model, [ct.files[0].parent], stack_tools)
     assert np.array_equal(pacs_tools.seg_mask(seg, ct.sop_uids), expected)
+
+
+def test_a_study_of_three_series_gets_the_stacked_seg_and_one_over_t2_when_the_model_serves_it(
+    orthanc, t2_stack_model, synth_root, stack_tools, pacs_tools, tmp_path
+) -> None:
+    """T1 in, T1 out and T2-SPIR by real C-STORE: a SEG over T1 in-phase (three channels) and, as
+    the model also serves T2-SPIR alone, a SEG over the T2-SPIR series, both back in Orthanc."""
+    mr = synth_root / "Train_Sets" / "MR" / "1"
+    folders = [mr / "T1DUAL" / "DICOM_anon" / k for k in ("InPhase", "OutPhase")]
+    folders.append(mr / "T2SPIR" / "DICOM_anon")
+    t1_in, t1_out, t2 = stack_tools.copy_study(folders, tmp_path / "three", "orthanc-three")
+    listener = pacs_tools.start_listener(
+        tmp_path / "spool", tmp_path / "listener.log",
+        "--local", str(t2_stack_model), "--device", "cpu", "--quiet-period", "1",
+        "--send-to", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+    )  # fmt: skip
+    try:
+        files = t1_in.files + t1_out.files + t2.files
+        random.Random(4).shuffle(files)
+        pacs_tools.send_files(listener.port, files)
+        (t1_seg,) = orthanc.wait_for_segs(t1_in.series_uid, t1_in.study_uid, timeout=60)
+        (t2_seg,) = orthanc.wait_for_segs(t2.series_uid, t2.study_uid, timeout=30)
+    finally:
+        listener.stop()
+    expected = _predicted(t2_stack_model, folders, stack_tools)
+    assert np.array_equal(pacs_tools.seg_mask(t1_seg, t1_in.sop_uids), expected)
+    expected_t2 = _predicted(t2_stack_model, folders[2:], stack_tools)
+    assert np.array_equal(pacs_tools.seg_mask(t2_seg, t2.sop_uids), expected_t2)
+    assert orthanc.segs_for(t1_out.series_uid, t1_out.study_uid) == []
+    record = json.loads((tmp_path / "spool" / "done" / f"{key_of(t2.series_uid)}.json").read_text())
+    assert record["segmented_alone"] is True
