@@ -293,3 +293,26 @@ def test_a_t2_refused_alone_keeps_the_stacked_seg_and_records_why(
     for uid in (t1_in.study_uid, t2.series_uid, *t2.sop_uids):
         assert uid not in text
     assert not [p for kind in ("incoming", "work", "outbox") for p in (root / kind).iterdir()]
+
+
+def test_a_group_refused_in_process_tells_a_dicom_sender_what_to_send(
+    t2_stack_model: Path, synth_root: Path, stack_tools, tmp_path: Path
+) -> None:
+    """The node's own words, not the segment route's (no zip, no request parts): a group without the
+    T2-SPIR its model stacks asks for the study's missing series."""
+    from organseg.errors import DataError
+    from organseg.pacs.series import read_received_series
+
+    t1_in, t1_out = _study(synth_root, tmp_path, stack_tools, "hints")
+    folders = [Path(t1_in.files[0]).parent, Path(t1_out.files[0]).parent]
+    series = [read_received_series(folder) for folder in folders]
+    stacking = make_backend(local=t2_stack_model, device="cpu").stacking
+    assert stacking is not None
+    with pytest.raises(DataError) as refused:
+        stacking.segment_group(series, folders)
+    message = str(refused.value)
+    assert (
+        "not the T2-SPIR series: add it to this node (send the study's missing series)" in message
+    )
+    assert "zip" not in message
+    assert "part" not in message

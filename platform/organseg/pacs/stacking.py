@@ -22,11 +22,20 @@ from organseg.io.modality import infer_modality
 from organseg.io.volume import Modality, Volume
 from organseg.pacs.grouping import PRIMARY, stacked_modalities
 from organseg.pacs.series import ReceivedSeries
+from organseg.serve.series import RequestHints
 
 if TYPE_CHECKING:
     from organseg.ensemble.predictor import EnsemblePredictor
     from organseg.ensemble.routing import ModalityPolicy
 
+#: How the node words a refusal of a study's stacked series: a C-STORE sender states no modality
+#: and has no request parts, so the headers must say the sequence and a missing series is sent to the node.
+NODE_HINTS = RequestHints(
+    undecided="a C-STORE sender states no modality, so the series' headers must say the sequence "
+    "(SeriesDescription, or EchoTime with MagneticFieldStrength)",
+    add_to="to this node (send the study's missing series)",
+    named_parts=False,
+)
 #: ``(volume, modality or None) → Prediction``: in-process, or a served endpoint over HTTP/gRPC.
 Segmenter = Callable[[Volume, str | None], Prediction]
 #: ``(series, their spool folders) → (prediction, index of the series the answer lies on)``.
@@ -158,7 +167,9 @@ def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
 
     def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
         items = [SeriesInput(s.volume, s.label) for s in series]
-        assembled = assemble(items, predictor.spec, predictor.classifier, predictor.policy)
+        assembled = assemble(
+            items, predictor.spec, predictor.classifier, predictor.policy, NODE_HINTS
+        )
         primary = next(i for i, s in enumerate(series) if s.volume is assembled.image)
         prediction = predictor.predict(
             assembled.image, assembled.modality, assembled.partner, assembled.t2
