@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -108,30 +109,7 @@ def show_command(
     for row in described["ensembles"]:
         ensembles.add_row(row["modality"], ", ".join(row["members"]), ", ".join(row["organs"]))
     console.print(ensembles)
-    members = Table(title="members", box=box.SIMPLE_HEAD)
-    for header, justify in [
-        ("member", "left"),
-        ("arch", "left"),
-        ("kind", "left"),
-        ("in", "right"),
-        ("folds", "right"),
-        ("val Dice", "right"),
-        ("epoch", "right"),
-        ("modalities", "left"),
-    ]:
-        members.add_column(header, justify=justify)
-    for m in described["members"]:
-        members.add_row(
-            m["name"],
-            m["arch"],
-            m["kind"],
-            str(m["in_channels"]),
-            str(m["folds"] or "—"),
-            "—" if m["val_dice"] is None else f"{m['val_dice']:.3f}",
-            "—" if m["epoch"] is None else str(m["epoch"]),
-            ", ".join(m["modalities"]),
-        )
-    console.print(members)
+    console.print(_members_table(described["members"]))
     classifier = described["modality_classifier"]
     if classifier is None:
         console.print("modality classifier: none (headerless volumes need an explicit modality)")
@@ -144,3 +122,30 @@ def show_command(
         console.print(
             f"{classifier['summary']}\nnot used under the default gate: {classifier['why_not']}"
         )
+
+
+def _members_table(rows: list[dict]) -> Any:
+    """One row per member; nothing is cut (a truncated member name is useless): one modality per
+    line, and the folds column only when a member is a k-fold ensemble."""
+    from rich import box
+    from rich.table import Table
+
+    cells: dict[str, list[str]] = {
+        "member": [m["name"] for m in rows],
+        "arch": [f"{m['arch']} ({m['kind']})" for m in rows],
+        "in": [str(m["in_channels"]) for m in rows],
+        "folds": [str(m["folds"] or "—") for m in rows],
+        "val Dice": ["—" if m["val_dice"] is None else f"{m['val_dice']:.3f}" for m in rows],
+        "epoch": ["—" if m["epoch"] is None else str(m["epoch"]) for m in rows],
+        "modalities": ["\n".join(m["modalities"]) for m in rows],
+    }
+    if not any(m["folds"] for m in rows):
+        del cells["folds"]
+    table = Table(title="members", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, column in cells.items():
+        width = max(len(line) for cell in column for line in cell.splitlines())
+        justify = "left" if header in ("member", "arch", "modalities") else "right"
+        table.add_column(header, justify=justify, no_wrap=True, min_width=max(len(header), width))
+    for row in zip(*cells.values(), strict=True):
+        table.add_row(*row)
+    return table
