@@ -11,6 +11,8 @@ member) is segmented alone too, so its series gets its own result besides servin
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,10 @@ Segmenter = Callable[[Volume, str | None], Prediction]
 GroupSegmenter = Callable[[list[ReceivedSeries], list[Path]], tuple[Prediction, int]]
 
 
+log = logging.getLogger("organseg.pacs")
+
+#: Seconds between two questions to a served model about what it stacks and serves.
+REFRESH_S = 60.0
 #: Stacked, the T1 phases are only ever read as a pair: never segmented alone.
 T1_PHASES = frozenset({Modality.MR_T1_IN, Modality.MR_T1_OUT})
 
@@ -69,12 +75,26 @@ class Stacking:
 
     learn: Callable[[], ModelFacts]
     segment_group: GroupSegmenter
+    #: a served model is asked again this often (a live model switch may change what it stacks);
+    #: None: asked once (an in-process model directory does not change under the node)
+    refresh_s: float | None = None
     _known: ModelFacts | None = field(default=None, repr=False)
+    _learned_at: float = field(default=0.0, repr=False)
 
-    def known(self) -> ModelFacts:
-        """Asked once; an unreachable server raises (the node retries on its next poll)."""
-        if self._known is None:
-            self._known = self.learn()
+    def known(self, now: float | None = None) -> ModelFacts:
+        """The model's facts. While none are known an unreachable server raises (the node keeps the
+        series spooled and retries on its next poll); once known, a failed refresh keeps the last
+        answer until the server answers again."""
+        now = time.monotonic() if now is None else now
+        due = self.refresh_s is not None and now - self._learned_at >= self.refresh_s
+        if self._known is None or due:
+            try:
+                self._known = self.learn()
+            except OrgansegError as exc:
+                if self._known is None:
+                    raise
+                log.warning("cannot ask the model what it stacks, keeping its last answer: %s", exc)
+            self._learned_at = now
         return self._known
 
 
@@ -132,7 +152,7 @@ def make_backend(
         return NodeBackend(
             lambda volume, modality: http.segment(volume, modality),
             f"HTTP {endpoint}",
-            Stacking(lambda: _listed(http.models()), _served_group(http)),
+            Stacking(lambda: _listed(http.models()), _served_group(http), REFRESH_S),
         )
     from organseg.serve.client import GrpcClient
 
@@ -146,7 +166,7 @@ def make_backend(
     return NodeBackend(
         lambda volume, modality: grpc.segment(volume, modality),
         f"gRPC {grpc_target}",
-        Stacking(grpc_listing, _served_group(grpc)),
+        Stacking(grpc_listing, _served_group(grpc), REFRESH_S),
     )
 
 
