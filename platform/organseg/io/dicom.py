@@ -736,11 +736,14 @@ class SeriesGroup:
     label: str
 
 
-def _echo_text(value: object) -> str:
+def echo_time_key(value: object) -> str:
+    """EchoTime as the key that splits a dual-echo series stored under one UID: its first value in ms
+    as text (``"4.6"``), the raw text when that is not a number, ``""`` when absent or empty."""
+    text = "" if value is None else str(value)
     try:
-        return f"{float(str(value).split(chr(92))[0]):g}"
+        return f"{float(text.split(chr(92))[0]):g}"
     except ValueError:
-        return str(value)
+        return text
 
 
 def group_series(paths: list[Path]) -> list[SeriesGroup]:
@@ -785,7 +788,7 @@ def group_series(paths: list[Path]) -> list[SeriesGroup]:
     for members in by_uid.values():
         echoes: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
         for path, ds in members:
-            echoes.setdefault(_echo_text(ds.get("EchoTime", "")), []).append((path, ds))
+            echoes.setdefault(echo_time_key(ds.get("EchoTime")), []).append((path, ds))
         split = len(echoes) > 1
         for echo, files in echoes.items():
             number = _int_or_none(str(files[0][1].get("SeriesNumber", "") or ""))

@@ -22,6 +22,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from organseg.errors import DataError, RequestTooLarge
+from organseg.io.dicom import echo_time_key
 from organseg.modalities import Modality
 from organseg.pacs.series import ReceivedSeries, read_received_series, series_label
 from organseg.serve.series import RequestHints, SeriesInput
@@ -135,13 +136,6 @@ def _header(number: int, data: bytes) -> Dataset:
         ) from None
 
 
-def _echo(ds: Dataset) -> str:
-    try:
-        return f"{float(str(ds.get('EchoTime', '') or '').split(chr(92))[0]):g}"
-    except ValueError:
-        return ""
-
-
 def group_parts(parts: list[bytes]) -> list[PartGroup]:
     """The parts grouped by SeriesInstanceUID (and EchoTime within a UID), headers only."""
     by_uid: dict[str, dict[str, PartGroup]] = {}
@@ -152,7 +146,7 @@ def group_parts(parts: list[bytes]) -> list[PartGroup]:
         if not uid:
             unplaced.append(number)
         echoes = by_uid.setdefault(uid, {})
-        group = echoes.setdefault(_echo(ds), PartGroup(series_label(ds)))
+        group = echoes.setdefault(echo_time_key(ds.get("EchoTime")), PartGroup(series_label(ds)))
         group.parts.append(data)
         group.headers.append(ds)
     if unplaced and len(by_uid) > 1:
