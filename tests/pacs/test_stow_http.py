@@ -123,15 +123,15 @@ def test_node_segments_through_the_served_graph(
     stow_server, transport, compressed_copies, reference_mask, pacs_tools, tmp_path
 ) -> None:
     """The node's core with `--endpoint` / `--grpc` (no destination: results stay in the spool)."""
-    from organseg.pacs.node import SeriesNode, make_segmenter
+    from organseg.pacs.node import SeriesNode, make_backend
     from organseg.pacs.spool import Spool
 
     http, grpc_target = stow_server
-    segment, _ = (
-        make_segmenter(endpoint=http)
+    segment = (
+        make_backend(endpoint=http)
         if transport == "endpoint"
-        else make_segmenter(grpc_target=grpc_target)
-    )
+        else make_backend(grpc_target=grpc_target)
+    ).segment
     copy = compressed_copies["rle"]
     spool = Spool(tmp_path / "spool")
     for path, uid in zip(copy.files, copy.sop_uids, strict=True):

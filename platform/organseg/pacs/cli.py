@@ -27,13 +27,13 @@ def predict_dicomweb_command(
     """``organseg predict --dicomweb URL --study UID [--series UID] [--stow] [-o FOLDER]``."""
     from organseg.cli._console import console
     from organseg.pacs.dicomweb import predict_dicomweb
-    from organseg.pacs.node import make_segmenter
+    from organseg.pacs.stacking import make_backend
 
     if not url or not study:
         raise OrgansegError("--dicomweb URL and --study UID go together")
     if input_path is not None:
         raise OrgansegError("give either INPUT or --dicomweb, not both")
-    segment, _ = make_segmenter(local, endpoint, grpc_target, device, timeout)
+    segment = make_backend(local, endpoint, grpc_target, device, timeout).segment
     results = predict_dicomweb(url, study, series, segment, ("seg",), stow, out, modality)
     for entry in results:
         volumes = ", ".join(f"{k} {v:.1f} mL" for k, v in entry.volumes_ml.items())

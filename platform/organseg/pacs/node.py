@@ -19,27 +19,15 @@ from organseg.errors import OrgansegError
 from organseg.io.volume import Modality
 from organseg.pacs import grouping
 from organseg.pacs.delivery import DeliveryError, Destination
-from organseg.pacs.privacy import phi_values, redact, short_uid
+from organseg.pacs.privacy import redact, short_uid
 from organseg.pacs.results import build_results, from_bytes, to_bytes
-from organseg.pacs.series import ReceivedSeries, read_headers, read_received_series
+from organseg.pacs.series import ReceivedSeries, read_received_series, series_phi
 from organseg.pacs.spool import CHANNELS_FILE, Spool
 from organseg.pacs.stacking import ModelFacts, Segmenter, Stacking, make_backend
 
-__all__ = ["Outcome", "Segmenter", "SeriesNode", "make_backend", "make_segmenter"]
+__all__ = ["Outcome", "Segmenter", "SeriesNode", "make_backend"]
 
 log = logging.getLogger("organseg.pacs")
-
-
-def make_segmenter(
-    local: Path | None = None,
-    endpoint: str | None = None,
-    grpc_target: str | None = None,
-    device: str | None = None,
-    timeout: float = 300.0,
-) -> tuple[Segmenter, str]:
-    """The segmenter for exactly one of ``local``/``endpoint``/``grpc_target``, and its description."""
-    backend = make_backend(local, endpoint, grpc_target, device, timeout)
-    return backend.segment, backend.describe
 
 
 @dataclass
@@ -143,7 +131,7 @@ class SeriesNode:
         try:
             folders = [w for w in works if w is not None]
             for folder in folders:
-                phi |= phi_values([ds for _, ds in read_headers(folder)[:1]])
+                phi |= series_phi(folder)
             started = time.perf_counter()
             series = [read_received_series(folder) for folder in folders]
             if self.stacking is None:
@@ -225,7 +213,7 @@ class SeriesNode:
                 return Outcome(key, "waiting")
             phi: set[str] = set()
             try:
-                phi = phi_values([ds for _, ds in read_headers(work)[:1]])
+                phi = series_phi(work)
                 started = time.perf_counter()
                 series = read_received_series(work)
                 prediction = self.segment(series.volume, None)

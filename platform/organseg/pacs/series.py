@@ -53,6 +53,17 @@ def read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
     return found
 
 
+def series_phi(folder: Path) -> set[str]:
+    """The patient values to keep out of messages about the series in ``folder``, from its first
+    readable instance header only (:func:`read_received_series` reads and checks every header)."""
+    for path in sorted(Path(folder).glob("*.dcm")):
+        try:
+            return phi_values([pydicom.dcmread(path, stop_before_pixels=True)])
+        except Exception:  # pydicom raises many types for damaged files; the reader names them
+            continue
+    return set()
+
+
 def read_received_series(
     folder: Path, label: str | None = None, max_voxels: int | None = None
 ) -> ReceivedSeries:
