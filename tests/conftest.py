@@ -21,6 +21,32 @@ def chaos_sample_root() -> Path | None:
     return None
 
 
+#: The series folders of an MR case in the CHAOS layout (synthetic or real), below ``Train_Sets/MR/<case>``.
+MR_SERIES: dict[str, tuple[str, ...]] = {
+    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
+    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
+    "t2": ("T2SPIR", "DICOM_anon"),
+}
+
+
+def mr_series_folder(root: Path, case: int, kind: str) -> Path:
+    """The DICOM folder of MR case ``case``'s series ``kind`` (a key of :data:`MR_SERIES`)."""
+    return root / "Train_Sets" / "MR" / str(case) / Path(*MR_SERIES[kind])
+
+
+def zip_bytes(entries: list[tuple[str, bytes]], deflate: bool = False) -> bytes:
+    """A zip archive (in memory) of ``(name, data)`` entries, as an upload sends one."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that start their own local Ray cluster run first: once the session's shared cluster is up
     (it stays up until the session ends) they could not run without two clusters on one machine."""

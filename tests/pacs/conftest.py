@@ -24,6 +24,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.conftest import mr_series_folder
+
 ORTHANC_AET = "ORTHANC"
 DICOMWEB_PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
 #: gdcmconv options per compressed transfer syntax (all lossless).
@@ -170,10 +172,7 @@ def ct_model(tmp_path_factory: pytest.TempPathFactory, chaos_ct_case: Path) -> P
     """A one-member CT model directory (no training): its last layer is rescaled so that about 15% of
     the real case's voxels cross the threshold - a mask that depends on every slice's pixels, which is
     what equality checks need (an untrained network alone predicts nothing)."""
-    import torch
-
     from organseg.config import parse_config
-    from organseg.ensemble.members import MemberRunner
     from organseg.ensemble.predictor import prepare_input
     from organseg.ensemble.spec import load_spec, write_untrained_model_dir
     from organseg.io.dicom import read_dicom_series
@@ -198,16 +197,7 @@ def ct_model(tmp_path_factory: pytest.TempPathFactory, chaos_ct_case: Path) -> P
     spec = load_spec(model_dir)
     entry = spec.members[0]
     _, prepared = prepare_input(spec, read_dicom_series(chaos_ct_case / "DICOM_anon"))
-    runner = MemberRunner(model_dir, entry, "cpu")
-    with torch.no_grad():
-        logits = runner.model(torch.from_numpy(prepared.array.astype(np.float32))).numpy()
-    q50, q85, q99 = np.percentile(logits, [50, 85, 99])
-    scale = 8.0 / float(q99 - q50)
-    weights = model_dir / entry.weights
-    state = torch.load(weights, weights_only=True)
-    state["head.weight"] = state["head.weight"] * scale
-    state["head.bias"] = (state["head.bias"] - float(q85)) * scale
-    torch.save(state, weights)
+    _rescale_head(model_dir, entry, prepared)
     return model_dir
 
 
@@ -398,12 +388,6 @@ def pacs_tools():
 
 
 # -- a model that stacks T1 in- and out-of-phase (and segments CT alone) --------------------------------
-T1_FOLDERS = {
-    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
-    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
-}
-
-
 def _rescale_head(model_dir: Path, entry, prepared, target: float = 0.15) -> None:
     """Scale a member's last layer so that about ``target`` of ``prepared``'s voxels cross the
     threshold: a mask that depends on every slice's pixels (an untrained network predicts nothing)."""
@@ -447,8 +431,7 @@ def stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> P
     )
     model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("stack-model"))
     spec = load_spec(model_dir)
-    mr = synth_root / "Train_Sets" / "MR" / "1"
-    t1_in, t1_out = (read_dicom_series(mr / Path(*T1_FOLDERS[k])) for k in ("in", "out"))
+    t1_in, t1_out = (read_dicom_series(mr_series_folder(synth_root, 1, k)) for k in ("in", "out"))
     ct = read_dicom_series(synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon")
     for entry, image, partner in ((spec.members[0], ct, None), (spec.members[1], t1_in, t1_out)):
         _, prepared = prepare_input(spec, image, None, partner)
@@ -502,7 +485,6 @@ def stack_tools():
 
 
 # -- a model that stacks T1 in, T1 out and the registered T2-SPIR (and may serve T2-SPIR alone) --------
-T2_FOLDER = ("T2SPIR", "DICOM_anon")
 
 
 def _t2_stack_config(name: str, with_t2_member: bool):
@@ -535,12 +517,11 @@ def t2_stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -
     config = _t2_stack_config("pacs-stack-t2", with_t2_member=True)
     model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("t2-stack-model"))
     spec = load_spec(model_dir)
-    mr = synth_root / "Train_Sets" / "MR" / "1"
-    t1_in, t1_out = (read_dicom_series(mr / Path(*T1_FOLDERS[k])) for k in ("in", "out"))
-    t2 = read_dicom_series(mr / Path(*T2_FOLDER))
+    t1_in, t1_out = (read_dicom_series(mr_series_folder(synth_root, 1, k)) for k in ("in", "out"))
+    t2 = read_dicom_series(mr_series_folder(synth_root, 1, "t2"))
     _, stacked = prepare_input(spec, t1_in, None, t1_out, t2)
     _rescale_head(model_dir, spec.members[0], stacked)
-    _, alone = prepare_input(spec, read_dicom_series(mr / Path(*T2_FOLDER)))
+    _, alone = prepare_input(spec, read_dicom_series(mr_series_folder(synth_root, 1, "t2")))
     _rescale_head(model_dir, spec.members[1], alone)
     return model_dir
 

@@ -28,12 +28,8 @@ from organseg.pacs.stow import (
 )
 from organseg.preprocess.config import PreprocessConfig
 from organseg.serve.series import assemble
+from tests.conftest import MR_SERIES, mr_series_folder
 
-SERIES = {
-    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
-    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
-    "t2": ("T2SPIR", "DICOM_anon"),
-}
 MARKER = "QQSTOWBODY5X"
 LIMIT = 10_000_000
 
@@ -58,13 +54,13 @@ def _edited(paths: list[Path], edit=None) -> list[bytes]:
 
 
 def _files(root: Path, case: int, kind: str) -> list[Path]:
-    return sorted((root / "Train_Sets" / "MR" / str(case) / Path(*SERIES[kind])).glob("*.dcm"))
+    return sorted(mr_series_folder(root, case, kind).glob("*.dcm"))
 
 
 @pytest.fixture(scope="module")
 def study(synth_root: Path) -> dict[str, list[bytes]]:
     """Case 1's three series as STOW-RS parts, the patient's name set to a marker."""
-    return {kind: _edited(_files(synth_root, 1, kind)) for kind in SERIES}
+    return {kind: _edited(_files(synth_root, 1, kind)) for kind in MR_SERIES}
 
 
 def _through_multipart(parts: list[bytes]) -> list[bytes]:
@@ -84,7 +80,7 @@ def test_three_series_shuffled_are_read_and_assembled_on_the_in_phase_grid(
     received = series_from_parts(_through_multipart(parts), LIMIT)
     assert len(received) == 3
     by_label = {r.label: r for r in received}
-    for kind in SERIES:
+    for kind in MR_SERIES:
         series = by_label[f"series {short_uid(_uid(study[kind][0]))}"]
         expected = read_dicom_series(_files(synth_root, 1, kind)[0].parent)  # geometry order
         np.testing.assert_array_equal(series.volume.array, expected.array)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import random
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -19,24 +18,16 @@ import pytest
 
 from organseg.pacs.privacy import short_uid
 from organseg.pacs.stow import encode_multipart
+from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SERIES = {
-    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
-    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
-    "t2": ("T2SPIR", "DICOM_anon"),
-}
 MARKER = "QQSTOWMC3K"
 MAX_MB = 2
 
 
-def _folder(data_root: Path, case: int, kind: str) -> Path:
-    return data_root / "Train_Sets" / "MR" / str(case) / Path(*SERIES[kind])
-
-
 def _voxels(data_root: Path, case: int, kind: str) -> int:
-    paths = sorted(_folder(data_root, case, kind).iterdir())
+    paths = sorted(mr_series_folder(data_root, case, kind).iterdir())
     first = pydicom.dcmread(paths[0], stop_before_pixels=True)
     return int(first.Rows) * int(first.Columns) * len(paths)
 
@@ -52,7 +43,7 @@ def stow_mc(ray_cluster, multicontrast_model: tuple[Path, Path], pacs_tools):
     model_dir, data_root = multicontrast_model
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     # limits a study's three series fit in, a fourth series does not
-    voxels = max(sum(_voxels(data_root, case, kind) for kind in SERIES) for case in (1, 2))
+    voxels = max(sum(_voxels(data_root, case, kind) for kind in MR_SERIES) for case in (1, 2))
     deployments = [
         {"name": "router", **small},
         {"name": ensemble_deployment_name("MR-T1-in"), **small},
@@ -71,9 +62,9 @@ def stow_mc(ray_cluster, multicontrast_model: tuple[Path, Path], pacs_tools):
 def _study(data_root: Path, case: int) -> dict[str, list[bytes]]:
     """A case's three series as Part-10 bytes, the patient's name set to a marker."""
     study = {}
-    for kind in SERIES:
+    for kind in MR_SERIES:
         parts = []
-        for path in sorted(_folder(data_root, case, kind).iterdir()):
+        for path in sorted(mr_series_folder(data_root, case, kind).iterdir()):
             ds = pydicom.dcmread(path)
             ds.PatientName = f"{MARKER}^Test"
             buffer = io.BytesIO()
@@ -99,12 +90,12 @@ def _label(parts: list[bytes]) -> str:
 
 def _segment_route(url: str, study: dict[str, list[bytes]]) -> dict:
     """The same series through the multi-series segment route (a zip of the series), labels decoded."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for kind, parts in study.items():
-            for n, data in enumerate(parts):
-                archive.writestr(f"{kind}/{n:04d}.dcm", data)
-    files = {"file": ("study.zip", buffer.getvalue())}
+    entries = [
+        (f"{kind}/{n:04d}.dcm", data)
+        for kind, parts in study.items()
+        for n, data in enumerate(parts)
+    ]
+    files = {"file": ("study.zip", zip_bytes(entries))}
     answer = httpx.post(
         f"{url}/v1/segment", files=files, data={"output_format": "raw"}, timeout=120
     )

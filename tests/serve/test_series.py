@@ -5,7 +5,6 @@ undecidable is refused naming the series by SeriesNumber/InstanceNumber, never a
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,24 +19,7 @@ from organseg.io.volume import Modality
 from organseg.preprocess.config import PreprocessConfig
 from organseg.serve.series import SeriesInput, assemble, series_label
 from organseg.serve.wire import WireLimits, decode_dicom_zip_series
-
-SERIES = {
-    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
-    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
-    "t2": ("T2SPIR", "DICOM_anon"),
-}
-
-
-def _folder(root: Path, case: int, kind: str) -> Path:
-    return root / "Train_Sets" / "MR" / str(case) / Path(*SERIES[kind])
-
-
-def _zip(files: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files:
-            archive.writestr(name, data)
-    return buffer.getvalue()
+from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
 
 
 def _entries(folder: Path, prefix: str, edit=None) -> list[tuple[str, bytes]]:
@@ -67,11 +49,13 @@ def _spec(t1_mode: str = "stack", t2_channel: bool = True) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def patient(synth_root: Path) -> dict[str, list[tuple[str, bytes]]]:
     """Case 1's three series as zip entries under patient-named folders (names must never leak)."""
-    return {k: _entries(_folder(synth_root, 1, k), f"DOE^JANE/{k}-scan") for k in SERIES}
+    return {
+        k: _entries(mr_series_folder(synth_root, 1, k), f"DOE^JANE/{k}-scan") for k in MR_SERIES
+    }
 
 
 def test_zip_of_three_series_reads_each_like_its_folder(synth_root: Path, patient) -> None:
-    items = _items(_zip(patient["t2"] + patient["out"] + patient["in"]))
+    items = _items(zip_bytes(patient["t2"] + patient["out"] + patient["in"]))
     assert len(items) == 3
     for item in items:
         kind = {
@@ -79,7 +63,7 @@ def test_zip_of_three_series_reads_each_like_its_folder(synth_root: Path, patien
             Modality.MR_T1_OUT: "out",
             Modality.MR_T2SPIR: "t2",
         }[item.volume.modality]
-        expected = read_dicom_series(_folder(synth_root, 1, kind))
+        expected = read_dicom_series(mr_series_folder(synth_root, 1, kind))
         np.testing.assert_array_equal(item.volume.array, expected.array)
         assert item.volume.geometry == expected.geometry
         assert item.label.startswith("SeriesNumber ")
@@ -105,7 +89,7 @@ def test_dual_echo_stored_as_one_series_is_split_by_echo_time(patient) -> None:
 
     out = [(n, d) for n, d in patient["out"]]
     edited = _entries_from_bytes(out, same_series)
-    items = _items(_zip(patient["in"] + edited))
+    items = _items(zip_bytes(patient["in"] + edited))
     assert sorted(i.volume.modality.value for i in items) == ["MR-T1-in", "MR-T1-out"]
     assert all("EchoTime" in i.label for i in items)
     assert assemble(items, _spec(t2_channel=False)).partner is not None
@@ -124,22 +108,23 @@ def _entries_from_bytes(entries, edit) -> list[tuple[str, bytes]]:
 
 def test_missing_series_are_named_with_what_to_send(patient) -> None:
     with pytest.raises(ModalityError, match=r"not the T2-SPIR series.*'t2'") as missing_t2:
-        assemble(_items(_zip(patient["in"] + patient["out"])), _spec())
+        assemble(_items(zip_bytes(patient["in"] + patient["out"])), _spec())
     assert "SeriesNumber" in str(missing_t2.value)
     with pytest.raises(ModalityError, match=r"not the T1 out-of-phase series.*out_phase"):
-        assemble(_items(_zip(patient["in"] + patient["t2"])), _spec())
+        assemble(_items(zip_bytes(patient["in"] + patient["t2"])), _spec())
     with pytest.raises(ModalityError, match="T1 in-phase series"):
-        assemble(_items(_zip(patient["out"] + patient["t2"])), _spec())
+        assemble(_items(zip_bytes(patient["out"] + patient["t2"])), _spec())
     # one T1 series alone on a stacking model: the same refusal, not a single-channel guess
     with pytest.raises(ModalityError, match="out-of-phase"):
-        assemble(_items(_zip(patient["in"])), _spec(t2_channel=False))
+        assemble(_items(zip_bytes(patient["in"])), _spec(t2_channel=False))
     # a T2 beside T1 that the model does not stack is not silently dropped
     with pytest.raises(DataError, match="t2_channel is off"):
         assemble(
-            _items(_zip(patient["in"] + patient["out"] + patient["t2"])), _spec(t2_channel=False)
+            _items(zip_bytes(patient["in"] + patient["out"] + patient["t2"])),
+            _spec(t2_channel=False),
         )
     # T2-SPIR alone goes to its own ensemble
-    (only,) = _items(_zip(patient["t2"]))
+    (only,) = _items(zip_bytes(patient["t2"]))
     assert assemble([only], _spec()).modality is Modality.MR_T2SPIR
 
 
@@ -152,7 +137,7 @@ def test_two_series_of_one_sequence_are_refused(patient) -> None:
     twin = [
         (n.replace("t2-scan", "t2-copy"), d) for n, d in _entries_from_bytes(patient["t2"], copy)
     ]
-    items = _items(_zip(patient["in"] + patient["out"] + patient["t2"] + twin))
+    items = _items(zip_bytes(patient["in"] + patient["out"] + patient["t2"] + twin))
     with pytest.raises(DataError, match=r"two T2-SPIR series: SeriesNumber \d+ .* SeriesNumber 99"):
         assemble(items, _spec())
 
@@ -160,8 +145,8 @@ def test_two_series_of_one_sequence_are_refused(patient) -> None:
 def test_series_of_another_patient_or_study_are_refused_without_echoing_ids(
     synth_root: Path, patient
 ) -> None:
-    other = _entries(_folder(synth_root, 2, "t2"), "other")
-    items = _items(_zip(patient["in"] + patient["out"] + other))
+    other = _entries(mr_series_folder(synth_root, 2, "t2"), "other")
+    items = _items(zip_bytes(patient["in"] + patient["out"] + other))
     with pytest.raises(DataError, match="not from one study: StudyInstanceUID differs") as exc:
         assemble(items, _spec())
     uids = {i.volume.meta["StudyInstanceUID"] for i in items}
@@ -172,7 +157,7 @@ def test_series_of_another_patient_or_study_are_refused_without_echoing_ids(
 
     moved = _entries_from_bytes(patient["t2"], other_patient)
     with pytest.raises(DataError, match="not from one patient: PatientID differs") as exc:
-        assemble(_items(_zip(patient["in"] + patient["out"] + moved)), _spec())
+        assemble(_items(zip_bytes(patient["in"] + patient["out"] + moved)), _spec())
     assert "SOMEONE" not in str(exc.value)
     assert "SYNTH" not in str(exc.value)
 
@@ -184,7 +169,7 @@ def test_a_series_of_unknown_sequence_is_named_not_guessed(patient) -> None:
                 delattr(ds, keyword)
 
     blank = _entries_from_bytes(patient["t2"], anonymous_sequence)
-    items = _items(_zip(patient["in"] + patient["out"] + blank))
+    items = _items(zip_bytes(patient["in"] + patient["out"] + blank))
     with pytest.raises(
         ModalityError, match=r"SeriesNumber \d+ \(InstanceNumber 1-\d+\): cannot tell the modality"
     ) as exc:
@@ -194,8 +179,8 @@ def test_a_series_of_unknown_sequence_is_named_not_guessed(patient) -> None:
 
 
 def test_voxel_limit_counts_every_series_of_the_request(patient) -> None:
-    data = _zip(patient["in"] + patient["out"] + patient["t2"])
-    one = decode_dicom_zip_series(_zip(patient["in"]), WireLimits())[0]
+    data = zip_bytes(patient["in"] + patient["out"] + patient["t2"])
+    one = decode_dicom_zip_series(zip_bytes(patient["in"]), WireLimits())[0]
     size = int(np.prod(one.shape))
     with pytest.raises(RequestTooLarge, match="voxels"):
         decode_dicom_zip_series(data, WireLimits(max_voxels=2 * size + size // 2))
@@ -207,8 +192,8 @@ def test_named_parts_share_the_request_voxel_limit(synth_root: Path, tmp_path: P
 
     from organseg.serve.router import _part_series
 
-    t1 = read_dicom_series(_folder(synth_root, 1, "in"))
-    t2 = read_dicom_series(_folder(synth_root, 1, "t2"))
+    t1 = read_dicom_series(mr_series_folder(synth_root, 1, "in"))
+    t2 = read_dicom_series(mr_series_folder(synth_root, 1, "t2"))
     sitk.WriteImage(t2.to_sitk(), str(tmp_path / "t2.nii.gz"))
     part = (tmp_path / "t2.nii.gz").read_bytes()
     items = [SeriesInput(t1, "file", "file", "MR-T1-in")]

@@ -7,7 +7,6 @@ request is answered."""
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import httpx
@@ -20,15 +19,11 @@ from organseg.ensemble.inputs import plan_inputs
 from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.errors import DataError, OrgansegError
 from organseg.io import read_any
+from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 HTTP_PORT, GRPC_PORT = 18347, 19347
-SERIES = {
-    "in": ("T1DUAL", "DICOM_anon", "InPhase"),
-    "out": ("T1DUAL", "DICOM_anon", "OutPhase"),
-    "t2": ("T2SPIR", "DICOM_anon"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +55,8 @@ def _case(data_root: Path, case: int) -> Path:
 
 
 def _files(data_root: Path, case: int, kind: str, prefix: str) -> list[tuple[str, bytes]]:
-    folder = _case(data_root, case) / Path(*SERIES[kind])
+    folder = mr_series_folder(data_root, case, kind)
     return [(f"{prefix}/{p.name}", p.read_bytes()) for p in sorted(folder.glob("*.dcm"))]
-
-
-def _zip(entries: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _exit_code(main, args: list[str]) -> int | None:
@@ -182,8 +169,8 @@ def test_refusals_name_what_is_wrong_and_the_next_request_is_answered(
     http, grpc_target, _, data_root = served_mc
     client = HttpClient(http, retry=NO_RETRY)
     grpc = GrpcClient(grpc_target, retry=NO_RETRY)
-    patient = {k: _files(data_root, 1, k, f"DOE^JANE/{k}") for k in SERIES}
-    good = _zip(patient["in"] + patient["out"] + patient["t2"])
+    patient = {k: _files(data_root, 1, k, f"DOE^JANE/{k}") for k in MR_SERIES}
+    good = zip_bytes(patient["in"] + patient["out"] + patient["t2"])
 
     def twin(entries):
         out = []
@@ -200,17 +187,20 @@ def test_refusals_name_what_is_wrong_and_the_next_request_is_answered(
     other = _files(data_root, 2, "t2", "SMITH^JOHN/t2")
     study_uids = {pydicom.dcmread(io.BytesIO(d)).StudyInstanceUID for _, d in other + patient["t2"]}
     bad = {
-        "missing T2": (_zip(patient["in"] + patient["out"]), r"422.*not the T2-SPIR series.*'t2'"),
+        "missing T2": (
+            zip_bytes(patient["in"] + patient["out"]),
+            r"422.*not the T2-SPIR series.*'t2'",
+        ),
         "missing out-phase": (
-            _zip(patient["in"] + patient["t2"]),
+            zip_bytes(patient["in"] + patient["t2"]),
             r"422.*not the T1 out-of-phase series.*out_phase",
         ),
         "two T2": (
-            _zip(patient["in"] + patient["out"] + patient["t2"] + twin(patient["t2"])),
+            zip_bytes(patient["in"] + patient["out"] + patient["t2"] + twin(patient["t2"])),
             r"400.*two T2-SPIR series: SeriesNumber \d+ .* and SeriesNumber 99",
         ),
         "mixed": (
-            _zip(patient["in"] + patient["out"] + other),
+            zip_bytes(patient["in"] + patient["out"] + other),
             r"400.*not from one study: StudyInstanceUID differs",
         ),
     }

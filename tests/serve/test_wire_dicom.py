@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +12,12 @@ import pytest
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io import read_dicom_series
 from organseg.serve.wire import WireLimits, decode_dicom_zip, decode_upload
+from tests.conftest import zip_bytes
 
 
 @pytest.fixture(scope="module")
 def ct_files(synth_root: Path) -> list[Path]:
     return sorted((synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon").glob("*.dcm"))
-
-
-def _zip(entries: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_uid_named_shuffled_zip_equals_the_series(ct_files: list[Path]) -> None:
@@ -39,7 +31,7 @@ def test_uid_named_shuffled_zip_equals_the_series(ct_files: list[Path]) -> None:
         for p in ct_files
     ]
     volume = decode_dicom_zip(
-        _zip([entries[i] for i in rng.permutation(len(entries))]), WireLimits()
+        zip_bytes([entries[i] for i in rng.permutation(len(entries))], deflate=True), WireLimits()
     )
     np.testing.assert_array_equal(volume.array, expected.array)
     assert volume.geometry.isclose(expected.geometry)
@@ -49,7 +41,7 @@ def test_uid_named_shuffled_zip_equals_the_series(ct_files: list[Path]) -> None:
 def test_errors_name_slices_not_uploaded_files(ct_files: list[Path]) -> None:
     entries = [(f"DOE^JANE-{k}.dcm", p.read_bytes()) for k, p in enumerate(ct_files) if k != 5]
     with pytest.raises(DataError, match="missing") as info:
-        decode_dicom_zip(_zip(entries), WireLimits())
+        decode_dicom_zip(zip_bytes(entries, deflate=True), WireLimits())
     assert "InstanceNumber 5" in str(info.value)
     assert "DOE" not in str(info.value)
     assert "/tmp" not in str(info.value)
@@ -62,13 +54,13 @@ def test_errors_name_slices_not_uploaded_files(ct_files: list[Path]) -> None:
 def test_unsafe_member_names_are_refused(ct_files: list[Path], name: str) -> None:
     entries = [(p.name, p.read_bytes()) for p in ct_files] + [(name, ct_files[0].read_bytes())]
     with pytest.raises(DataError, match=f"zip member {len(entries)} has an unsafe name") as info:
-        decode_dicom_zip(_zip(entries), WireLimits())
+        decode_dicom_zip(zip_bytes(entries, deflate=True), WireLimits())
     assert "evil" not in str(info.value)
 
 
 def test_lying_member_sizes_are_stopped_while_unpacking() -> None:
     """A member whose header claims 10 bytes but inflates to 64 MiB stops at the byte limit."""
-    data = _zip([("a.dcm", b"\0" * (64 << 20))])
+    data = zip_bytes([("a.dcm", b"\0" * (64 << 20))], deflate=True)
     patched = bytearray(data)
     # rewrite the uncompressed size in the central directory (and local header) to 10 bytes
     for signature, offset in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):
@@ -85,11 +77,15 @@ def test_header_voxel_check_refuses_before_decoding(ct_files: list[Path]) -> Non
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     with pytest.raises(RequestTooLarge, match="claims at least 256000000 voxels"):
-        decode_upload(_zip([("x.dcm", buffer.getvalue())]), None, WireLimits(max_voxels=10**7))
+        decode_upload(
+            zip_bytes([("x.dcm", buffer.getvalue())], deflate=True),
+            None,
+            WireLimits(max_voxels=10**7),
+        )
     with pytest.raises(
         DataError, match="truncated"
     ):  # within the voxel limit, the bytes are not there
-        decode_upload(_zip([("x.dcm", buffer.getvalue())]), None, WireLimits())
+        decode_upload(zip_bytes([("x.dcm", buffer.getvalue())], deflate=True), None, WireLimits())
 
 
 def test_single_dicom_file_upload(ct_files: list[Path]) -> None:
