@@ -297,9 +297,13 @@ def test_dockerfile_builds_on_the_matching_ray_image() -> None:
     assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-\$\{PYTHON_TAG\}-gpu$", text, re.M)
     assert re.fullmatch(r"py3\d+", args["PYTHON_TAG"])
     assert "download.pytorch.org/whl/" in text, "CUDA build of torch"
-    assert "scripts/gen_proto.py" in text
-    assert (ROOT / "scripts" / "gen_proto.py").is_file()
-    assert re.search(r"pip install \. ", text), "organseg is installed from the build context"
+    lock = ROOT / "requirements" / "lock.txt"
+    assert "pip install --require-hashes --no-deps -r requirements/lock.txt" in text
+    assert args["PYTHON_TAG"] == "py311", "the lock is resolved for CPython 3.11 (scripts/lock.sh)"
+    assert f"ray=={ray.__version__} " in lock.read_text(), "the lock pins the image's Ray"
+    assert re.search(r"pip install --no-deps --no-build-isolation \.;", text), (
+        "organseg is installed from the build context"
+    )
     assert (DOCKERFILE.parent / "Dockerfile.dockerignore").is_file()
 
 
