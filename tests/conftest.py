@@ -48,7 +48,7 @@ def zip_bytes(entries: list[tuple[str, bytes]], deflate: bool = False) -> bytes:
 
 
 #: Per-test time limits (pytest-timeout), so a hung test fails with its name within minutes instead of
-#: running into CI's overall limit. Generous for what starts Ray, trains or talks to Orthanc; an explicit
+#: running into CI's overall limit. Generous for what starts Ray, trains or reads the real case; an explicit
 #: ``@pytest.mark.timeout(S)`` on a test wins.
 TIMEOUT_S = 300
 SLOW_TIMEOUT_S = 900
@@ -60,7 +60,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("own_ray_cluster") is None)
     for item in items:
         if item.get_closest_marker("timeout") is None:
-            slow = any(item.get_closest_marker(m) for m in ("slow", "ray", "own_ray_cluster"))
+            slow = any(
+                item.get_closest_marker(m) for m in ("slow", "ray", "own_ray_cluster", "sample")
+            )
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S if slow else TIMEOUT_S))
 
 
