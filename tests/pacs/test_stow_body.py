@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
+from organseg.ensemble.assembly import assemble
 from organseg.ensemble.routing import ModalityError
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io import read_dicom_series
@@ -27,7 +28,6 @@ from organseg.pacs.stow import (
     split_multipart,
 )
 from organseg.preprocess.config import PreprocessConfig
-from organseg.serve.series import assemble
 from tests.conftest import MR_SERIES, mr_series_folder
 
 MARKER = "QQSTOWBODY5X"

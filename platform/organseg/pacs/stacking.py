@@ -1,6 +1,6 @@
 """How the node segments: one series alone, or a study's stacked series together.
 
-In-process the model directory's spec says what it stacks and :func:`~organseg.serve.series.assemble`
+In-process the model directory's spec says what it stacks and :func:`~organseg.ensemble.assembly.assemble`
 applies the same rules as a multi-series request (missing, doubled or undecidable series are refused
 naming them); served, ``GET /v1/models`` (gRPC ListModels) says it and the server assembles the
 series (sent as voxels and geometry, never headers). The served answer is learned lazily: a node may
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from organseg.ensemble.assembly import RequestHints
 from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError, OrgansegError
 from organseg.io.modality import infer_modality
 from organseg.io.volume import Modality, Volume
 from organseg.pacs.grouping import PRIMARY, stacked_modalities
 from organseg.pacs.series import ReceivedSeries
-from organseg.serve.series import RequestHints
 
 if TYPE_CHECKING:
     from organseg.ensemble.predictor import EnsemblePredictor
@@ -183,7 +183,7 @@ def _listed(listing: dict[str, Any]) -> ModelFacts:
 
 def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
     """Assemble the group as a multi-series request is, then predict in one call."""
-    from organseg.serve.series import SeriesInput, assemble
+    from organseg.ensemble.assembly import SeriesInput, assemble
 
     def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
         items = [SeriesInput(s.volume, s.label) for s in series]

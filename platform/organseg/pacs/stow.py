@@ -21,11 +21,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from organseg.ensemble.assembly import RequestHints, SeriesInput
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io.dicom import echo_time_key
 from organseg.modalities import Modality
 from organseg.pacs.series import ReceivedSeries, read_received_series, series_label
-from organseg.serve.series import RequestHints, SeriesInput
 
 #: How refusals of a STOW-RS body say to fix it: no part names, no per-series modality to state.
 STOW_HINTS = RequestHints(

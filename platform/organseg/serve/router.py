@@ -25,6 +25,15 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from organseg import __version__
+from organseg.ensemble.assembly import (
+    PART_MODALITIES,
+    SEGMENT_HINTS,
+    Assembled,
+    RequestHints,
+    SeriesInput,
+    assemble,
+    series_label,
+)
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.routing import ModalityPolicy, classifier_status, decide_modality
@@ -42,15 +51,6 @@ from organseg.serve.http_schema import (
 from organseg.serve.ops import edge, requests, tempdirs
 from organseg.serve.ops.auth import TokenCheck
 from organseg.serve.ops.retry import with_retries
-from organseg.serve.series import (
-    PART_MODALITIES,
-    SEGMENT_HINTS,
-    Assembled,
-    RequestHints,
-    SeriesInput,
-    assemble,
-    series_label,
-)
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RELEASE_AFTER_BYTES,
@@ -296,7 +296,7 @@ class Router:
 
     async def _segment(self, items: list[SeriesInput], output_format: str) -> dict[str, Any]:
         """Segment the series of one request (one series, or the T1 in/out (+ T2) a stacking model
-        needs; :func:`organseg.serve.series.assemble` decides which is which)."""
+        needs; :func:`organseg.ensemble.assembly.assemble` decides which is which)."""
         started = time.perf_counter()
         if output_format not in OUTPUT_FORMATS:
             raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")

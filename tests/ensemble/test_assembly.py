@@ -12,12 +12,12 @@ import numpy as np
 import pydicom
 import pytest
 
+from organseg.ensemble.assembly import SeriesInput, assemble, series_label
 from organseg.ensemble.routing import ModalityError
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io import read_dicom_series
 from organseg.io.volume import Modality
 from organseg.preprocess.config import PreprocessConfig
-from organseg.serve.series import SeriesInput, assemble, series_label
 from organseg.serve.wire import WireLimits, decode_dicom_zip_series
 from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
 
