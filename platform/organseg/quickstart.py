@@ -290,9 +290,9 @@ def _serve_and_segment(
 
 def run_quickstart(options: QuickstartOptions, console: Console | None = None) -> QuickstartResult:
     """Run every stage; returns where everything went."""
-    from organseg.cli.progress import LiveProgress
     from organseg.runtime import ray_session
     from organseg.train.launcher import train_experiment
+    from organseg.viz.progress import LiveProgress
 
     console = console or Console(stderr=True)
     started = time.perf_counter()

@@ -110,7 +110,7 @@ def predict_command(
         in_process=local is not None and dicomweb is None and study is None,
     )
     if dicomweb is not None or study is not None:
-        from organseg.pacs.cli import predict_dicomweb_command
+        from organseg.cli.dicomweb import predict_dicomweb_command
 
         return predict_dicomweb_command(
             dicomweb, study, series, stow, out, input_path, local, endpoint, grpc_target,

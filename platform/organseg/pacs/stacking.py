@@ -22,9 +22,9 @@ from organseg.ensemble.assembly import RequestHints
 from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError, OrgansegError
 from organseg.io.modality import infer_modality
+from organseg.io.received import ReceivedSeries
 from organseg.io.volume import Modality, Volume
 from organseg.pacs.grouping import PRIMARY, stacked_modalities
-from organseg.pacs.series import ReceivedSeries
 
 if TYPE_CHECKING:
     from organseg.ensemble.predictor import EnsemblePredictor

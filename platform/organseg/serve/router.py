@@ -41,7 +41,6 @@ from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
 from organseg.io.volume import Volume
-from organseg.pacs.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
 from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
@@ -51,6 +50,7 @@ from organseg.serve.http_schema import (
 from organseg.serve.ops import edge, requests, tempdirs
 from organseg.serve.ops.auth import TokenCheck
 from organseg.serve.ops.retry import with_retries
+from organseg.serve.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RELEASE_AFTER_BYTES,
@@ -74,7 +74,7 @@ api.add_middleware(edge.EdgeMiddleware)
 
 
 def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
-    from organseg.pacs.results import build_results, to_bytes
+    from organseg.ensemble.results import build_results, to_bytes
 
     (seg,) = build_results(received.volume, prediction, received.datasets, received.label)
     return to_bytes(seg)
@@ -484,7 +484,7 @@ class Router:
         them (any transfer syntax, any order). Answers the DICOM-SEG over the (T1 in-phase) series
         the labels lie on (``application/dicom``), or the JSON report when the request's Accept
         header asks for ``application/json``."""
-        from organseg.pacs.privacy import phi_values, redact
+        from organseg.io.privacy import phi_values, redact
 
         received: list[Any] = []
         try:
@@ -503,7 +503,7 @@ class Router:
     async def _receive_stow(self, request: Request) -> list[Any]:
         """The STOW-RS body's series, decoded within the byte limit (checked while the body streams
         in) and the voxel limit (over all its series, from the headers, before decoding)."""
-        from organseg.pacs.stow import series_from_parts, split_multipart
+        from organseg.serve.stow import series_from_parts, split_multipart
 
         self.limits.check_bytes(_content_length(request))
         body = await bounded_request(request, self.limits).body()

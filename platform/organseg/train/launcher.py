@@ -59,7 +59,7 @@ class MemberOutcome:
 
 
 #: Shows a run's progress: called with the members' latest snapshot, whether the run is done, and a title;
-#: returns when done (``organseg.cli.progress.LiveProgress`` draws it on a console).
+#: returns when done (``organseg.viz.progress.LiveProgress`` draws it on a console).
 ProgressView = Callable[[Callable[[], dict[str, Any]], Callable[[], bool], str], None]
 
 

@@ -24,8 +24,8 @@ from pydicom.dataset import Dataset
 from organseg.ensemble.assembly import RequestHints, SeriesInput
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io.dicom import echo_time_key
+from organseg.io.received import ReceivedSeries, read_received_series, series_label
 from organseg.modalities import Modality
-from organseg.pacs.series import ReceivedSeries, read_received_series, series_label
 
 #: How refusals of a STOW-RS body say to fix it: no part names, no per-series modality to state.
 STOW_HINTS = RequestHints(

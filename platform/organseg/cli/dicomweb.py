@@ -1,4 +1,4 @@
-"""The DICOMweb branch of ``organseg predict`` (kept here so the predict command only hooks it in)."""
+"""The DICOMweb branch of ``organseg predict`` (its own module so the predict command only hooks it in)."""
 
 from __future__ import annotations
 
