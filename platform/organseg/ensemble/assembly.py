@@ -77,6 +77,9 @@ class Assembled:
     image: Volume
     modality: Modality
     reason: str
+    #: the decision for ``image`` with its evidence (source, confidence): handed to the ensemble,
+    #: which does not decide again
+    decision: ModalityDecision
     partner: Volume | None = None
     t2: Volume | None = None
     series: list[dict[str, Any]] = field(default_factory=list)
@@ -247,6 +250,7 @@ def assemble(
             decision.reason,
             series=[_describe(item, "image", decision)],
             answers_for=f"{item.label} ({decision.modality.value}): the label map lies on its grid",
+            decision=decision,
         )
     extra = [m for m in by_modality if m not in (*t1, Modality.MR_T2SPIR)]
     if extra:
@@ -286,4 +290,5 @@ def assemble(
         t2=t2.volume if t2 is not None else None,
         series=series,
         answers_for=answers,
+        decision=chosen[Modality.MR_T1_IN],
     )

@@ -170,7 +170,7 @@ def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
         )
         primary = next(i for i, s in enumerate(series) if s.volume is assembled.image)
         prediction = predictor.predict(
-            assembled.image, assembled.modality, assembled.partner, assembled.t2
+            assembled.image, assembled.modality, assembled.partner, assembled.t2, assembled.decision
         )
         return prediction, primary
 
