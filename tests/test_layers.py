@@ -61,6 +61,7 @@ def test_the_package_keeps_its_contracts() -> None:
     [
         ("io/volume.py", "import organseg.serve.client", "layers", "organseg.io.volume -> organseg.serve.client"),
         ("serve/stow.py", "import organseg.pacs.node", "layers", "organseg.serve.stow -> organseg.pacs.node"),
+        ("pacs/node.py", "import organseg.serve.wire", "pacs-client", "organseg.pacs.node -> organseg.serve.wire"),
         ("ensemble/assembly.py", "import ray", "ray", "organseg.ensemble.assembly -> ray"),
         ("serve/client.py", "import torch", "torch", "organseg.serve.client -> torch"),
         ("pacs/node.py", "import fastapi", "http", "organseg.pacs.node -> fastapi"),

@@ -6,5 +6,6 @@ stay thin so the logic is testable without a PACS and the edges are tested again
 the node shares with the served graph lives below both: reading a received series
 (:mod:`organseg.io.received`), keeping patient values out of messages (:mod:`organseg.io.privacy`),
 assembling a request's series (:mod:`organseg.ensemble.assembly`) and building the DICOM results
-(:mod:`organseg.ensemble.results`); a served model is reached through :mod:`organseg.serve.client` only.
+(:mod:`organseg.ensemble.results`); a served model is reached through the one backend factory
+(:mod:`organseg.serve.connect`, over :mod:`organseg.serve.client`) only.
 """
