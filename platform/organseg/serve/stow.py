@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from organseg.ensemble.assembly import RequestHints, SeriesInput
+from organseg.ensemble.assembly import RequestHints, SeriesInput, examination_split
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io.dicom import split_series
 from organseg.io.received import ReceivedSeries, read_received_series, series_label
@@ -166,23 +166,21 @@ def group_parts(parts: list[bytes]) -> list[PartGroup]:
 
 
 def check_one_study(groups: list[PartGroup]) -> None:
-    """Refuse a body mixing studies or patients (values are compared, never echoed)."""
-    for keyword, what, plural in (
-        ("StudyInstanceUID", "study", "studies"),
-        ("PatientID", "patient", "patients"),
-    ):
-        series: dict[str, list[str]] = {}
-        for group in groups:
-            for value in {str(ds.get(keyword, "") or "") for ds in group.headers}:
-                series.setdefault(value, []).append(group.label)
-        if len(series) > 1:
-            listed = "; ".join(
-                f"{what} {k}: {', '.join(labels)}" for k, labels in enumerate(series.values(), 1)
-            )
-            raise DataError(
-                f"the body holds instances of {len(series)} {plural} ({keyword} differs: {listed}); "
-                f"post the series of one {what} per request"
-            )
+    """Refuse a body mixing studies or patients (values are compared, never echoed), from the
+    headers before any pixel is decoded: the rule of :func:`examination_split`."""
+    split = examination_split(
+        [
+            (g.label, lambda key, g=g: [str(ds.get(key, "") or "") for ds in g.headers])
+            for g in groups
+        ]
+    )
+    if split is not None:
+        keyword, what, plural, series = split
+        listed = "; ".join(f"{what} {k}: {', '.join(labels)}" for k, labels in enumerate(series, 1))
+        raise DataError(
+            f"the body holds instances of {len(series)} {plural} ({keyword} differs: {listed}); "
+            f"post the series of one {what} per request"
+        )
 
 
 def _voxels(group: PartGroup) -> int:
