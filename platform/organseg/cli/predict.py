@@ -104,7 +104,15 @@ def predict_command(
     from organseg.serve.connect import BackendChoice, open_backend
 
     policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)
-    choice = BackendChoice(local, endpoint, grpc_target, device, policy, token_file, timeout)
+    choice = BackendChoice(
+        local=local,
+        endpoint=endpoint,
+        grpc_target=grpc_target,
+        device=device,
+        policy=policy,
+        token_file=token_file,
+        timeout=timeout,
+    )
     if dicomweb is not None or study is not None:
         from organseg.cli.dicomweb import predict_dicomweb_command
 

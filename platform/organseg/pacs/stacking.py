@@ -124,7 +124,15 @@ def make_backend(
     gate) applies in-process only: a served endpoint gates with its serve config."""
     from organseg.ensemble.backends import LocalBackend
 
-    choice = BackendChoice(local, endpoint, grpc_target, device, policy, token_file, timeout)
+    choice = BackendChoice(
+        local=local,
+        endpoint=endpoint,
+        grpc_target=grpc_target,
+        device=device,
+        policy=policy,
+        token_file=token_file,
+        timeout=timeout,
+    )
     backend = open_backend(choice)
     if isinstance(backend, LocalBackend):
         predictor = backend.predictor

@@ -55,7 +55,7 @@ class Backend(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackendChoice:
     """Exactly one of ``local`` / ``endpoint`` / ``grpc_target``, and the options of that mode.
 
