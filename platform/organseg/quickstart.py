@@ -223,13 +223,11 @@ def _serve_and_segment(
     own_cluster: bool = False,
 ) -> list[dict[str, Any]]:
     """Deploy the graph from the local Serve profile, send each held-out volume over HTTP and gRPC."""
-    from ray import serve
-
     from organseg.ensemble.inputs import PredictInput
     from organseg.ensemble.predictor import EnsemblePredictor
     from organseg.io.files import write_volume_file
     from organseg.serve.client import GrpcBackend, HttpBackend
-    from organseg.serve.runner import deploy
+    from organseg.serve.runner import deploy, shutdown
     from organseg.viz import prediction_flags, render_overlays
 
     schema = _serve_schema(options, model_dir)
@@ -281,7 +279,7 @@ def _serve_and_segment(
                 )
     finally:
         if not own_cluster:
-            serve.shutdown()
+            shutdown()
         # On a local cluster this command started, Ray's shutdown ends Serve with it. serve.shutdown()
         # there would only add a yellow "(raylet) Task ServeController.graceful_shutdown failed ...
         # killed by ray.kill" line: the controller kills itself while the driver's call is pending.
@@ -290,9 +288,9 @@ def _serve_and_segment(
 
 def run_quickstart(options: QuickstartOptions, console: Console | None = None) -> QuickstartResult:
     """Run every stage; returns where everything went."""
-    from organseg.cli.progress import LiveProgress
-    from organseg.runtime import ray_session
+    from organseg.runtime import ray_session, starts_local_cluster
     from organseg.train.launcher import train_experiment
+    from organseg.viz.progress import LiveProgress
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
@@ -315,7 +313,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
         heldout_refs = None  # decided after the split: the validation patients
     (options.workdir / "experiment.yaml").write_text(dump_config(config))
 
-    own_cluster = _starts_local_cluster(options.address)
+    own_cluster = starts_local_cluster(options.address)
     with ray_session(options.address):
         steps("training the ensemble (members in parallel, Ray Train)")
         report = train_experiment(config, console=console, progress=LiveProgress(console))
@@ -372,15 +370,6 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     for what, where in result.outputs.items():
         console.print(f"  {what:<{width}}  {where}", highlight=False, soft_wrap=True)
     return result
-
-
-def _starts_local_cluster(address: str | None) -> bool:
-    """True when :func:`organseg.runtime.ray_session` will start (and stop) a local Ray cluster."""
-    import os
-
-    import ray
-
-    return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
 
 
 def _one_per_modality(cases: list[Any]) -> list[Any]:

@@ -47,3 +47,8 @@ def ray_session(
         yield
     finally:
         ray.shutdown()
+
+
+def starts_local_cluster(address: str | None) -> bool:
+    """True when :func:`ray_session` will start (and stop) a local Ray cluster."""
+    return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))

@@ -87,3 +87,25 @@ def test_modality_without_ensemble_is_refused(model_dir: Path) -> None:
     image = Volume(np.zeros((2, 64, 64), np.int16), modality=Modality.MR_T1_OUT)
     with pytest.raises(ModelError, match="MR-T1-out"):
         EnsemblePredictor(model_dir, device="cpu").predict(image)
+
+
+def test_a_decision_made_upstream_is_kept_with_its_evidence(model_dir: Path) -> None:
+    """The served router decides a series' modality once (``assemble``) and hands the decision to
+    the ensemble: it is not decided again, so its reason, source and confidence reach the answer
+    as made, and the labels are those of a prediction that decides for itself."""
+    from organseg.io.modality import ModalityDecision
+
+    image = Volume(np.random.default_rng(1).integers(-200, 300, (5, 64, 64)).astype(np.int16),
+                   Geometry(spacing=(0.8, 0.8, 2.5)), Modality.CT, {"Modality": "CT"})  # fmt: skip
+    predictor = EnsemblePredictor(model_dir, device="cpu")
+    itself = predictor.predict(image)
+    upstream = ModalityDecision(
+        Modality.CT, "decided upstream", source="classifier", confidence=0.97
+    )
+    kept = predictor.predict(image, decision=upstream)
+    assert (kept.modality_reason, kept.modality_source, kept.modality_confidence) == (
+        "decided upstream",
+        "classifier",
+        0.97,
+    )
+    assert np.array_equal(kept.labels.array, itself.labels.array)

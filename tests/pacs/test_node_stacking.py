@@ -13,11 +13,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from organseg.io.privacy import short_uid
 from organseg.io.volume import Modality
 from organseg.pacs.delivery import CStoreDestination
+from organseg.pacs.grouping import series_info
 from organseg.pacs.node import SeriesNode, make_backend
-from organseg.pacs.privacy import short_uid
-from organseg.pacs.series import series_info
 from organseg.pacs.spool import Spool, key_of
 
 QUIET, WAIT = 2.0, 30.0
@@ -301,7 +301,7 @@ def test_a_group_refused_in_process_tells_a_dicom_sender_what_to_send(
     """The node's own words, not the segment route's (no zip, no request parts): a group without the
     T2-SPIR its model stacks asks for the study's missing series."""
     from organseg.errors import DataError
-    from organseg.pacs.series import read_received_series
+    from organseg.io.received import read_received_series
 
     t1_in, t1_out = _study(synth_root, tmp_path, stack_tools, "hints")
     folders = [Path(t1_in.files[0]).parent, Path(t1_out.files[0]).parent]

@@ -12,8 +12,8 @@ import pydicom
 import pytest
 
 from organseg.io.volume import Modality
+from organseg.pacs.grouping import series_info
 from organseg.pacs.node import SeriesNode, make_backend
-from organseg.pacs.series import series_info
 from organseg.pacs.spool import Spool, key_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 
 from organseg.errors import DataError
-from organseg.pacs.privacy import phi_values, redact, short_uid
+from organseg.io.privacy import phi_values, redact, short_uid
 from organseg.pacs.spool import Spool, key_of
-from organseg.pacs.stow import encode_multipart, split_multipart
+from organseg.serve.stow import encode_multipart, split_multipart
 
 
 def test_instances_land_whole_and_series_become_ready_after_the_quiet_period(

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from organseg.pacs.stow import encode_multipart
+from organseg.serve.stow import encode_multipart
 
 pytestmark = [pytest.mark.ray, pytest.mark.sample, pytest.mark.slow]
 MARKER = "QQMARKER7Z"
@@ -92,7 +92,7 @@ def test_several_series_for_a_one_series_model_are_refused(stow_server, ct_files
     of their UID (never a silent pick of one), then one series is answered as before."""
     from pydicom.uid import generate_uid
 
-    from organseg.pacs.privacy import short_uid
+    from organseg.io.privacy import short_uid
 
     parts, series_uids = [], []
     for copy in ("a", "b"):

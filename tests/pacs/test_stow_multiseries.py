@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from organseg.pacs.privacy import short_uid
-from organseg.pacs.stow import encode_multipart
+from organseg.io.privacy import short_uid
+from organseg.serve.stow import encode_multipart
 from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

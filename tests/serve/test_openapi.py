@@ -16,9 +16,9 @@ import pytest
 import SimpleITK as sitk
 
 from organseg.modalities import Modality
-from organseg.pacs.stow import encode_multipart
 from organseg.serve.http_schema import SEGMENT_FORM, SegmentResponse
 from organseg.serve.proto import segmentation_pb2 as pb
+from organseg.serve.stow import encode_multipart
 from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
 
 from .conftest import GRPC_PORT, HTTP_PORT

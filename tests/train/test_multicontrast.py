@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from organseg.config import parse_config
-from organseg.ensemble.export import export_model_dir
 from organseg.ensemble.inputs import plan_inputs
 from organseg.ensemble.predictor import EnsemblePredictor, prepare_input
 from organseg.ensemble.sliding import feet_first
@@ -23,6 +22,7 @@ from organseg.models.registry import create_member
 from organseg.tasks import get_task
 from organseg.train.core import MemberTrainer, TrainPayload
 from organseg.train.data import prepare_data
+from organseg.train.export import export_model_dir
 
 CASCADE = {
     "name": "cascade3d-mc",

@@ -82,11 +82,11 @@ def listen_command(
 ) -> None:
     """Receive CT/MR series by C-STORE, segment each complete series (or a study's stacked series
     together), send back a DICOM-SEG."""
+    from organseg.ensemble.results import parse_outputs
     from organseg.errors import OrgansegError
     from organseg.pacs.delivery import CStoreDestination, StowDestination
     from organseg.pacs.listener import Listener, spool_path
     from organseg.pacs.node import SeriesNode, make_backend
-    from organseg.pacs.results import parse_outputs
     from organseg.pacs.spool import Spool
 
     policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)

@@ -27,7 +27,6 @@ from organseg.errors import OrgansegError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `organseg --help` stays instant
     from organseg.ensemble.inputs import InputPlan
-    from organseg.ensemble.routing import ModalityPolicy
     from organseg.io.outputs import OutputTarget
 
 EXIT_SKIPPED = 1
@@ -102,34 +101,37 @@ def predict_command(
     were skipped (listed at the end with the reason); 2: an error.
     """
     from organseg.io.outputs import check_free, output_format, plan_outputs
+    from organseg.serve.connect import BackendChoice, open_backend
 
-    policy = gate_policy(
-        min_confidence,
-        min_accuracy,
-        min_series,
-        in_process=local is not None and dicomweb is None and study is None,
+    policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)
+    choice = BackendChoice(
+        local=local,
+        endpoint=endpoint,
+        grpc_target=grpc_target,
+        device=device,
+        policy=policy,
+        token_file=token_file,
+        timeout=timeout,
     )
     if dicomweb is not None or study is not None:
-        from organseg.pacs.cli import predict_dicomweb_command
+        from organseg.cli.dicomweb import predict_dicomweb_command
 
+        _only_for_files(fmt, overlay, overwrite)
         return predict_dicomweb_command(
-            dicomweb, study, series, stow, out, input_path, local, endpoint, grpc_target,
-            modality, device, timeout, report,
-        )  # fmt: skip
+            dicomweb, study, series, stow, out, input_path, choice, modality, report
+        )
+    if series is not None or stow:
+        raise OrgansegError("--series and --stow go with --dicomweb URL --study UID")
     if input_path is None or out is None:
         raise OrgansegError("give INPUT and --output (or --dicomweb URL --study UID)")
-    chosen = [x for x in (local, endpoint, grpc_target) if x]
-    if len(chosen) != 1:
-        raise OrgansegError(
-            "choose exactly one of --local MODEL_DIR, --endpoint URL or --grpc HOST:PORT"
-        )
+    choice.check()
     kind = output_format(out, fmt)  # rejects an unknown --format at once
     if kind == "dicom-seg" and input_path.is_file():
         raise OrgansegError(
             f"{input_path}: DICOM-SEG output needs the source DICOM series; INPUT is a volume file "
             "(write .nii.gz, or predict from the DICOM folder)"
         )
-    backend = _backend(local, endpoint, grpc_target, device, timeout, token_file, policy)
+    backend = open_backend(choice)
     plans = backend.plan(input_path, modality)
     targets = plan_outputs(
         out, fmt, [p.case_id for p in plans], overlay, chaos_layout=_dataset_folder(input_path)
@@ -289,35 +291,27 @@ def _summarize(
             err_console.print(f"  {s['case']}: {s['reason']}", highlight=False, soft_wrap=True)
 
 
+def _only_for_files(fmt: str, overlay: Path | None, overwrite: bool) -> None:
+    """``--dicomweb`` writes DICOM results into a folder named by series: the options that shape
+    file outputs do not apply, and are a usage error rather than silently ignored."""
+    given = [
+        name
+        for name, value in (
+            ("--format", fmt != "auto"),
+            ("--overlay", overlay),
+            ("--overwrite", overwrite),
+        )
+        if value
+    ]
+    if given:
+        raise OrgansegError(f"{', '.join(given)}: not with --dicomweb (its results are DICOM)")
+
+
 def _dataset_folder(path: Path) -> bool:
     """A CHAOS dataset, split or modality folder: its series go to the CHAOS layout even when there
     is only one, so ``evaluate`` finds them where it looks (``OUT/CT/1``)."""
     names = ("Train_Sets", "Test_Sets", "CT", "MR")
     return path.is_dir() and (path.name in names or any((path / n).is_dir() for n in names))
-
-
-def _backend(
-    local: Path | None,
-    endpoint: str | None,
-    grpc_target: str | None,
-    device: str | None,
-    timeout: float,
-    token_file: Path | None = None,
-    policy: ModalityPolicy | None = None,
-):
-    if local is not None:
-        from organseg.ensemble.backends import LocalBackend
-
-        return LocalBackend(local, device, policy)
-    if endpoint is not None:
-        from organseg.serve.client import HttpBackend
-        from organseg.serve.ops.auth import client_token
-
-        return HttpBackend(endpoint, timeout, client_token(token_file))
-    from organseg.serve.client import GrpcBackend
-    from organseg.serve.ops.auth import client_token
-
-    return GrpcBackend(grpc_target, timeout, client_token(token_file))
 
 
 def register(app: typer.Typer) -> None:

@@ -52,11 +52,9 @@ def serve_command(
     ),
 ) -> None:
     """Deploy router → per-modality ensembles → members and serve until Ctrl-C or SIGTERM."""
-    from ray import serve
-
     from organseg.cli._console import err_console
     from organseg.runtime import ray_session
-    from organseg.serve.runner import DeployInterrupted, deploy, load_serve_config
+    from organseg.serve.runner import DeployInterrupted, deploy, load_serve_config, shutdown
 
     schema = load_serve_config(config, model_dir, http_port, grpc_port, host)
     stop = threading.Event()
@@ -106,7 +104,7 @@ def serve_command(
                 while not stop.wait(1.0):
                     pass
         finally:
-            serve.shutdown()
+            shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     err_console.print("stopped")

@@ -78,8 +78,8 @@ def train_command(
     from rich.table import Table
 
     from organseg.cli._console import console, err_console
-    from organseg.cli.progress import LiveProgress
     from organseg.train.launcher import train_experiment
+    from organseg.viz.progress import LiveProgress
 
     cfg = _load(config, output, overrides)
     report = train_experiment(

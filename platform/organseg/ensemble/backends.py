@@ -1,4 +1,5 @@
-"""The in-process prediction backend behind ``organseg predict --local`` (remote ones live in serve.client).
+"""The in-process prediction backend (``--local``); :mod:`organseg.serve.connect` chooses between it and
+the served ones of :mod:`organseg.serve.client`.
 
 Every backend answers the same questions before any work (what it serves, what to record about the
 model) so ``organseg predict`` can skip series it cannot take and write a complete report.
@@ -13,7 +14,7 @@ from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
 from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.ensemble.routing import ModalityPolicy
-from organseg.io.volume import Modality
+from organseg.io.volume import Modality, Volume
 
 
 class LocalBackend:
@@ -59,3 +60,7 @@ class LocalBackend:
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         """Segment one planned input with the ensemble of its modality."""
         return self.predictor.predict(item.image, modality, item.partner, item.t2)
+
+    def segment(self, volume: Volume, modality: str | None) -> Prediction:
+        """Segment one volume read elsewhere (the DICOM node's received series)."""
+        return self.predictor.predict(volume, modality)

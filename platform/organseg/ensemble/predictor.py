@@ -34,16 +34,20 @@ def prepare_input(
     t2: Volume | None = None,
     classifier: ModalityClassifier | None = None,
     policy: ModalityPolicy | None = None,
+    decision: ModalityDecision | None = None,
 ) -> tuple[ModalityDecision, PreparedVolume]:
     """Decide the modality (:func:`decide_modality`, with the model directory's classifier for volumes
     whose headers do not say) and build the network input exactly as training did; ``t2`` is the
-    patient's T2-SPIR series when the ensemble stacks it as a third T1 channel (``t2_channel``)."""
+    patient's T2-SPIR series when the ensemble stacks it as a third T1 channel (``t2_channel``).
+    ``decision``: the one already made for ``image`` with its evidence (the served graph's router
+    decides once, in :func:`organseg.ensemble.assembly.assemble`); it is not decided again."""
     validate_volume(image, "the image")  # NaN voxels or a broken geometry never reach a network
     if partner is not None:
         validate_volume(partner, "the partner series")
     if t2 is not None:
         validate_volume(t2, "the T2-SPIR series")
-    decision = decide_modality(image, modality, classifier, policy)
+    if decision is None:
+        decision = decide_modality(image, modality, classifier, policy)
     spec.members_for(decision.modality)  # fail early when no member serves this modality
     image.modality = decision.modality
     stacking = spec.preprocess.t1_mode == "stack" and decision.modality in (
@@ -166,14 +170,16 @@ class EnsemblePredictor:
         modality: Modality | str | None = None,
         partner: Volume | None = None,
         t2: Volume | None = None,
+        decision: ModalityDecision | None = None,
     ) -> Prediction:
         """Segment ``image`` in-process with every member that accepts its modality, exactly as the
         Serve graph does; ``partner`` is the other T1 phase when T1 in/out are stacked, ``t2`` the
-        T2-SPIR series when the ensemble stacks it too.
+        T2-SPIR series when the ensemble stacks it too; ``decision`` the modality already decided
+        for ``image`` (by :func:`organseg.ensemble.assembly.assemble`), kept with its evidence.
         """
         started = time.perf_counter()
         decision, prepared = prepare_input(
-            self.spec, image, modality, partner, t2, self.classifier, self.policy
+            self.spec, image, modality, partner, t2, self.classifier, self.policy, decision
         )
         timings = {"preprocess": time.perf_counter() - started}
         probs = {}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -746,6 +746,26 @@ def echo_time_key(value: object) -> str:
         return text
 
 
+T = TypeVar("T")
+
+
+def split_series(entries: list[tuple[str, Any, T]]) -> list[tuple[str, bool, list[tuple[Any, T]]]]:
+    """The one grouping rule for DICOM instances, for uploads and STOW-RS bodies alike: ``entries``
+    are (SeriesInstanceUID, header, item) in arrival order; they are grouped by UID, then by EchoTime
+    within a UID (a dual-echo acquisition stored as one series reads as one series per echo). Each
+    group is (its EchoTime key, whether its UID was split by echo, its (header, item) pairs), in order
+    of first arrival."""
+    by_uid: dict[str, dict[str, list[tuple[Any, T]]]] = {}
+    for uid, ds, item in entries:
+        echoes = by_uid.setdefault(uid, {})
+        echoes.setdefault(echo_time_key(ds.get("EchoTime")), []).append((ds, item))
+    return [
+        (echo, len(echoes) > 1, members)
+        for echoes in by_uid.values()
+        for echo, members in echoes.items()
+    ]
+
+
 def group_series(paths: list[Path]) -> list[SeriesGroup]:
     """``paths`` grouped by SeriesInstanceUID, headers only (pydicom, no pixels).
 
@@ -785,26 +805,22 @@ def group_series(paths: list[Path]) -> list[SeriesGroup]:
     if not by_uid:
         raise DataError("the upload holds no DICOM files")
     groups: list[tuple[tuple[int, int], SeriesGroup]] = []
-    for members in by_uid.values():
-        echoes: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
-        for path, ds in members:
-            echoes.setdefault(echo_time_key(ds.get("EchoTime")), []).append((path, ds))
-        split = len(echoes) > 1
-        for echo, files in echoes.items():
-            number = _int_or_none(str(files[0][1].get("SeriesNumber", "") or ""))
-            instances = [
-                n
-                for _, ds in files
-                if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
-            ]
-            label = series_name(
-                number,
-                min(instances, default=None),
-                max(instances, default=None),
-                unnumbered="a series without number",
-            )
-            if split:
-                label += f" at EchoTime {echo} ms"
-            key = (number if number is not None else 1 << 30, min(instances, default=0))
-            groups.append((key, SeriesGroup([p for p, _ in files], label)))
+    entries = [(uid, ds, path) for uid, members in by_uid.items() for path, ds in members]
+    for echo, split, files in split_series(entries):
+        number = _int_or_none(str(files[0][0].get("SeriesNumber", "") or ""))
+        instances = [
+            n
+            for ds, _ in files
+            if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
+        ]
+        label = series_name(
+            number,
+            min(instances, default=None),
+            max(instances, default=None),
+            unnumbered="a series without number",
+        )
+        if split:
+            label += f" at EchoTime {echo} ms"
+        key = (number if number is not None else 1 << 30, min(instances, default=0))
+        groups.append((key, SeriesGroup([p for _, p in files], label)))
     return [g for _, g in sorted(groups, key=lambda item: item[0])]

@@ -10,12 +10,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from organseg.ensemble.results import build_results, to_bytes
 from organseg.errors import DataError, OrgansegError
+from organseg.io.privacy import short_uid
+from organseg.io.received import SEGMENTED_MODALITIES, read_received_series
 from organseg.pacs.delivery import StowDestination
 from organseg.pacs.node import Segmenter
-from organseg.pacs.privacy import short_uid
-from organseg.pacs.results import build_results, to_bytes
-from organseg.pacs.series import SEGMENTED_MODALITIES, read_received_series
 
 log = logging.getLogger("organseg.pacs")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pydicom.dataset import Dataset
+
 from organseg.io.volume import Modality
 
 #: How messages name each stacked sequence.
@@ -154,3 +156,19 @@ def series_label(entry: SpooledSeries) -> str:
     """``series uid:<hash> (MR-T1-in)``: the key is the UID's hash, so this matches the log's tags."""
     kind = entry.sequence.value if entry.sequence is not None else "sequence not established"
     return f"series uid:{entry.key[:10]} ({kind})"
+
+
+def series_info(ds: Dataset) -> dict[str, str]:
+    """What the node groups series by, from one instance's header: the study as a hash (never the
+    UID itself, which can embed site identifiers) and the MR sequence the header establishes
+    (``""`` when it does not, or for CT). Stored once per series in the spool."""
+    from organseg.io.modality import infer_modality
+    from organseg.pacs.spool import key_of
+
+    keywords = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
+                "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
+    tags = {k: str(ds.get(k, "") or "") for k in keywords}
+    decision = infer_modality(tags)
+    study = str(ds.get("StudyInstanceUID", "") or "")
+    sequence = decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
+    return {"study": key_of(study) if study else "", "sequence": sequence}

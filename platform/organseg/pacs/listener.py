@@ -11,9 +11,10 @@ import logging
 import threading
 from pathlib import Path
 
+from organseg.io.privacy import short_uid
+from organseg.io.received import SEGMENTED_MODALITIES
+from organseg.pacs.grouping import series_info
 from organseg.pacs.node import SeriesNode
-from organseg.pacs.privacy import short_uid
-from organseg.pacs.series import SEGMENTED_MODALITIES, series_info
 from organseg.pacs.spool import Spool
 
 log = logging.getLogger("organseg.pacs")

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from organseg.ensemble.prediction import Prediction
+from organseg.ensemble.results import build_results, from_bytes, to_bytes
 from organseg.errors import OrgansegError
+from organseg.io.privacy import redact, short_uid
+from organseg.io.received import ReceivedSeries, read_received_series, series_phi
 from organseg.io.volume import Modality
 from organseg.pacs import grouping
 from organseg.pacs.delivery import DeliveryError, Destination
-from organseg.pacs.privacy import redact, short_uid
-from organseg.pacs.results import build_results, from_bytes, to_bytes
-from organseg.pacs.series import ReceivedSeries, read_received_series, series_phi
 from organseg.pacs.spool import CHANNELS_FILE, Spool
 from organseg.pacs.stacking import ModelFacts, Segmenter, Stacking, make_backend
 

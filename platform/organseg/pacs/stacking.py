@@ -1,6 +1,6 @@
 """How the node segments: one series alone, or a study's stacked series together.
 
-In-process the model directory's spec says what it stacks and :func:`~organseg.serve.series.assemble`
+In-process the model directory's spec says what it stacks and :func:`~organseg.ensemble.assembly.assemble`
 applies the same rules as a multi-series request (missing, doubled or undecidable series are refused
 naming them); served, ``GET /v1/models`` (gRPC ListModels) says it and the server assembles the
 series (sent as voxels and geometry, never headers). The served answer is learned lazily: a node may
@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from organseg.ensemble.assembly import RequestHints
 from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError, OrgansegError
 from organseg.io.modality import infer_modality
+from organseg.io.received import ReceivedSeries
 from organseg.io.volume import Modality, Volume
 from organseg.pacs.grouping import PRIMARY, stacked_modalities
-from organseg.pacs.series import ReceivedSeries
-from organseg.serve.series import RequestHints
+from organseg.serve.connect import DEFAULT_TIMEOUT_S, BackendChoice, open_backend
 
 if TYPE_CHECKING:
     from organseg.ensemble.predictor import EnsemblePredictor
@@ -114,25 +115,27 @@ def make_backend(
     endpoint: str | None = None,
     grpc_target: str | None = None,
     device: str | None = None,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
     policy: ModalityPolicy | None = None,
+    token_file: Path | None = None,
 ) -> NodeBackend:
-    """The backend for exactly one of ``local``/``endpoint``/``grpc_target``; ``policy`` (the modality
+    """The node's backend for exactly one of ``local``/``endpoint``/``grpc_target``, opened by the one
+    factory every caller uses (:func:`organseg.serve.connect.open_backend`); ``policy`` (the modality
     gate) applies in-process only: a served endpoint gates with its serve config."""
-    chosen = [x for x in (local, endpoint, grpc_target) if x]
-    if len(chosen) != 1:
-        raise OrgansegError(
-            "choose exactly one of --local MODEL_DIR, --endpoint URL or --grpc HOST:PORT"
-        )
-    if policy is not None and local is None:
-        raise OrgansegError(
-            "--modality-min-* apply to --local; a served endpoint uses its serve config's "
-            "modality_min_* fields"
-        )
-    if local is not None:
-        from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.ensemble.backends import LocalBackend
 
-        predictor = EnsemblePredictor(local, device=device, policy=policy)
+    choice = BackendChoice(
+        local=local,
+        endpoint=endpoint,
+        grpc_target=grpc_target,
+        device=device,
+        policy=policy,
+        token_file=token_file,
+        timeout=timeout,
+    )
+    backend = open_backend(choice)
+    if isinstance(backend, LocalBackend):
+        predictor = backend.predictor
         spec = predictor.spec
         known = ModelFacts(
             spec.name,
@@ -140,33 +143,16 @@ def make_backend(
             frozenset(spec.modalities()),
         )
         return NodeBackend(
-            lambda volume, modality: predictor.predict(volume, modality),
+            backend.segment,
             f"in-process {local}",
             Stacking(lambda: known, _local_group(predictor)),
             predictor,
         )
-    if endpoint is not None:
-        from organseg.serve.client import HttpClient
-
-        http = HttpClient(endpoint, timeout)
-        return NodeBackend(
-            lambda volume, modality: http.segment(volume, modality),
-            f"HTTP {endpoint}",
-            Stacking(lambda: _listed(http.models()), _served_group(http), REFRESH_S),
-        )
-    from organseg.serve.client import GrpcClient
-
-    grpc = GrpcClient(str(grpc_target), timeout)
-
-    def grpc_listing() -> ModelFacts:
-        from google.protobuf.json_format import MessageToDict
-
-        return _listed(MessageToDict(grpc.models(), preserving_proto_field_name=True))
-
+    remote: Any = backend
     return NodeBackend(
-        lambda volume, modality: grpc.segment(volume, modality),
-        f"gRPC {grpc_target}",
-        Stacking(grpc_listing, _served_group(grpc), REFRESH_S),
+        remote.segment,
+        f"HTTP {endpoint}" if endpoint is not None else f"gRPC {grpc_target}",
+        Stacking(lambda: _listed(remote.models()), _served_group(remote.client), REFRESH_S),
     )
 
 
@@ -183,7 +169,7 @@ def _listed(listing: dict[str, Any]) -> ModelFacts:
 
 def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
     """Assemble the group as a multi-series request is, then predict in one call."""
-    from organseg.serve.series import SeriesInput, assemble
+    from organseg.ensemble.assembly import SeriesInput, assemble
 
     def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
         items = [SeriesInput(s.volume, s.label) for s in series]
@@ -192,7 +178,7 @@ def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
         )
         primary = next(i for i, s in enumerate(series) if s.volume is assembled.image)
         prediction = predictor.predict(
-            assembled.image, assembled.modality, assembled.partner, assembled.t2
+            assembled.image, assembled.modality, assembled.partner, assembled.t2, assembled.decision
         )
         return prediction, primary
 

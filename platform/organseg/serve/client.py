@@ -487,6 +487,14 @@ class _RemoteBackend:
             "organseg_version": listing.get("organseg_version"),
         }
 
+    def models(self) -> dict[str, Any]:
+        """What the served graph serves now (``GET /v1/models`` / ListModels), asked afresh."""
+        raise NotImplementedError
+
+    def segment(self, volume: Volume, modality: str | None) -> Prediction:
+        """Segment one volume read elsewhere (the DICOM node's received series)."""
+        return self.client.segment(volume, modality)
+
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         if item.partner is not None:
             prediction = self._send_stacked(item, modality)
@@ -510,15 +518,24 @@ class _RemoteBackend:
 
 
 class HttpBackend(_RemoteBackend):
-    def __init__(self, endpoint: str, timeout: float, token: str | None = None) -> None:
-        self.client = HttpClient(endpoint, timeout, token=token)
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float,
+        token: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.client = HttpClient(endpoint, timeout, token=token, retry=retry)
 
     def describe(self) -> str:
         return f"HTTP {self.client.base}"
 
+    def models(self) -> dict[str, Any]:
+        return self.client.models()
+
     def _listing(self) -> dict[str, Any]:
         if not hasattr(self, "_cached"):
-            self._cached = self.client.models()
+            self._cached = self.models()
         return self._cached
 
     def _send(
@@ -532,17 +549,26 @@ class HttpBackend(_RemoteBackend):
 
 
 class GrpcBackend(_RemoteBackend):
-    def __init__(self, target: str, timeout: float, token: str | None = None) -> None:
-        self.client = GrpcClient(target, timeout, token=token)
+    def __init__(
+        self,
+        target: str,
+        timeout: float,
+        token: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.client = GrpcClient(target, timeout, token=token, retry=retry)
 
     def describe(self) -> str:
         return f"gRPC {self.client.target}"
 
+    def models(self) -> dict[str, Any]:
+        from google.protobuf.json_format import MessageToDict
+
+        return MessageToDict(self.client.models(), preserving_proto_field_name=True)
+
     def _listing(self) -> dict[str, Any]:
         if not hasattr(self, "_cached"):
-            from google.protobuf.json_format import MessageToDict
-
-            self._cached = MessageToDict(self.client.models(), preserving_proto_field_name=True)
+            self._cached = self.models()
         return self._cached
 
     def _send(

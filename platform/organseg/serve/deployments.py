@@ -31,6 +31,7 @@ from organseg.ensemble.predictor import EnsemblePredictor, assemble_prediction, 
 from organseg.ensemble.sliding import feet_first
 from organseg.ensemble.spec import load_spec
 from organseg.ensemble.version import model_version
+from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Modality, Volume
 from organseg.serve.ops import metrics
 from organseg.serve.ops.retry import ModelVersionUnavailable, with_retries
@@ -277,6 +278,7 @@ class EnsembleDeployment:
         modality: str | None = None,
         partner: Volume | None = None,
         t2: Volume | None = None,
+        decision: ModalityDecision | None = None,
     ) -> Prediction:
         """Segment one volume with this modality's members: the label map on the input's grid (uint8
         organ ids), organ volumes in mL, per-organ member disagreement and timings in seconds.
@@ -285,24 +287,35 @@ class EnsembleDeployment:
         cancelled call (the client gave up) cancels its member calls with it.
         """
         try:
-            return await self._segment(image, modality, partner, t2)
+            return await self._segment(image, modality, partner, t2, decision)
         except asyncio.CancelledError:
             metrics.count_cancelled(f"ensemble-{self.modality.value}")
             raise
 
     async def _segment(
-        self, image: Volume, modality: str | None, partner: Volume | None, t2: Volume | None
+        self,
+        image: Volume,
+        modality: str | None,
+        partner: Volume | None,
+        t2: Volume | None,
+        decision: ModalityDecision | None = None,
     ) -> Prediction:
         loaded = self.loaded  # one version for the whole request, even if a switch lands meanwhile
         if loaded.predictor is not None:
             prediction = await asyncio.to_thread(
-                loaded.predictor.predict, image, modality or self.modality, partner, t2
+                loaded.predictor.predict, image, modality or self.modality, partner, t2, decision
             )
             prediction.model_version = loaded.version
             return prediction
         started = time.perf_counter()
         decision, prepared = await asyncio.to_thread(
-            prepare_input, loaded.spec, image, modality or self.modality.value, partner, t2
+            prepare_input,
+            loaded.spec,
+            image,
+            modality or self.modality.value,
+            partner,
+            t2,
+            decision=decision,
         )
         timings = {"preprocess": time.perf_counter() - started}
         ref = ray.put(prepared.array)  # once; every member reads the same object

@@ -1,10 +1,11 @@
 """The ingress: HTTP (FastAPI) and gRPC on one deployment, routing each volume to its modality's ensemble.
 
-The modality comes from :func:`organseg.ensemble.routing.decide_modality`, the rule local prediction uses
-too: the DICOM header, an explicit request field the header must not contradict, the file's own record,
-then the model directory's modality classifier when it was validated and is confident; every answer names
-the evidence that decided, and unknown or contradictory modalities are a 422 / INVALID_ARGUMENT, never a
-guess. Bad input of any kind is answered with a message and leaves the replica
+The modality is decided once per series, by :func:`organseg.ensemble.assembly.assemble` with
+:func:`organseg.ensemble.routing.decide_modality` (the rule local prediction uses too), and handed to the
+ensemble with its evidence: the DICOM header, an explicit request field the header must not contradict,
+the file's own record, then the model directory's modality classifier when it was validated and is
+confident; every answer names the evidence that decided, and unknown or contradictory modalities are a
+422 / INVALID_ARGUMENT, never a guess. Bad input of any kind is answered with a message and leaves the replica
 healthy for the next request. Request ids, auth, body-read timeouts, logs and metrics are applied to every
 route and method by ``organseg.serve.ops.edge``; a server error answers with its request id only.
 """
@@ -25,14 +26,23 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from organseg import __version__
+from organseg.ensemble.assembly import (
+    PART_MODALITIES,
+    SEGMENT_HINTS,
+    Assembled,
+    RequestHints,
+    SeriesInput,
+    assemble,
+    series_label,
+)
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import ModalityPolicy, classifier_status, decide_modality
+from organseg.ensemble.routing import ModalityPolicy, classifier_status
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
+from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Volume
-from organseg.pacs.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
 from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
@@ -42,15 +52,7 @@ from organseg.serve.http_schema import (
 from organseg.serve.ops import edge, requests, tempdirs
 from organseg.serve.ops.auth import TokenCheck
 from organseg.serve.ops.retry import with_retries
-from organseg.serve.series import (
-    PART_MODALITIES,
-    SEGMENT_HINTS,
-    Assembled,
-    RequestHints,
-    SeriesInput,
-    assemble,
-    series_label,
-)
+from organseg.serve.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
 from organseg.serve.wire import (
     OUTPUT_FORMATS,
     RELEASE_AFTER_BYTES,
@@ -74,7 +76,7 @@ api.add_middleware(edge.EdgeMiddleware)
 
 
 def _seg_bytes(received: Any, prediction: Prediction) -> bytes:
-    from organseg.pacs.results import build_results, to_bytes
+    from organseg.ensemble.results import build_results, to_bytes
 
     (seg,) = build_results(received.volume, prediction, received.datasets, received.label)
     return to_bytes(seg)
@@ -258,11 +260,12 @@ class Router:
     async def _predict(
         self,
         volume: Volume,
-        modality: str | None,
+        decision: ModalityDecision,
         partner: Volume | None = None,
         t2: Volume | None = None,
     ) -> "Prediction":
-        decision = decide_modality(volume, modality or None, self.classifier, self.policy)
+        """The ensemble of the modality :func:`assemble` decided, given that decision with its
+        evidence (it is not decided again, and the answer carries it as the ensemble reports it)."""
         handle = self.ensembles.get(decision.modality.value)
         if handle is None:
             raise ModelError(
@@ -271,13 +274,10 @@ class Router:
             )
         requests.record(modality=decision.modality.value)
         prediction: Prediction = await with_retries(
-            lambda: handle.segment.remote(volume, decision.modality.value, partner, t2),
+            lambda: handle.segment.remote(volume, decision.modality.value, partner, t2, decision),
             f"ensemble-{decision.modality.value}",
             self.retry_budget_s,
         )
-        prediction.modality_reason = decision.reason  # the router's decision, with its evidence
-        prediction.modality_source = decision.source
-        prediction.modality_confidence = decision.confidence
         return prediction
 
     async def _predict_series(
@@ -286,17 +286,14 @@ class Router:
         """The prediction for the series of one request: :func:`assemble` decides which series is
         the image (the answer's grid) and which are stacked with it; ``hints`` word its refusals."""
         assembled = assemble(items, self.spec, self.classifier, self.policy, hints)
-        image = next(i for i in items if i.volume is assembled.image)
         prediction = await self._predict(
-            assembled.image, image.requested, assembled.partner, assembled.t2
+            assembled.image, assembled.decision, assembled.partner, assembled.t2
         )
-        if assembled.partner is not None:
-            prediction.modality_reason = assembled.reason + "; T1 in+out stacked"
         return assembled, prediction
 
     async def _segment(self, items: list[SeriesInput], output_format: str) -> dict[str, Any]:
         """Segment the series of one request (one series, or the T1 in/out (+ T2) a stacking model
-        needs; :func:`organseg.serve.series.assemble` decides which is which)."""
+        needs; :func:`organseg.ensemble.assembly.assemble` decides which is which)."""
         started = time.perf_counter()
         if output_format not in OUTPUT_FORMATS:
             raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
@@ -484,7 +481,7 @@ class Router:
         them (any transfer syntax, any order). Answers the DICOM-SEG over the (T1 in-phase) series
         the labels lie on (``application/dicom``), or the JSON report when the request's Accept
         header asks for ``application/json``."""
-        from organseg.pacs.privacy import phi_values, redact
+        from organseg.io.privacy import phi_values, redact
 
         received: list[Any] = []
         try:
@@ -503,7 +500,7 @@ class Router:
     async def _receive_stow(self, request: Request) -> list[Any]:
         """The STOW-RS body's series, decoded within the byte limit (checked while the body streams
         in) and the voxel limit (over all its series, from the headers, before decoding)."""
-        from organseg.pacs.stow import series_from_parts, split_multipart
+        from organseg.serve.stow import series_from_parts, split_multipart
 
         self.limits.check_bytes(_content_length(request))
         body = await bounded_request(request, self.limits).body()

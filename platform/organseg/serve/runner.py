@@ -256,6 +256,11 @@ def _running_apps(client: Any) -> dict[str, dict[str, Any]]:
     return apps
 
 
+def shutdown() -> None:
+    """Stop every Serve application on the cluster (so the command line needs no Ray import of its own)."""
+    serve.shutdown()
+
+
 def deploy(
     config: ServeDeploySchema,
     timeout_s: float = 600.0,

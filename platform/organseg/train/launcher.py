@@ -22,7 +22,6 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from rich.console import Console
 
 from organseg.config import ExperimentConfig, MemberConfig
-from organseg.ensemble.export import export_model_dir, fold_of
 from organseg.ensemble.modality_classifier import ModalityClassifier, fit_from_cache
 from organseg.ensemble.spec import MEMBER_FILE, ClassifierEntry, load_spec, save_spec
 from organseg.errors import ConfigError
@@ -32,6 +31,7 @@ from organseg.tasks import get_task
 from organseg.train import storage
 from organseg.train.core import TrainPayload
 from organseg.train.data import PreparedData, prepare_data
+from organseg.train.export import export_model_dir, fold_of
 from organseg.train.loop import train_member_loop
 from organseg.train.progress import ProgressBoard, ProgressCallback
 from organseg.uri import is_uri
@@ -59,7 +59,7 @@ class MemberOutcome:
 
 
 #: Shows a run's progress: called with the members' latest snapshot, whether the run is done, and a title;
-#: returns when done (``organseg.cli.progress.LiveProgress`` draws it on a console).
+#: returns when done (``organseg.viz.progress.LiveProgress`` draws it on a console).
 ProgressView = Callable[[Callable[[], dict[str, Any]], Callable[[], bool], str], None]
 
 

@@ -1,7 +1,8 @@
 """Progress of members training in parallel: a tiny Ray actor fed by a Ray Train callback.
 
 Metrics reach the driver as each epoch is reported (not when a run ends); what shows them (a live table or
-epoch lines) is the command line's business: :mod:`organseg.cli.progress`.
+epoch lines) is the caller's business (:mod:`organseg.viz.progress` draws it for the command line and
+the quickstart).
 """
 
 from __future__ import annotations

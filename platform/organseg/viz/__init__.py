@@ -1,4 +1,5 @@
-"""Pictures people can look at: organ overlays of predictions and reference contours."""
+"""Pictures people can look at: organ overlays of predictions and reference contours, training curves
+and the live progress of a training run."""
 
 from organseg.viz.flags import disagreement_flags, prediction_flags, volume_flags
 from organseg.viz.overlay import (

@@ -15,19 +15,19 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
+from organseg.ensemble.assembly import assemble
 from organseg.ensemble.routing import ModalityError
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io import read_dicom_series
-from organseg.pacs.privacy import short_uid
-from organseg.pacs.stow import (
+from organseg.io.privacy import short_uid
+from organseg.preprocess.config import PreprocessConfig
+from organseg.serve.stow import (
     STOW_HINTS,
     encode_multipart,
     series_from_parts,
     series_inputs,
     split_multipart,
 )
-from organseg.preprocess.config import PreprocessConfig
-from organseg.serve.series import assemble
 from tests.conftest import MR_SERIES, mr_series_folder
 
 MARKER = "QQSTOWBODY5X"

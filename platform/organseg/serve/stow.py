@@ -21,11 +21,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from organseg.ensemble.assembly import RequestHints, SeriesInput, examination_split
 from organseg.errors import DataError, RequestTooLarge
-from organseg.io.dicom import echo_time_key
+from organseg.io.dicom import split_series
+from organseg.io.received import ReceivedSeries, read_received_series, series_label
 from organseg.modalities import Modality
-from organseg.pacs.series import ReceivedSeries, read_received_series, series_label
-from organseg.serve.series import RequestHints, SeriesInput
 
 #: How refusals of a STOW-RS body say to fix it: no part names, no per-series modality to state.
 STOW_HINTS = RequestHints(
@@ -138,51 +138,49 @@ def _header(number: int, data: bytes) -> Dataset:
 
 def group_parts(parts: list[bytes]) -> list[PartGroup]:
     """The parts grouped by SeriesInstanceUID (and EchoTime within a UID), headers only."""
-    by_uid: dict[str, dict[str, PartGroup]] = {}
+    entries: list[tuple[str, Dataset, bytes]] = []
     unplaced: list[int] = []
     for number, data in enumerate(parts, start=1):
         ds = _header(number, data)
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
             unplaced.append(number)
-        echoes = by_uid.setdefault(uid, {})
-        group = echoes.setdefault(echo_time_key(ds.get("EchoTime")), PartGroup(series_label(ds)))
-        group.parts.append(data)
-        group.headers.append(ds)
-    if unplaced and len(by_uid) > 1:
+        entries.append((uid, ds, data))
+    series = len({uid for uid, _, _ in entries})
+    if unplaced and series > 1:
         numbers = ", ".join(map(str, unplaced[:5])) + (", ..." if len(unplaced) > 5 else "")
         raise DataError(
             f"multipart part {numbers}: no SeriesInstanceUID (or a damaged header), so "
             f"{'it' if len(unplaced) == 1 else 'they'} cannot be assigned to one of the body's "
-            f"{len(by_uid) - 1} series"
+            f"{series - 1} series"
         )
     groups = []
-    for echoes in by_uid.values():
-        for echo, group in echoes.items():
-            if len(echoes) > 1:
-                group.label += f" at EchoTime {echo or 'unknown'} ms"
-            groups.append(group)
+    for echo, split, members in split_series(entries):
+        group = PartGroup(series_label(members[0][0]))
+        if split:
+            group.label += f" at EchoTime {echo or 'unknown'} ms"
+        group.parts = [data for _, data in members]
+        group.headers = [ds for ds, _ in members]
+        groups.append(group)
     return sorted(groups, key=PartGroup.order)
 
 
 def check_one_study(groups: list[PartGroup]) -> None:
-    """Refuse a body mixing studies or patients (values are compared, never echoed)."""
-    for keyword, what, plural in (
-        ("StudyInstanceUID", "study", "studies"),
-        ("PatientID", "patient", "patients"),
-    ):
-        series: dict[str, list[str]] = {}
-        for group in groups:
-            for value in {str(ds.get(keyword, "") or "") for ds in group.headers}:
-                series.setdefault(value, []).append(group.label)
-        if len(series) > 1:
-            listed = "; ".join(
-                f"{what} {k}: {', '.join(labels)}" for k, labels in enumerate(series.values(), 1)
-            )
-            raise DataError(
-                f"the body holds instances of {len(series)} {plural} ({keyword} differs: {listed}); "
-                f"post the series of one {what} per request"
-            )
+    """Refuse a body mixing studies or patients (values are compared, never echoed), from the
+    headers before any pixel is decoded: the rule of :func:`examination_split`."""
+    split = examination_split(
+        [
+            (g.label, lambda key, g=g: [str(ds.get(key, "") or "") for ds in g.headers])
+            for g in groups
+        ]
+    )
+    if split is not None:
+        keyword, what, plural, series = split
+        listed = "; ".join(f"{what} {k}: {', '.join(labels)}" for k, labels in enumerate(series, 1))
+        raise DataError(
+            f"the body holds instances of {len(series)} {plural} ({keyword} differs: {listed}); "
+            f"post the series of one {what} per request"
+        )
 
 
 def _voxels(group: PartGroup) -> int:

@@ -1,5 +1,6 @@
-"""What the node sends back: a DICOM-SEG over the source series and, optionally, colour overlays as
-Secondary Capture images (many PACS viewers cannot display DICOM-SEG but all display SC)."""
+"""What a prediction becomes for a PACS (the DICOM node and the STOW-RS route alike): a DICOM-SEG over
+the source series and, optionally, colour overlays as Secondary Capture images (many PACS viewers
+cannot display DICOM-SEG but all display SC)."""
 
 from __future__ import annotations
 

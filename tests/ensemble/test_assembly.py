@@ -12,12 +12,12 @@ import numpy as np
 import pydicom
 import pytest
 
+from organseg.ensemble.assembly import SeriesInput, assemble, series_label
 from organseg.ensemble.routing import ModalityError
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io import read_dicom_series
-from organseg.io.volume import Modality
+from organseg.io.volume import Modality, Volume
 from organseg.preprocess.config import PreprocessConfig
-from organseg.serve.series import SeriesInput, assemble, series_label
 from organseg.serve.wire import WireLimits, decode_dicom_zip_series
 from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
 
@@ -203,3 +203,13 @@ def test_named_parts_share_the_request_voxel_limit(synth_root: Path, tmp_path: P
     assert found.label == "the 't2' part"
     with pytest.raises(RequestTooLarge, match="part 't2'"):
         _part_series({"t2": part}, items, WireLimits(max_voxels=size + size // 2))
+
+
+def test_assembled_input_carries_the_decision_of_its_image() -> None:
+    """The typed input hands the ensemble the image's decision with its evidence (never re-decided)."""
+    image = Volume(np.zeros((4, 8, 8), np.int16), modality=Modality.UNKNOWN, meta={})
+    spec = SimpleNamespace(name="e", preprocess=PreprocessConfig())
+    assembled = assemble([SeriesInput(image, "the raw volume", "file", "CT")], spec)
+    assert assembled.decision.modality is Modality.CT
+    assert assembled.decision.source == "request"
+    assert (assembled.modality, assembled.reason) == (Modality.CT, assembled.decision.reason)

@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from organseg.errors import DataError
 from organseg.io.dicom import read_dicom_series
 from organseg.io.dicomseg import datasets_in_label_order
+from organseg.io.privacy import phi_values, redact, short_uid
 from organseg.io.volume import Volume
-from organseg.pacs.privacy import phi_values, redact, short_uid
 
 #: Modalities the node segments; any other series is ignored with one log line.
 SEGMENTED_MODALITIES = ("CT", "MR")
@@ -105,19 +105,3 @@ def read_received_series(
     volume.meta["source"] = label
     volume.meta.pop("PatientID", None)
     return ReceivedSeries(volume, datasets, label)
-
-
-def series_info(ds: Dataset) -> dict[str, str]:
-    """What the node groups series by, from one instance's header: the study as a hash (never the
-    UID itself, which can embed site identifiers) and the MR sequence the header establishes
-    (``""`` when it does not, or for CT). Stored once per series in the spool."""
-    from organseg.io.modality import infer_modality
-    from organseg.pacs.spool import key_of
-
-    keywords = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
-                "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
-    tags = {k: str(ds.get(k, "") or "") for k in keywords}
-    decision = infer_modality(tags)
-    study = str(ds.get("StudyInstanceUID", "") or "")
-    sequence = decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
-    return {"study": key_of(study) if study else "", "sequence": sequence}

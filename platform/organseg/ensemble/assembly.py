@@ -13,6 +13,7 @@ Pure (no Ray, no torch), so the rules are tested without a server.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,9 @@ class Assembled:
     image: Volume
     modality: Modality
     reason: str
+    #: the decision for ``image`` with its evidence (source, confidence): handed to the ensemble,
+    #: which does not decide again
+    decision: ModalityDecision
     partner: Volume | None = None
     t2: Volume | None = None
     series: list[dict[str, Any]] = field(default_factory=list)
@@ -111,17 +115,39 @@ def _decide(
         raise ModalityError(f"{item.label}: {exc.problem}{hint}", ask=False) from None
 
 
+#: What the series of one request share: one study of one patient (keyword, singular, plural).
+EXAMINATION_KEYS = (("StudyInstanceUID", "study", "studies"), ("PatientID", "patient", "patients"))
+
+
+def examination_split(
+    series: list[tuple[str, Callable[[str], Iterable[Any]]]],
+) -> tuple[str, str, str, list[list[str]]] | None:
+    """The one same-examination rule, for decoded series and STOW-RS headers alike: ``series`` are
+    (label, the values of a keyword in it); the first of :data:`EXAMINATION_KEYS` whose values differ
+    with the labels grouped by value (values are compared, never returned), or None."""
+    for keyword, what, plural in EXAMINATION_KEYS:
+        by_value: dict[Any, list[str]] = {}
+        for label, values_of in series:
+            for value in set(values_of(keyword)):
+                by_value.setdefault(value, []).append(label)
+        if len(by_value) > 1:
+            return keyword, what, plural, list(by_value.values())
+    return None
+
+
 def _same_examination(items: list[SeriesInput]) -> None:
     """Series of one request come from one patient's one study (values are compared, never echoed)."""
     dicom = [i for i in items if i.volume.meta.get("SeriesInstanceUID")]
-    for key, what in (("StudyInstanceUID", "study"), ("PatientID", "patient")):
-        values = {i.volume.meta.get(key, "") for i in dicom}
-        if len(values) > 1:
-            labels = ", ".join(i.label for i in dicom)
-            raise DataError(
-                f"the series are not from one {what}: {key} differs between {labels}; send the "
-                f"series of one {what} per request"
-            )
+    split = examination_split(
+        [(i.label, lambda key, meta=i.volume.meta: [meta.get(key, "")]) for i in dicom]
+    )
+    if split is not None:
+        key, what, _, _ = split
+        labels = ", ".join(i.label for i in dicom)
+        raise DataError(
+            f"the series are not from one {what}: {key} differs between {labels}; send the "
+            f"series of one {what} per request"
+        )
 
 
 def _same_grid(image: SeriesInput, partner: SeriesInput) -> None:
@@ -247,6 +273,7 @@ def assemble(
             decision.reason,
             series=[_describe(item, "image", decision)],
             answers_for=f"{item.label} ({decision.modality.value}): the label map lies on its grid",
+            decision=decision,
         )
     extra = [m for m in by_modality if m not in (*t1, Modality.MR_T2SPIR)]
     if extra:
@@ -286,4 +313,5 @@ def assemble(
         t2=t2.volume if t2 is not None else None,
         series=series,
         answers_for=answers,
+        decision=chosen[Modality.MR_T1_IN],
     )
