@@ -229,3 +229,42 @@ def test_local_predict_asks_the_modality_classifier_under_the_gate_flags(
                     "--endpoint", "http://127.0.0.1:9", "--modality-min-confidence", "0.5")  # fmt: skip
     assert result.exit_code == 2
     assert "modality_min_*" in result.output
+
+
+def test_an_existing_output_is_refused_before_the_model_loads(
+    liver_everywhere_model: Path, synth_root: Path, tmp_path: Path
+) -> None:
+    """The refusal comes from ensemble.yaml and the file system alone: nothing imports torch or
+    loads the ensemble (which takes seconds), so a wrong `-o` costs well under one."""
+    import subprocess
+    import sys
+
+    series = ct_case(synth_root) / "DICOM_anon"
+    out = tmp_path / "seg.nii.gz"
+    out.write_bytes(b"mine")
+    probe = (
+        "import sys\n"
+        "from organseg.cli import main\n"
+        "try:\n"
+        f"    main(['predict', {str(series)!r}, '-o', {str(out)!r}, '--local', "
+        f"{str(liver_everywhere_model)!r}, '--device', 'cpu'])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print('loaded', sorted(m for m in ('torch', 'organseg.ensemble.predictor') "
+        "if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "exit 2" in done.stdout, done.stdout + done.stderr
+    assert "seg.nii.gz: already exists; pass --overwrite" in done.stdout + done.stderr
+    assert "loaded []" in done.stdout, done.stdout
+    assert out.read_bytes() == b"mine"
+    # The same command with a free output does load the model (so the probe can tell).
+    free = tmp_path / "free.nii.gz"
+    done = subprocess.run(
+        [sys.executable, "-c", probe.replace(str(out), str(free))],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert "'torch'" in done.stdout, done.stdout + done.stderr
+    assert free.is_file()

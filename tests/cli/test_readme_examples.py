@@ -1,4 +1,4 @@
-"""The README's command-line examples, run as written (copy-paste), on the real CHAOS sample case.
+"""docs/data.md's command-line examples, run as written (copy-paste), on the real CHAOS sample case.
 
 Only paths are substituted: ``data/CHAOS`` is the sample, the trained model directory is a small
 CT-only model, and ``Test_Sets/CT/3`` (not in the sample) is its one training case. Training and
@@ -8,7 +8,6 @@ tuning lines are skipped here: they have their own tests and take minutes.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -16,17 +15,15 @@ import pytest
 
 from organseg.cli import main
 from tests.conftest import REPO_ROOT
+from tests.docs.blocks import block_under
 
 SKIPPED_COMMANDS = ("train", "tune", "quickstart")
 
 
-def readme_block(heading: str) -> list[str]:
-    """The command lines of the first ``bash`` block under ``heading`` in the README."""
-    text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index(heading) :]
-    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
-    assert block, f"no bash block under {heading!r}"
-    return [line for line in block.group(1).splitlines() if line.strip()]
+def doc_block(heading: str) -> list[str]:
+    """The command lines of the first ``bash`` block under ``heading`` in docs/data.md."""
+    block = block_under(REPO_ROOT / "docs" / "data.md", heading)
+    return [line for line in block.text.splitlines() if line.strip()]
 
 
 def substitute(line: str, sample: Path, model: Path) -> list[str]:
@@ -48,7 +45,7 @@ def test_bring_your_chaos_data_block_runs_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    lines = readme_block("## Bring your CHAOS data")
+    lines = doc_block("Bring your CHAOS data")
     ran = []
     for line in lines:
         args = substitute(line, chaos_sample, liver_everywhere_model)

@@ -72,3 +72,47 @@ def test_size_must_be_a_multiple_of_32() -> None:
     result = runner.invoke(app, ["models", "list", "--size", "100"])
     assert result.exit_code != 0
     assert "multiple of 32" in str(result.exception)
+
+
+def _render(width: int, *, terminal: bool) -> str:
+    import io
+
+    from rich.console import Console
+
+    from organseg.cli.models import print_members
+    from organseg.models.summary import summarize_members
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=terminal, color_system=None)
+    print_members(summarize_members(size=512, classes=4), 512, console)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 60, 30])
+def test_a_narrow_terminal_gets_a_layout_that_fits_and_never_cuts_a_cell(width: int) -> None:
+    out = _render(width, terminal=True)
+    lines = out.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    assert "…" not in out
+    words = set(out.split())
+    for name in member_names():
+        assert name in words, name  # whole, as one word
+    if width == 80:  # still a table: the GFLOPs column survives, one member per row
+        assert "GFLOPs" in words
+        row = next(line for line in lines if line.split()[:1] == ["patch_discriminator"])
+        assert "disc" in row.split()
+
+
+def test_piped_output_is_one_whole_record_per_line(rows_512: dict[str, dict]) -> None:
+    result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "80"})  # not a terminal
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    records = {line.split()[0]: line for line in result.output.splitlines()[2:]}
+    assert set(records) == set(member_names())
+    for name, line in records.items():
+        row = rows_512[name]
+        fields = line.split()
+        assert f"{row['parameters'] / 1e6:.2f}M" in fields
+        assert f"{row['gflops']:.1f}" in fields
+        assert line.endswith(row["description"])  # the description whole, last
+    assert result.output.splitlines()[1].split()[:2] == ["member", "kind"]

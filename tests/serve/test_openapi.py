@@ -173,3 +173,68 @@ def test_valid_requests_are_accepted_as_documented(live_api: str, tmp_path: Path
         answer = SegmentResponse.model_validate(response.json())
         assert answer.shape == [4, 48, 48]
         assert answer.modality == "CT"
+
+
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_headers_conformance,response_schema_conformance,negative_data_rejection,"
+    "missing_required_header,unsupported_method,form_fields_are_never_refused"
+)
+
+
+def test_the_form_check_recognises_the_servers_own_complaints() -> None:
+    """The coverage run's custom check (openapi_form_check.py) knows the messages the server gives
+    for a field's form, taken from the real code, and not those about a file's content."""
+    import importlib.util
+
+    from organseg.errors import DataError
+    from organseg.serve.wire import WireLimits, decode_raw
+
+    spec = importlib.util.spec_from_file_location(
+        "openapi_form_check", Path(__file__).with_name("openapi_form_check.py")
+    )
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)  # type: ignore[union-attr]
+    limits = WireLimits()
+    form_errors = []
+    for args in [
+        (b"x", "int16", [0, 0, 0], None, None, None, None),
+        (b"x", "", [1, 1, 1], None, None, None, None),
+        (b"xx", "int16", [1, 1, 1], [0.0, 1.0, 1.0], None, None, None),
+        (b"xx", "int16", [1, 1, 1], None, [1e9, 0.0, 0.0], None, None),
+        (b"xx", "int16", [1, 1, 1], None, None, [1.0], None),
+        (b"xx", "int16", [1, 1, 1], None, None, None, "lz4"),
+    ]:
+        with pytest.raises(DataError) as refused:
+            decode_raw(*args, limits)
+        form_errors.append(str(refused.value))
+    for message in form_errors:
+        assert hooks.FORM_COMPLAINTS.search(message), message
+    with pytest.raises(DataError) as content:
+        decode_raw(b"xyz", "int16", [1, 1, 1], None, None, None, None, limits)
+    assert not hooks.FORM_COMPLAINTS.search(str(content.value)), str(content.value)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_schemathesis_coverage_phase_finds_no_schema_valid_form_refused(
+    live_api: str, tmp_path: Path
+) -> None:
+    """schemathesis's coverage phase (boundary values of every field: empty, shortest, longest,
+    each enum value, each pattern's edge) against the live app: no server error, no undocumented
+    answer, every schema-invalid request refused, and no schema-valid request refused for a
+    field's form (a generated file is refused for its content, which the schema cannot promise)."""
+    import os
+    import subprocess
+    import sys
+
+    hooks = Path(__file__).with_name("openapi_form_check.py")
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run", f"{live_api}/openapi.json",
+         "--phases", "coverage", "--generation-deterministic", "--workers", "1",
+         "--checks", CHECKS, "--request-timeout", "60"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=500, check=False,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": str(hooks)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    assert "Coverage" in done.stdout

@@ -33,43 +33,100 @@ def list_command(
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
 
+    from organseg.cli._console import console
+
+    print_members(rows, size, console)
+
+
+_LIST_COLUMNS = ("member", "kind", "in→out", "input", "params", "GFLOPs", "loss", "weights")
+# Column sets tried in turn on a terminal, widest first: a narrow terminal loses the description,
+# then the least useful columns; the member name is never cut.
+_TERMINAL_LAYOUTS = (
+    (*_LIST_COLUMNS, "description"),
+    _LIST_COLUMNS,
+    ("member", "kind", "in→out", "input", "params", "GFLOPs"),
+    ("member", "kind", "input", "params", "GFLOPs"),
+    ("member", "params", "GFLOPs"),
+)
+
+
+def _list_cells(rows: list[Any], size: int) -> dict[str, list[str]]:
+    return {
+        "member": [r.name for r in rows],
+        "kind": ["disc" if r.kind == "discriminator" else "seg" for r in rows],
+        "in→out": [f"{r.in_channels}→{r.classes}" for r in rows],
+        "input": ["×".join(map(str, r.patch)) if r.patch else f"{size}²" for r in rows],
+        "params": [f"{r.parameters / 1e6:.2f}M" for r in rows],
+        "GFLOPs": [f"{r.gflops:.1f}" for r in rows],
+        "loss": [r.default_loss for r in rows],
+        "weights": ["imagenet" if r.pretrainable else "scratch" for r in rows],
+        "description": [r.description for r in rows],
+    }
+
+
+_DESCRIPTION_MIN = 24
+
+
+def _natural_width(table: Any, columns: tuple[str, ...]) -> int:
+    """The width ``table`` takes uncut (the description at its minimum), rendered off screen:
+    rich's own measurement, not an estimate of its padding rules."""
+    import io
+
+    from rich.console import Console
+
+    wide = Console(file=io.StringIO(), width=10_000, color_system=None)
+    if "description" in columns:
+        table.columns[columns.index("description")].max_width = _DESCRIPTION_MIN
+    wide.print(table)
+    if "description" in columns:
+        table.columns[columns.index("description")].max_width = None
+    return max(len(line.rstrip()) for line in wide.file.getvalue().splitlines())
+
+
+def print_members(rows: list[Any], size: int, console: Any) -> None:
+    """The member table in a layout that fits where it goes, never cutting a cell.
+
+    A terminal gets the widest rich table that fits its width (the description, then columns, are
+    dropped as it narrows); anything else (a pipe, a file, ``grep``) gets one member per line as
+    plain aligned text, every field whole, so a line can be found and read without a terminal.
+    """
     from rich import box
     from rich.table import Table
 
-    from organseg.cli._console import console
-
-    table = Table(
-        title=(
-            f"organseg members (GFLOPs of one {size}×{size} slice, or of a 3D member's "
-            "z×y×x patch; 2 FLOPs per MAC)"
-        ),
-        box=box.SIMPLE_HEAD,
+    cells = _list_cells(rows, size)
+    title = (
+        f"organseg members (GFLOPs of one {size}×{size} slice, or of a 3D member's "
+        "z×y×x patch; 2 FLOPs per MAC)"
     )
-    for header, justify in [
-        ("member", "left"),
-        ("kind", "left"),
-        ("in→out", "right"),
-        ("input", "right"),
-        ("params", "right"),
-        ("GFLOPs", "right"),
-        ("loss", "left"),
-        ("weights", "left"),
-    ]:
-        table.add_column(header, justify=justify, no_wrap=True)
-    table.add_column("description", ratio=1)
-    for r in rows:
-        table.add_row(
-            r.name,
-            "disc" if r.kind == "discriminator" else "seg",
-            f"{r.in_channels}→{r.classes}",
-            "×".join(map(str, r.patch)) if r.patch else f"{size}²",
-            f"{r.parameters / 1e6:.2f}M",
-            f"{r.gflops:.1f}",
-            r.default_loss,
-            "imagenet" if r.pretrainable else "scratch",
-            r.description,
-        )
-    console.print(table)
+    if not console.is_terminal:
+        headers = list(cells)
+        widths = [max(len(h), *(len(c) for c in cells[h])) for h in headers[:-1]]
+        lines = [f"# {title}"]
+        for record in [headers, *zip(*cells.values(), strict=True)]:
+            fields = [f.ljust(w) for f, w in zip(record[:-1], widths, strict=True)]
+            lines.append("  ".join([*fields, record[-1]]).rstrip())
+        console.file.write("\n".join(lines) + "\n")
+        return
+    console.print(title)
+    for columns in _TERMINAL_LAYOUTS:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for header in columns:
+            if header == "description":
+                table.add_column(header, ratio=1, min_width=_DESCRIPTION_MIN)
+                continue
+            width = max(len(header), *(len(c) for c in cells[header]))
+            justify = "left" if header in ("member", "kind", "loss", "weights") else "right"
+            table.add_column(header, justify=justify, no_wrap=True, min_width=width)
+        for record in zip(*(cells[h] for h in columns), strict=True):
+            table.add_row(*record)
+        if _natural_width(table, columns) <= console.width:
+            console.print(table)
+            return
+    # Narrower than even the smallest table: one member per block; a name is never folded.
+    for record in zip(*cells.values(), strict=True):
+        console.print(record[0], style="bold", soft_wrap=True)
+        for header, value in zip(list(cells)[1:], record[1:], strict=True):
+            console.print(f"  {header}: {value}")  # wraps at words like any text
 
 
 @app.command("show")

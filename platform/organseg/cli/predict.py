@@ -100,7 +100,7 @@ def predict_command(
     Every output is checked before any work. Exit code 0: all written; 1: written, but some series
     were skipped (listed at the end with the reason); 2: an error.
     """
-    from organseg.io.outputs import check_free, output_format, plan_outputs
+    from organseg.io.outputs import output_format
     from organseg.serve.connect import BackendChoice, open_backend
 
     policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)
@@ -131,16 +131,13 @@ def predict_command(
             f"{input_path}: DICOM-SEG output needs the source DICOM series; INPUT is a volume file "
             "(write .nii.gz, or predict from the DICOM folder)"
         )
+    if local is not None:  # settled before the model loads (torch, the weights' hash: seconds)
+        plans = _local_plans(local, input_path, modality)
+        targets = _settle_outputs(plans, input_path, out, fmt, overlay, report, overwrite)
     backend = open_backend(choice)
-    plans = backend.plan(input_path, modality)
-    targets = plan_outputs(
-        out, fmt, [p.case_id for p in plans], overlay, chaos_layout=_dataset_folder(input_path)
-    )
-    wanted: list[tuple[Path, bool]] = [(t.labels, t.kind == "png") for t in targets]
-    wanted += [(t.overlay, True) for t in targets if t.overlay is not None]
-    if report is not None:
-        wanted.append((report, False))
-    check_free(wanted, overwrite)
+    if local is None:  # a served model says how it stacks series; asking it is cheap
+        plans = backend.plan(input_path, modality)
+        targets = _settle_outputs(plans, input_path, out, fmt, overlay, report, overwrite)
 
     served = backend.modalities()
     skipped: list[dict[str, str]] = []
@@ -168,6 +165,41 @@ def predict_command(
     _summarize(skipped, results, report)
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+def _local_plans(model_dir: Path, input_path: Path, modality: str | None) -> list[InputPlan]:
+    """What ``--local`` will segment, from ``ensemble.yaml`` alone: the plan of
+    ``LocalBackend.plan`` without importing torch or loading the model."""
+    from organseg.ensemble.inputs import plan_inputs
+    from organseg.ensemble.spec import load_spec
+
+    shape = load_spec(model_dir).preprocess
+    return plan_inputs(
+        input_path, modality, stack_t1=shape.t1_mode == "stack", with_t2=shape.t2_channel
+    )
+
+
+def _settle_outputs(
+    plans: list[InputPlan],
+    input_path: Path,
+    out: Path,
+    fmt: str,
+    overlay: Path | None,
+    report: Path | None,
+    overwrite: bool,
+) -> list[OutputTarget]:
+    """Every output path of the run, each refused if it exists and ``overwrite`` is off."""
+    from organseg.io.outputs import check_free, plan_outputs
+
+    targets = plan_outputs(
+        out, fmt, [p.case_id for p in plans], overlay, chaos_layout=_dataset_folder(input_path)
+    )
+    wanted: list[tuple[Path, bool]] = [(t.labels, t.kind == "png") for t in targets]
+    wanted += [(t.overlay, True) for t in targets if t.overlay is not None]
+    if report is not None:
+        wanted.append((report, False))
+    check_free(wanted, overwrite)
+    return targets
 
 
 def _run(

@@ -16,7 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from organseg.modalities import Modality
 from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
 
-_NUMBERS = r"^\s*-?[0-9.eE+-]+(\s*[,;]\s*-?[0-9.eE+-]+)*\s*$"
+# The form's text fields as the router parses them (comma- or semicolon-separated decimals), with
+# the ranges ``organseg.io.validate`` and ``WireLimits.check_shape`` enforce, so a request the schema
+# allows is never refused for a field's form (only for its content, or a direction that is not
+# orthonormal, which no pattern can say).
+_SEP = r"\s*[,;]\s*"
+_SIZE = r"0*[1-9][0-9]{0,9}"  # a positive whole number
+# 0.001 ≤ x ≤ 1000 mm (SPACING_RANGE_MM), written without an exponent
+_SPACING = r"(?:0*[1-9][0-9]{0,2}(?:\.[0-9]*)?|0*1000(?:\.0*)?|0*\.0{0,2}[1-9][0-9]*)"
+_POSITION = r"[-+]?(?:[0-9]{1,6}(?:\.[0-9]*)?|\.[0-9]+)"  # |x| < 10⁶ mm (MAX_ORIGIN_MM)
+_COSINE = r"[-+]?(?:0*1(?:\.0*)?|0*\.[0-9]+|0+(?:\.[0-9]*)?)"  # -1 ≤ x ≤ 1
+
+
+def _three(item: str, count: int = 3) -> str:
+    return rf"^\s*{item}(?:{_SEP}{item}){{{count - 1}}}\s*$"
 
 
 class SeriesDecision(BaseModel):
@@ -105,6 +118,7 @@ class ErrorBody(BaseModel):
 SEGMENT_FORM: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
+    "dependentRequired": {"shape": ["dtype"]},  # raw voxels need both
     "properties": {
         "file": {
             "type": "string",
@@ -142,8 +156,10 @@ SEGMENT_FORM: dict[str, Any] = {
         },
         "shape": {
             "type": "string",
-            "pattern": r"^\s*[0-9]+\s*,\s*[0-9]+\s*,\s*[0-9]+\s*$",
-            "description": "Raw voxels only: z,y,x sizes.",
+            "pattern": _three(_SIZE),
+            "description": "Raw voxels only: z,y,x sizes, each a positive whole number (their "
+            "product is held to the server's voxel limit: 413 beyond it). Present, it makes file "
+            "raw voxels, and dtype is required.",
         },
         "dtype": {
             "type": "string",
@@ -152,18 +168,22 @@ SEGMENT_FORM: dict[str, Any] = {
         },
         "spacing": {
             "type": "string",
-            "pattern": _NUMBERS,
-            "description": "Raw voxels only: x,y,z spacing in millimetres (default 1,1,1).",
+            "pattern": _three(_SPACING),
+            "description": "Raw voxels only: x,y,z spacing in millimetres, three decimals each "
+            "between 0.001 and 1000 (default 1,1,1).",
         },
         "origin": {
             "type": "string",
-            "pattern": _NUMBERS,
-            "description": "Raw voxels only: x,y,z origin in millimetres (default 0,0,0).",
+            "pattern": _three(_POSITION),
+            "description": "Raw voxels only: x,y,z origin in millimetres, three decimals each "
+            "within ±999999 (default 0,0,0).",
         },
         "direction": {
             "type": "string",
-            "pattern": _NUMBERS,
-            "description": "Raw voxels only: 9 row-major direction cosines (default identity).",
+            "pattern": _three(_COSINE, 9),
+            "description": "Raw voxels only: 9 row-major direction cosines, each between -1 and 1, "
+            "forming an orthonormal matrix (perpendicular unit columns, to 1e-3; refused with 400 "
+            "otherwise); default identity.",
         },
         "compression": {
             "type": "string",
