@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from organseg.labels import LabelSet
 
 #: Label ids used everywhere inside organseg (label maps, model channels are ``id - 1``).
 ORGAN_LABELS: MappingProxyType[str, int] = MappingProxyType(
@@ -53,3 +57,11 @@ def organ_ids(names: list[str] | tuple[str, ...]) -> list[int]:
 
         raise ConfigError(f"unknown organ(s) {unknown}; valid organs are {list(ORGAN_NAMES)}")
     return [ORGAN_LABELS[n] for n in names]
+
+
+def chaos_labels() -> LabelSet:
+    """The vocabulary above as the CHAOS preset :class:`organseg.labels.LabelSet` (built on demand,
+    so this module stays free of imports)."""
+    from organseg.labels import chaos_label_set
+
+    return chaos_label_set()
