@@ -486,6 +486,8 @@ def parse_nnunet_labels(
         labels_made = [Label(n, v, (0, 0, 0), generic_code(n), region=r) for n, v, r in entries]
         problems += label_set_problems(labels_made, ignore, regions_class_order)
         values = [v for _, v, r in entries if r is None]
+        if values and ignore is not None:
+            values.append(ignore)
         if (
             len(set(values)) == len(values)
             and values
@@ -494,7 +496,8 @@ def parse_nnunet_labels(
             problems.append(
                 (
                     "labels",
-                    f"values must be consecutive from 1 (nnU-Net's rule), got {sorted(values)}",
+                    "values (ignore included) must be consecutive from 1 (nnU-Net's rule), "
+                    f"got {sorted(values)}",
                 )
             )
     return problems, entries, ignore

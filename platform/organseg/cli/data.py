@@ -99,7 +99,7 @@ def inspect_command(
         _inspect_labelled(path, found[0], found[1], as_json)
         return
     if found is not None:  # on stderr: the CHAOS report on stdout stays as it was
-        err_console.print(f"format: chaos ({found[1]})", highlight=False)
+        err_console.print(f"format: chaos ({found[1]})", highlight=False, soft_wrap=True)
     reports = inspect_dataset(path)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in reports], indent=2))
@@ -200,7 +200,7 @@ def _inspect_labelled(path: Path, format: str, reason: str, as_json: bool) -> No
             )
         console.print(table)
     for problem in problems:
-        err_console.print(f"[red]error:[/] {problem}", highlight=False)
+        err_console.print(f"[red]error:[/] {problem}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
 

@@ -119,7 +119,7 @@ def open_msd(root: Path | str) -> MSDDataset:
         label_problems, _ = parse_msd_labels(data["labels"])
         problems += [Problem(f"{json_path}: {key}", message) for key, message in label_problems]
         if not label_problems:
-            label_set = LabelSet.from_msd(data["labels"], name=root.name)
+            label_set = LabelSet.from_msd(data["labels"], name=str(data.get("name", root.name)))
             label_set = parse_label_codes(data.get("label_codes"), label_set, problems, json_path)
     cases: list[CaseFiles] = []
     training = data.get("training", [])

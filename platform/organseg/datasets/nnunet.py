@@ -121,8 +121,8 @@ def open_nnunet(root: Path | str) -> LabelledDataset:
             )
         )
     channel_names = (
-        _channel_names(data.get("channel_names"), f"{json_path}: channel_names", problems)
-        if data
+        _channel_names(data["channel_names"], f"{json_path}: channel_names", problems)
+        if "channel_names" in data
         else ()
     )
     label_set = None
@@ -131,7 +131,9 @@ def open_nnunet(root: Path | str) -> LabelledDataset:
         problems += [Problem(f"{json_path}: {key}", message) for key, message in label_problems]
         if not label_problems:
             label_set = LabelSet.from_nnunet(
-                data["labels"], data.get("regions_class_order"), name=root.name
+                data["labels"],
+                data.get("regions_class_order"),
+                name=str(data.get("name", root.name)),
             )
             label_set = parse_label_codes(data.get("label_codes"), label_set, problems, json_path)
 
