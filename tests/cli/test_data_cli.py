@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from organseg.cli import main
+from tests.conftest import REPO_ROOT
 from tests.datasets.builder import build_nnunet, edit_json
 
 
@@ -118,3 +121,24 @@ def test_convert_chaos_to_nnunet(
     code, _, err = run(capsys, "data", "convert", synth_root, "--to", "msd", tmp_path / "z")
     assert code != 0
     assert "--to: 'msd' is not supported" in err
+
+
+def test_docs_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (REPO_ROOT / "docs" / "data.md").read_text()
+    section = text[text.index("### Try it on synthetic data") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    monkeypatch.chdir(tmp_path)
+    lines = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(lines) == 7
+    for line in lines:
+        words = shlex.split(line)
+        assert words[0] == "organseg"
+        code, out, err = run(capsys, *words[1:])
+        assert code == 0, (line, err)
+    # the last command inspected the converted T1 dataset: two channels, the four CHAOS organs
+    assert "format: nnunet" in out
+    assert "channels: 0000 MR-T1-in, 0001 MR-T1-out" in out
+    assert "labels: 1 liver, 2 right_kidney, 3 left_kidney, 4 spleen" in out

@@ -12,6 +12,7 @@ from organseg.datasets.convert import chaos_case_name, convert_chaos_to_nnunet
 from organseg.errors import DataError
 from organseg.io.chaos import discover_cases, load_case
 from organseg.modalities import Modality
+from organseg.preprocess import PreprocessConfig, prepare_volume, resize_slices
 from tests.datasets.builder import read_json
 
 
@@ -85,3 +86,45 @@ def test_real_chaos_ct_case_reads_back_the_same(
     # file-name slice order: the CHAOS CT folder runs against the patient axis, and so does the copy
     assert converted.image.geometry == original.image.geometry
     assert np.linalg.det(converted.image.geometry.direction_matrix) < 0
+
+
+def _same_prepared(
+    converted: list, originals: list, label, original_label, cfg: PreprocessConfig
+) -> None:
+    """The one preprocessing path gives the same slices and masks from both forms."""
+    a = prepare_volume(converted[0], cfg, partner=converted[1] if len(converted) > 1 else None)
+    b = prepare_volume(originals[0], cfg, partner=originals[1] if len(originals) > 1 else None)
+    np.testing.assert_array_equal(a.array, b.array)
+    assert a.modalities == b.modalities
+    assert a.prepared_geometry.isclose(b.prepared_geometry)
+    np.testing.assert_array_equal(
+        resize_slices(label.array, cfg.size, order=0),
+        resize_slices(original_label.array, cfg.size, order=0),
+    )
+
+
+def test_synthetic_mr_t1_prepares_like_its_chaos_form(synth_root: Path, tmp_path: Path) -> None:
+    written = convert_chaos_to_nnunet(synth_root / "Train_Sets" / "MR", tmp_path / "out")
+    t1 = next(p for p in written if p.name.endswith("T1DUAL"))
+    converted = open_nnunet(t1).load("chaos_mr_1")
+    refs = {r.modality: r for r in discover_cases(synth_root / "Train_Sets" / "MR" / "1")}
+    originals = [load_case(refs[m]) for m in (Modality.MR_T1_IN, Modality.MR_T1_OUT)]
+    _same_prepared(
+        list(converted.channels),
+        [o.image for o in originals],
+        converted.label,
+        originals[0].label,
+        PreprocessConfig(size=64, t1_mode="stack"),
+    )
+
+
+@pytest.mark.sample
+def test_real_chaos_ct_case_prepares_like_its_chaos_form(
+    chaos_sample: Path, tmp_path: Path
+) -> None:
+    [ct] = convert_chaos_to_nnunet(chaos_sample, tmp_path / "out")
+    converted = open_nnunet(ct).load("chaos_ct_1")
+    original = load_case(discover_cases(chaos_sample)[0])
+    _same_prepared(
+        [converted.image], [original.image], converted.label, original.label, PreprocessConfig()
+    )

@@ -175,6 +175,9 @@ def _inspect_labelled(path: Path, format: str, reason: str, as_json: bool) -> No
         typer.echo(json.dumps(record, indent=2))
     else:
         typer.echo(f"format: {format} ({reason})")
+        typer.echo(
+            "channels: " + ", ".join(f"{i:04d} {n}" for i, n in enumerate(dataset.channel_names))
+        )
         if label_set is not None:
             typer.echo(
                 "labels: "
