@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from organseg.datasets import open_msd, open_nnunet
 from organseg.datasets.write import nnunet_to_msd
 from organseg.errors import DataError
+from organseg.modalities import Modality
 from tests.datasets.builder import (
     build_msd,
     build_nnunet,
@@ -36,6 +37,14 @@ def test_4d_images_become_channels(tmp_path: Path) -> None:
         assert channel.origin == (-7.5, -6.0, 10.0)
     assert case.label is not None
     np.testing.assert_array_equal(case.label.array, label_array(1, {"liver": 1, "spleen": 2}))
+
+
+def test_channel_names_give_a_modality_only_when_exact(tmp_path: Path) -> None:
+    dataset = open_msd(build_msd(tmp_path / "ds", channels=("T2", "ct")))
+    first, second = dataset.load("case_a").channels
+    assert first.modality is Modality.UNKNOWN  # "T2" is not known to be T2-SPIR: no guess
+    assert second.modality is Modality.CT
+    assert first.meta == {"case_id": "case_a", "channel": "T2"}
 
 
 def test_3d_single_channel(tmp_path: Path) -> None:

@@ -26,11 +26,11 @@ from tests.datasets.builder import (
 
 
 def test_reads_channels_and_labels_as_written(tmp_path: Path) -> None:
-    root = build_nnunet(tmp_path / "ds", channels=("T1-in", "T1-out"), test_cases=("case_t",))
+    root = build_nnunet(tmp_path / "ds", channels=("MR-T1-in", "T1-out"), test_cases=("case_t",))
     dataset = open_nnunet(root)
     assert dataset.check() == []
     assert dataset.format == "nnunet"
-    assert dataset.channel_names == ("T1-in", "T1-out")
+    assert dataset.channel_names == ("MR-T1-in", "T1-out")
     assert [c.case_id for c in dataset.cases] == ["case_a", "case_b"]
     assert [c.case_id for c in dataset.test_cases] == ["case_t"]
     assert dataset.label_set is not None
@@ -41,7 +41,8 @@ def test_reads_channels_and_labels_as_written(tmp_path: Path) -> None:
         np.testing.assert_array_equal(channel.array, channel_array(1, index))
         assert channel.spacing == (1.5, 1.5, 3.0)
         assert channel.origin == (-7.5, -6.0, 10.0)
-    assert case.channels[0].modality is Modality.MR_T1_IN  # a channel name organseg knows
+    assert case.channels[0].modality is Modality.MR_T1_IN  # a modality organseg knows, exactly
+    assert case.channels[1].modality is Modality.UNKNOWN  # aliases are not evidence
     assert case.label is not None
     np.testing.assert_array_equal(case.label.array, label_array(1))
     assert dataset.load("case_t", with_label=False).label is None
@@ -149,6 +150,18 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         lambda r: (r / "imagesTr" / "case_a_0002.nrrd").write_bytes(b""),
         "imagesTr/case_a_0002.nrrd",
         "not named {case}_{XXXX}.nii.gz",
+    ),
+    "test image on another grid": (
+        lambda r: (
+            (r / "imagesTs").mkdir(),
+            sitk.WriteImage(image(channel_array(0, 0)), str(r / "imagesTs" / "t_0000.nii.gz")),
+            sitk.WriteImage(
+                image(channel_array(0, 1), spacing=(1.0, 1.0, 1.0)),
+                str(r / "imagesTs" / "t_0001.nii.gz"),
+            ),
+        ),
+        "imagesTs/t_0001.nii.gz",
+        "case t: channel 'T1-out' is on another grid than channel 'T1-in'",
     ),
     "unreadable image": (
         lambda r: (r / "imagesTr" / "case_a_0000.nii.gz").write_bytes(b"not an image"),

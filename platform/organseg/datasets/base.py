@@ -120,6 +120,8 @@ class LabelledDataset:
         if deep and self.label_set is not None and self.channel_names:
             for case in self.cases:
                 problems += self.check_case(case)
+            for case in self.test_cases:
+                problems += self.check_case(case, with_label=False)
         return problems
 
     def require_valid(self, deep: bool = True) -> LabelledDataset:
@@ -224,8 +226,17 @@ def _plain(image: sitk.Image) -> sitk.Image:
     return image
 
 
+def channel_modality(channel: str) -> Modality:
+    """The modality a channel name states exactly (``CT``, ``MR-T1-in``...), else ``unknown``.
+
+    No aliases: a dataset's ``T2`` channel is not known to be T2-SPIR, and routing never guesses.
+    """
+    key = channel.strip().lower()
+    return next((m for m in Modality.known() if m.value.lower() == key), Modality.UNKNOWN)
+
+
 def _volume(image: sitk.Image, channel: str, case_id: str) -> Volume:
-    modality = Modality.lookup(channel) or Modality.UNKNOWN
+    modality = channel_modality(channel)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"case {case_id}: channel {channel!r} is a vector/RGB image, not a volume")
     return Volume.from_sitk(
