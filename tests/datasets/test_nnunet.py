@@ -163,6 +163,11 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "imagesTs/t_0001.nii.gz",
         "case t: channel 'T1-out' is on another grid than channel 'T1-in'",
     ),
+    "label named with a channel number": (
+        lambda r: (r / "labelsTr" / "case_a.nii.gz").rename(r / "labelsTr" / "case_a_0000.nii.gz"),
+        "labelsTr/case_a_0000.nii.gz",
+        "without a channel number: rename it to case_a.nii.gz",
+    ),
     "unreadable image": (
         lambda r: (r / "imagesTr" / "case_a_0000.nii.gz").write_bytes(b"not an image"),
         "imagesTr/case_a_0000.nii.gz",

@@ -154,7 +154,21 @@ def open_nnunet(root: Path | str) -> LabelledDataset:
                 )
                 continue
             labels[path.name[: -len(file_ending)]] = path
+        misnamed: set[str] = set()
+        for name in list(labels):  # a label map named like a channel file: say so, once
+            stem = re.fullmatch(r"(.+)_\d{4}", name)
+            if name not in found and stem and stem[1] in found and stem[1] not in labels:
+                problems.append(
+                    Problem(
+                        str(labels.pop(name)),
+                        f"label maps are named {{case}}{file_ending}, without a channel number: "
+                        f"rename it to {stem[1]}{file_ending}",
+                    )
+                )
+                misnamed.add(stem[1])
         for case in sorted(set(found) | set(labels)):
+            if case in misnamed:
+                continue
             if case not in labels:
                 problems.append(
                     Problem(
