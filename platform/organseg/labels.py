@@ -137,30 +137,33 @@ SOLID_ORGANS = frozenset(
     }
 )
 
-#: Display colours for labels without their own: bright, mutually distinct hues that stay visible on
-#: dark MR and grey CT (no dark blue or dark red, which vanish on both). 20 entries, so the AMOS and
+#: Display colours for labels without their own, chosen to stay apart from each other and from grey.
+#: The first four are the CHAOS organs' colours; the other sixteen were picked greedily from an sRGB
+#: grid, each the colour farthest (CIELAB distance) from those already chosen among colours with
+#: lightness >= 50 and chroma >= 45, so every one shows on dark MR and on grey CT and no two look
+#: alike (smallest pairwise CIELAB distance 37; a test checks). 20 entries, so the AMOS and
 #: TotalSegmentator abdominal sets need no repeats; beyond that the list cycles.
 PALETTE: tuple[RGB, ...] = (
     (255, 255, 0),
     (255, 0, 255),
     (0, 255, 255),
     (255, 140, 0),
+    (0, 120, 225),
+    (240, 15, 105),
+    (0, 150, 30),
+    (255, 165, 240),
     (0, 255, 0),
-    (255, 105, 180),
-    (135, 206, 250),
-    (255, 215, 160),
-    (173, 255, 47),
-    (255, 69, 0),
-    (186, 85, 211),
-    (64, 224, 208),
-    (255, 250, 205),
-    (250, 128, 114),
-    (152, 251, 152),
-    (218, 165, 32),
-    (240, 128, 255),
-    (127, 255, 212),
-    (255, 182, 193),
-    (189, 183, 107),
+    (225, 255, 165),
+    (135, 120, 15),
+    (255, 0, 15),
+    (255, 150, 135),
+    (135, 90, 255),
+    (0, 255, 165),
+    (15, 195, 255),
+    (240, 45, 180),
+    (45, 165, 120),
+    (165, 240, 75),
+    (255, 210, 90),
 )
 
 

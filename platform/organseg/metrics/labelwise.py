@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -166,8 +166,10 @@ def evaluate_label_maps(
     geometry: Geometry,
     label_set: LabelSet,
     tolerances: Mapping[str, float] | float | None = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, LabelMetrics]:
-    """Every label of ``label_set`` scored on two label maps on one grid, in the set's order.
+    """Every label of ``label_set`` (or those named in ``only``) scored on two label maps on one
+    grid, in the set's order.
 
     Reference voxels holding ``label_set.ignore`` count for no label, in either map.
     """
@@ -194,6 +196,8 @@ def evaluate_label_maps(
     voxel_ml = voxel_volume_ml(geometry)
     results = {}
     for label in label_set:
+        if only is not None and label.name not in only:
+            continue
         pred_mask = label_mask(pred, label)
         if keep is not None:
             pred_mask &= keep
