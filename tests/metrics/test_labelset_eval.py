@@ -155,6 +155,7 @@ def test_cli_single_case_with_tolerances_and_a_label_subset(
     ("extra", "message"),
     [
         (["--dicom", "x"], "--dicom applies to CHAOS evaluation"),
+        (["--csv", "x.csv"], "--csv applies to CHAOS evaluation"),
         (["--organs", "kidney"], "unknown label(s) ['kidney']"),
         (["--tolerance", "aorta=x"], "expected MM or LABEL=MM"),
         (["--tolerance", "pancreatic_duct=1"], "unknown label(s) ['pancreatic_duct']"),
@@ -213,3 +214,62 @@ def test_a_nine_segment_seg_is_read_back_and_scored(synth_root, dataset, tmp_pat
     present = {ABDOMEN_LABELS[v - 1] for v in np.unique(labels) if v}
     assert len(present) == 9
     assert all(scored[n]["dice"] == 1.0 and scored[n]["hd95"] == 0.0 for n in ABDOMEN_LABELS)
+
+
+def test_cli_overlay_for_a_label_set_case(dataset, predictions, tmp_path, capsys) -> None:
+    """Over the case's CT channel, every label present filled in its own colour."""
+    from PIL import Image
+
+    from organseg.viz import image_box
+
+    second = case_ids(dataset)[1]
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        dataset / "labelsTr" / f"{second}.nii.gz",
+        predictions / f"{second}.nii.gz",
+        "--labels",
+        dataset,
+        "--overlay",
+        tmp_path / "overlay",
+    )
+    assert code == 0, err
+    assert "overlay PNGs" in err
+    slices = sorted((tmp_path / "overlay").glob("slice_*.png"))
+    assert slices
+    assert (tmp_path / "overlay" / "montage.png").is_file()
+    outlined = set()
+    for path in slices:
+        x0, y0, x1, y1 = image_box(path)
+        pixels = np.asarray(Image.open(path).convert("RGB"))[y0:y1, x0:x1].reshape(-1, 3)
+        outlined |= {tuple(int(c) for c in p) for p in np.unique(pixels, axis=0)}
+    # reference outlines are drawn in each label's full colour
+    shown = {lb.name for lb in abdomen_label_set() if lb.colour in outlined}
+    assert len(shown) >= 7, shown
+    code, _, err = run(capsys, "evaluate", dataset, predictions, "--overlay", tmp_path / "no")
+    assert code != 0
+    assert "--overlay applies to a single case" in err
+
+
+def test_docs_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
+    import re
+    import shlex
+
+    from tests.conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "data.md").read_text()
+    section = text[text.index("### Evaluate any label set") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    monkeypatch.chdir(tmp_path)
+    lines = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(lines) == 3
+    for line in lines:
+        words = shlex.split(line)
+        assert words[0] == "organseg"
+        code, _, err = run(capsys, *words[1:])
+        assert code == 0, (line, err)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert list(scores["mean"]) == list(ABDOMEN_LABELS)
+    assert all(v["dice"] == 1.0 for v in scores["mean"].values())
+    assert (tmp_path / "overlay" / "montage.png").is_file()

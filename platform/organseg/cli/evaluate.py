@@ -270,12 +270,14 @@ def _by_label(
     organs: list[str] | None,
     tolerance: list[str] | None,
     json_path: Path | None,
+    overlay: Path | None = None,
 ) -> None:
     """Per-label metrics of one case (REF a label volume) or of a dataset (REF its root or labels
     folder, PRED a folder of ``{case}{file_ending}`` predictions)."""
     import json
 
     from organseg.cli._console import err_console
+    from organseg.errors import ConfigError
     from organseg.metrics.labelset_eval import (
         evaluate_label_files,
         evaluate_label_folder,
@@ -297,6 +299,8 @@ def _by_label(
         "reference": " (empty reference)",
         "prediction": " (empty prediction)",
     }
+    if overlay is not None and not ref.is_file():
+        raise ConfigError("--overlay applies to a single case, not a dataset folder")
     if ref.is_file():
         results = evaluate_label_files(ref, pred, label_set, tolerances, only)
         _label_table(
@@ -307,6 +311,9 @@ def _by_label(
             "label_set": label_set.name,
             "labels": {name: m.to_dict() for name, m in results.items()},
         }
+        if overlay is not None:
+            written = _write_label_overlays(ref, pred, label_set, only, overlay)
+            err_console.print(f"wrote {len(written)} overlay PNGs to {overlay}", highlight=False)
     else:
         report = evaluate_label_folder(
             ref,
@@ -340,6 +347,35 @@ def _by_label(
         err_console.print(f"wrote {json_path}", highlight=False)
 
 
+def _write_label_overlays(
+    ref: Path, pred: Path, label_set, only: list[str] | None, overlay: Path
+) -> list[Path]:
+    """Prediction filled and reference outlined in each label's colour, over the case's first image
+    channel when the reference lies in an nnU-Net dataset, else on black; flags for the labels
+    whose typical volume is known."""
+    from organseg.metrics.labelset_eval import case_image, read_label_pair
+    from organseg.metrics.labelwise import label_volumes_ml
+    from organseg.viz import render_overlays, volume_flags
+
+    reference, ref_labels, pred_labels = read_label_pair(ref, pred, label_set)
+    image = case_image(ref)
+    if image is not None and image.shape != reference.shape:
+        image = None
+    volumes = label_volumes_ml(pred_labels, reference.geometry, label_set)
+    if only is not None:
+        volumes = {name: v for name, v in volumes.items() if name in only}
+    return render_overlays(
+        image,
+        reference.with_array(pred_labels),
+        reference.with_array(ref_labels),
+        out_dir=overlay,
+        organs=only,
+        case_id=ref.name,
+        flags=volume_flags(volumes),
+        label_set=label_set,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the top-level app."""
 
@@ -348,14 +384,16 @@ def register(app: typer.Typer) -> None:
         ref: Path = typer.Argument(
             ...,
             help="Reference: a CHAOS PNG mask folder, a CHAOS case folder, a volume file "
-            "(NIfTI/MHA/NRRD), or a CHAOS dataset folder to score a whole set of predictions.",
+            "(NIfTI/MHA/NRRD), or a CHAOS dataset folder to score a whole set of predictions; "
+            "an nnU-Net or MSD dataset folder (or, with --labels, its labelsTr) scores per label.",
         ),
         pred: Path = typer.Argument(
             ...,
             help="Prediction: PNG folder (or one holding Results/), volume file, DICOM-SEG (.dcm, "
             "placed on the reference's DICOM series), or a folder of predictions in the CHAOS "
             "layout (CT/1, MR/3/T2SPIR, … as `organseg predict` writes it) when REF is a dataset; "
-            "a missing series scores 0.",
+            "a missing series scores 0. With a label set: a volume or DICOM-SEG (placed on REF's "
+            "grid) for one case, a folder of {case}{file_ending} predictions for a dataset.",
         ),
         dicom: Path | None = typer.Option(
             None, "--dicom", help="DICOM series giving geometry (mm) and modality; single case."
@@ -402,11 +440,10 @@ def register(app: typer.Typer) -> None:
                 (dicom, "--dicom"),
                 (modality, "--modality"),
                 (csv_path, "--csv"),
-                (overlay, "--overlay"),
             ):
                 if given is not None:
                     raise ConfigError(f"{option} applies to CHAOS evaluation, not to a label set")
-            _by_label(ref, pred, labels, organs, tolerance, json_path)
+            _by_label(ref, pred, labels, organs, tolerance, json_path, overlay)
             return
         if tolerance:
             raise ConfigError("--tolerance applies with a label set (--labels dataset.json)")

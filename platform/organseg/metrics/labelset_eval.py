@@ -105,6 +105,45 @@ def read_prediction(path: Path, ref: Volume, ref_path: Path, label_set: LabelSet
     return _label_values(pred, path)
 
 
+def read_label_pair(
+    ref_path: Path | str, pred_path: Path | str | None, label_set: LabelSet
+) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """The reference volume, its label map and the prediction's on its grid (None: all zeros)."""
+    ref_path = Path(ref_path)
+    if not is_volume_file(ref_path):
+        raise DataError(
+            f"{ref_path}: the reference must be a label volume ({', '.join(VOLUME_SUFFIXES)})"
+        )
+    ref = read_volume_file(ref_path)
+    ref_labels = _label_values(ref, ref_path)
+    if pred_path is None:
+        return ref, ref_labels, np.zeros_like(ref_labels)
+    return ref, ref_labels, read_prediction(Path(pred_path), ref, ref_path, label_set)
+
+
+def case_image(ref_path: Path | str) -> Volume | None:
+    """The first channel of a reference's case when it lies in an nnU-Net dataset
+    (``labelsTr/{case}`` beside ``imagesTr/{case}_0000``), with the modality its channel name gives;
+    None otherwise."""
+    from organseg.datasets.base import channel_modality
+
+    ref_path = Path(ref_path)
+    suffix = next((s for s in VOLUME_SUFFIXES if ref_path.name.endswith(s)), None)
+    root = ref_path.parent.parent
+    if suffix is None or ref_path.parent.name != "labelsTr":
+        return None
+    image_path = root / "imagesTr" / f"{ref_path.name[: -len(suffix)]}_0000{suffix}"
+    if not image_path.is_file():
+        return None
+    try:
+        channels = json.loads((root / "dataset.json").read_text(encoding="utf-8"))["channel_names"]
+        modality = channel_modality(str(channels["0"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        modality = None
+    image = read_volume_file(image_path)
+    return image.with_array(image.array, modality) if modality is not None else image
+
+
 def evaluate_label_files(
     ref_path: Path | str,
     pred_path: Path | str | None,
@@ -114,17 +153,7 @@ def evaluate_label_files(
 ) -> dict[str, LabelMetrics]:
     """One case: per-label metrics of a prediction (None: missing, scored as empty) vs a reference
     (every label, or those named in ``only``)."""
-    ref_path = Path(ref_path)
-    if not is_volume_file(ref_path):
-        raise DataError(
-            f"{ref_path}: the reference must be a label volume ({', '.join(VOLUME_SUFFIXES)})"
-        )
-    ref = read_volume_file(ref_path)
-    ref_labels = _label_values(ref, ref_path)
-    if pred_path is None:
-        pred_labels = np.zeros_like(ref_labels)
-    else:
-        pred_labels = read_prediction(Path(pred_path), ref, ref_path, label_set)
+    ref, ref_labels, pred_labels = read_label_pair(ref_path, pred_path, label_set)
     try:
         return evaluate_label_maps(
             ref_labels, pred_labels, ref.geometry, label_set, tolerances, only
