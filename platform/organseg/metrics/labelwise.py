@@ -4,9 +4,10 @@ These are the figures FLARE and the Medical Segmentation Decathlon report. The C
 (:mod:`organseg.metrics.chaos`) stay what CHAOS tasks are scored with; this module serves every
 other label set.
 
-The metrics themselves are MONAI's (``compute_dice``, ``compute_hausdorff_distance`` at the 95th
-percentile, symmetric ``compute_average_surface_distance``, ``compute_surface_dice``), called once per
-label on that label's binary masks with the grid's millimetre spacing. What is added here is what a
+The metrics themselves are MONAI's (``compute_dice``, and the surface distances behind
+``compute_hausdorff_distance`` at the 95th percentile, symmetric ``compute_average_surface_distance``
+and ``compute_surface_dice``), computed once per label on that label's binary masks with the grid's
+millimetre spacing. What is added here is what a
 label map needs around them:
 
 - a label is the voxels holding its value (or, for region-based labels, any of its region's values);
@@ -87,34 +88,43 @@ def tolerances_for(
     return out
 
 
+def _box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The box holding every voxel of a non-empty ``mask``, grown by one voxel within the array."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(max(int(hits[0]) - 1, 0), int(hits[-1]) + 2))
+    return tuple(box)
+
+
 def _monai_surface(
     pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, float, float], tolerance: float
 ) -> tuple[float, float, float]:
-    """HD95, ASSD and NSD of two non-empty binary masks, by MONAI."""
-    import torch
-    from monai.metrics import (
-        compute_average_surface_distance,
-        compute_hausdorff_distance,
-        compute_surface_dice,
-    )
+    """HD95, ASSD and NSD of two non-empty binary masks, by MONAI.
 
-    # Crop to the box holding both masks plus one voxel, so MONAI's edge detection and distance
-    # transforms run on the organ, not the whole scan (distances are unchanged by the crop).
-    both = pred | ref
-    box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(both))
-    y_pred = torch.from_numpy(np.ascontiguousarray(pred[box]))[None, None]
-    y = torch.from_numpy(np.ascontiguousarray(ref[box]))[None, None]
-    spacing = list(spacing_zyx)
-    hd95 = compute_hausdorff_distance(
-        y_pred, y, include_background=True, percentile=95, spacing=spacing
+    MONAI's ``compute_hausdorff_distance``, ``compute_average_surface_distance`` and
+    ``compute_surface_dice`` each call ``get_edge_surface_distance`` (edges plus two distance
+    transforms) and then aggregate the two directed distance arrays. Calling that shared function once
+    and applying their three aggregations (quoted below) gives the same numbers in a third of the time;
+    a test compares them with the three public functions.
+    """
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    y_pred = torch.from_numpy(pred).float()
+    y = torch.from_numpy(ref).float()
+    _, (pred_to_ref, ref_to_pred), _ = get_edge_surface_distance(
+        y_pred, y, spacing=list(spacing_zyx), symmetric=True
     )
-    assd = compute_average_surface_distance(
-        y_pred, y, include_background=True, symmetric=True, spacing=spacing
-    )
-    nsd = compute_surface_dice(
-        y_pred, y, class_thresholds=[tolerance], include_background=True, spacing=spacing
-    )
-    return float(hd95.item()), float(assd.item()), float(nsd.item())
+    # compute_hausdorff_distance(percentile=95): the larger directed 95th percentile
+    hd95 = torch.max(torch.quantile(pred_to_ref, 0.95), torch.quantile(ref_to_pred, 0.95))
+    # compute_average_surface_distance(symmetric=True): the mean of both directions pooled
+    assd = torch.cat((pred_to_ref, ref_to_pred)).mean()
+    # compute_surface_dice (use_subvoxels=False): edge voxels within tolerance, both directions
+    within = torch.sum(pred_to_ref <= tolerance) + torch.sum(ref_to_pred <= tolerance)
+    nsd = within / (len(pred_to_ref) + len(ref_to_pred))
+    return float(hd95), float(assd), float(nsd)
 
 
 def evaluate_label(
@@ -149,6 +159,10 @@ def evaluate_label(
     ravd = abs(n_pred - n_ref) / n_ref * 100.0
     if n_pred == 0:
         return LabelMetrics(0.0, None, None, ravd, 0.0, empty="prediction", **volumes)  # type: ignore[arg-type]
+    # Crop to the box holding both masks plus one voxel, so MONAI works on the organ, not the whole
+    # scan: overlap and border distances are unchanged, the edge of the box being background.
+    box = _box(pred | ref)
+    pred, ref = np.ascontiguousarray(pred[box]), np.ascontiguousarray(ref[box])
     with warnings.catch_warnings():  # MONAI warns on every call about things handled above
         warnings.simplefilter("ignore")
         dice = float(
