@@ -185,3 +185,19 @@ def test_volumes_and_means_per_label():
     means = mean_by_label({"a": first, "b": second})
     assert means["liver"]["n"] == 2
     assert means["liver"]["dice"] == pytest.approx((first["liver"].dice + 1.0) / 2)
+
+
+def test_region_labels_cover_each_of_their_values():
+    """nnU-Net region-based sets (BraTS-style nested regions): a region is every value it lists."""
+    regions = LabelSet.from_nnunet(
+        {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3},
+        regions_class_order=[1, 2, 3],
+    )
+    ref, pred = label_maps()
+    results = evaluate_label_maps(ref, pred, geometry(), regions)
+    voxel_ml = voxel_volume_ml(geometry())
+    for name, values in (("whole", [1, 2, 3]), ("core", [2, 3]), ("enhancing", [3])):
+        expected = evaluate_label(
+            np.isin(ref, values), np.isin(pred, values), SPACING_ZYX, voxel_ml=voxel_ml
+        )
+        assert results[name] == expected
