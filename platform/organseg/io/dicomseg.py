@@ -164,7 +164,7 @@ def _prepare_sources(datasets: list[Dataset], folder: Path) -> list[Dataset]:
 
 
 def _chaos_segments(labels: Volume, present: list[int]) -> list[Label]:
-    """The CHAOS organs present in ``array`` (an empty prediction: the organs it was asked for)."""
+    """The CHAOS organs among the ``present`` values (none: the organs the prediction was asked for)."""
     unknown = [v for v in present if v not in LABEL_NAMES]
     if unknown:
         raise DataError(
