@@ -45,7 +45,7 @@ def test_bring_your_chaos_data_block_runs_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    lines = doc_block("Bring your CHAOS data")
+    lines = doc_block("CHAOS folders")
     ran = []
     for line in lines:
         args = substitute(line, chaos_sample, liver_everywhere_model)

@@ -1,4 +1,6 @@
-"""`organseg evaluate`: CHAOS metrics and scores, per case or for a whole folder of predictions."""
+"""`organseg evaluate`: CHAOS metrics and scores, per case or for a whole folder of predictions; with a
+label set (``--labels dataset.json`` or an nnU-Net/MSD dataset as the reference), per-label Dice, HD95,
+ASSD, RAVD and NSD."""
 
 from __future__ import annotations
 
@@ -196,6 +198,184 @@ def _dataset(
         err_console.print(f"wrote {json_path}", highlight=False)
 
 
+#: (header, metric key, decimals) of the per-label table.
+_LABEL_COLUMNS = (
+    ("Dice", "dice", 3),
+    ("HD95 mm", "hd95", 2),
+    ("ASSD mm", "assd", 2),
+    ("RAVD %", "ravd", 2),
+    ("NSD", "nsd", 3),
+)
+
+
+def _parse_tolerances(items: list[str] | None) -> dict[str, float] | float | None:
+    """``--tolerance 2`` (every label) or ``--tolerance pancreas=2 --tolerance aorta=1.5``."""
+    from organseg.errors import ConfigError
+
+    if not items:
+        return None
+    everyone: float | None = None
+    per_label: dict[str, float] = {}
+    for item in (part.strip() for entry in items for part in entry.split(",") if part.strip()):
+        name, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--tolerance {item!r}: expected MM or LABEL=MM") from None
+        if sep:
+            per_label[name.strip()] = number
+        else:
+            everyone = number
+    if everyone is not None and per_label:
+        raise ConfigError(
+            "--tolerance: give one value for all labels or LABEL=MM entries, not both"
+        )
+    return per_label or everyone
+
+
+def _label_names(label_set, organs: list[str] | None) -> list[str] | None:
+    """The label names ``--organs`` asks for (None: every label), checked against the set."""
+    from organseg.errors import ConfigError
+
+    if not organs:
+        return None
+    names = [n.strip() for item in organs for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in label_set.names]
+    if unknown:
+        raise ConfigError(
+            f"--organs: unknown label(s) {unknown}; labels are {list(label_set.names)}"
+        )
+    return names
+
+
+def _label_table(title: str, rows) -> None:
+    from rich.table import Table
+
+    from organseg.cli._console import console
+
+    table = Table(title=title)
+    table.add_column("case", no_wrap=True)
+    table.add_column("label", no_wrap=True)
+    for header, _, _ in _LABEL_COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
+    for case, name, values, note in rows:
+        table.add_row(case, name + note, *[_fmt(values[key], d) for _, key, d in _LABEL_COLUMNS])
+    console.print(table)
+
+
+def _by_label(
+    ref: Path,
+    pred: Path,
+    labels: Path | None,
+    organs: list[str] | None,
+    tolerance: list[str] | None,
+    json_path: Path | None,
+    overlay: Path | None = None,
+) -> None:
+    """Per-label metrics of one case (REF a label volume) or of a dataset (REF its root or labels
+    folder, PRED a folder of ``{case}{file_ending}`` predictions)."""
+    import json
+
+    from organseg.cli._console import err_console
+    from organseg.errors import ConfigError
+    from organseg.metrics.labelset_eval import (
+        evaluate_label_files,
+        evaluate_label_folder,
+        read_label_set,
+    )
+
+    label_set = read_label_set(labels if labels is not None else ref)
+    only = _label_names(label_set, organs)
+    tolerances = _parse_tolerances(tolerance)
+    err_console.print(
+        f"label set {label_set.name or '(unnamed)'}: "
+        + ", ".join(f"{lb.value} {lb.name}" for lb in label_set)
+        + (f"; ignore {label_set.ignore}" if label_set.ignore is not None else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    notes = {
+        "both": " (both empty)",
+        "reference": " (empty reference)",
+        "prediction": " (empty prediction)",
+    }
+    if overlay is not None and not ref.is_file():
+        raise ConfigError("--overlay applies to a single case, not a dataset folder")
+    if ref.is_file():
+        results = evaluate_label_files(ref, pred, label_set, tolerances, only)
+        _label_table(
+            f"{pred} vs {ref}",
+            [(ref.name, n, m.to_dict(), notes.get(m.empty or "", "")) for n, m in results.items()],
+        )
+        payload = {
+            "label_set": label_set.name,
+            "labels": {name: m.to_dict() for name, m in results.items()},
+        }
+        if overlay is not None:
+            written = _write_label_overlays(ref, pred, label_set, only, overlay)
+            err_console.print(f"wrote {len(written)} overlay PNGs to {overlay}", highlight=False)
+    else:
+        report = evaluate_label_folder(
+            ref,
+            pred,
+            label_set,
+            tolerances,
+            progress=lambda case: err_console.print(f"scoring {case}", highlight=False),
+            only=only,
+        )
+        rows = []
+        for case, per_label in report.cases.items():
+            missing = " (no prediction)" if case in report.missing else ""
+            for name, m in per_label.items():
+                rows.append((case + missing, name, m.to_dict(), notes.get(m.empty or "", "")))
+        _label_table(f"{pred} vs {ref}", rows)
+        _label_table(
+            "means per label", [("mean", n, v, f" (n={v['n']})") for n, v in report.means().items()]
+        )
+        if report.missing:
+            err_console.print(
+                f"[yellow]warning:[/] no prediction for {len(report.missing)} case(s): "
+                + ", ".join(report.missing)
+                + "; scored as empty predictions (Dice 0)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        payload = report.to_dict()
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
+        err_console.print(f"wrote {json_path}", highlight=False)
+
+
+def _write_label_overlays(
+    ref: Path, pred: Path, label_set, only: list[str] | None, overlay: Path
+) -> list[Path]:
+    """Prediction filled and reference outlined in each label's colour, over the case's first image
+    channel when the reference lies in an nnU-Net dataset, else on black; flags for the labels
+    whose typical volume is known."""
+    from organseg.metrics.labelset_eval import case_image, read_label_pair
+    from organseg.metrics.labelwise import label_volumes_ml
+    from organseg.viz import render_overlays, volume_flags
+
+    reference, ref_labels, pred_labels = read_label_pair(ref, pred, label_set)
+    image = case_image(ref)
+    if image is not None and image.shape != reference.shape:
+        image = None
+    volumes = label_volumes_ml(pred_labels, reference.geometry, label_set)
+    if only is not None:
+        volumes = {name: v for name, v in volumes.items() if name in only}
+    return render_overlays(
+        image,
+        reference.with_array(pred_labels),
+        reference.with_array(ref_labels),
+        out_dir=overlay,
+        organs=only,
+        case_id=ref.name,
+        flags=volume_flags(volumes),
+        label_set=label_set,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the top-level app."""
 
@@ -204,14 +384,16 @@ def register(app: typer.Typer) -> None:
         ref: Path = typer.Argument(
             ...,
             help="Reference: a CHAOS PNG mask folder, a CHAOS case folder, a volume file "
-            "(NIfTI/MHA/NRRD), or a CHAOS dataset folder to score a whole set of predictions.",
+            "(NIfTI/MHA/NRRD), or a CHAOS dataset folder to score a whole set of predictions; "
+            "an nnU-Net or MSD dataset folder (or, with --labels, its labelsTr) scores per label.",
         ),
         pred: Path = typer.Argument(
             ...,
             help="Prediction: PNG folder (or one holding Results/), volume file, DICOM-SEG (.dcm, "
             "placed on the reference's DICOM series), or a folder of predictions in the CHAOS "
             "layout (CT/1, MR/3/T2SPIR, … as `organseg predict` writes it) when REF is a dataset; "
-            "a missing series scores 0.",
+            "a missing series scores 0. With a label set: a volume or DICOM-SEG (placed on REF's "
+            "grid) for one case, a folder of {case}{file_ending} predictions for a dataset.",
         ),
         dicom: Path | None = typer.Option(
             None, "--dicom", help="DICOM series giving geometry (mm) and modality; single case."
@@ -223,7 +405,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--organs",
             help="Organs to score (liver, right_kidney, left_kidney, spleen); repeat or comma-"
-            "separate. Default: CT liver; MR every organ present in either mask.",
+            "separate. Default: CT liver; MR every organ present in either mask. With a label "
+            "set: label names (default: every label).",
         ),
         json_path: Path | None = typer.Option(
             None, "--json", help="Write the metrics as JSON (RAVD %, distances mm)."
@@ -234,11 +417,36 @@ def register(app: typer.Typer) -> None:
         overlay: Path | None = typer.Option(
             None, "--overlay", help="Single case: write overlay PNGs (slices + montage.png) here."
         ),
+        labels: Path | None = typer.Option(
+            None,
+            "--labels",
+            help="A dataset.json (nnU-Net v2 or MSD) or its dataset folder: score any label set "
+            "per label (Dice, HD95, ASSD, RAVD, NSD). Implied when REF is such a dataset.",
+        ),
+        tolerance: list[str] | None = typer.Option(
+            None,
+            "--tolerance",
+            help="Label set: NSD tolerance in mm, for every label (2) or per label (pancreas=2); "
+            "repeat or comma-separate. Default 1 mm.",
+        ),
     ) -> None:
-        """Score predicted masks with the CHAOS metrics (DICE, RAVD, ASSD, MSSD) and 0–100 scores."""
+        """Score predicted masks: CHAOS metrics (DICE, RAVD, ASSD, MSSD) and 0–100 scores, or per
+        label for any label set (Dice, HD95, ASSD, RAVD, NSD)."""
         from organseg.errors import ConfigError
         from organseg.metrics.inputs import png_series_folder
 
+        if labels is not None or (ref.is_dir() and (ref / "dataset.json").is_file()):
+            for given, option in (
+                (dicom, "--dicom"),
+                (modality, "--modality"),
+                (csv_path, "--csv"),
+            ):
+                if given is not None:
+                    raise ConfigError(f"{option} applies to CHAOS evaluation, not to a label set")
+            _by_label(ref, pred, labels, organs, tolerance, json_path, overlay)
+            return
+        if tolerance:
+            raise ConfigError("--tolerance applies with a label set (--labels dataset.json)")
         organ_list = _parse_organs(organs)
         single = ref.is_file() or (ref.is_dir() and png_series_folder(ref) is not None)
         if single or not ref.exists():

@@ -22,7 +22,8 @@ from organseg import __version__
 from organseg.errors import DataError, DataWarning
 from organseg.io.dicom import list_dicom_files
 from organseg.io.volume import Volume
-from organseg.organs import LABEL_NAMES, ORGAN_COLOURS, ORGAN_LABELS
+from organseg.labels import Code, Label, LabelSet, chaos_label_set, normalise_name
+from organseg.organs import LABEL_NAMES, ORGAN_LABELS
 
 MANUFACTURER = "organseg"
 SERIES_DESCRIPTION = "organseg segmentation"
@@ -57,32 +58,39 @@ _REQUIRED = (
 )
 
 
-def _segment_description(number: int, organ: str):
-    """SNOMED-coded description of one organ (kidneys: Kidney + laterality modifier, DICOM's way)."""
+def segment_label_text(name: str) -> str:
+    """The SegmentLabel written for a label name: ``right_kidney`` → ``Right kidney`` (LO: 64 chars)."""
+    text = name.replace("_", " ")
+    return (text[:1].upper() + text[1:])[:64]
+
+
+def segment_description(number: int, label: Label):
+    """Coded description of one label's segment: its category and property type, and for paired
+    organs the laterality as a modifier of the type (Kidney + Right, DICOM's way)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    types = {"liver": codes.SCT.Liver, "spleen": codes.SCT.Spleen}
-    laterality = {"right_kidney": codes.SCT.Right, "left_kidney": codes.SCT.Left}
-    property_type = types.get(organ, codes.SCT.Kidney)
+    def concept(code: Code) -> hd.sr.CodedConcept:
+        # highdicom writes values over 16 characters as LongCodeValue, as DICOM requires
+        return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
+
     description = hd.seg.SegmentDescription(
         segment_number=number,
-        segment_label=organ.replace("_", " ").capitalize(),  # "Right kidney"
-        segmented_property_category=codes.SCT.AnatomicalStructure,
-        segmented_property_type=property_type,
+        segment_label=segment_label_text(label.name),
+        segmented_property_category=concept(label.code.category),
+        segmented_property_type=concept(label.code.type),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name="organseg",
             family=codes.DCM.ArtificialIntelligence,
             version=__version__,
         ),
-        display_color=hd.color.CIELabColor.from_rgb(*ORGAN_COLOURS[organ]),
+        display_color=hd.color.CIELabColor.from_rgb(*label.colour),
     )
-    if organ in laterality:
-        modifier = hd.sr.CodedConcept.from_code(laterality[organ])
+    if label.code.laterality is not None:
         description.SegmentedPropertyTypeCodeSequence[
             0
-        ].SegmentedPropertyTypeModifierCodeSequence = [modifier]
+        ].SegmentedPropertyTypeModifierCodeSequence = [concept(label.code.laterality)]
     return description
 
 
@@ -155,8 +163,44 @@ def _prepare_sources(datasets: list[Dataset], folder: Path) -> list[Dataset]:
     return prepared
 
 
-def build_dicom_seg(labels: Volume, datasets: list[Dataset], folder: Path):
-    """A BINARY ``highdicom.seg.Segmentation`` of ``labels`` over ``datasets`` (file-name order)."""
+def _chaos_segments(labels: Volume, present: list[int]) -> list[Label]:
+    """The CHAOS organs among the ``present`` values (none: the organs the prediction was asked for)."""
+    unknown = [v for v in present if v not in LABEL_NAMES]
+    if unknown:
+        raise DataError(
+            f"labels hold values {unknown} that are no organ id (valid: {dict(ORGAN_LABELS)})"
+        )
+    organs = [LABEL_NAMES[v] for v in present]
+    if not organs:  # an empty prediction still gets a valid (all-empty) SEG for its organs
+        claimed = [o for o in labels.meta.get("organs", "").split(",") if o in ORGAN_LABELS]
+        organs = claimed or ["liver"]
+    chaos = chaos_label_set()
+    return [chaos[o] for o in organs]
+
+
+def _label_set_segments(present: list[int], label_set: LabelSet) -> list[Label]:
+    """Every label of the set, in its order: a label the prediction does not hold is an empty
+    segment, which tells a viewer it was looked for and not found."""
+    known = {v for lb in label_set for v in (lb.region or (lb.value,))}
+    unknown = [v for v in present if v not in known]
+    if unknown:
+        raise DataError(
+            f"labels hold values {unknown} that are no label of "
+            f"{label_set.name or 'the label set'} (valid: "
+            f"{ {lb.name: lb.value for lb in label_set} })"
+        )
+    return list(label_set)
+
+
+def build_dicom_seg(
+    labels: Volume, datasets: list[Dataset], folder: Path, label_set: LabelSet | None = None
+):
+    """A BINARY ``highdicom.seg.Segmentation`` of ``labels`` over ``datasets`` (file-name order).
+
+    Without ``label_set`` the values are CHAOS organ ids and only the organs present get a segment
+    (as organseg has always written them); with one, every label of the set gets a segment coded
+    from the set.
+    """
     import highdicom as hd
 
     array = np.asarray(labels.array)
@@ -169,18 +213,14 @@ def build_dicom_seg(labels: Volume, datasets: list[Dataset], folder: Path):
             f"but the labels have {z} slices of {x}x{y}; export needs the series they came from"
         )
     present = [int(v) for v in np.unique(array) if v != 0]
-    unknown = [v for v in present if v not in LABEL_NAMES]
-    if unknown:
-        raise DataError(
-            f"labels hold values {unknown} that are no organ id (valid: {dict(ORGAN_LABELS)})"
-        )
-    organs = [LABEL_NAMES[v] for v in present]
-    if not organs:  # an empty prediction still gets a valid (all-empty) SEG for its organs
-        claimed = [o for o in labels.meta.get("organs", "").split(",") if o in ORGAN_LABELS]
-        organs = claimed or ["liver"]
-    descriptions = [_segment_description(n, o) for n, o in enumerate(organs, start=1)]
-    # (frames, rows, columns, segments) booleans: segment numbers need not equal organ label ids.
-    masks = np.stack([array == ORGAN_LABELS[o] for o in organs], axis=-1)
+    segments = (
+        _chaos_segments(labels, present)
+        if label_set is None
+        else _label_set_segments(present, label_set)
+    )
+    descriptions = [segment_description(n, lb) for n, lb in enumerate(segments, start=1)]
+    # (frames, rows, columns, segments) booleans: segment numbers need not equal label values.
+    masks = np.stack([_mask(array, lb) for lb in segments], axis=-1)
     series_number = int(first.get("SeriesNumber") or 0) + SERIES_NUMBER_OFFSET
     sources = _prepare_sources(datasets, folder)
     try:
@@ -207,8 +247,17 @@ def build_dicom_seg(labels: Volume, datasets: list[Dataset], folder: Path):
     return seg
 
 
-def write_dicom_seg(labels: Volume, source_dicom: Path, out: Path) -> Path:
+def _mask(array: np.ndarray, label: Label) -> np.ndarray:
+    values = label.region if label.region is not None else (label.value,)
+    return np.isin(array, values) if len(values) > 1 else array == values[0]
+
+
+def write_dicom_seg(
+    labels: Volume, source_dicom: Path, out: Path, label_set: LabelSet | None = None
+) -> Path:
     """Write ``labels`` as a DICOM-SEG over the series in ``source_dicom``; returns ``out``.
+
+    ``label_set`` names and codes the segments (default: the CHAOS organs present).
 
     The file appears atomically (written beside ``out``, then renamed), so a viewer or a watcher
     never picks up half an object.
@@ -218,7 +267,7 @@ def write_dicom_seg(labels: Volume, source_dicom: Path, out: Path) -> Path:
         raise DataError(f"{folder}: not a DICOM series folder")
     datasets = read_source_datasets(folder)
     datasets = datasets_in_label_order(datasets, labels) or datasets
-    seg = build_dicom_seg(labels, datasets, folder)
+    seg = build_dicom_seg(labels, datasets, folder, label_set)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -262,6 +311,38 @@ def _segment_organ(description: Dataset) -> str | None:
     return None
 
 
+def _code_of(item: Dataset) -> tuple[str, str]:
+    """``(value, scheme)`` of a code item (long values live in LongCodeValue or URNCodeValue)."""
+    value = item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue") or ""
+    return str(value), str(item.get("CodingSchemeDesignator", ""))
+
+
+def _segment_label_of(description: Dataset, label_set: LabelSet) -> Label | None:
+    """The label a segment stands for: by its SegmentLabel, else by its property type code and
+    laterality (a code without the laterality a label has, or with another, is no match)."""
+    text = normalise_name(str(description.get("SegmentLabel", "")))
+    for label in label_set:
+        if text and text == normalise_name(label.name):
+            return label
+    for item in description.get("SegmentedPropertyTypeCodeSequence", [])[:1]:
+        modifiers = item.get("SegmentedPropertyTypeModifierCodeSequence", [])
+        side = _code_of(modifiers[0]) if modifiers else None
+        matches = [
+            lb
+            for lb in label_set
+            if _code_of(item) == (lb.code.type.value, lb.code.type.scheme)
+            and side
+            == (
+                None
+                if lb.code.laterality is None
+                else (lb.code.laterality.value, lb.code.laterality.scheme)
+            )
+        ]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
 def _frame_item(ds: Dataset, i: int, name: str) -> Dataset | None:
     """Functional-group item ``name`` of frame ``i``: per-frame, else shared."""
     for groups in (
@@ -280,14 +361,17 @@ def read_dicom_seg(
     shape: tuple[int, int, int],
     series_uid: str | None = None,
     frame_of_reference_uid: str | None = None,
+    label_set: LabelSet | None = None,
 ) -> np.ndarray:
-    """Organ label ids (uint8, ``shape``) of a DICOM-SEG on a reference series' grid.
+    """Organ label ids (uint8, ``shape``) of a DICOM-SEG on a reference series' grid; with
+    ``label_set``, that set's label values (uint16 when a value exceeds 255).
 
     The SEG must reference the series (``series_uid``) or share its frame of reference; each frame
     is placed by its ImagePositionPatient on ``geometry``'s slices (so the file order of either
     series does not matter), and must lie on the grid in-plane (no resampling: a mask drawn on
     another grid is refused, not guessed). Segments map to organs by label or SNOMED code;
-    FRACTIONAL segments are cut at one half.
+    FRACTIONAL segments are cut at one half. With ``label_set`` segments map to its labels by
+    SegmentLabel, else by property type code and laterality; a segment that matches none is refused.
     """
     import highdicom as hd
 
@@ -308,15 +392,26 @@ def read_dicom_seg(
             f"{path}: the DICOM-SEG references another series and frame of reference than the "
             "reference's DICOM series; pass --dicom with the series it was made from"
         )
-    organs: dict[int, str] = {}
+    values: dict[int, int] = {}
     for description in seg.SegmentSequence:
+        number = int(description.SegmentNumber)
+        if label_set is not None:
+            label = _segment_label_of(description, label_set)
+            if label is None:
+                raise DataError(
+                    f"{path}: segment {number} ({description.get('SegmentLabel', 'no label')!r}) "
+                    f"matches no label of {label_set.name or 'the label set'} by name or code "
+                    f"(labels: {list(label_set.names)})"
+                )
+            values[number] = label.value
+            continue
         organ = _segment_organ(description)
         if organ is None:
             raise DataError(
                 f"{path}: segment {description.SegmentNumber} "
                 f"({description.get('SegmentLabel', 'no label')!r}) is none of {list(ORGAN_LABELS)}"
             )
-        organs[int(description.SegmentNumber)] = organ
+        values[number] = ORGAN_LABELS[organ]
     depth, rows, columns = shape
     if (int(seg.Rows), int(seg.Columns)) != (rows, columns):
         raise DataError(
@@ -331,7 +426,8 @@ def read_dicom_seg(
     matrix = geometry.direction_matrix
     origin = np.asarray(geometry.origin)
     spacing = np.asarray(geometry.spacing)
-    labels = np.zeros(shape, dtype=np.uint8)
+    dtype = np.uint8 if max(values.values(), default=0) <= 255 else np.uint16
+    labels = np.zeros(shape, dtype=dtype)
     for i in range(pixels.shape[0]):
         identification = _frame_item(seg, i, "SegmentIdentificationSequence")
         position = _frame_item(seg, i, "PlanePositionSequence")
@@ -345,6 +441,5 @@ def read_dicom_seg(
                 f"{path}: frame {i + 1} at {np.round(offset + origin, 2).tolist()} mm lies on no "
                 "slice of the reference series; the SEG was made on another grid"
             )
-        organ = organs[int(identification.ReferencedSegmentNumber)]
-        labels[z][pixels[i].astype(bool)] = ORGAN_LABELS[organ]
+        labels[z][pixels[i].astype(bool)] = values[int(identification.ReferencedSegmentNumber)]
     return labels

@@ -1,9 +1,12 @@
-"""CHAOS evaluation: DICE, RAVD, ASSD, MSSD and their 0–100 scores, as the organizers compute them.
+"""Evaluation: the CHAOS metrics and 0–100 scores as the organizers compute them, and per-label
+metrics for any label set.
 
 - :mod:`organseg.metrics.surface`: border voxels and exact border-to-border distances (mm);
 - :mod:`organseg.metrics.chaos`: per-organ metrics, scores, Table-1 figures, edge-case rules;
 - :mod:`organseg.metrics.inputs`: masks from PNG series, CHAOS case folders and volume files;
-- :mod:`organseg.metrics.dataset`: a folder of predictions against a CHAOS dataset.
+- :mod:`organseg.metrics.dataset`: a folder of predictions against a CHAOS dataset;
+- :mod:`organseg.metrics.labelwise`: per-label Dice, HD95, ASSD, RAVD and NSD for any label set (MONAI);
+- :mod:`organseg.metrics.labelset_eval`: nnU-Net/MSD label maps, volume or DICOM-SEG predictions.
 """
 
 from organseg.metrics.chaos import (

@@ -5,19 +5,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from organseg.labels import canonical_name
 from organseg.organs import TYPICAL_VOLUME_ML
 
 #: 1 − mean pairwise Dice of the members' masks above which the members are said to disagree.
 DISAGREEMENT_THRESHOLD = 0.2
 
 
+def typical_range_ml(name: str) -> tuple[float, float] | None:
+    """The typical adult volume range of a label, when known: by its name, or by the structure its
+    name stands for in any dataset's spelling (``Kidney_R`` is the right kidney). None for every
+    other label (a pancreas, a vessel, a lesion): no range is known, so no flag is raised."""
+    if name in TYPICAL_VOLUME_ML:
+        return TYPICAL_VOLUME_ML[name]
+    canonical = canonical_name(name)
+    return TYPICAL_VOLUME_ML.get(canonical) if canonical else None
+
+
 def volume_flags(volumes_ml: Mapping[str, float]) -> list[str]:
-    """One line per organ whose volume lies outside :data:`organseg.organs.TYPICAL_VOLUME_ML`."""
+    """One line per label whose volume lies outside its :data:`organseg.organs.TYPICAL_VOLUME_ML`
+    range (labels without a known range are skipped)."""
     flags = []
     for organ, volume in volumes_ml.items():
-        if organ not in TYPICAL_VOLUME_ML:
+        known = typical_range_ml(organ)
+        if known is None:
             continue
-        lo, hi = TYPICAL_VOLUME_ML[organ]
+        lo, hi = known
         name = organ.replace("_", " ")
         if volume <= 0:
             flags.append(f"{name}: nothing segmented")

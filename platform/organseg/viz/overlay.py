@@ -1,8 +1,9 @@
 """Overlay PNGs a clinician can read: the prediction as a translucent fill, the reference as an outline.
 
-Each organ has one bright colour (:data:`organseg.organs.ORGAN_COLOURS`) used for both its predicted
-fill and its reference outline; only the organs asked for (the scored ones) are drawn, so a kidney in
-an MR reference never looks like missed liver. Every tile carries the case id, the slice number
+Each label has one bright colour (its :class:`organseg.labels.LabelSet` colour; the CHAOS organs keep
+:data:`organseg.organs.ORGAN_COLOURS`) used for both its predicted fill and its reference outline,
+and the legend names every label drawn; only the labels asked for (the scored ones) are drawn, so a
+kidney in an MR reference never looks like missed liver. Every tile carries the case id, the slice number
 counted from 1 with its position in mm, orientation letters at the edges (L/R, A/P from the volume's
 direction), a legend saying which mark is prediction and which reference, "not for diagnosis", and
 the flags the caller hands in (implausible volumes, member disagreement).
@@ -26,7 +27,7 @@ from scipy import ndimage
 
 from organseg.errors import ConfigError, DataError
 from organseg.io.volume import Geometry, Modality, Volume
-from organseg.organs import LABEL_NAMES, ORGAN_COLOURS, ORGAN_LABELS
+from organseg.labels import RGB, LabelSet, chaos_label_set
 
 #: Display window for CT in HU (abdominal soft tissue, as in the seed papers' figures).
 CT_WINDOW = (-160.0, 240.0)
@@ -70,10 +71,22 @@ def _only(labels: np.ndarray | None, ids: Sequence[int]) -> np.ndarray | None:
     return keep[labels.astype(np.uint8, copy=False)]
 
 
-def _per_slice_areas(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Pixel count of every organ present, per slice."""
+def _colours(label_set: LabelSet | None) -> dict[int, RGB]:
+    """Label value → display colour (the CHAOS organs by default); values must fit the 8-bit tables."""
+    label_set = label_set or chaos_label_set()
+    too_high = [lb.name for lb in label_set if not 0 < lb.value < _LUT_SIZE]
+    if too_high:
+        raise ConfigError(f"overlays draw label values 1-{_LUT_SIZE - 1}; {too_high} lie outside")
+    return {lb.value: lb.colour for lb in label_set}
+
+
+def _per_slice_areas(
+    labels: np.ndarray, values: Sequence[int] | None = None
+) -> dict[int, np.ndarray]:
+    """Pixel count of every label present (``values``, default the CHAOS organs), per slice."""
     flat = labels.reshape(labels.shape[0], -1)
-    areas = {k: np.count_nonzero(flat == k, axis=1) for k in sorted(LABEL_NAMES)}
+    values = sorted(_colours(None)) if values is None else sorted(values)
+    areas = {k: np.count_nonzero(flat == k, axis=1) for k in values}
     return {k: counts for k, counts in areas.items() if counts.any()}
 
 
@@ -82,6 +95,7 @@ def choose_slices(
     truth: np.ndarray | None = None,
     depth: int | None = None,
     max_slices: int = MAX_AUTO_SLICES,
+    label_set: LabelSet | None = None,
 ) -> list[int]:
     """Informative slices (0-based): each organ's largest predicted and reference slice, then slices
     spread over where the organs are substantial (:data:`SUBSTANTIAL`), at least
@@ -92,7 +106,8 @@ def choose_slices(
         if not maps:
             raise ValueError("choose_slices needs labels, truth or a depth")
         depth = maps[0].shape[0]
-    return _choose([_per_slice_areas(m) for m in maps], depth, max_slices)
+    values = sorted(_colours(label_set))
+    return _choose([_per_slice_areas(m, values) for m in maps], depth, max_slices)
 
 
 def _choose(areas: list[dict[int, np.ndarray]], depth: int, max_slices: int) -> list[int]:
@@ -132,14 +147,14 @@ def _choose(areas: list[dict[int, np.ndarray]], depth: int, max_slices: int) -> 
     return sorted(chosen)
 
 
-@functools.lru_cache(maxsize=4)
-def _blend_table(alpha: float) -> np.ndarray:
-    """``table[label, grey]`` → RGB: grey blended with the organ's colour (a lookup beats float maths
-    per pixel by ~10x on 512² slices)."""
+@functools.lru_cache(maxsize=8)
+def _blend_table(alpha: float, colours: tuple[tuple[int, RGB], ...] | None = None) -> np.ndarray:
+    """``table[label, grey]`` → RGB: grey blended with the label's colour (a lookup beats float maths
+    per pixel by ~10x on 512² slices). ``colours``: ``(value, rgb)`` pairs, default the CHAOS organs."""
     grey = np.arange(256, dtype=np.float32)
     table = np.repeat(np.repeat(grey[None, :, None], 3, axis=2), _LUT_SIZE, axis=0)
-    for name, label in ORGAN_LABELS.items():
-        colour = np.asarray(ORGAN_COLOURS[name], dtype=np.float32)
+    for label, rgb in colours or tuple(_colours(None).items()):
+        colour = np.asarray(rgb, dtype=np.float32)
         table[label] = grey[:, None] * (1.0 - alpha) + colour[None, :] * alpha
     return np.clip(np.rint(table), 0, 255).astype(np.uint8)
 
@@ -161,21 +176,25 @@ def render_slice(
     truth: np.ndarray | None = None,
     alpha: float = 0.4,
     outline: int = 1,
+    label_set: LabelSet | None = None,
 ) -> np.ndarray:
-    """One RGB slice (uint8, same size as the inputs): grey image, organs blended in their colour
-    (prediction), each reference organ's border in the same colour at full strength.
+    """One RGB slice (uint8, same size as the inputs): grey image, labels blended in their colour
+    (prediction), each reference label's border in the same colour at full strength.
 
-    ``grey`` is uint8 display intensity (None: black); ``labels`` and ``truth`` hold organ ids.
+    ``grey`` is uint8 display intensity (None: black); ``labels`` and ``truth`` hold label values
+    of ``label_set`` (default: CHAOS organ ids).
     """
+    colours = _colours(label_set)
     shape = next(a.shape for a in (grey, labels, truth) if a is not None)
     grey = np.zeros(shape, np.uint8) if grey is None else grey.astype(np.uint8, copy=False)
     if labels is None:
         out = np.repeat(grey[..., None], 3, axis=-1)
     else:
-        out = _blend_table(alpha)[labels.astype(np.uint8, copy=False), grey]
+        table = _blend_table(alpha, None if label_set is None else tuple(colours.items()))
+        out = table[labels.astype(np.uint8, copy=False), grey]
     if truth is not None:
         for k, border in _contour(truth, outline).items():
-            out[border] = ORGAN_COLOURS[LABEL_NAMES[k]]
+            out[border] = colours[k]
     return out
 
 
@@ -252,7 +271,7 @@ class _Bands:
     def __init__(
         self,
         width: int,
-        organs: list[str],
+        organs: list[tuple[str, RGB]],
         with_prediction: bool,
         with_truth: bool,
         case_id: str | None,
@@ -288,13 +307,13 @@ class _Bands:
         )
         lines = 2 + int(self.disclaimer_line) + len(self.flag_lines)
         self.header_height = self.line * lines + 4
-        # What the two marks mean (in neutral grey), then one colour chip per drawn organ.
+        # What the two marks mean (in neutral grey), then one colour chip per drawn label.
         items = []
         if with_prediction:
             items.append(("fill: prediction", _KEY, "fill"))
         if with_truth:
             items.append(("outline: reference", _KEY, "outline"))
-        items += [(organ.replace("_", " "), ORGAN_COLOURS[organ], "fill") for organ in organs]
+        items += [(name.replace("_", " "), colour, "fill") for name, colour in organs]
         self.legend = _wrap(items, width, self.font, self.size)
         rows = 1 + max((row for _, row, _ in self.legend), default=-1)
         self.legend_height = self.line * rows + 6 if rows else 0
@@ -356,14 +375,18 @@ def _check_shapes(volumes: dict[str, Volume | None]) -> tuple[int, int, int]:
     return next(iter(shapes.values()))
 
 
-def _organs_to_draw(organs: Sequence[str] | None, arrays: list[np.ndarray | None]) -> list[str]:
+def _organs_to_draw(
+    organs: Sequence[str] | None, arrays: list[np.ndarray | None], label_set: LabelSet
+) -> list[str]:
+    names = list(label_set.names)
     if organs is not None:
-        unknown = [o for o in organs if o not in ORGAN_LABELS]
+        unknown = [o for o in organs if o not in names]
         if unknown:
-            raise ConfigError(f"unknown organ(s) {unknown}; valid organs are {list(ORGAN_LABELS)}")
-        return [o for o in ORGAN_LABELS if o in organs]
+            what = "organ(s)" if label_set.name == "chaos" else "label(s)"
+            raise ConfigError(f"unknown {what} {unknown}; valid {what[:-3]}s are {names}")
+        return [o for o in names if o in organs]
     present = {int(v) for a in arrays if a is not None for v in np.unique(a) if v}
-    return [o for o, k in ORGAN_LABELS.items() if k in present]
+    return [lb.name for lb in label_set if lb.value in present]
 
 
 def slice_file_name(z: int, depth: int) -> str:
@@ -383,6 +406,7 @@ def render_overlays(
     slices: Literal["auto"] | Sequence[int] = "auto",
     window: tuple[float, float] | None = None,
     alpha: float = 0.4,
+    label_set: LabelSet | None = None,
 ) -> list[Path]:
     """Write ``slice_<n>.png`` for the chosen slices (``n`` from 1) and a ``montage.png`` grid of them.
 
@@ -390,17 +414,22 @@ def render_overlays(
     organ in the prediction or reference); pass the scored organs. ``slices`` is ``"auto"`` (up to six
     slices holding those organs, :func:`choose_slices`) or 0-based indices. ``window`` overrides the
     display window (CT [-160, 240] HU, MR 1–99 percentiles). Earlier slice files and montage in
-    ``out_dir`` are removed first, so the folder shows one run. Returns the slice files in ascending
-    order, then the montage.
+    ``out_dir`` are removed first, so the folder shows one run. ``label_set`` gives the labels'
+    values, names and colours (default: the CHAOS organs; ``organs`` then names its labels). Returns
+    the slice files in ascending order, then the montage.
     """
     depth, _, _ = _check_shapes({"image": image, "labels": labels, "reference": truth})
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"overlay alpha must lie in [0, 1], got {alpha}")
     raw = [None if v is None else np.asarray(v.array) for v in (labels, truth)]
-    drawn = _organs_to_draw(organs, raw)
-    ids = [ORGAN_LABELS[o] for o in drawn]
+    labels_known = label_set or chaos_label_set()
+    colours = _colours(labels_known)
+    drawn = _organs_to_draw(organs, raw, labels_known)
+    ids = [labels_known[o].value for o in drawn]
     label_array, truth_array = (_only(a, ids) for a in raw)
-    areas = [_per_slice_areas(a) for a in (label_array, truth_array) if a is not None]
+    areas = [
+        _per_slice_areas(a, sorted(colours)) for a in (label_array, truth_array) if a is not None
+    ]
     if isinstance(slices, str):
         if slices != "auto":
             raise ConfigError(f"overlay slices must be 'auto' or slice numbers, got {slices!r}")
@@ -416,7 +445,8 @@ def render_overlays(
     row_idx, col_idx = _display_indices(placed.shape[1:], placed.spacing[:2])
     grid = np.ix_(row_idx, col_idx)
     width, height = len(col_idx), len(row_idx)
-    bands = _Bands(width, drawn, labels is not None, truth is not None, case_id, flags)
+    legend = [(name, colours[labels_known[name].value]) for name in drawn]
+    bands = _Bands(width, legend, labels is not None, truth is not None, case_id, flags)
     letters = orientation_letters(placed.geometry)
     outline = max(1, round(width / 300))
 
@@ -439,6 +469,7 @@ def render_overlays(
             None if truth_array is None else truth_array[z][grid],
             alpha,
             outline,
+            label_set,
         )
         tile = Image.new("RGB", tile_size)
         tile.paste(Image.fromarray(rgb), (x0, y0))

@@ -1,0 +1,171 @@
+"""A synthetic abdominal CT label set beyond CHAOS's four organs, written as nnU-Net or MSD datasets.
+
+The CHAOS CT phantom (:func:`organseg.synth.make_phantom`) is kept as it is and five simple structures
+are painted into its free space: stomach, gallbladder, pancreas, aorta and inferior vena cava, placed
+relative to the body outline and the phantom's kidneys and liver. Shapes are ellipsoids and
+cylinders: enough for tests to exercise a nine-label set end to end, not anatomy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from organseg.datasets.write import CaseToWrite, nnunet_to_msd, write_nnunet
+from organseg.errors import ConfigError
+from organseg.io.volume import Geometry, Modality, Volume
+from organseg.labels import LabelSet
+from organseg.organs import ORGAN_LABELS
+from organseg.synth.case import make_phantom
+from organseg.synth.phantom import named_rng
+
+#: The CHAOS organs keep their values; the added structures follow.
+ABDOMEN_LABELS: tuple[str, ...] = (
+    *ORGAN_LABELS,
+    "stomach",
+    "gallbladder",
+    "pancreas",
+    "aorta",
+    "inferior_vena_cava",
+)
+#: Mean Hounsfield units of the added structures (contrast-enhanced vessels, water-like bile).
+_HU = {
+    "stomach": 30.0,
+    "gallbladder": 8.0,
+    "pancreas": 45.0,
+    "aorta": 190.0,
+    "inferior_vena_cava": 130.0,
+}
+
+
+def abdomen_label_set() -> LabelSet:
+    """The nine-label set of the synthetic abdominal dataset (values 1..9 in :data:`ABDOMEN_LABELS` order)."""
+    return LabelSet.from_names(ABDOMEN_LABELS, name="synthetic-abdomen")
+
+
+def make_abdomen_phantom(
+    size: int = 64, slices: int | None = 16, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """``(image HU int16 [z, y, x], labels uint8 1..9, spacing (x, y, z) mm)``; same arguments, same arrays."""
+    image, labels, spacing = make_phantom("CT", size=size, slices=slices, seed=seed)
+    image = image.astype(np.float32)
+    labels = labels.copy()
+    rng = named_rng(seed, "abdomen-extra")
+    body = image > -500
+    _, ys, xs = np.nonzero(body)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    width, height, depth = float(x1 - x0), float(y1 - y0), float(labels.shape[0])
+    cx = (x0 + x1) / 2.0
+    kidneys = np.isin(labels, (ORGAN_LABELS["right_kidney"], ORGAN_LABELS["left_kidney"]))
+    ky = float(np.nonzero(kidneys)[1].mean()) if kidneys.any() else y0 + 0.7 * height
+    liver = np.nonzero(labels == ORGAN_LABELS["liver"])
+    lz, ly, lx = (
+        (float(a.mean()) for a in liver) if liver[0].size else (depth / 2, ky, cx - 0.2 * width)
+    )
+    zz, yy, xx = np.meshgrid(
+        np.arange(labels.shape[0]),
+        np.arange(labels.shape[1]),
+        np.arange(labels.shape[2]),
+        indexing="ij",
+    )
+    # voxel units; z scaled by the slice/pixel spacing ratio so shapes stay round in millimetres
+    zscale = spacing[2] / spacing[0]
+
+    def ellipsoid(
+        centre: tuple[float, float, float], radii: tuple[float, float, float]
+    ) -> np.ndarray:
+        (cz, cy, cxx), (rz, ry, rx) = centre, radii
+        return ((zz - cz) * zscale / rz) ** 2 + ((yy - cy) / ry) ** 2 + (
+            (xx - cxx) / rx
+        ) ** 2 <= 1.0
+
+    def cylinder(cy: float, cxx: float, ry: float, rx: float) -> np.ndarray:
+        return ((yy - cy) / ry) ** 2 + ((xx - cxx) / rx) ** 2 <= 1.0
+
+    mid = depth / 2.0
+    shapes = {
+        "aorta": (
+            cylinder(ky - 0.10 * height, cx + 0.05 * width, 0.05 * width, 0.05 * width),
+            (0,),
+        ),
+        "inferior_vena_cava": (
+            cylinder(ky - 0.10 * height, cx - 0.09 * width, 0.04 * width, 0.06 * width),
+            (0,),
+        ),
+        "pancreas": (
+            ellipsoid(
+                (mid, ky - 0.25 * height, cx + 0.08 * width),
+                (0.3 * depth * zscale, 0.05 * height, 0.2 * width),
+            ),
+            (0,),
+        ),
+        "stomach": (
+            ellipsoid(
+                (0.35 * depth, y0 + 0.3 * height, cx + 0.22 * width),
+                (0.35 * depth * zscale, 0.12 * height, 0.12 * width),
+            ),
+            (0,),
+        ),
+        "gallbladder": (
+            ellipsoid(
+                (min(lz + 0.2 * depth, depth - 2), ly - 0.1 * height, lx + 0.08 * width),
+                (0.2 * depth * zscale, 0.06 * height, 0.06 * width),
+            ),
+            (0, ORGAN_LABELS["liver"]),
+        ),
+    }
+    values = {name: index + 1 for index, name in enumerate(ABDOMEN_LABELS)}
+    for name, (shape, replaceable) in shapes.items():
+        paint = shape & body & np.isin(labels, replaceable)
+        labels[paint] = values[name]
+        image[paint] = _HU[name] + rng.normal(0.0, 12.0, int(paint.sum()))
+    return np.clip(np.rint(image), -1024, 3071).astype(np.int16), labels.astype(np.uint8), spacing
+
+
+def abdomen_cases(count: int, size: int, slices: int | None, seed: int) -> list[CaseToWrite]:
+    """``count`` synthetic abdominal CT cases ``synth_001``... with identity direction, centred origin."""
+    from organseg.synth.case import case_seed
+
+    cases = []
+    for index in range(1, count + 1):
+        image, labels, spacing = make_abdomen_phantom(size, slices, case_seed(seed, "CT", index))
+        origin = (-spacing[0] * image.shape[2] / 2, -spacing[1] * image.shape[1] / 2, 0.0)
+        geometry = Geometry(spacing=spacing, origin=origin)
+        cases.append(
+            CaseToWrite(
+                f"synth_{index:03d}",
+                [Volume(image, geometry, Modality.CT)],
+                Volume(labels, geometry),
+            )
+        )
+    return cases
+
+
+def write_abdomen_dataset(
+    out: Path | str,
+    cases: int = 4,
+    size: int = 64,
+    slices: int | None = 16,
+    seed: int = 0,
+    format: str = "nnunet",
+    overwrite: bool = False,
+) -> Path:
+    """A synthetic nine-label abdominal CT dataset in the nnU-Net v2 raw (or MSD) layout at ``out``."""
+    from organseg.synth.dataset import check_bounds
+
+    check_bounds(cases, 0, size, slices)
+    if format not in ("nnunet", "msd"):
+        raise ConfigError(f"format {format!r}: expected nnunet or msd")
+    made = abdomen_cases(cases, size, slices, seed)
+    if format == "nnunet":
+        return write_nnunet(
+            out, made, ["CT"], abdomen_label_set(), "synthetic-abdomen", overwrite=overwrite
+        )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        nnunet = write_nnunet(
+            Path(tmp) / "nnunet", made, ["CT"], abdomen_label_set(), "synthetic-abdomen"
+        )
+        return nnunet_to_msd(nnunet, out, overwrite=overwrite)
