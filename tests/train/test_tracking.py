@@ -205,3 +205,28 @@ def test_mlflow_runs_hold_what_training_reported(
     assert [a.path for a in client.list_artifacts(child.info.run_id)] == [MEMBER_FILE]
     downloaded = client.download_artifacts(child.info.run_id, MEMBER_FILE, str(tmp_path / "dl"))
     assert json.loads(Path(downloaded).read_text())["epoch"] == 0
+
+
+def test_mlflow_asked_without_its_client_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from organseg.cli import main
+    from organseg.config import dump_config
+    from organseg.errors import ConfigError
+    from organseg.train.tracking import require_mlflow
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
+    with pytest.raises(ConfigError, match="pip install mlflow-skinny"):
+        require_mlflow("http://mlflow.invalid:5000")
+
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(dump_config(tiny_experiment(tmp_path, "noclient")))
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(config_file), "--mlflow", "http://u:pw@x:1"])
+    assert exited.value.code == 2
+    said = capsys.readouterr().err
+    assert "pip install mlflow-skinny (organseg's tracking extra)" in said
+    assert ":pw@" not in said  # no password in the message
+    assert not (tmp_path / "runs").exists()  # nothing trained

@@ -338,7 +338,8 @@ def train_experiment(
 
     tracking = start_tracking(config, data, run_root, console, "train") if to_run else None
     if to_run:
-        with ray_session(address):
+        assert tracking is not None
+        with ray_session(address), tracking.failed_on_error():
             queued = _check_resources(
                 config,
                 [p.member for p, _ in to_run],
@@ -422,7 +423,8 @@ def start_tracking(
         )
     if tracking.on:
         console.print(
-            f"  MLflow: experiment {settings.experiment or config.name!r} at {settings.mlflow_uri}",
+            f"  MLflow: experiment {settings.experiment or config.name!r}, run "
+            f"{tracking.parent_url() or tracking.parent_id}",
             highlight=False,
             soft_wrap=True,
         )
@@ -440,7 +442,9 @@ def _finish_tracking(
     import tempfile
 
     from organseg.ensemble.spec import SPEC_FILE
+    from organseg.ensemble.version import model_version
 
+    tags = {"organseg.model_version": model_version(model_dir).id} if model_dir else {}
     with tempfile.TemporaryDirectory() as folder:
         for outcome in outcomes:
             artifacts = []
@@ -451,11 +455,11 @@ def _finish_tracking(
                     local.parent.mkdir(parents=True, exist_ok=True)
                     local.write_text(storage.read_text(source))
                     artifacts.append(local)
-            tracking.finish_child(outcome.name, outcome.ok, artifacts)
+            tracking.finish_child(outcome.name, outcome.ok, artifacts, tags if outcome.ok else None)
     parent_artifacts = [
         p for p in (curves, model_dir and model_dir / SPEC_FILE) if p and p.exists()
     ]
-    tracking.finish(all(o.ok for o in outcomes), parent_artifacts)
+    tracking.finish(all(o.ok for o in outcomes), parent_artifacts, tags)
 
 
 def _train_modality_classifier(data: PreparedData, model_dir: Path) -> ModalityClassifier | None:

@@ -13,6 +13,7 @@ the server and turns MLflow off for the rest of that process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def require_mlflow(uri: str) -> None:
     except ImportError:
         raise ConfigError(
             f"MLflow tracking at {shown_uri(uri)} was asked for (tracking.mlflow_uri or --mlflow), "
-            "but the mlflow client is not installed: pip install 'organseg[tracking]'"
+            "but the mlflow client is not installed: pip install mlflow-skinny (organseg's tracking extra)"
         ) from None
 
 
@@ -157,6 +158,8 @@ class Mlflow:
         # backoff by default), so a dead server frees the calling thread in seconds, not minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        # stdout is the command's answer; where the runs are is said once, on the console
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -435,6 +438,17 @@ class RunTracking:
     def on(self) -> bool:
         return self.mlflow is not None and self.mlflow.alive and self.parent_id is not None
 
+    def parent_url(self) -> str | None:
+        """The parent run's page in the MLflow UI (its child runs are listed under it)."""
+        if (
+            not self.on
+            or not self.mlflow
+            or not self.mlflow.uri.startswith(("http://", "https://"))
+        ):
+            return None
+        base = shown_uri(self.mlflow.uri).rstrip("/")
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+
     def tensorboard_command(self) -> str:
         return f"tensorboard --logdir {self.runs_root}"
 
@@ -461,14 +475,31 @@ class RunTracking:
         plan.mlflow_uri, plan.mlflow_run_id = self.mlflow.uri, run_id
         return plan
 
-    def finish_child(self, name: str, ok: bool, artifacts: Iterable[Path] = ()) -> None:
+    def finish_child(
+        self,
+        name: str,
+        ok: bool,
+        artifacts: Iterable[Path] = (),
+        tags: dict[str, str] | None = None,
+    ) -> None:
         run_id = self.children.get(name)
         if not self.on or run_id is None:
             return
         assert self.mlflow is not None
+        if tags:
+            self.mlflow.set_tags(run_id, tags)
         for path in artifacts:
             self.mlflow.log_artifact(run_id, path)
         self.mlflow.finish(run_id, ok)
+
+    @contextlib.contextmanager
+    def failed_on_error(self) -> Iterator[None]:
+        """Closes the parent run as failed when the command fails inside (not left "running")."""
+        try:
+            yield
+        except BaseException:
+            self.finish(False)
+            raise
 
     def finish(
         self, ok: bool, artifacts: Iterable[Path] = (), tags: dict[str, str] | None = None

@@ -146,7 +146,7 @@ def tune_experiment(
     frames, best = [], {}
     tuned = config.model_copy(deep=True)
     tracking = start_tracking(config, data, run_root, console, "tune")
-    with ray_session(address):
+    with ray_session(address), tracking.failed_on_error():
         for name in names:
             member = config.member(name)
             epochs = spec.epochs or member.epochs
