@@ -458,6 +458,26 @@ class TuneConfig(_Strict):
     seed: int = Field(0, description="Seed of the Optuna sampler.")
 
 
+class TrackingConfig(_Strict):
+    """Where training can be watched while it runs and compared afterwards
+    (docs/training-tracking.md)."""
+
+    tensorboard: bool = Field(
+        True,
+        description="Write TensorBoard event files (losses, validation Dice per organ, learning rate, "
+        "data-wait fraction, throughput) into every member's run folder, under ``tensorboard/``.",
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking server (e.g. ``http://mlflow:5000``): one parent run per "
+        "``organseg train`` or ``organseg tune`` with a child run per member or trial; null: no "
+        "MLflow. ``--mlflow URI`` sets it. Needs ``pip install 'organseg[tracking]'``.",
+    )
+    experiment: str | None = Field(
+        None, description="MLflow experiment the runs go to (default: the experiment's ``name``)."
+    )
+
+
 class ExperimentConfig(_Strict):
     """Top level of every training/tuning YAML under ``configs/``."""
 
@@ -500,6 +520,10 @@ class ExperimentConfig(_Strict):
     output: Path | None = Field(
         None,
         description="Where the model directory goes (default: ``<storage_path>/<name>/model``).",
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig,
+        description="TensorBoard event files and MLflow runs of training and tuning.",
     )
 
     @field_validator("task")

@@ -7,8 +7,14 @@ from pathlib import Path
 import typer
 
 
-def _load(config: Path, output: Path | None, overrides: list[str] | None = None):
-    """Load the config, applying ``--set key.path=value`` overrides (values parse as YAML)."""
+def _load(
+    config: Path,
+    output: Path | None,
+    overrides: list[str] | None = None,
+    mlflow: str | None = None,
+):
+    """Load the config, applying ``--set key.path=value`` overrides (values parse as YAML) and
+    ``--mlflow URI`` (checked to have its client installed before anything trains)."""
     import yaml
 
     from organseg.config import load_config
@@ -23,6 +29,12 @@ def _load(config: Path, output: Path | None, overrides: list[str] | None = None)
     cfg = load_config(config, overrides=parsed)
     if output is not None:
         cfg.output = output.resolve()
+    if mlflow is not None:
+        cfg.tracking.mlflow_uri = mlflow
+    if cfg.tracking.mlflow_uri:
+        from organseg.train.tracking import require_mlflow
+
+        require_mlflow(cfg.tracking.mlflow_uri)
     return cfg
 
 
@@ -73,6 +85,12 @@ def train_command(
     resource_wait: float = typer.Option(
         600.0, "--resource-wait", help="Seconds to wait for an autoscaler to add what members need."
     ),
+    mlflow: str | None = typer.Option(
+        None,
+        "--mlflow",
+        help="MLflow tracking server URI (overrides tracking.mlflow_uri): a parent run for this "
+        "command, a child run per member or trial.",
+    ),
 ) -> None:
     """Train every ensemble member at the same time (one Ray Train run each); rerun to resume."""
     from rich.table import Table
@@ -81,7 +99,7 @@ def train_command(
     from organseg.train.launcher import train_experiment
     from organseg.viz.progress import LiveProgress
 
-    cfg = _load(config, output, overrides)
+    cfg = _load(config, output, overrides, mlflow)
     report = train_experiment(
         cfg,
         members=member or None,
@@ -140,12 +158,18 @@ def tune_command(
         "--set",
         help="Override a config key (value parsed as YAML), e.g. --set dataset.path=/mnt/data.",
     ),
+    mlflow: str | None = typer.Option(
+        None,
+        "--mlflow",
+        help="MLflow tracking server URI (overrides tracking.mlflow_uri): a parent run for this "
+        "command, a child run per member or trial.",
+    ),
 ) -> None:
     """Search learning rate and loss weighting with Ray Tune (Optuna TPE + ASHA); write the best config."""
     from organseg.cli._console import console, err_console
     from organseg.train.tune import tune_experiment
 
-    cfg = _load(config, None, overrides)
+    cfg = _load(config, None, overrides, mlflow)
     report = tune_experiment(
         cfg,
         members=member or None,

@@ -34,6 +34,7 @@ from organseg.train.data import PreparedData, prepare_data
 from organseg.train.export import export_model_dir, fold_of
 from organseg.train.loop import train_member_loop
 from organseg.train.progress import ProgressBoard, ProgressCallback
+from organseg.train.tracking import RunTracking
 from organseg.uri import is_uri
 from organseg.viz.curves import plot_learning_curves
 
@@ -335,8 +336,10 @@ def train_experiment(
             )
             to_run.append((plan, fingerprint))
 
+    tracking = start_tracking(config, data, run_root, console, "train") if to_run else None
     if to_run:
-        with ray_session(address):
+        assert tracking is not None
+        with ray_session(address), tracking.failed_on_error():
             queued = _check_resources(
                 config,
                 [p.member for p, _ in to_run],
@@ -346,7 +349,9 @@ def train_experiment(
                 resource_wait_s,
             )
             board = ProgressBoard.remote()
-            finished = _run_parallel(config, data, run_root, to_run, board, progress, queued)
+            finished = _run_parallel(
+                config, data, run_root, to_run, board, progress, queued, tracking
+            )
         for (plan, fingerprint), outcome in zip(to_run, finished, strict=True):
             if outcome.ok and outcome.checkpoint:
                 record = {**asdict(outcome), "fingerprint": fingerprint}
@@ -360,6 +365,8 @@ def train_experiment(
     ]
     exported = [o for o in ordered if o.ok and o.checkpoint]
     if not exported:
+        if tracking is not None:
+            _finish_tracking(tracking, [outcomes[p.name] for p, _ in to_run], None, None)
         return TrainingReport(None, ordered)
     model_dir, histories = export_model_dir(
         config,
@@ -370,7 +377,89 @@ def train_experiment(
         outcome.history = outcome.history or histories.get(outcome.name, [])
     curves = plot_learning_curves(model_dir, {o.name: o.history for o in ordered if o.ok})
     classifier = _train_modality_classifier(data, model_dir)
+    if tracking is not None:
+        _finish_tracking(tracking, [outcomes[p.name] for p, _ in to_run], model_dir, curves)
     return TrainingReport(model_dir, ordered, curves, classifier)
+
+
+def start_tracking(
+    config: ExperimentConfig, data: PreparedData, runs_root: str, console: Console, command: str
+) -> RunTracking:
+    """TensorBoard (the ``--logdir`` line to run is printed) and, when configured, the MLflow parent
+    run of this command; a tracker that does not answer is a printed warning, never a failure."""
+    from organseg import __version__
+    from organseg.ensemble.spec import FORMAT_VERSION
+    from organseg.train.tracking import dataset_fingerprint, git_commit
+
+    tags = {
+        "organseg.command": command,
+        "organseg.model": config.name,
+        "organseg.version": __version__,
+        "organseg.model_format": str(FORMAT_VERSION),
+        "organseg.dataset_fingerprint": dataset_fingerprint(
+            (s.id for s in data.cache.samples), config.preprocess.model_dump(mode="json")
+        ),
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    settings = config.tracking
+
+    def warn(message: str) -> None:
+        console.print(f"  [yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    tracking = RunTracking.start(
+        runs_root=runs_root,
+        tensorboard=settings.tensorboard,
+        mlflow_uri=settings.mlflow_uri,
+        experiment=settings.experiment or config.name,
+        run_name=config.name if command == "train" else f"{config.name}-{command}",
+        tags=tags,
+        warn=warn,
+    )
+    if settings.tensorboard:
+        console.print(
+            f"  watch it: {tracking.tensorboard_command()}", highlight=False, soft_wrap=True
+        )
+    if tracking.on:
+        console.print(
+            f"  MLflow: experiment {settings.experiment or config.name!r}, run "
+            f"{tracking.parent_url() or tracking.parent_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return tracking
+
+
+def _finish_tracking(
+    tracking: RunTracking,
+    outcomes: list[MemberOutcome],
+    model_dir: Path | None,
+    curves: Path | None,
+) -> None:
+    """Each member's ``member.json`` on its child run; learning curves and ``ensemble.yaml`` on the
+    parent; every run closed with how it ended."""
+    import tempfile
+
+    from organseg.ensemble.spec import SPEC_FILE
+    from organseg.ensemble.version import model_version
+
+    tags = {"organseg.model_version": model_version(model_dir).id} if model_dir else {}
+    with tempfile.TemporaryDirectory() as folder:
+        for outcome in outcomes:
+            artifacts = []
+            if outcome.ok and outcome.checkpoint:
+                source = storage.join(outcome.checkpoint, MEMBER_FILE)
+                if storage.exists(source):
+                    local = Path(folder, outcome.name, MEMBER_FILE)
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_text(storage.read_text(source))
+                    artifacts.append(local)
+            tracking.finish_child(outcome.name, outcome.ok, artifacts, tags if outcome.ok else None)
+    parent_artifacts = [
+        p for p in (curves, model_dir and model_dir / SPEC_FILE) if p and p.exists()
+    ]
+    tracking.finish(all(o.ok for o in outcomes), parent_artifacts, tags)
 
 
 def _train_modality_classifier(data: PreparedData, model_dir: Path) -> ModalityClassifier | None:
@@ -469,14 +558,25 @@ def _run_parallel(
     board: Any,
     progress: ProgressView | None,
     queued: dict[str, str] | None = None,
+    tracking: RunTracking | None = None,
 ) -> list[MemberOutcome]:
     queued = queued or {}
+
+    def payload(plan: MemberPlan) -> TrainPayload:
+        payload = _payload(config, plan, data, run_root)
+        if tracking is not None:
+            params = plan.member.model_dump(mode="json", exclude={"fault"})
+            tags = {"organseg.member": plan.name}
+            run_dir = storage.join(run_root, plan.name)
+            tracking.child(plan.name, run_dir, params, tags).attach(payload.extra)
+        return payload
+
     pool = ThreadPoolExecutor(max_workers=len(to_run), thread_name_prefix="member")
     futures: list[Future[MemberOutcome]] = [
         pool.submit(
             _fit_member,
             plan.member,
-            _payload(config, plan, data, run_root),
+            payload(plan),
             run_root,
             board,
             f"waiting for resources: {queued[plan.name]}" if plan.name in queued else "starting",

@@ -2,8 +2,9 @@
 
 The work itself (build, restore, one epoch, validate, state) is :class:`organseg.train.core.MemberTrainer`,
 which runs without Ray; this module only hands it the worker's device, DDP wrappers and the checkpoint to
-resume from, and reports each epoch's metrics with a checkpoint attached on rank 0. A restarted or resumed
-run continues from the epoch after its latest checkpoint.
+resume from, and reports each epoch's metrics with a checkpoint attached on rank 0 (which also writes them
+to TensorBoard and MLflow, :mod:`organseg.train.tracking`). A restarted or resumed run continues from the
+epoch after its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from organseg.train.core import (
     TrainPayload,
     load_state,
 )
+from organseg.train.tracking import EpochLog, TrackingPlan
 
 __all__ = ["MEMBER_FILE", "STATE_FILE", "WEIGHTS_FILE", "TrainPayload", "train_member_loop"]
 
@@ -53,8 +55,17 @@ def train_member_loop(config: dict[str, Any]) -> None:
         broadcast=partial(_broadcast, world=world, device=device),
     )
     trainer = MemberTrainer(payload, placement, state)
-    for epoch in trainer.epochs():
-        report(trainer, trainer.run_epoch(epoch))
+    tracking = TrackingPlan.of(payload.extra) if rank == 0 else None
+    epoch_log = EpochLog(tracking, trainer.history) if tracking is not None else None
+    try:
+        for epoch in trainer.epochs():
+            result = trainer.run_epoch(epoch)
+            report(trainer, result)
+            if epoch_log is not None:  # after the checkpoint is stored: a restart resumes past it
+                epoch_log.log_epoch(result.epoch, result.metrics)
+    finally:
+        if epoch_log is not None:
+            epoch_log.close()
 
 
 def _broadcast(value: float, world: int, device: torch.device) -> float:

@@ -36,10 +36,14 @@ def read_text(uri_or_path: str) -> str:
 
 
 def write_text(uri_or_path: str, text: str) -> None:
+    write_bytes(uri_or_path, text.encode())
+
+
+def write_bytes(uri_or_path: str, data: bytes) -> None:
     fs, path = _resolve(uri_or_path)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as stream:
-        stream.write(text.encode())
+        stream.write(data)
 
 
 def delete_dir(uri_or_path: str) -> None:

@@ -24,7 +24,14 @@ from organseg.runtime import ray_session
 from organseg.train import storage
 from organseg.train.core import TrainPayload
 from organseg.train.data import prepare_data
-from organseg.train.launcher import _payload, describe_failure, make_trainer, plan_member
+from organseg.train.launcher import (
+    _payload,
+    describe_failure,
+    make_trainer,
+    plan_member,
+    start_tracking,
+)
+from organseg.train.tracking import RunTracking, TrackingPlan
 from organseg.uri import is_uri
 
 METRIC = "val_dice"
@@ -97,9 +104,16 @@ def _trial(params: dict[str, Any], *, base: dict[str, Any]) -> None:
     member = apply_params(MemberConfig.model_validate(base["member"]), params, base["epochs"])
     payload = TrainPayload(**{**base["payload"], "member": member.model_dump(mode="json")})
     trial_id = tune.get_context().get_trial_id()
-    trainer = make_trainer(
-        member, payload, base["run_root"], f"{member.name}-{trial_id}", [TuneReportCallback()]
-    )
+    run_name = f"{member.name}-{trial_id}"
+    if base.get("tracking"):  # the trial's child run of the tuning run, and its event files
+        tracking = RunTracking.of(base["tracking"])
+        hyper = {"member": member.name, "epochs": base["epochs"], **params}
+        tags = {"organseg.member": member.name, "organseg.trial_id": trial_id}
+        plan = tracking.child(run_name, storage.join(base["run_root"], run_name), hyper, tags)
+    else:
+        plan = TrackingPlan(storage.join(base["run_root"], run_name), base.get("tensorboard", True))
+    plan.attach(payload.extra)
+    trainer = make_trainer(member, payload, base["run_root"], run_name, [TuneReportCallback()])
     try:
         trainer.fit()
     except Exception as exc:
@@ -131,7 +145,8 @@ def tune_experiment(
     run_root = storage.join(tune_root, "runs")
     frames, best = [], {}
     tuned = config.model_copy(deep=True)
-    with ray_session(address):
+    tracking = start_tracking(config, data, run_root, console, "tune")
+    with ray_session(address), tracking.failed_on_error():
         for name in names:
             member = config.member(name)
             epochs = spec.epochs or member.epochs
@@ -142,6 +157,8 @@ def tune_experiment(
                 ).to_dict(),
                 "run_root": run_root,
                 "epochs": epochs,
+                "tracking": tracking.to_dict(),
+                "tensorboard": config.tracking.tensorboard,
             }
             # The trial only drives its TorchTrainer (which asks for its own workers): a token CPU share.
             trainable = tune.with_resources(tune.with_parameters(_trial, base=base), {"cpu": 0.01})
@@ -180,6 +197,16 @@ def tune_experiment(
                     run_config=tune.RunConfig(name=name, storage_path=tune_root, verbose=0),
                 )
             results = tuner.fit()
+            for result in results:
+                trial_id = (result.metrics or {}).get("trial_id")
+                if trial_id:
+                    final = {
+                        f"final_{k}": float(v)
+                        for k, v in (result.metrics or {}).items()
+                        if k in (METRIC, "best_val_dice", "epoch")
+                    }
+                    run_dir = storage.join(run_root, f"{name}-{trial_id}")
+                    tracking.log_final(run_dir, final, result.error is None)
             frame = results.get_dataframe(filter_metric=METRIC, filter_mode="max")
             frame.insert(0, "member", name)
             frames.append(frame)
@@ -213,9 +240,10 @@ def tune_experiment(
     trials = pd.concat(frames, ignore_index=True)
     trials_csv = best_config.parent / "trials.csv"
     trials.to_csv(trials_csv, index=False)
-    return TuneReport(
-        best, best_config, trials_csv, plot_trials(trials, best_config.parent / "trials.png")
-    )
+    plot = plot_trials(trials, best_config.parent / "trials.png")
+    tags = {f"best.{n}.val_dice": f"{b['val_dice']:.6f}" for n, b in best.items()}
+    tracking.finish(True, [p for p in (best_config, trials_csv, plot) if p is not None], tags)
+    return TuneReport(best, best_config, trials_csv, plot)
 
 
 @dataclass(frozen=True)
