@@ -166,6 +166,44 @@ def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory)
     return config, report
 
 
+def confidently_wrong_model(model_dir: Path, dest: Path) -> Path:
+    """A copy of ``model_dir`` whose modality classifier answers MR-T2SPIR for CT and CT for MR-T2SPIR,
+    as confidently as the original answers right (its output columns swapped, as if trained with the
+    two labels swapped), with the honest out-of-fold record of such a classifier: every CT and T2-SPIR
+    series wrong, the T1 series right (the original got every held-out series right)."""
+    import shutil
+
+    import numpy as np
+
+    from organseg.ensemble.modality_classifier import HeldOut, ModalityClassifier
+
+    shutil.copytree(model_dir, dest)
+    right = ModalityClassifier.load(dest)
+    assert right is not None
+    assert right.held_out is not None
+    assert set(right.held_out.accuracy_per_class.values()) == {1.0}
+    order = list(range(len(right.classes)))
+    ct, t2 = right.classes.index("CT"), right.classes.index("MR-T2SPIR")
+    order[ct], order[t2] = t2, ct
+    tally = {
+        c: (0 if c in ("CT", "MR-T2SPIR") else n, n)
+        for c, (_, n) in right.held_out.per_class.items()
+    }
+    wrong = ModalityClassifier(
+        **{
+            **right.__dict__,
+            "weights": right.weights[:, order],
+            "bias": right.bias[order],
+            "low": right.low[order],
+            "high": right.high[order],
+            "held_out": HeldOut(tally, right.held_out.folds, right.held_out.patients),
+        }
+    )
+    assert np.array_equal(wrong.weights[:, ct], right.weights[:, t2])
+    wrong.save(dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def multicontrast_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The MR cascade that stacks T1 in-phase, out-of-phase and the registered T2-SPIR as channels,

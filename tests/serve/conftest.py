@@ -7,25 +7,25 @@ import pytest
 HTTP_PORT, GRPC_PORT = 18345, 19345
 
 
-@pytest.fixture(scope="module")
-def served(trained_ensemble, ray_cluster):
-    """The app deployed exactly as `organseg serve` deploys a config; yields (http url, grpc target, config)."""
-    from ray import serve
+def served_schema(model_dir, router_model_dir=None) -> dict:
+    """The Serve config of :func:`served`; ``router_model_dir`` switches the router's model directory
+    in place (its ``user_config``), e.g. to another modality classifier, without redeploying the rest."""
+    from organseg.serve.runner import serve_schema
 
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
-
-    config, report = trained_ensemble
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}
+    router = {"name": "router", **small}
+    if router_model_dir is not None:
+        router["user_config"] = {"model_dir": str(router_model_dir)}
     deployments = [
-        {"name": "router", **small},
+        router,
         {"name": "ensemble-CT", **small, "user_config": {"threshold": 0.5}},
         {"name": "ensemble-MR-T2SPIR", **small},
         {"name": "member-dualtail", **small, "user_config": batching},
         {"name": "member-attn", **small, "user_config": batching},
     ]
-    schema = serve_schema(
-        report.model_dir,
+    return serve_schema(
+        model_dir,
         deployments,
         http_port=HTTP_PORT,
         grpc_port=GRPC_PORT,
@@ -35,7 +35,17 @@ def served(trained_ensemble, ray_cluster):
         # modality); from 4 patients per kind its confidences are lower than the default 0.9 asks
         modality_min_confidence=0.75,
     )
-    deploy(load_serve_config(schema), timeout_s=300)
+
+
+@pytest.fixture(scope="module")
+def served(trained_ensemble, ray_cluster):
+    """The app deployed exactly as `organseg serve` deploys a config; yields (http url, grpc target, config)."""
+    from ray import serve
+
+    from organseg.serve.runner import deploy, load_serve_config
+
+    config, report = trained_ensemble
+    deploy(load_serve_config(served_schema(report.model_dir)), timeout_s=300)
     try:
         yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", config, report.model_dir
     finally:

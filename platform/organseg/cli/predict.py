@@ -20,6 +20,7 @@ import typer
 from organseg.cli._gate import (
     gate_policy,
     min_accuracy_option,
+    min_accuracy_per_modality_option,
     min_confidence_option,
     min_series_option,
 )
@@ -95,6 +96,7 @@ def predict_command(
     min_confidence: float | None = min_confidence_option("refused, pass --modality"),
     min_accuracy: float | None = min_accuracy_option(),
     min_series: int | None = min_series_option(),
+    min_accuracy_per_modality: float | None = min_accuracy_per_modality_option(),
 ) -> None:
     """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
@@ -108,6 +110,7 @@ def predict_command(
         min_accuracy,
         min_series,
         in_process=local is not None and dicomweb is None and study is None,
+        min_accuracy_per_modality=min_accuracy_per_modality,
     )
     if dicomweb is not None or study is not None:
         from organseg.pacs.cli import predict_dicomweb_command
