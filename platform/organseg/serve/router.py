@@ -27,12 +27,13 @@ from ray.serve.handle import DeploymentHandle
 from organseg import __version__
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import ModalityPolicy, classifier_status, decide_modality
+from organseg.ensemble.routing import classifier_status, decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
 from organseg.io.volume import Volume
 from organseg.pacs.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
+from organseg.serve.app_args import AppArgs
 from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
@@ -216,24 +217,16 @@ def _grpc_answer(result: dict[str, Any]) -> dict[str, Any]:
 class Router:
     """HTTP routes and gRPC methods (same names as the rpcs in segmentation.proto) on one ingress."""
 
-    def __init__(
-        self,
-        model_dir: str,
-        ensembles: dict[str, DeploymentHandle],
-        limits: dict[str, int],
-        ops: dict[str, Any] | None = None,
-        routing: dict[str, Any] | None = None,
-    ) -> None:
-        ops = ops or {}
-        self.policy = ModalityPolicy(**(routing or {}))
+    def __init__(self, ensembles: dict[str, DeploymentHandle], options: AppArgs) -> None:
+        self.policy = options.policy
         tempdirs.use_private_tempdir()  # and sweep what a killed replica left behind
-        edge.configure(TokenCheck(ops.get("api_token_file")), ops.get("body_timeout_s", 30.0))
-        self.retry_budget_s = float(ops.get("retry_budget_s", 60.0))
+        edge.configure(TokenCheck(options.api_token_file), options.body_timeout_s)
+        self.retry_budget_s = options.retry_budget_s
         # Decoding is CPU work in threads: bound it so that many uploads cannot starve one another.
-        self.decoding = asyncio.Semaphore(int(ops.get("decode_concurrency", 2)))
+        self.decoding = asyncio.Semaphore(options.decode_concurrency)
         self.ensembles = ensembles
-        self.limits = WireLimits(**limits)
-        self._load(model_dir)
+        self.limits = options.limits
+        self._load(options.model_dir)
 
     def _load(self, model_dir: str) -> None:
         self.spec: EnsembleSpec = load_spec(model_dir)
