@@ -22,9 +22,9 @@ from organseg.config import ExperimentConfig, MemberConfig, RangeConfig, dump_co
 from organseg.errors import ConfigError, RunError
 from organseg.runtime import ray_session
 from organseg.train import storage
-from organseg.train.core import TrainPayload
 from organseg.train.data import prepare_data
 from organseg.train.launcher import _payload, describe_failure, make_trainer, plan_member
+from organseg.train.payload import TrainPayload
 from organseg.uri import is_uri
 
 METRIC = "val_dice"
@@ -95,7 +95,7 @@ def untuned_note(config: ExperimentConfig, member: MemberConfig) -> str | None:
 def _trial(params: dict[str, Any], *, base: dict[str, Any]) -> None:
     """One Tune trial: train the member with the sampled parameters as its own Ray Train run."""
     member = apply_params(MemberConfig.model_validate(base["member"]), params, base["epochs"])
-    payload = TrainPayload(**{**base["payload"], "member": member.model_dump(mode="json")})
+    payload: TrainPayload = base["payload"].model_copy(update={"member": member})
     trial_id = tune.get_context().get_trial_id()
     trainer = make_trainer(
         member, payload, base["run_root"], f"{member.name}-{trial_id}", [TuneReportCallback()]
@@ -137,9 +137,7 @@ def tune_experiment(
             epochs = spec.epochs or member.epochs
             base = {
                 "member": member.model_dump(mode="json"),
-                "payload": _payload(
-                    config, plan_member(config, member, data), data, run_root
-                ).to_dict(),
+                "payload": _payload(config, plan_member(config, member, data), data, run_root),
                 "run_root": run_root,
                 "epochs": epochs,
             }
