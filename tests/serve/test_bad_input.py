@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import shutil
 import time
 import zipfile
@@ -421,6 +422,7 @@ def test_a_confidently_wrong_classifier_is_refused_not_answered(
     """A classifier that says MR-T2SPIR for CT (and CT for T2-SPIR) as confidently as the right one
     says CT: its out-of-fold record shows it, so the gate refuses it, over HTTP and gRPC a 422 /
     INVALID_ARGUMENT naming its per-modality accuracy, never a T2-SPIR segmentation of a CT."""
+    from organseg.ensemble.describe import describe_model_dir, served_view
     from organseg.ensemble.modality_classifier import ModalityClassifier
     from organseg.ensemble.routing import ModalityPolicy
     from organseg.ensemble.version import model_version
@@ -461,7 +463,12 @@ def test_a_confidently_wrong_classifier_is_refused_not_answered(
         return models
 
     try:
-        status = switch_router_to(wrong_dir)["modality_classifier"]
+        models = switch_router_to(wrong_dir)
+        # /v1/models is the one description of the model directory (`organseg models show`'s)
+        described = describe_model_dir(wrong_dir, ModalityPolicy(min_confidence=0.75))
+        served_as = served_view(described, model_version(wrong_dir))
+        assert models == json.loads(json.dumps(served_as))
+        status = models["modality_classifier"]
         assert status["used"] is False
         assert status["held_out_accuracy_per_class"]["CT"] == 0.0
         with pytest.raises(ServiceError) as over_http:

@@ -25,9 +25,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from organseg import __version__
+from organseg.ensemble.describe import describe, served_view
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import classifier_status, decide_modality
+from organseg.ensemble.routing import decide_modality
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
@@ -332,38 +333,8 @@ class Router:
         }
 
     async def _models(self) -> dict[str, Any]:
-        spec = self.spec
-        return {
-            "name": spec.name,
-            "task": spec.task,
-            "organseg_version": spec.organseg_version,
-            "created": spec.created,
-            "model_version": self.version.id,
-            "version": self.version.as_dict(),
-            "size": spec.preprocess.size,
-            "t1_mode": spec.preprocess.t1_mode,
-            "t2_channel": spec.preprocess.t2_channel,
-            "ensembles": [
-                {
-                    "modality": modality,
-                    "members": [m.name for m in spec.members_for(modality)],
-                    "organs": spec.organs_for(modality),
-                }
-                for modality in sorted(self.ensembles)
-            ],
-            "members": [
-                {
-                    "name": m.name,
-                    "arch": m.arch,
-                    "organs": m.organs,
-                    "modalities": [x.value for x in m.modalities],
-                    "in_channels": m.in_channels,
-                    "val_dice": m.val_dice,
-                }
-                for m in spec.members
-            ],
-            "modality_classifier": classifier_status(self.classifier, self.policy),
-        }
+        description = describe(self.spec, self.version, self.classifier, self.policy)
+        return served_view(description, self.version, set(self.ensembles))
 
     async def _readiness(self) -> dict[str, Any]:
         async def check(name: str, handle: DeploymentHandle) -> tuple[str, str]:
