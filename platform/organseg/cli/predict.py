@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from organseg.cli._gate import (
     min_series_option,
 )
 from organseg.errors import OrgansegError
+from organseg.io.atomic import write_text_atomic
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `organseg --help` stays instant
     from organseg.ensemble.inputs import InputPlan
@@ -270,9 +270,7 @@ def _write_report(
     elif results:
         payload.update(results[0])
     report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.with_name(f".{report.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(report)
+    write_text_atomic(report, json.dumps(payload, indent=2) + "\n")
 
 
 def _summarize(

@@ -35,6 +35,7 @@ from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 
 from organseg.errors import ModelError
+from organseg.io.atomic import write_text_atomic
 from organseg.io.volume import Modality, Volume
 from organseg.preprocess.modality_features import FEATURE_NAMES, FEATURES_VERSION, series_features
 from organseg.preprocess.splits import grouped_folds
@@ -242,11 +243,7 @@ class ModalityClassifier:
         }
 
     def save(self, model_dir: Path | str) -> Path:
-        path = Path(model_dir) / FILE_NAME
-        tmp = path.with_name(f".{FILE_NAME}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(Path(model_dir) / FILE_NAME, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, model_dir: Path | str) -> ModalityClassifier | None:
