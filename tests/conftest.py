@@ -84,6 +84,13 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_ct_files(synth_root: Path) -> list[Path]:
+    """The synthetic CT series' files (12 slices, file names run head to feet); ``ct_files`` (tests/pacs)
+    are the real CHAOS CT case's."""
+    return sorted((synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon").glob("*.dcm"))
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> str:
     """One local Ray cluster for the whole session (Ray tests run serially); yields its GCS address.
 
