@@ -7,18 +7,15 @@ import pytest
 HTTP_PORT, GRPC_PORT = 18345, 19345
 
 
-def served_schema(model_dir, router_model_dir=None) -> dict:
-    """The Serve config of :func:`served`; ``router_model_dir`` switches the router's model directory
-    in place (its ``user_config``), e.g. to another modality classifier, without redeploying the rest."""
+def served_schema(model_dir) -> dict:
+    """The Serve config of :func:`served`. Deployed again with another model directory of the same
+    graph, it switches the running application to it in place (``organseg serve``'s live switch)."""
     from organseg.serve.runner import serve_schema
 
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}
-    router = {"name": "router", **small}
-    if router_model_dir is not None:
-        router["user_config"] = {"model_dir": str(router_model_dir)}
     deployments = [
-        router,
+        {"name": "router", **small},
         {"name": "ensemble-CT", **small, "user_config": {"threshold": 0.5}},
         {"name": "ensemble-MR-T2SPIR", **small},
         {"name": "member-dualtail", **small, "user_config": batching},
