@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -171,6 +172,46 @@ def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory)
     report = train_experiment(config)
     assert report.ok, [o.error for o in report.outcomes]
     return config, report
+
+
+#: What every test deployment asks of the 2-core test machine.
+SMALL_REPLICA = {"ray_actor_options": {"num_cpus": 0.1}}
+
+
+def loopback_serve_config(
+    model_dir: Path | str,
+    http_port: int,
+    grpc_port: int,
+    settings: dict[str, dict] | None = None,
+    **args: object,
+) -> dict:
+    """The Serve config a test deploys: every deployment of ``model_dir``'s graph on a tenth of a CPU,
+    with ``settings`` (by deployment name) on top, on loopback ``http_port``/``grpc_port``; ``args``
+    are the application's (:class:`organseg.serve.app.AppArgs`)."""
+    from organseg.ensemble.spec import load_spec
+    from organseg.serve.app import AppArgs, deployment_names
+    from organseg.serve.runner import serve_schema
+
+    settings = settings or {}
+    names = deployment_names(load_spec(model_dir), AppArgs(model_dir=str(model_dir), **args))
+    unknown = set(settings) - names
+    assert not unknown, f"no such deployments in {model_dir}'s graph: {sorted(unknown)}"
+    deployments = [{"name": n, **SMALL_REPLICA, **settings.get(n, {})} for n in sorted(names)]
+    return serve_schema(model_dir, deployments, http_port=http_port, grpc_port=grpc_port, **args)
+
+
+@contextlib.contextmanager
+def serving(schema: dict, timeout_s: float = 300):
+    """Deploy ``schema`` as `organseg serve` does; shut Serve down after the block."""
+    from ray import serve
+
+    from organseg.serve.runner import deploy, load_serve_config
+
+    deploy(load_serve_config(schema), timeout_s=timeout_s)
+    try:
+        yield
+    finally:
+        serve.shutdown()
 
 
 def confidently_wrong_model(model_dir: Path, dest: Path) -> Path:
