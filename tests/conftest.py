@@ -268,37 +268,31 @@ def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     accepts CT only."""
     import torch
 
-    from organseg.ensemble.spec import EnsembleSpec, MemberEntry, save_spec
-    from organseg.io.volume import Modality
-    from organseg.models import create_member
-    from organseg.preprocess.config import PreprocessConfig
+    from organseg.config import parse_config
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
 
-    kwargs = {"base_channels": 8, "depth": 4}
-    model_dir = tmp_path_factory.mktemp("model")
-    member = create_member("attention_unet", 1, 1, encoder_weights=None, **kwargs)
-    head = [m for m in member.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    assert head.out_channels == 1
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(4.0)
-    (model_dir / "attn").mkdir()
-    torch.save(member.state_dict(), model_dir / "attn" / "model.pt")
-    spec = EnsembleSpec(
-        name="liver-everywhere",
-        task=2,
-        organs=["liver"],
-        preprocess=PreprocessConfig(size=64),
-        members=[
-            MemberEntry(
-                name="attn",
-                arch="attention_unet",
-                kwargs=kwargs,
-                in_channels=1,
-                organs=["liver"],
-                modalities=[Modality.CT],
-                weights="attn/model.pt",
-            )
-        ],
+    config = parse_config(
+        {
+            "name": "liver-everywhere",
+            "task": 2,
+            "dataset": {"synthetic": {"ct": 1}},
+            "preprocess": {"size": 64},
+            "members": [
+                {
+                    "name": "attn",
+                    "arch": "attention_unet",
+                    "kwargs": {"base_channels": 8, "depth": 4},
+                    "modalities": ["CT"],
+                }
+            ],
+        },
+        source="liver-everywhere (test model)",
     )
-    save_spec(spec, model_dir)
+    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("model"))
+    (entry,) = load_spec(model_dir).members
+    weights = torch.load(model_dir / entry.weights, map_location="cpu")
+    assert weights["head.weight"].shape[0] == 1  # the output layer: one organ
+    weights["head.weight"].zero_()
+    weights["head.bias"].fill_(4.0)
+    torch.save(weights, model_dir / entry.weights)
     return model_dir
