@@ -125,12 +125,13 @@ def core_member(jobs: list[dict], steps: int, results: Any = None) -> list[dict[
 
     import torch
 
-    from organseg.train.core import MemberTrainer, Placement, TrainPayload
+    from organseg.train.core import MemberTrainer, Placement
+    from organseg.train.payload import TrainPayload
 
     out = []
     for job in jobs:
-        payload = TrainPayload(**job)
-        device = torch.device("cuda" if payload.member.get("use_gpu") else "cpu")
+        payload = TrainPayload.model_validate(job)
+        device = torch.device("cuda" if payload.member.use_gpu else "cpu")
         trainer = MemberTrainer(payload, Placement(device=device))
         trainer.validate = lambda: {"val_dice": 0.0}  # type: ignore[method-assign]  # speed only
         started = time.perf_counter()
@@ -144,7 +145,7 @@ def core_member(jobs: list[dict], steps: int, results: Any = None) -> list[dict[
         metrics = trainer.run_epoch(1).metrics
         out.append(
             {
-                "member": payload.member["name"],
+                "member": payload.member.name,
                 "train_slices_per_s": metrics["train_slices_per_s"],
                 "loader_slices_per_s": loader_rate,
                 "data_wait_fraction": metrics["data_wait_fraction"],
@@ -164,8 +165,8 @@ def core_main(options: argparse.Namespace) -> int:
     import multiprocessing as mp
 
     from organseg.tasks import get_task
-    from organseg.train.core import TrainPayload
     from organseg.train.data import prepare_data
+    from organseg.train.payload import TrainPayload
 
     signal.signal(
         signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum)
@@ -193,7 +194,7 @@ def core_main(options: argparse.Namespace) -> int:
                 cache_dir=str(data.cache.root),
                 train_ids=data.ids_for(m, "train"),
                 val_ids=data.ids_for(m, "val"),
-            ).to_dict()
+            ).model_dump(mode="json")
 
         def run(groups: list[list[dict]]) -> tuple[list[dict], float]:
             """One process per group, all at once; every job's figures and the wall time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_ct_files(synth_root: Path) -> list[Path]:
+    """The synthetic CT series' files (12 slices, file names run head to feet); ``ct_files`` (tests/pacs)
+    are the real CHAOS CT case's."""
+    return sorted((synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon").glob("*.dcm"))
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> str:
     """One local Ray cluster for the whole session (Ray tests run serially); yields its GCS address.
 
@@ -179,6 +187,84 @@ def trained_ensemble(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory)
     return config, report
 
 
+#: What every test deployment asks of the 2-core test machine.
+SMALL_REPLICA = {"ray_actor_options": {"num_cpus": 0.1}}
+
+
+def loopback_serve_config(
+    model_dir: Path | str,
+    http_port: int,
+    grpc_port: int,
+    settings: dict[str, dict] | None = None,
+    **args: object,
+) -> dict:
+    """The Serve config a test deploys: every deployment of ``model_dir``'s graph on a tenth of a CPU,
+    with ``settings`` (by deployment name) on top, on loopback ``http_port``/``grpc_port``; ``args``
+    are the application's (:class:`organseg.serve.app.AppArgs`)."""
+    from organseg.ensemble.spec import load_spec
+    from organseg.serve.app import AppArgs, deployment_names
+    from organseg.serve.runner import serve_schema
+
+    settings = settings or {}
+    names = deployment_names(load_spec(model_dir), AppArgs(model_dir=str(model_dir), **args))
+    unknown = set(settings) - names
+    assert not unknown, f"no such deployments in {model_dir}'s graph: {sorted(unknown)}"
+    deployments = [{"name": n, **SMALL_REPLICA, **settings.get(n, {})} for n in sorted(names)]
+    return serve_schema(model_dir, deployments, http_port=http_port, grpc_port=grpc_port, **args)
+
+
+@contextlib.contextmanager
+def serving(schema: dict, timeout_s: float = 300):
+    """Deploy ``schema`` as `organseg serve` does; shut Serve down after the block."""
+    from ray import serve
+
+    from organseg.serve.runner import deploy, load_serve_config
+
+    deploy(load_serve_config(schema), timeout_s=timeout_s)
+    try:
+        yield
+    finally:
+        serve.shutdown()
+
+
+def confidently_wrong_model(model_dir: Path, dest: Path) -> Path:
+    """A copy of ``model_dir`` whose modality classifier answers MR-T2SPIR for CT and CT for MR-T2SPIR,
+    as confidently as the original answers right (its output columns swapped, as if trained with the
+    two labels swapped), with the honest out-of-fold record of such a classifier: every CT and T2-SPIR
+    series wrong, the T1 series right (the original got every held-out series right)."""
+    import shutil
+
+    import numpy as np
+
+    from organseg.ensemble.modality_classifier import HeldOut, ModalityClassifier
+
+    shutil.copytree(model_dir, dest)
+    right = ModalityClassifier.load(dest)
+    assert right is not None
+    assert right.held_out is not None
+    assert set(right.held_out.accuracy_per_class.values()) == {1.0}
+    order = list(range(len(right.classes)))
+    ct, t2 = right.classes.index("CT"), right.classes.index("MR-T2SPIR")
+    order[ct], order[t2] = t2, ct
+    tally = {
+        c: (0 if c in ("CT", "MR-T2SPIR") else n, n)
+        for c, (_, n) in right.held_out.per_class.items()
+    }
+    wrong = ModalityClassifier(
+        **{
+            **right.__dict__,
+            "weights": right.weights[:, order],
+            "bias": right.bias[order],
+            "low": right.low[order],
+            "high": right.high[order],
+            "held_out": HeldOut(tally, right.held_out.folds, right.held_out.patients),
+        }
+    )
+    assert np.array_equal(wrong.weights[:, ct], right.weights[:, t2])
+    wrong.save(dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def multicontrast_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The MR cascade that stacks T1 in-phase, out-of-phase and the registered T2-SPIR as channels,
@@ -195,37 +281,31 @@ def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     accepts CT only."""
     import torch
 
-    from organseg.ensemble.spec import EnsembleSpec, MemberEntry, save_spec
-    from organseg.io.volume import Modality
-    from organseg.models import create_member
-    from organseg.preprocess.config import PreprocessConfig
+    from organseg.config import parse_config
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
 
-    kwargs = {"base_channels": 8, "depth": 4}
-    model_dir = tmp_path_factory.mktemp("model")
-    member = create_member("attention_unet", 1, 1, encoder_weights=None, **kwargs)
-    head = [m for m in member.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    assert head.out_channels == 1
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(4.0)
-    (model_dir / "attn").mkdir()
-    torch.save(member.state_dict(), model_dir / "attn" / "model.pt")
-    spec = EnsembleSpec(
-        name="liver-everywhere",
-        task=2,
-        organs=["liver"],
-        preprocess=PreprocessConfig(size=64),
-        members=[
-            MemberEntry(
-                name="attn",
-                arch="attention_unet",
-                kwargs=kwargs,
-                in_channels=1,
-                organs=["liver"],
-                modalities=[Modality.CT],
-                weights="attn/model.pt",
-            )
-        ],
+    config = parse_config(
+        {
+            "name": "liver-everywhere",
+            "task": 2,
+            "dataset": {"synthetic": {"ct": 1}},
+            "preprocess": {"size": 64},
+            "members": [
+                {
+                    "name": "attn",
+                    "arch": "attention_unet",
+                    "kwargs": {"base_channels": 8, "depth": 4},
+                    "modalities": ["CT"],
+                }
+            ],
+        },
+        source="liver-everywhere (test model)",
     )
-    save_spec(spec, model_dir)
+    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("model"))
+    (entry,) = load_spec(model_dir).members
+    weights = torch.load(model_dir / entry.weights, map_location="cpu")
+    assert weights["head.weight"].shape[0] == 1  # the output layer: one organ
+    weights["head.weight"].zero_()
+    weights["head.bias"].fill_(4.0)
+    torch.save(weights, model_dir / entry.weights)
     return model_dir

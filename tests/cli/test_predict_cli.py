@@ -268,3 +268,37 @@ def test_an_existing_output_is_refused_before_the_model_loads(
     )  # fmt: skip
     assert "'torch'" in done.stdout, done.stdout + done.stderr
     assert free.is_file()
+
+
+@pytest.mark.ray
+def test_local_predict_refuses_a_confidently_wrong_classifier(
+    invoke, trained_ensemble, synth_root: Path, tmp_path: Path
+) -> None:
+    """A classifier that says MR-T2SPIR for CT as confidently as the right one says CT: refused under
+    the default gate (its overall out-of-fold accuracy) and, with the overall threshold lowered, by
+    the per-modality one naming CT; nothing is written. Without the per-modality gate it would answer."""
+    from organseg.io import load_case
+    from tests.conftest import confidently_wrong_model
+
+    _, report = trained_ensemble
+    wrong_dir = confidently_wrong_model(Path(report.model_dir), tmp_path / "wrong")
+    ref = next(r for r in discover_cases(synth_root) if r.modality is Modality.CT)
+    image = load_case(ref, with_label=False).image
+    volume = write_volume_file(Volume(image.array, image.geometry), tmp_path / "scan.nii.gz")
+    seg = tmp_path / "seg.nii.gz"
+    base = ("predict", volume, "-o", seg, "--local", wrong_dir, "--device", "cpu",
+            "--modality-min-confidence", "0.5")  # fmt: skip
+    result = invoke(*base)
+    assert result.exit_code == 2, result.output
+    assert "out-of-fold held-out accuracy is 0.50 on 16 series" in result.output
+    assert "pass --modality" in result.output
+    lenient = (*base, "--modality-min-held-out-accuracy", "0.5")
+    result = invoke(*lenient)
+    assert result.exit_code == 2, result.output
+    assert "accuracy on CT series is 0.00 (0 of 4" in result.output
+    assert "required of each modality" in result.output
+    assert not seg.exists()
+    # the gate is what stands between: with it off, the classifier answers MR-T2SPIR for the CT
+    result = invoke(*lenient, "--modality-min-held-out-accuracy-per-modality", "0")
+    assert result.exit_code == 0, result.output
+    assert "MR-T2SPIR (modality classifier" in result.output

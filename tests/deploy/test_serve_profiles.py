@@ -138,6 +138,7 @@ def weightless_model_dir(config: ExperimentConfig, root: Path) -> Path:
 def test_profile_matches_the_application_build_app_builds(name: str, tmp_path: Path) -> None:
     """Bind the real graph (no cluster: what `serve build` does) and compare deployment names and args."""
     _needs_app_module()
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve._private.build_app import build_app as build_serve_app
 
     from organseg.serve.app import AppArgs, build_app
@@ -148,8 +149,14 @@ def test_profile_matches_the_application_build_app_builds(name: str, tmp_path: P
         "model_dir": str(weightless_model_dir(load_config(SERVED[name]), tmp_path)),
     }
     AppArgs.model_validate(args)
-    built = build_serve_app(build_app(args), name=app["name"])
+    # a typed application builder: Serve itself validates the config's args into AppArgs, and every
+    # deployment is bound to that one validated object
+    bound = call_user_app_builder_with_args_if_necessary(build_app, args)
+    built = build_serve_app(bound, name=app["name"])
     assert {d.name for d in built.deployments} == set(deployments(load_profile(name)))
+    for deployment in built.deployments:
+        (options,) = [a for a in deployment.init_args if isinstance(a, AppArgs)]
+        assert options.model_dump() == AppArgs.model_validate(args).model_dump()
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))

@@ -235,3 +235,25 @@ def test_saved_in_the_model_directory(
 
     with pytest.raises(ModelError, match="not a usable modality classifier"):
         ModalityClassifier.load(tmp_path)
+
+
+def test_the_gate_per_modality(trained: ModalityClassifier) -> None:
+    """An overall out-of-fold accuracy can hide one modality the classifier gets wrong: 76 of 80 passes
+    the overall 0.95, yet 16 of 20 CT series is below the 0.9 each modality must reach."""
+    tally = {c: (20, 20) for c in ALL} | {"CT": (16, 20)}
+    skewed = ModalityClassifier(**{**trained.__dict__, "held_out": HeldOut(tally, 5, 40)})
+    assert skewed.held_out is not None
+    assert skewed.held_out.accuracy == 0.95
+    assert skewed.validation_problem(0.95, 4) is None  # the overall gate alone lets it through
+    problem = skewed.validation_problem(
+        0.95, 4, ModalityPolicy().min_held_out_accuracy_per_modality
+    )
+    assert problem is not None
+    assert (
+        "accuracy on CT series is 0.80 (16 of 20; below the 0.90 required of each modality"
+        in problem
+    )
+    assert skewed.validation_problem(0.95, 4, 0.8) is None
+    ct = Volume(np.zeros((2, 8, 8)))
+    with pytest.raises(ModalityError, match=r"on CT series is 0\.80"):
+        decide_modality(ct, classifier=skewed)

@@ -19,14 +19,8 @@ from organseg.io.inspect import inspect_dataset
 
 
 @pytest.fixture(scope="module")
-def ct_files(synth_root: Path) -> list[Path]:
-    """The synthetic CT series (12 slices, file names run head to feet)."""
-    return sorted((synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon").glob("*.dcm"))
-
-
-@pytest.fixture(scope="module")
-def ordered(ct_files: list[Path]):
-    return read_dicom_series(ct_files[0].parent)
+def ordered(synth_ct_files: list[Path]):
+    return read_dicom_series(synth_ct_files[0].parent)
 
 
 def _copy(files: list[Path], folder: Path, names: list[str] | None = None) -> Path:
@@ -45,30 +39,32 @@ def _assert_same(volume, ordered) -> None:
     assert volume.geometry.isclose(ordered.geometry, atol=1e-6)
 
 
-def test_geometry_order_runs_along_the_normal(ordered, ct_files: list[Path]) -> None:
-    first, last = (pydicom.dcmread(p, stop_before_pixels=True) for p in (ct_files[0], ct_files[-1]))
+def test_geometry_order_runs_along_the_normal(ordered, synth_ct_files: list[Path]) -> None:
+    first, last = (
+        pydicom.dcmread(p, stop_before_pixels=True) for p in (synth_ct_files[0], synth_ct_files[-1])
+    )
     assert ordered.meta["slice_order"] == "geometry"
     assert ordered.origin[2] == pytest.approx(float(last.ImagePositionPatient[2]))  # lowest z first
     np.testing.assert_allclose(ordered.geometry.direction_matrix, np.eye(3))
     span = float(first.ImagePositionPatient[2]) - float(last.ImagePositionPatient[2])
-    assert ordered.spacing[2] == pytest.approx(span / (len(ct_files) - 1))
-    by_name = read_dicom_series(ct_files[0].parent, order="filename")
+    assert ordered.spacing[2] == pytest.approx(span / (len(synth_ct_files) - 1))
+    by_name = read_dicom_series(synth_ct_files[0].parent, order="filename")
     np.testing.assert_array_equal(ordered.array, by_name.array[::-1])
 
 
 @pytest.mark.parametrize("arrangement", ["uid-named", "reversed", "shuffled"])
 def test_names_do_not_change_the_volume(
-    ordered, ct_files: list[Path], tmp_path: Path, arrangement: str
+    ordered, synth_ct_files: list[Path], tmp_path: Path, arrangement: str
 ) -> None:
-    n = len(ct_files)
+    n = len(synth_ct_files)
     if arrangement == "uid-named":
-        names = _uid_names(ct_files)
+        names = _uid_names(synth_ct_files)
     elif arrangement == "reversed":
         names = [f"img{n - k:03d}.dcm" for k in range(n)]
     else:
         perm = np.random.default_rng(1).permutation(n)
         names = [f"slice{perm[k] + 1}.dcm" for k in range(n)]
-    volume = read_dicom_series(_copy(ct_files, tmp_path / "s", names))
+    volume = read_dicom_series(_copy(synth_ct_files, tmp_path / "s", names))
     _assert_same(volume, ordered)
     geometry, _, _ = read_dicom_geometry(tmp_path / "s")
     assert geometry.isclose(ordered.geometry, atol=1e-6)
@@ -81,10 +77,10 @@ def test_names_do_not_change_the_volume(
 )
 @given(data=st.data())
 def test_any_permutation_and_renaming_gives_the_same_labels_and_geometry(
-    data, ordered, ct_files: list[Path]
+    data, ordered, synth_ct_files: list[Path]
 ) -> None:
     """Property: file names and their order carry no meaning in geometry order."""
-    n = len(ct_files)
+    n = len(synth_ct_files)
     perm = data.draw(st.permutations(range(n)), label="file order")
     alphabet = st.characters(whitelist_categories=("Ll", "Lu", "Nd"), max_codepoint=127)
     names = data.draw(
@@ -94,7 +90,7 @@ def test_any_permutation_and_renaming_gives_the_same_labels_and_geometry(
         label="file names",
     )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = _copy([ct_files[i] for i in perm], Path(tmp), [f"{m}.dcm" for m in names])
+        folder = _copy([synth_ct_files[i] for i in perm], Path(tmp), [f"{m}.dcm" for m in names])
         volume = read_dicom_series(folder)
     _assert_same(volume, ordered)
 
@@ -108,17 +104,21 @@ def _rewrite(folder: Path, index: int, **changes) -> Path:
     return path
 
 
-def test_bit_identical_duplicate_is_dropped(ordered, ct_files: list[Path], tmp_path: Path) -> None:
-    folder = _copy(ct_files, tmp_path / "s")
-    shutil.copy(ct_files[4], folder / "copy-of-5.dcm")
+def test_bit_identical_duplicate_is_dropped(
+    ordered, synth_ct_files: list[Path], tmp_path: Path
+) -> None:
+    folder = _copy(synth_ct_files, tmp_path / "s")
+    shutil.copy(synth_ct_files[4], folder / "copy-of-5.dcm")
     with pytest.warns(DataWarning, match="duplicates InstanceNumber 5"):
         volume = read_dicom_series(folder)
     _assert_same(volume, ordered)
 
 
-def test_differing_images_at_one_position_are_refused(ct_files: list[Path], tmp_path: Path) -> None:
-    folder = _copy(ct_files, tmp_path / "s")
-    ds = pydicom.dcmread(ct_files[4])
+def test_differing_images_at_one_position_are_refused(
+    synth_ct_files: list[Path], tmp_path: Path
+) -> None:
+    folder = _copy(synth_ct_files, tmp_path / "s")
+    ds = pydicom.dcmread(synth_ct_files[4])
     ds.InstanceNumber, ds.EchoTime = 99, 20
     ds.PixelData = (ds.pixel_array + 1).astype(ds.pixel_array.dtype).tobytes()
     ds.save_as(folder / "other-echo.dcm")
@@ -129,9 +129,9 @@ def test_differing_images_at_one_position_are_refused(ct_files: list[Path], tmp_
 
 
 def test_missing_slice_is_refused_naming_its_neighbours(
-    ct_files: list[Path], tmp_path: Path
+    synth_ct_files: list[Path], tmp_path: Path
 ) -> None:
-    folder = _copy(ct_files[:6] + ct_files[7:], tmp_path / "s")
+    folder = _copy(synth_ct_files[:6] + synth_ct_files[7:], tmp_path / "s")
     with pytest.raises(
         DataError, match=r"1 slice\(s\) missing.*InstanceNumber 8.*InstanceNumber 6"
     ):
@@ -141,23 +141,25 @@ def test_missing_slice_is_refused_naming_its_neighbours(
         read_dicom_series(folder, order="filename")
 
 
-def test_mixed_sizes_and_orientations_are_refused(ct_files: list[Path], tmp_path: Path) -> None:
-    folder = _copy(ct_files, tmp_path / "tilted-one")
+def test_mixed_sizes_and_orientations_are_refused(
+    synth_ct_files: list[Path], tmp_path: Path
+) -> None:
+    folder = _copy(synth_ct_files, tmp_path / "tilted-one")
     _rewrite(folder, 3, ImageOrientationPatient=[1, 0, 0, 0, 0.9950042, 0.0998334])
     with pytest.raises(DataError, match=r"mixed orientations.*InstanceNumber 4"):
         read_dicom_series(folder)
-    folder = _copy(ct_files, tmp_path / "small-one")
-    ds = pydicom.dcmread(folder / ct_files[5].name)
+    folder = _copy(synth_ct_files, tmp_path / "small-one")
+    ds = pydicom.dcmread(folder / synth_ct_files[5].name)
     pixels = ds.pixel_array[:56, :56].copy()
     ds.Rows, ds.Columns = 56, 56
     ds.PixelData = pixels.tobytes()
-    ds.save_as(folder / ct_files[5].name)
+    ds.save_as(folder / synth_ct_files[5].name)
     with pytest.raises(DataError, match=r"mixed slice sizes.*InstanceNumber 6"):
         read_dicom_series(folder)
 
 
-def test_gantry_tilt_is_refused(ct_files: list[Path], tmp_path: Path) -> None:
-    folder = _copy(ct_files, tmp_path / "s")
+def test_gantry_tilt_is_refused(synth_ct_files: list[Path], tmp_path: Path) -> None:
+    folder = _copy(synth_ct_files, tmp_path / "s")
     for k, path in enumerate(sorted(folder.iterdir())):  # y drifts with z: a sheared stack
         ds = pydicom.dcmread(path)
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
@@ -168,12 +170,12 @@ def test_gantry_tilt_is_refused(ct_files: list[Path], tmp_path: Path) -> None:
 
 
 def test_multiframe_object_reads_like_the_series(
-    ordered, ct_files: list[Path], tmp_path: Path
+    ordered, synth_ct_files: list[Path], tmp_path: Path
 ) -> None:
     """An enhanced (legacy-converted) multi-frame CT with frames in reverse order: per-frame positions."""
     import highdicom as hd
 
-    sources = [pydicom.dcmread(p) for p in ct_files]
+    sources = [pydicom.dcmread(p) for p in synth_ct_files]
     enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
         legacy_datasets=sources,
         series_instance_uid=hd.UID(),

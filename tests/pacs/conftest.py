@@ -203,6 +203,7 @@ def ct_model(tmp_path_factory: pytest.TempPathFactory, chaos_ct_case: Path) -> P
 
 @pytest.fixture(scope="session")
 def ct_files(chaos_ct_case: Path) -> list[Path]:
+    """The real CHAOS CT case's files (``synth_ct_files``: the synthetic CT's)."""
     return sorted((chaos_ct_case / "DICOM_anon").glob("*.dcm"))
 
 

@@ -132,8 +132,15 @@ def test_killed_mid_series_restart_ends_with_one_complete_seg(
     second = pacs_tools.start_listener(store, log, *args, "--quiet-period", "2")
     try:
         pacs_tools.send_files(second.port, copy.files[half:])
-        segs = orthanc.wait_for_segs(copy.series_uid, copy.study_uid)
-        time.sleep(2.5)  # a second SEG (e.g. of a part of the series) would have arrived by now
+        orthanc.wait_for_segs(copy.series_uid, copy.study_uid)
+        # no second SEG (e.g. of a part of the series): the node has recorded the series delivered
+        # and holds nothing more of it, so nothing else can come; only then is Orthanc asked again
+        deadline = time.monotonic() + 60
+        while not list((store / "done").glob("*.json")) or list(
+            (store / "incoming").rglob("*.dcm")
+        ):
+            assert time.monotonic() < deadline, "the node never recorded the series delivered"
+            time.sleep(0.1)
         segs = orthanc.segs_for(copy.series_uid, copy.study_uid)
     finally:
         second.stop()

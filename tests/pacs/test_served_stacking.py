@@ -15,6 +15,7 @@ from organseg.io.volume import Modality
 from organseg.pacs.grouping import series_info
 from organseg.pacs.node import SeriesNode, make_backend
 from organseg.pacs.spool import Spool, key_of
+from tests.conftest import loopback_serve_config, serving
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 IN = Modality.MR_T1_IN
@@ -23,24 +24,9 @@ IN = Modality.MR_T1_IN
 @pytest.fixture(scope="module")
 def served_stack(ray_cluster, stack_model: Path, pacs_tools):
     """The stacking model deployed on free loopback ports: ``(http url, grpc target)``."""
-    from ray import serve
-
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
-
     http_port, grpc_port = pacs_tools.free_port(), pacs_tools.free_port()
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
-    names = ("router", "ensemble-CT", "ensemble-MR-T1-in", "member-ct", "member-t1")
-    schema = serve_schema(
-        stack_model,
-        [{"name": n, **small} for n in names],
-        http_port=http_port,
-        grpc_port=grpc_port,
-    )
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    with serving(loopback_serve_config(stack_model, http_port, grpc_port)):
         yield f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-    finally:
-        serve.shutdown()
 
 
 def test_served_node_learns_the_stacking_and_segments_a_study_in_one_call(

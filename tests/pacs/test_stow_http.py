@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from organseg.serve.stow import encode_multipart
+from tests.conftest import loopback_serve_config, serving
 
 pytestmark = [pytest.mark.ray, pytest.mark.sample, pytest.mark.slow]
 MARKER = "QQMARKER7Z"
@@ -19,20 +20,9 @@ MARKER = "QQMARKER7Z"
 @pytest.fixture(scope="module")
 def stow_server(ray_cluster, ct_model: Path, pacs_tools):
     """The app deployed with the test CT model on free loopback ports."""
-    from ray import serve
-
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
-
     http_port, grpc_port = pacs_tools.free_port(), pacs_tools.free_port()
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
-    deployments = [{"name": n, **small} for n in ("router", "ensemble-CT", "member-a")]
-    schema = serve_schema(ct_model, deployments, http_port=http_port, grpc_port=grpc_port,
-                          max_request_mb=256)  # fmt: skip
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    with serving(loopback_serve_config(ct_model, http_port, grpc_port, max_request_mb=256)):
         yield f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-    finally:
-        serve.shutdown()
 
 
 def _stow(url: str, parts: list[bytes], accept: str = "application/dicom") -> httpx.Response:

@@ -18,7 +18,7 @@ import pytest
 
 from organseg.io.privacy import short_uid
 from organseg.serve.stow import encode_multipart
-from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
+from tests.conftest import MR_SERIES, loopback_serve_config, mr_series_folder, serving, zip_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -35,28 +35,14 @@ def _voxels(data_root: Path, case: int, kind: str) -> int:
 @pytest.fixture(scope="module")
 def stow_mc(ray_cluster, multicontrast_model: tuple[Path, Path], pacs_tools):
     """The stacking cascade served on free loopback ports: ``(http url, dataset root)``."""
-    from ray import serve
-
-    from organseg.serve.app import ensemble_deployment_name
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
-
     model_dir, data_root = multicontrast_model
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
     # limits a study's three series fit in, a fourth series does not
     voxels = max(sum(_voxels(data_root, case, kind) for kind in MR_SERIES) for case in (1, 2))
-    deployments = [
-        {"name": "router", **small},
-        {"name": ensemble_deployment_name("MR-T1-in"), **small},
-        {"name": "member-cascade3d-mc", **small},
-    ]
     http_port, grpc_port = pacs_tools.free_port(), pacs_tools.free_port()
-    schema = serve_schema(model_dir, deployments, http_port=http_port, grpc_port=grpc_port,
-                          max_voxels=voxels + voxels // 6, max_request_mb=MAX_MB)  # fmt: skip
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    schema = loopback_serve_config(model_dir, http_port, grpc_port,
+                                   max_voxels=voxels + voxels // 6, max_request_mb=MAX_MB)  # fmt: skip
+    with serving(schema):
         yield f"http://127.0.0.1:{http_port}", data_root
-    finally:
-        serve.shutdown()
 
 
 def _study(data_root: Path, case: int) -> dict[str, list[bytes]]:

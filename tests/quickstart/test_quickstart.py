@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from organseg.ensemble.spec import load_spec
 from organseg.quickstart import QuickstartOptions, run_quickstart
+from organseg.train.core import STATE_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _fingerprints(paths: Iterable[Path]) -> dict[Path, tuple[str, int]]:
+    """(sha256, mtime in ns) of each file: what a retraining would change."""
+    return {
+        p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(paths)
+    }
 
 
 def test_shortened_quickstart_produces_every_output(ray_cluster: str, tmp_path: Path) -> None:
@@ -40,7 +51,18 @@ def test_shortened_quickstart_produces_every_output(ray_cluster: str, tmp_path: 
         assert Path(report["overlay"]).name == "montage.png"
         assert Path(report["overlay"]).is_file()
 
-    # re-running reuses the work directory: data and trained members are not redone
+    # re-running reuses the work directory: data and trained members are not redone. Not a member
+    # is retrained: every training checkpoint is the same file, untouched, and none is added; the
+    # model directory serves the same weights
+    checkpoints = _fingerprints(result.workdir.rglob(STATE_FILE))
+    assert checkpoints, f"no training checkpoint ({STATE_FILE}) under {result.workdir}"
+    weights = _fingerprints(
+        result.model_dir / m.weights for m in load_spec(result.model_dir).members
+    )
     again = run_quickstart(options, console=console)
     assert again.model_dir == result.model_dir
+    assert _fingerprints(result.workdir.rglob(STATE_FILE)) == checkpoints
+    assert {p: sha for p, (sha, _) in _fingerprints(weights).items()} == {
+        p: sha for p, (sha, _) in weights.items()
+    }
     assert (result.workdir / "experiment.yaml").is_file()

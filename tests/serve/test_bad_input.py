@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import shutil
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -412,6 +414,74 @@ def test_headerless_volume_routes_through_the_modality_classifier(
     assert local.modality_confidence == pytest.approx(confidence, abs=1e-4)
     assert local.report()["modality_confidence"] == pytest.approx(confidence, abs=1e-4)
     _good_request(http, target, config, transport)
+
+
+def test_a_confidently_wrong_classifier_is_refused_not_answered(
+    served, synth_root: Path, tmp_path: Path
+) -> None:
+    """A classifier that says MR-T2SPIR for CT (and CT for T2-SPIR) as confidently as the right one
+    says CT: its out-of-fold record shows it, so the gate refuses it, over HTTP and gRPC a 422 /
+    INVALID_ARGUMENT naming its per-modality accuracy, never a T2-SPIR segmentation of a CT."""
+    from organseg.ensemble.describe import describe_model_dir, served_view
+    from organseg.ensemble.modality_classifier import ModalityClassifier
+    from organseg.ensemble.routing import ModalityPolicy
+    from organseg.ensemble.version import model_version
+    from organseg.io.files import write_volume_file
+    from organseg.serve.runner import deploy, load_serve_config
+    from tests.conftest import confidently_wrong_model
+    from tests.serve.conftest import served_schema
+
+    http, target, config, model_dir = served
+    wrong_dir = confidently_wrong_model(Path(model_dir), tmp_path / "wrong")
+    ct = _headerless(synth_root, Modality.CT)
+    wrong = ModalityClassifier.load(wrong_dir)
+    assert wrong is not None
+    guess = wrong.predict(ct)
+    assert (guess.modality, guess.confidence >= 0.75) == (Modality.MR_T2SPIR, True)
+    # the overall gate alone would let a lenient operator through; the per-modality gate does not
+    lenient = ModalityPolicy(min_held_out_accuracy=0.5)
+    assert "on CT series is 0.00 (0 of 4" in (
+        wrong.validation_problem(0.5, 4, lenient.min_held_out_accuracy_per_modality) or ""
+    )
+    nifti = tmp_path / "headerless-ct.nii.gz"
+    write_volume_file(ct, nifti)
+
+    def switch_to(directory: Path) -> dict:
+        """Switch the running application to ``directory`` in place (the live model switch) and wait
+        until /v1/models describes it."""
+        switched = deploy(load_serve_config(served_schema(directory)), timeout_s=120)
+        assert switched == ["organseg"]
+        wanted, deadline = model_version(directory).id, time.monotonic() + 60
+        while (models := httpx.get(f"{http}/v1/models", timeout=60).json())[
+            "model_version"
+        ] != wanted:
+            assert time.monotonic() < deadline, f"still serving {models['model_version']}"
+            time.sleep(0.2)
+        return models
+
+    try:
+        models = switch_to(wrong_dir)
+        # /v1/models is the one description of the model directory (`organseg models show`'s)
+        described = describe_model_dir(wrong_dir, ModalityPolicy(min_confidence=0.75))
+        served_as = served_view(described, model_version(wrong_dir))
+        assert models == json.loads(json.dumps(served_as))
+        status = models["modality_classifier"]
+        assert status["used"] is False
+        assert status["held_out_accuracy_per_class"]["CT"] == 0.0
+        with pytest.raises(ServiceError) as over_http:
+            HttpClient(http).segment_bytes(nifti.read_bytes(), "scan.nii.gz")
+        assert "422" in str(over_http.value)
+        with pytest.raises(ServiceError, match="INVALID_ARGUMENT") as over_grpc:
+            GrpcClient(target).segment(ct)
+        for caught in (over_http, over_grpc):
+            message = str(caught.value)
+            assert "out-of-fold held-out accuracy is 0.50" in message
+            assert "send the modality field" in message
+            assert "MR-T2SPIR" not in message.split("send the modality field")[0]
+    finally:
+        restored = switch_to(Path(model_dir))
+    assert restored["modality_classifier"]["used"]
+    _good_request(http, target, config, "http")
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])

@@ -20,8 +20,8 @@ from organseg.serve.http_schema import SEGMENT_FORM, SegmentResponse
 from organseg.serve.proto import segmentation_pb2 as pb
 from organseg.serve.stow import encode_multipart
 from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
-
-from .conftest import GRPC_PORT, HTTP_PORT
+from tests.conftest import loopback_serve_config, serving
+from tests.serve.conftest import GRPC_PORT, HTTP_PORT
 
 FUZZ_EXAMPLES = 40
 
@@ -73,19 +73,11 @@ def test_openapi_documents_the_segment_operation() -> None:
 
 @pytest.fixture(scope="module")
 def live_api(ray_cluster: str, liver_everywhere_model):
-    from ray import serve
-
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
-
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
-    deployments = [{"name": n, **small} for n in ("router", "ensemble-CT", "member-attn")]
-    schema = serve_schema(liver_everywhere_model, deployments, http_port=HTTP_PORT,
-                          grpc_port=GRPC_PORT, max_voxels=2_000_000)  # fmt: skip
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    schema = loopback_serve_config(
+        liver_everywhere_model, HTTP_PORT, GRPC_PORT, max_voxels=2_000_000
+    )
+    with serving(schema):
         yield f"http://127.0.0.1:{HTTP_PORT}"
-    finally:
-        serve.shutdown()
 
 
 @pytest.mark.ray

@@ -19,6 +19,7 @@ from organseg.ensemble.spec import load_spec
 from organseg.io import discover_cases, load_case, read_dicom_series
 from organseg.io.volume import Modality
 from organseg.serve.client import GrpcClient, HttpBackend, HttpClient
+from tests.conftest import loopback_serve_config, serving
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -61,29 +62,20 @@ def mixed_experiment(root: Path):
 
 @pytest.fixture(scope="module")
 def served_mixed(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
-    from ray import serve
-
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
     from organseg.train.launcher import train_experiment
 
     config = mixed_experiment(tmp_path_factory.mktemp("mixed3d"))
     report = train_experiment(config)
     assert report.ok, [o.error for o in report.outcomes]
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
-    deployments = [
-        {"name": "router", **small},
-        {"name": "ensemble-CT", **small},
-        {"name": "member-attn", **small},
-        {"name": "member-u3d", **small, "user_config": {"window_batch_size": 3}},
-        {"name": "member-ps3d", **small, "user_config": {"window_batch_size": 1}},
-    ]
-    schema = serve_schema(report.model_dir, deployments, http_port=HTTP_PORT,
-                          grpc_port=GRPC_PORT, max_voxels=30_000_000)  # fmt: skip
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    windows = {
+        "member-u3d": {"user_config": {"window_batch_size": 3}},
+        "member-ps3d": {"user_config": {"window_batch_size": 1}},
+    }
+    schema = loopback_serve_config(
+        report.model_dir, HTTP_PORT, GRPC_PORT, windows, max_voxels=30_000_000
+    )
+    with serving(schema):
         yield config, report
-    finally:
-        serve.shutdown()
 
 
 def test_mixed_ensemble_trains_in_parallel_and_serves_like_local(

@@ -35,9 +35,8 @@ from organseg.serve.client import (
     ServiceError,
 )
 from organseg.serve.ops import tempdirs
-from organseg.serve.runner import serve_schema
-
-from .conftest import GRPC_PORT, HTTP_PORT
+from tests.conftest import loopback_serve_config, serving
+from tests.serve.conftest import GRPC_PORT, HTTP_PORT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -48,47 +47,40 @@ APP = "organseg"
 
 
 def _schema(model_dir: Path | str, token_file: Path) -> dict:
-    small = {"ray_actor_options": {"num_cpus": 0.1}, "health_check_period_s": 1}
-    batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
+    checked = {"health_check_period_s": 1}
     member = {
-        **small,
+        **checked,
         "max_ongoing_requests": 8,
         "max_queued_requests": 16,
-        "user_config": batching,
+        "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
     }
-    deployments = [
-        {"name": "router", **small, "max_ongoing_requests": 24, "max_queued_requests": 8,
-         "backpressure_config": {"retry_after_s": 1}},
-        {"name": "ensemble-CT", **small, "max_ongoing_requests": 2, "max_queued_requests": 1},
-        {"name": "ensemble-MR-T2SPIR", **small},
-        {"name": "member-dualtail", **member},
-        {"name": "member-attn", **member},
-    ]  # fmt: skip
-    return serve_schema(model_dir, deployments, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
-                        max_voxels=30_000_000, max_request_mb=128, api_token_file=str(token_file),
-                        body_timeout_s=1.0, retry_budget_s=60.0)  # fmt: skip
+    settings = {
+        "router": {**checked, "max_ongoing_requests": 24, "max_queued_requests": 8,
+                   "backpressure_config": {"retry_after_s": 1}},
+        "ensemble-CT": {**checked, "max_ongoing_requests": 2, "max_queued_requests": 1},
+        "ensemble-MR-T2SPIR": checked,
+        "member-dualtail": member,
+        "member-attn": member,
+    }  # fmt: skip
+    return loopback_serve_config(model_dir, HTTP_PORT, GRPC_PORT, settings,
+                                 max_voxels=30_000_000, max_request_mb=128,
+                                 api_token_file=str(token_file), body_timeout_s=1.0,
+                                 retry_budget_s=60.0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def app(trained_ensemble, ray_cluster, tmp_path_factory):
-    from ray import serve
-
-    from organseg.serve.runner import deploy, load_serve_config
-
     config, report = trained_ensemble
     root = tmp_path_factory.mktemp("ops")
     token_file = root / "token"
     token_file.write_text(TOKEN + "\n")
-    deploy(load_serve_config(_schema(report.model_dir, token_file)), timeout_s=300)
-    try:
+    with serving(_schema(report.model_dir, token_file)):
         yield {
             "config": config,
             "model_dir": Path(report.model_dir),
             "token_file": token_file,
             "root": root,
         }
-    finally:
-        serve.shutdown()
 
 
 @pytest.fixture(scope="module")

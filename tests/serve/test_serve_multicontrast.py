@@ -19,7 +19,7 @@ from organseg.ensemble.inputs import plan_inputs
 from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.errors import DataError, OrgansegError
 from organseg.io import read_any
-from tests.conftest import MR_SERIES, mr_series_folder, zip_bytes
+from tests.conftest import MR_SERIES, loopback_serve_config, mr_series_folder, serving, zip_bytes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -30,24 +30,9 @@ HTTP_PORT, GRPC_PORT = 18347, 19347
 def served_mc(ray_cluster, multicontrast_model: tuple[Path, Path]):
     """The 3-channel cascade trained for two epochs and served on loopback:
     ``(http url, grpc target, model dir, dataset root)``."""
-    from ray import serve
-
-    from organseg.serve.app import ensemble_deployment_name
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
-
     model_dir, data_root = multicontrast_model
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
-    deployments = [
-        {"name": "router", **small},
-        {"name": ensemble_deployment_name("MR-T1-in"), **small},
-        {"name": "member-cascade3d-mc", **small},
-    ]
-    schema = serve_schema(model_dir, deployments, http_port=HTTP_PORT, grpc_port=GRPC_PORT)
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    with serving(loopback_serve_config(model_dir, HTTP_PORT, GRPC_PORT)):
         yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", model_dir, data_root
-    finally:
-        serve.shutdown()
 
 
 def _case(data_root: Path, case: int) -> Path:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from organseg.serve.client import NO_RETRY, GrpcClient, HttpClient, ServiceError
-
-from .conftest import GRPC_PORT, HTTP_PORT
+from tests.conftest import loopback_serve_config, serving
+from tests.serve.conftest import GRPC_PORT, HTTP_PORT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -39,11 +39,9 @@ AUTOSCALING = {
 
 @pytest.fixture(scope="module")
 def app(ray_cluster, tmp_path_factory):
-    from ray import serve
 
     from organseg.config import parse_config
     from organseg.ensemble.spec import write_untrained_model_dir
-    from organseg.serve.runner import deploy, load_serve_config, serve_schema
 
     config = parse_config(
         {
@@ -58,20 +56,16 @@ def app(ray_cluster, tmp_path_factory):
         }
     )  # fmt: skip
     model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("scaling") / "model")
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
-    deployments = [
-        {"name": "router", **small},
-        {"name": "ensemble-CT", **small},
-        {"name": MEMBER, **small, "max_ongoing_requests": 16, "autoscaling_config": AUTOSCALING,
-         "user_config": {"max_batch_size": BATCH, "batch_wait_timeout_s": 0.01}},
-    ]  # fmt: skip
-    schema = serve_schema(model_dir, deployments, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
-                          chunk_slices=CHUNK)  # fmt: skip
-    deploy(load_serve_config(schema), timeout_s=300)
-    try:
+    member = {
+        "max_ongoing_requests": 16,
+        "autoscaling_config": AUTOSCALING,
+        "user_config": {"max_batch_size": BATCH, "batch_wait_timeout_s": 0.01},
+    }
+    schema = loopback_serve_config(
+        model_dir, HTTP_PORT, GRPC_PORT, {MEMBER: member}, chunk_slices=CHUNK
+    )
+    with serving(schema):
         yield Path(model_dir)
-    finally:
-        serve.shutdown()
 
 
 def _ct(slices: int):

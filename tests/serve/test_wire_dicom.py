@@ -15,20 +15,15 @@ from organseg.serve.wire import WireLimits, decode_dicom_zip, decode_upload
 from tests.conftest import zip_bytes
 
 
-@pytest.fixture(scope="module")
-def ct_files(synth_root: Path) -> list[Path]:
-    return sorted((synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon").glob("*.dcm"))
-
-
-def test_uid_named_shuffled_zip_equals_the_series(ct_files: list[Path]) -> None:
-    expected = read_dicom_series(ct_files[0].parent)
+def test_uid_named_shuffled_zip_equals_the_series(synth_ct_files: list[Path]) -> None:
+    expected = read_dicom_series(synth_ct_files[0].parent)
     rng = np.random.default_rng(3)
     entries = [
         (
             f"PATIENT_DOE^JANE/{pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID}",
             p.read_bytes(),
         )
-        for p in ct_files
+        for p in synth_ct_files
     ]
     volume = decode_dicom_zip(
         zip_bytes([entries[i] for i in rng.permutation(len(entries))], deflate=True), WireLimits()
@@ -38,8 +33,10 @@ def test_uid_named_shuffled_zip_equals_the_series(ct_files: list[Path]) -> None:
     assert "DOE" not in repr(volume.meta)  # no uploaded names kept
 
 
-def test_errors_name_slices_not_uploaded_files(ct_files: list[Path]) -> None:
-    entries = [(f"DOE^JANE-{k}.dcm", p.read_bytes()) for k, p in enumerate(ct_files) if k != 5]
+def test_errors_name_slices_not_uploaded_files(synth_ct_files: list[Path]) -> None:
+    entries = [
+        (f"DOE^JANE-{k}.dcm", p.read_bytes()) for k, p in enumerate(synth_ct_files) if k != 5
+    ]
     with pytest.raises(DataError, match="missing") as info:
         decode_dicom_zip(zip_bytes(entries, deflate=True), WireLimits())
     assert "InstanceNumber 5" in str(info.value)
@@ -51,8 +48,10 @@ def test_errors_name_slices_not_uploaded_files(ct_files: list[Path]) -> None:
 @pytest.mark.parametrize(
     "name", ["../evil.dcm", "/etc/evil.dcm", "a/../../evil.dcm", "C:\\evil.dcm"]
 )
-def test_unsafe_member_names_are_refused(ct_files: list[Path], name: str) -> None:
-    entries = [(p.name, p.read_bytes()) for p in ct_files] + [(name, ct_files[0].read_bytes())]
+def test_unsafe_member_names_are_refused(synth_ct_files: list[Path], name: str) -> None:
+    entries = [(p.name, p.read_bytes()) for p in synth_ct_files] + [
+        (name, synth_ct_files[0].read_bytes())
+    ]
     with pytest.raises(DataError, match=f"zip member {len(entries)} has an unsafe name") as info:
         decode_dicom_zip(zip_bytes(entries, deflate=True), WireLimits())
     assert "evil" not in str(info.value)
@@ -71,8 +70,8 @@ def test_lying_member_sizes_are_stopped_while_unpacking() -> None:
         decode_dicom_zip(bytes(patched), limits)
 
 
-def test_header_voxel_check_refuses_before_decoding(ct_files: list[Path]) -> None:
-    ds = pydicom.dcmread(ct_files[0])
+def test_header_voxel_check_refuses_before_decoding(synth_ct_files: list[Path]) -> None:
+    ds = pydicom.dcmread(synth_ct_files[0])
     ds.Rows = ds.Columns = 16000  # a lying header; the pixels are still 64x64
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -88,8 +87,8 @@ def test_header_voxel_check_refuses_before_decoding(ct_files: list[Path]) -> Non
         decode_upload(zip_bytes([("x.dcm", buffer.getvalue())], deflate=True), None, WireLimits())
 
 
-def test_single_dicom_file_upload(ct_files: list[Path]) -> None:
-    volume = decode_upload(ct_files[3].read_bytes(), "DOE^JANE.dcm", WireLimits())
+def test_single_dicom_file_upload(synth_ct_files: list[Path]) -> None:
+    volume = decode_upload(synth_ct_files[3].read_bytes(), "DOE^JANE.dcm", WireLimits())
     assert volume.shape == (1, 64, 64)
     assert volume.meta["Modality"] == "CT"
     assert volume.spacing[2] > 0

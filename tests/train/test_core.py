@@ -81,8 +81,6 @@ def test_epochs_checkpoint_and_restore_without_ray(payload: TrainPayload, tmp_pa
 
 
 def test_mixed_precision_and_loader_workers_on_cpu(payload: TrainPayload) -> None:
-    from dataclasses import replace
-
     from organseg.errors import ConfigError
     from organseg.train.core import loader_options
     from organseg.train.steps import training_precision
@@ -90,8 +88,10 @@ def test_mixed_precision_and_loader_workers_on_cpu(payload: TrainPayload) -> Non
     assert training_precision(None, torch.device("cpu")) == "fp32"
     with pytest.raises(ConfigError, match="needs a GPU"):
         training_precision("fp16", torch.device("cpu"))
-    member = {**payload.member, "precision": "bf16", "loader_workers": 1, "epochs": 1}
-    trainer = MemberTrainer(replace(payload, member=member))
+    member = payload.member.model_copy(
+        update={"precision": "bf16", "loader_workers": 1, "epochs": 1}
+    )
+    trainer = MemberTrainer(payload.model_copy(update={"member": member}))
     assert trainer.loader.num_workers == 1  # batches prepared in another process
     metrics = trainer.run_epoch(0).metrics
     assert metrics["precision"] == "bf16"

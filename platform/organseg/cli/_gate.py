@@ -40,6 +40,18 @@ def min_accuracy_option() -> Any:
     )
 
 
+def min_accuracy_per_modality_option() -> Any:
+    return typer.Option(
+        None,
+        "--modality-min-held-out-accuracy-per-modality",
+        min=0.0,
+        max=1.0,
+        help="With --local: least out-of-fold held-out accuracy on each modality's series for the "
+        "modality classifier to be used at all; default 0.9 (serve: "
+        "modality_min_held_out_accuracy_per_modality).",
+    )
+
+
 def min_series_option() -> Any:
     return typer.Option(
         None,
@@ -55,6 +67,7 @@ def gate_policy(
     min_accuracy: float | None,
     min_series: int | None,
     in_process: bool,
+    min_accuracy_per_modality: float | None = None,
 ) -> ModalityPolicy | None:
     """The policy the options set (None: none given, the defaults apply); a usage error when they
     are given for a served endpoint (``in_process`` False)."""
@@ -62,6 +75,7 @@ def gate_policy(
         "min_confidence": min_confidence,
         "min_held_out_accuracy": min_accuracy,
         "min_held_out_series": min_series,
+        "min_held_out_accuracy_per_modality": min_accuracy_per_modality,
     }
     gate = {k: v for k, v in gate.items() if v is not None}
     if not gate:

@@ -13,6 +13,7 @@ import typer
 from organseg.cli._gate import (
     gate_policy,
     min_accuracy_option,
+    min_accuracy_per_modality_option,
     min_confidence_option,
     min_series_option,
 )
@@ -79,6 +80,7 @@ def listen_command(
     min_confidence: float | None = min_confidence_option("quarantined"),
     min_accuracy: float | None = min_accuracy_option(),
     min_series: int | None = min_series_option(),
+    min_accuracy_per_modality: float | None = min_accuracy_per_modality_option(),
 ) -> None:
     """Receive CT/MR series by C-STORE, segment each complete series (or a study's stacked series
     together), send back a DICOM-SEG."""
@@ -89,7 +91,13 @@ def listen_command(
     from organseg.pacs.node import SeriesNode, make_backend
     from organseg.pacs.spool import Spool
 
-    policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)
+    policy = gate_policy(
+        min_confidence,
+        min_accuracy,
+        min_series,
+        in_process=local is not None,
+        min_accuracy_per_modality=min_accuracy_per_modality,
+    )
     configure_logging(verbose)
     if quiet_period <= 0:
         raise OrgansegError("--quiet-period must be positive")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +19,12 @@ import typer
 from organseg.cli._gate import (
     gate_policy,
     min_accuracy_option,
+    min_accuracy_per_modality_option,
     min_confidence_option,
     min_series_option,
 )
 from organseg.errors import OrgansegError
+from organseg.io.atomic import write_text_atomic
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `organseg --help` stays instant
     from organseg.ensemble.inputs import InputPlan
@@ -94,6 +95,7 @@ def predict_command(
     min_confidence: float | None = min_confidence_option("refused, pass --modality"),
     min_accuracy: float | None = min_accuracy_option(),
     min_series: int | None = min_series_option(),
+    min_accuracy_per_modality: float | None = min_accuracy_per_modality_option(),
 ) -> None:
     """Segment INPUT and write the label map; --report adds modality, members, organ volumes, uncertainty.
 
@@ -103,7 +105,13 @@ def predict_command(
     from organseg.io.outputs import output_format
     from organseg.serve.connect import BackendChoice, open_backend
 
-    policy = gate_policy(min_confidence, min_accuracy, min_series, in_process=local is not None)
+    policy = gate_policy(
+        min_confidence,
+        min_accuracy,
+        min_series,
+        in_process=local is not None,
+        min_accuracy_per_modality=min_accuracy_per_modality,
+    )
     choice = BackendChoice(
         local=local,
         endpoint=endpoint,
@@ -301,9 +309,7 @@ def _write_report(
     elif results:
         payload.update(results[0])
     report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.with_name(f".{report.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(report)
+    write_text_atomic(report, json.dumps(payload, indent=2) + "\n")
 
 
 def _summarize(

@@ -12,8 +12,8 @@ from typing import Any
 
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.routing import ModalityPolicy, classifier_status
-from organseg.ensemble.spec import load_spec
-from organseg.ensemble.version import model_version
+from organseg.ensemble.spec import EnsembleSpec, load_spec
+from organseg.ensemble.version import ModelVersion, model_version
 
 
 def describe_model_dir(
@@ -21,10 +21,21 @@ def describe_model_dir(
 ) -> dict[str, Any]:
     """The model directory's ensembles, members, version and modality classifier (under ``policy``,
     the default gate unless given). Raises :class:`organseg.errors.ModelError` for a broken one."""
-    spec = load_spec(model_dir)
-    version = model_version(model_dir)
     classifier = ModalityClassifier.load(model_dir)
-    status = classifier_status(classifier, policy or ModalityPolicy())
+    return describe(
+        load_spec(model_dir), model_version(model_dir), classifier, policy or ModalityPolicy()
+    )
+
+
+def describe(
+    spec: EnsembleSpec,
+    version: ModelVersion,
+    classifier: ModalityClassifier | None,
+    policy: ModalityPolicy,
+) -> dict[str, Any]:
+    """The one description of a loaded model directory: ``organseg models show`` prints it, and
+    ``GET /v1/models`` and gRPC ListModels answer its :func:`served_view`."""
+    status = classifier_status(classifier, policy)
     if status is not None and classifier is not None:
         status = {"summary": classifier.summary(), **status}
     return {
@@ -62,5 +73,33 @@ def describe_model_dir(
             }
             for m in spec.members
         ],
+        "modality_classifier": status,
+    }
+
+
+#: The member fields a served model reports (the API's MemberInfo).
+_SERVED_MEMBER_FIELDS = ("name", "arch", "organs", "modalities", "in_channels", "val_dice")
+
+
+def served_view(
+    description: dict[str, Any], version: ModelVersion, served: set[str] | None = None
+) -> dict[str, Any]:
+    """What ``GET /v1/models`` (and gRPC ListModels) answer: the :func:`describe` of the served model
+    directory in the API's shape; ``served`` limits the ensembles to the modalities deployed."""
+    status = description["modality_classifier"]
+    if status is not None:
+        status = {k: v for k, v in status.items() if k != "summary"}
+    return {
+        "name": description["name"],
+        "task": description["task"],
+        "organseg_version": description["organseg_version"],
+        "created": description["created"],
+        "model_version": version.id,
+        "version": version.as_dict(),
+        **description["input"],
+        "ensembles": [
+            e for e in description["ensembles"] if served is None or e["modality"] in served
+        ],
+        "members": [{k: m[k] for k in _SERVED_MEMBER_FIELDS} for m in description["members"]],
         "modality_classifier": status,
     }

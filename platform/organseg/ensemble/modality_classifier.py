@@ -12,9 +12,14 @@ default ``val_fraction``) to validate four modalities. The router asks it only w
 neither headers, a request field nor the file's own record decide, and only when it was validated
 (:meth:`ModalityClassifier.validation_problem`); below the configured confidence it refuses.
 
-Why a few lines of our own instead of a library: a multinomial logistic regression over five named
-physical features fits in milliseconds with SciPy's L-BFGS, keeps every number inspectable in the JSON,
-and needs no new dependency.
+The fit is scikit-learn's :class:`~sklearn.linear_model.LogisticRegression` (multinomial, L2). The
+model directory stores its coefficients as JSON, not a pickle: every number stays inspectable, and a
+pickle is tied to one scikit-learn version and unsafe to load. Calibration is one temperature on the
+out-of-fold logits rather than :class:`~sklearn.calibration.CalibratedClassifierCV`: its sigmoid and
+isotonic methods fit one-vs-rest maps per class, more parameters than the 4–20 held-out series per
+modality support, and its temperature method may sharpen (T < 1) and scores folds without the range
+guard below, while a bounded temperature only softens and never changes which modality is named.
+The folds are the project's one patient-grouped k-fold (:func:`organseg.preprocess.splits.grouped_folds`).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
+from sklearn.linear_model import LogisticRegression
 
 from organseg.errors import ModelError
+from organseg.io.atomic import write_text_atomic
 from organseg.io.volume import Modality, Volume
 from organseg.preprocess.modality_features import FEATURE_NAMES, FEATURES_VERSION, series_features
+from organseg.preprocess.splits import grouped_folds
 
 FILE_NAME = "modality_classifier.json"
 KIND = "modality-classifier"
@@ -115,20 +123,15 @@ class ModalityClassifier:
         y = np.array([classes.index(n) for n in names])
         mean, scale = x.mean(0), x.std(0) + 1e-3
         z = (x - mean) / scale
-        k, d = len(classes), z.shape[1]
-        onehot = np.eye(k)[y]
-
-        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            w, b = theta[: d * k].reshape(d, k), theta[d * k :]
-            logits = z @ w + b
-            logp = logits - logsumexp(logits, axis=1, keepdims=True)
-            p = np.exp(logp)
-            value = -(onehot * logp).sum() + 0.5 * L2 * (w * w).sum()
-            g = p - onehot
-            return value, np.concatenate([(z.T @ g + L2 * w).ravel(), g.sum(0)])
-
-        done = minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B")
-        w, b = done.x[: d * k].reshape(d, k), done.x[d * k :]
+        k = len(classes)
+        # sklearn's objective 0.5·|w|² + C·Σ log-loss is ours (Σ log-loss + 0.5·L2·|w|²) with C = 1/L2;
+        # the intercept is not penalised (lbfgs)
+        fitted = LogisticRegression(C=1.0 / L2, max_iter=1000, tol=1e-8).fit(z, y)
+        if k == 2:  # sklearn's binary fit is one logit; as two softmax columns: (-f/2, +f/2)
+            w = np.concatenate([-fitted.coef_.T / 2, fitted.coef_.T / 2], axis=1)
+            b = np.array([-fitted.intercept_[0] / 2, fitted.intercept_[0] / 2])
+        else:
+            w, b = fitted.coef_.T, fitted.intercept_
         counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
         low = np.stack([z[y == i].min(0) for i in range(k)])
         high = np.stack([z[y == i].max(0) for i in range(k)])
@@ -173,10 +176,14 @@ class ModalityClassifier:
         return self._predict_features(series_features(array))
 
     # -- the validation gate ----------------------------------------------------------------------
-    def validation_problem(self, min_accuracy: float, min_series: int) -> str | None:
+    def validation_problem(
+        self, min_accuracy: float, min_series: int, min_accuracy_per_modality: float = 0.0
+    ) -> str | None:
         """Why this classifier may not route volumes, or None when its validation supports it:
-        trained on all four modalities, at least ``min_series`` out-of-fold held-out series of each, and
-        out-of-fold accuracy at least ``min_accuracy``."""
+        trained on all four modalities, at least ``min_series`` out-of-fold held-out series of each,
+        out-of-fold accuracy at least ``min_accuracy`` over all of them and at least
+        ``min_accuracy_per_modality`` on each modality's (an overall figure can hide one modality the
+        classifier confidently gets wrong)."""
         missing = [m.value for m in REQUIRED_CLASSES if m.value not in self.classes]
         if missing:
             return f"the modality classifier was trained without {', '.join(missing)} series"
@@ -195,6 +202,15 @@ class ModalityClassifier:
             return (
                 f"the modality classifier's out-of-fold held-out accuracy is {held.accuracy:.2f} on "
                 f"{held.series} series (below {min_accuracy:.2f})"
+            )
+        per_class = held.accuracy_per_class
+        worst = min(self.classes, key=lambda c: per_class.get(c, 0.0))
+        if per_class.get(worst, 0.0) < min_accuracy_per_modality:
+            right, series = held.per_class.get(worst, (0, 0))
+            return (
+                f"the modality classifier's out-of-fold held-out accuracy on {worst} series is "
+                f"{per_class.get(worst, 0.0):.2f} ({right} of {series}; below the "
+                f"{min_accuracy_per_modality:.2f} required of each modality)"
             )
         return None
 
@@ -227,11 +243,7 @@ class ModalityClassifier:
         }
 
     def save(self, model_dir: Path | str) -> Path:
-        path = Path(model_dir) / FILE_NAME
-        tmp = path.with_name(f".{FILE_NAME}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(Path(model_dir) / FILE_NAME, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, model_dir: Path | str) -> ModalityClassifier | None:
@@ -293,18 +305,12 @@ class Fold:
 def patient_folds(patients: Sequence[str], kinds: Sequence[str], folds: int = FOLDS) -> list[Fold]:
     """Patient-grouped folds over series: all of a patient's series fall in the same held-out fold.
 
-    Patients are ordered by ``kind`` (e.g. the modalities they hold) and dealt round-robin, so each
-    fold holds out patients of every kind in proportion; with fewer patients than ``folds`` it is
-    leave-one-patient-out. Ten lines of our own rather than scikit-learn's StratifiedGroupKFold: the
-    project does not depend on scikit-learn for one split.
+    The project's one grouped k-fold (:func:`organseg.preprocess.splits.grouped_folds`): patients of each
+    ``kind`` (e.g. the modalities they hold) are dealt round-robin, so each fold holds out patients of
+    every kind in proportion; with fewer patients than ``folds`` it is leave-one-patient-out.
     """
-    kind_of = dict(zip(patients, kinds, strict=True))
-    ordered = sorted(kind_of, key=lambda p: (kind_of[p], p))
-    k = min(folds, len(ordered))
-    fold_of = {p: i % k for i, p in enumerate(ordered)}
-    series_fold = np.array([fold_of[p] for p in patients])
-    index = np.arange(len(patients))
-    return [Fold(index[series_fold != f], index[series_fold == f]) for f in range(k)]
+    k = min(folds, len(set(patients)))
+    return [Fold(train, held) for train, held in grouped_folds(patients, kinds, k)]
 
 
 def cross_validate(

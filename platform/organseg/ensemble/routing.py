@@ -68,6 +68,14 @@ class ModalityPolicy(BaseModel):
         "held-out series (patient-grouped cross-validation: each series predicted by a classifier "
         "fitted without its patient) for it to be used at all.",
     )
+    min_held_out_accuracy_per_modality: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Least out-of-fold held-out accuracy the modality classifier must have reached on "
+        "each modality's series for it to be used at all: the overall accuracy can hide one modality "
+        "it gets wrong.",
+    )
     min_held_out_series: int = Field(
         4,
         ge=1,
@@ -86,7 +94,9 @@ def classifier_status(
         return None
     held = classifier.held_out
     problem = classifier.validation_problem(
-        policy.min_held_out_accuracy, policy.min_held_out_series
+        policy.min_held_out_accuracy,
+        policy.min_held_out_series,
+        policy.min_held_out_accuracy_per_modality,
     )
     return {
         "used": problem is None,
@@ -170,7 +180,9 @@ def _classified(
             f"cannot tell the modality ({why}; the model has no modality classifier)"
         )
     problem = classifier.validation_problem(
-        policy.min_held_out_accuracy, policy.min_held_out_series
+        policy.min_held_out_accuracy,
+        policy.min_held_out_series,
+        policy.min_held_out_accuracy_per_modality,
     )
     if problem is not None:
         raise ModalityError(f"cannot tell the modality ({why}), and {problem}")

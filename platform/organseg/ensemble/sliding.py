@@ -1,7 +1,9 @@
 """Whole-volume prediction of 3D members: MONAI's sliding window with Gaussian weighting, optional mirroring.
 
-:func:`predict_volume` is the one path from a prepared volume to a 3D member's probabilities; training
-validation, ``organseg predict --local`` and the Serve member all call it, so they agree bit for bit.
+:func:`predict_volume` is the one path from a prepared volume to a 3D member's probabilities:
+``organseg predict --local`` and the Serve member both call it, so they agree bit for bit. Training
+validation does not: it runs the window itself (:func:`sliding_window_probs`, without mirroring) on the
+volume cache's volumes, already on the member's grid, and scores Dice there, not on the input's grid.
 """
 
 from __future__ import annotations

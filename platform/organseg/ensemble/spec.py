@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from organseg import __version__
 from organseg.config import ExperimentConfig, MemberConfig, PostprocessConfig
 from organseg.errors import ModelError
+from organseg.io.atomic import write_text_atomic
 from organseg.modalities import KnownModality, Modality
 from organseg.preprocess.config import PreprocessConfig
 from organseg.preprocess.volume_config import VolumeConfig
@@ -226,8 +227,6 @@ def save_spec(spec: EnsembleSpec, model_dir: Path | str) -> Path:
     """Write ``MODEL_DIR/ensemble.yaml`` atomically (a reader never sees half a file)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / SPEC_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(
+        model_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    )

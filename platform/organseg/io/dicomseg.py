@@ -10,7 +10,6 @@ every frame it writes, the SOPInstanceUID and ImagePositionPatient of the slice 
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from organseg import __version__
 from organseg.errors import DataError, DataWarning
+from organseg.io.atomic import atomic_path
 from organseg.io.dicom import list_dicom_files
 from organseg.io.volume import Volume
 from organseg.labels import Code, Label, LabelSet, chaos_label_set, normalise_name
@@ -270,12 +270,8 @@ def write_dicom_seg(
     seg = build_dicom_seg(labels, datasets, folder, label_set)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from organseg.errors import ConfigError, DataError
+from organseg.io.atomic import atomic_path
 from organseg.io.volume import Volume
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -67,18 +66,13 @@ def write_volume_file(volume: Volume, path: Path | str, compress: bool = True) -
     if suffix is None:
         raise DataError(f"{path}: unknown output format; use one of {', '.join(VOLUME_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
     try:
-        image = volume.to_sitk()
-        image.SetMetaData(_NOTES_KEY, f"organseg modality={volume.modality.value}")
-        sitk.WriteImage(image, tmp, useCompression=compress)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=suffix, private=True) as tmp:
+            image = volume.to_sitk()
+            image.SetMetaData(_NOTES_KEY, f"organseg modality={volume.modality.value}")
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
     except RuntimeError as exc:
         raise DataError(f"{path}: cannot write ({_last_line(exc)})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

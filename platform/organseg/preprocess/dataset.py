@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from organseg.errors import ConfigError, DataError
+from organseg.io.atomic import atomic_path, write_text_atomic
 from organseg.io.chaos import CaseRef, load_case
 from organseg.io.volume import Geometry, Modality
 from organseg.organs import ORGAN_LABELS, organ_ids
@@ -203,16 +204,12 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     """Write ``path`` via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
-    os.replace(tmp, path)
 
 
 def _write_index(root: Path, index: dict[str, Any]) -> None:
-    tmp = root / f".{INDEX_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, root / INDEX_NAME)
+    write_text_atomic(root / INDEX_NAME, json.dumps(index, indent=1))
 
 
 def _read_index(root: Path) -> dict[str, Any] | None:

@@ -78,27 +78,44 @@ def patient_split(
     return train, val
 
 
+def grouped_folds(
+    groups: Sequence[str], kinds: Sequence[str], k: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (fitted indices, held-out indices) folds over items grouped by patient: every group is
+    held out in exactly one fold, and never on both sides of one.
+
+    Groups are dealt to folds round-robin, kind after kind (each kind's groups shuffled by ``seed``),
+    so each fold gets a similar mix of kinds; a group's kind is that of its first item. The project's
+    one grouped k-fold, for the ensemble's k-fold members and the modality classifier's validation.
+    Our own rather than scikit-learn's StratifiedGroupKFold, which deals groups differently: it would
+    re-deal the patients of every k-fold member `organseg train` has trained.
+    """
+    kind_of: dict[str, str] = {}
+    for group, kind in zip(groups, kinds, strict=True):
+        kind_of.setdefault(group, kind)
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    position = 0
+    for members in _shuffled_by_kind(kind_of, rng).values():
+        for group in members:
+            fold_of[group] = position % k
+            position += 1
+    of_item = np.array([fold_of[g] for g in groups])
+    index = np.arange(len(of_item))
+    return [(index[of_item != fold], index[of_item == fold]) for fold in range(k)]
+
+
 def kfold_splits(
     samples: Sequence[Any], k: int, seed: int = 0
 ) -> list[tuple[list[str], list[str]]]:
     """``k`` (train ids, validation ids) folds; every patient is in exactly one validation fold.
 
-    Patients are dealt to folds round-robin, CT then MR, so each fold gets a similar mix of kinds.
+    Patients are dealt to folds round-robin, CT then MR, so each fold gets a similar mix of kinds
+    (:func:`grouped_folds`).
     """
     ids, patient_of, kind_of = _grouping(samples)
     if not 2 <= k <= len(kind_of):
         raise ConfigError(f"k-fold needs 2 <= k <= number of patients ({len(kind_of)}), got k={k}")
-    rng = np.random.default_rng(seed)
-    fold_of: dict[str, int] = {}
-    position = 0
-    for patients in _shuffled_by_kind(kind_of, rng).values():
-        for patient in patients:
-            fold_of[patient] = position % k
-            position += 1
-    return [
-        (
-            [i for i in ids if fold_of[patient_of[i]] != fold],
-            [i for i in ids if fold_of[patient_of[i]] == fold],
-        )
-        for fold in range(k)
-    ]
+    patients = [patient_of[i] for i in ids]
+    folds = grouped_folds(patients, [kind_of[p] for p in patients], k, seed)
+    return [([ids[i] for i in fitted], [ids[i] for i in held]) for fitted, held in folds]

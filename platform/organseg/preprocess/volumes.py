@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from organseg.io.atomic import write_text_atomic
 from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.dataset import SliceCache, _locked, _save_atomic, safe_id
@@ -138,9 +139,7 @@ class VolumeCache:
                 if entry is not None and entry["source"] == record.source_fingerprint:
                     continue
                 index["samples"][sample_id] = cls._build_one(cache, sample_id, root, spacing)
-                tmp = root / ".index.json.tmp"
-                tmp.write_text(json.dumps(index))
-                tmp.replace(path)
+                write_text_atomic(path, json.dumps(index))
         return cls(root, index)
 
     @staticmethod

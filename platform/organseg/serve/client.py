@@ -17,7 +17,6 @@ import base64
 import io
 import logging
 import random
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import tenacity
 
 from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
 from organseg.ensemble.prediction import Prediction
@@ -32,6 +32,7 @@ from organseg.errors import OrgansegError
 from organseg.io.slice_order import restack_like
 from organseg.io.volume import Geometry, Modality, Volume
 from organseg.serve.ops.auth import client_token
+from organseg.serve.ops.retry import backoff
 from organseg.serve.wire import decode_labels, encode_raw
 from organseg.uri import is_uri
 
@@ -68,21 +69,33 @@ class RetryPolicy:
             delay = min(delay * 2, self.max_delay_s)
 
     def run(self, attempt: Callable[[], T], what: str) -> T:
-        """``attempt()``; on :class:`_Retryable`, wait and try again until attempts or budget run out."""
-        deadline = time.monotonic() + self.budget_s
+        """``attempt()``; on :class:`_Retryable`, wait and try again until attempts or budget run out
+        (:func:`organseg.serve.ops.retry.backoff`, the graph's own retry policy, with jitter)."""
         delays = self.delays()
-        while True:
-            try:
-                return attempt()
-            except _Retryable as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise exc.error from None
-                delay = max(delay, exc.retry_after_s or 0.0)
-                if time.monotonic() + delay > deadline:
-                    raise exc.error from None
-                logger.info("%s: %s; retrying in %.1f s", what, exc.error, delay)
-                time.sleep(delay)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome else None
+            after = failure.retry_after_s if isinstance(failure, _Retryable) else None
+            return max(next(delays, 0.0), after or 0.0)
+
+        def note(state: tenacity.RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            logger.info("%s: %s; retrying in %.1f s", what, failure, delay)
+
+        retrying = backoff(
+            lambda exc: isinstance(exc, _Retryable),
+            budget_s=self.budget_s,
+            first_delay_s=self.first_delay_s,
+            max_delay_s=self.max_delay_s,
+            attempts=self.attempts,
+            wait=wait,
+            before_sleep=note,
+        )
+        try:
+            return retrying(attempt)
+        except _Retryable as exc:
+            raise exc.error from None
 
 
 NO_RETRY = RetryPolicy(attempts=1)

@@ -33,6 +33,7 @@ from organseg.ensemble.spec import load_spec
 from organseg.ensemble.version import model_version
 from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Modality, Volume
+from organseg.serve.app_args import AppArgs
 from organseg.serve.ops import metrics
 from organseg.serve.ops.retry import ModelVersionUnavailable, with_retries
 
@@ -40,27 +41,36 @@ from organseg.serve.ops.retry import ModelVersionUnavailable, with_retries
 KEPT_VERSIONS = 2
 
 
+@dataclass(frozen=True)
+class MemberRequest:
+    """What an ensemble asks of a member for one volume."""
+
+    #: (Z, C, S, S) float16 network input in the object store, put once for every member (a field,
+    #: not an argument, so Serve passes the reference and the member reads it zero-copy)
+    input: ray.ObjectRef
+    #: the prepared volume's voxel spacing (x, y, z): 3D members resample with it
+    spacing: tuple[float, float, float]
+    #: slices per chunk through the member's @serve.batch queue
+    chunk: int = 8
+    #: the volume lies feet first: 3D members see it head first
+    flip_z: bool = False
+    #: the model version that must answer (None: the member's current one)
+    version: str | None = None
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 class MemberDeployment:
     """One ensemble member; several ensembles (modalities) may share it."""
 
-    def __init__(
-        self,
-        model_dir: str,
-        member: str,
-        device: str | None = None,
-        precision: str | None = None,
-        compile: bool = False,
-        chunk_slices: int = 8,
-    ) -> None:
+    def __init__(self, member: str, options: AppArgs) -> None:
         self.name = member
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.chunk_slices = chunk_slices
+        self.device = options.device
+        self.precision = options.member_precision
+        self.compile = options.compile_members
+        self.chunk_slices = options.chunk_slices
         self.max_batch_size = 4
         self.models: dict[str, MemberRunner] = {}  # model version → loaded network, newest last
-        self.current = self._load(model_dir)
+        self.current = self._load(options.model_dir)
         # 3D members: windows per forward pass (the memory bound), from the Serve profile's user_config
         volume_cfg = self.runner.entry.volume
         self.window_batch_size = volume_cfg.window_batch_size if volume_cfg else None
@@ -145,10 +155,9 @@ class MemberDeployment:
             c["max_slices_per_pass"] = max(c["max_slices_per_pass"], len(stacked))
         return out  # type: ignore[return-value]
 
-    async def predict(self, request: dict[str, Any]) -> np.ndarray:
-        """``{"input": [ObjectRef to (Z, C, S, S) float16], "chunk": n, "spacing": (x, y, z),
-        "version": id}`` → ``(Z, K, S, S)`` uint8, computed by exactly the requested model version
-        (or the current one when none is named).
+    async def predict(self, request: MemberRequest) -> np.ndarray:
+        """The request's volume → ``(Z, K, S, S)`` uint8, computed by exactly the requested model
+        version (or the current one when none is named).
 
         When the caller is cancelled (its client's deadline passed), Serve cancels this call: the
         chunks still queued for a forward pass are dropped; a pass already running finishes.
@@ -163,23 +172,24 @@ class MemberDeployment:
         finally:
             self.counters["in_flight"] -= 1
 
-    async def _predict(self, request: dict[str, Any]) -> np.ndarray:
-        version = request.get("version") or self.current
+    async def _predict(self, request: MemberRequest) -> np.ndarray:
+        version = request.version or self.current
         if version not in self.models:
             raise ModelVersionUnavailable(
                 f"member {self.name} holds {sorted(self.models)}, not {version}"
             )
-        (ref,) = request["input"]  # wrapped in a list so Serve passes the reference, not the array
-        volume = await ref
+        volume = await request.input
         runner = self.models[version]
         if runner.is_3d:  # the whole volume through the sliding window, not slice chunks
-            spacing = tuple(request["spacing"])
-            flip_z = bool(request.get("flip_z", False))
             self.counters["forward_passes"] += 1
             return await asyncio.to_thread(
-                runner.predict_volume, volume, spacing, self.window_batch_size, flip_z
+                runner.predict_volume,
+                volume,
+                request.spacing,
+                self.window_batch_size,
+                request.flip_z,
             )
-        chunk = max(1, int(request.get("chunk", 8)))
+        chunk = max(1, request.chunk)
         rid = id(request)
         parts = await asyncio.gather(
             *(
@@ -217,27 +227,18 @@ class EnsembleDeployment:
     """One modality's ensemble: preprocess once, fan out, average, threshold, postprocess, restore."""
 
     def __init__(
-        self,
-        model_dir: str,
-        modality: str,
-        members: dict[str, DeploymentHandle],
-        colocate: bool = False,
-        chunk_slices: int = 8,
-        device: str | None = None,
-        precision: str | None = None,
-        compile: bool = False,
-        retry_budget_s: float = 60.0,
+        self, modality: str, members: dict[str, DeploymentHandle], options: AppArgs
     ) -> None:
         self.modality = Modality.parse(modality)
         self.members = members
-        self.colocate = colocate
-        self.chunk_slices = chunk_slices
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.retry_budget_s = retry_budget_s
+        self.colocate = options.colocate_members
+        self.chunk_slices = options.chunk_slices
+        self.device = options.device
+        self.precision = options.member_precision
+        self.compile = options.compile_members
+        self.retry_budget_s = options.retry_budget_s
         self.postprocess: dict[str, Any] = {}
-        self.loaded = self._load(model_dir)
+        self.loaded = self._load(options.model_dir)
 
     def _load(self, model_dir: str) -> _Loaded:
         spec = load_spec(model_dir)
@@ -320,13 +321,14 @@ class EnsembleDeployment:
         timings = {"preprocess": time.perf_counter() - started}
         ref = ray.put(prepared.array)  # once; every member reads the same object
         tick = time.perf_counter()
-        request = {
-            "input": [ref],
-            "chunk": self.chunk_slices,
-            "spacing": list(prepared.prepared_geometry.spacing),  # 3D members resample with it
-            "flip_z": feet_first(prepared.geometry),  # and see the volume head-first
-            "version": loaded.version,
-        }
+        x, y, z = prepared.prepared_geometry.spacing
+        request = MemberRequest(
+            input=ref,
+            spacing=(float(x), float(y), float(z)),
+            chunk=self.chunk_slices,
+            flip_z=feet_first(prepared.geometry),
+            version=loaded.version,
+        )
 
         async def call(name: str) -> np.ndarray:
             return await with_retries(

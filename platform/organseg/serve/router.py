@@ -35,14 +35,15 @@ from organseg.ensemble.assembly import (
     assemble,
     series_label,
 )
+from organseg.ensemble.describe import describe, served_view
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.prediction import Prediction
-from organseg.ensemble.routing import ModalityPolicy, classifier_status
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import model_version
 from organseg.errors import DataError, ModelError, RequestTooLarge
 from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Volume
+from organseg.serve.app_args import AppArgs
 from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.http_schema import (
     READY_RESPONSES,
@@ -218,24 +219,16 @@ def _grpc_answer(result: dict[str, Any]) -> dict[str, Any]:
 class Router:
     """HTTP routes and gRPC methods (same names as the rpcs in segmentation.proto) on one ingress."""
 
-    def __init__(
-        self,
-        model_dir: str,
-        ensembles: dict[str, DeploymentHandle],
-        limits: dict[str, int],
-        ops: dict[str, Any] | None = None,
-        routing: dict[str, Any] | None = None,
-    ) -> None:
-        ops = ops or {}
-        self.policy = ModalityPolicy(**(routing or {}))
+    def __init__(self, ensembles: dict[str, DeploymentHandle], options: AppArgs) -> None:
+        self.policy = options.policy
         tempdirs.use_private_tempdir()  # and sweep what a killed replica left behind
-        edge.configure(TokenCheck(ops.get("api_token_file")), ops.get("body_timeout_s", 30.0))
-        self.retry_budget_s = float(ops.get("retry_budget_s", 60.0))
+        edge.configure(TokenCheck(options.api_token_file), options.body_timeout_s)
+        self.retry_budget_s = options.retry_budget_s
         # Decoding is CPU work in threads: bound it so that many uploads cannot starve one another.
-        self.decoding = asyncio.Semaphore(int(ops.get("decode_concurrency", 2)))
+        self.decoding = asyncio.Semaphore(options.decode_concurrency)
         self.ensembles = ensembles
-        self.limits = WireLimits(**limits)
-        self._load(model_dir)
+        self.limits = options.limits
+        self._load(options.model_dir)
 
     def _load(self, model_dir: str) -> None:
         self.spec: EnsembleSpec = load_spec(model_dir)
@@ -336,38 +329,8 @@ class Router:
         }
 
     async def _models(self) -> dict[str, Any]:
-        spec = self.spec
-        return {
-            "name": spec.name,
-            "task": spec.task,
-            "organseg_version": spec.organseg_version,
-            "created": spec.created,
-            "model_version": self.version.id,
-            "version": self.version.as_dict(),
-            "size": spec.preprocess.size,
-            "t1_mode": spec.preprocess.t1_mode,
-            "t2_channel": spec.preprocess.t2_channel,
-            "ensembles": [
-                {
-                    "modality": modality,
-                    "members": [m.name for m in spec.members_for(modality)],
-                    "organs": spec.organs_for(modality),
-                }
-                for modality in sorted(self.ensembles)
-            ],
-            "members": [
-                {
-                    "name": m.name,
-                    "arch": m.arch,
-                    "organs": m.organs,
-                    "modalities": [x.value for x in m.modalities],
-                    "in_channels": m.in_channels,
-                    "val_dice": m.val_dice,
-                }
-                for m in spec.members
-            ],
-            "modality_classifier": classifier_status(self.classifier, self.policy),
-        }
+        description = describe(self.spec, self.version, self.classifier, self.policy)
+        return served_view(description, self.version, set(self.ensembles))
 
     async def _readiness(self) -> dict[str, Any]:
         async def check(name: str, handle: DeploymentHandle) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from organseg.config import MemberConfig
 from organseg.ensemble.spec import MEMBER_FILE, WEIGHTS_FILE
 from organseg.losses import build_loss
 from organseg.models import create_member
+from organseg.train.payload import TrainPayload
 from organseg.train.sources import TrainingSource, source_for
 from organseg.train.steps import (
     AdversarialParts,
@@ -44,24 +45,6 @@ Broadcast = Callable[[float], float]
 
 def _identity(value: Any) -> Any:
     return value
-
-
-@dataclass
-class TrainPayload:
-    """Everything a worker needs, as plain data (it travels to every Ray worker)."""
-
-    member: dict[str, Any]
-    organs: list[str]
-    preprocess: dict[str, Any]
-    augment: dict[str, Any]
-    cache_dir: str
-    train_ids: list[str]
-    val_ids: list[str]
-    fault_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -175,7 +158,7 @@ class MemberTrainer:
         state: dict[str, Any] | None = None,
     ) -> None:
         self.payload = payload
-        self.member = MemberConfig.model_validate(payload.member)
+        self.member = payload.member
         self.place = placement or Placement()
         self.started_at = time.time()
         member, place = self.member, self.place
@@ -334,7 +317,7 @@ class MemberTrainer:
         description = {
             "member": self.member.model_dump(mode="json", exclude={"fault"}),
             "organs": self.payload.organs,
-            "preprocess": self.payload.preprocess,
+            "preprocess": self.payload.preprocess.model_dump(mode="json"),
             "metrics": result.metrics,
             "epoch": result.epoch,
             "history": result.history,

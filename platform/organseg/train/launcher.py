@@ -29,10 +29,10 @@ from organseg.resources import Request, largest_node, settle
 from organseg.runtime import ray_session
 from organseg.tasks import get_task
 from organseg.train import storage
-from organseg.train.core import TrainPayload
 from organseg.train.data import PreparedData, prepare_data
 from organseg.train.export import export_model_dir, fold_of
 from organseg.train.loop import train_member_loop
+from organseg.train.payload import TrainPayload
 from organseg.train.progress import ProgressBoard, ProgressCallback
 from organseg.train.tracking import RunTracking
 from organseg.uri import is_uri
@@ -124,10 +124,10 @@ def _payload(
     config: ExperimentConfig, plan: MemberPlan, data: PreparedData, run_root: str
 ) -> TrainPayload:
     return TrainPayload(
-        member=plan.member.model_dump(mode="json"),
+        member=plan.member,
         organs=list(plan.organs),
-        preprocess=config.preprocess.model_dump(mode="json"),
-        augment=config.augment.model_dump(mode="json"),
+        preprocess=config.preprocess,
+        augment=config.augment,
         cache_dir=str(data.cache.root),
         train_ids=plan.train_ids,
         val_ids=plan.val_ids,
@@ -150,7 +150,7 @@ def make_trainer(
     backend = "nccl" if member.use_gpu and member.gpu_fraction >= 1.0 else "gloo"
     return TorchTrainer(
         train_member_loop,
-        train_loop_config=payload.to_dict(),
+        train_loop_config={"payload": payload},
         torch_config=TorchConfig(backend=backend),
         scaling_config=ScalingConfig(
             num_workers=member.num_workers, use_gpu=member.use_gpu, resources_per_worker=resources

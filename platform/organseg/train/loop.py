@@ -36,11 +36,11 @@ __all__ = ["MEMBER_FILE", "STATE_FILE", "WEIGHTS_FILE", "TrainPayload", "train_m
 
 def train_member_loop(config: dict[str, Any]) -> None:
     """Ray Train entry point (``train_loop_per_worker``)."""
-    payload = TrainPayload(**config)
+    payload: TrainPayload = config["payload"]  # validated where the run was planned
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, math.floor(float(payload.member.get("cpus_per_worker", 1.0)))))
+    torch.set_num_threads(max(1, math.floor(payload.member.cpus_per_worker)))
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

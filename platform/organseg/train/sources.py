@@ -18,14 +18,14 @@ from torch.utils.data import DataLoader, Dataset
 from organseg.config import MemberConfig
 from organseg.models import create_member
 from organseg.organs import ORGAN_LABELS
-from organseg.preprocess.augment import AugmentConfig, SliceAugmenter
+from organseg.preprocess.augment import SliceAugmenter
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.dataset import SliceCache, SliceDataset
 from organseg.train.steps import StepFn
 from organseg.train.validation import validate
 
 if TYPE_CHECKING:
-    from organseg.train.core import TrainPayload
+    from organseg.train.payload import TrainPayload
 
 
 class TrainingSource(Protocol):
@@ -82,7 +82,7 @@ class SliceSource:
         return None
 
     def train_dataset(self) -> SliceDataset:
-        augment = AugmentConfig.model_validate(self.payload.augment)
+        augment = self.payload.augment
         return SliceDataset(
             self.cache,
             self.payload.train_ids,

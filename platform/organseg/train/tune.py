@@ -22,7 +22,6 @@ from organseg.config import ExperimentConfig, MemberConfig, RangeConfig, dump_co
 from organseg.errors import ConfigError, RunError
 from organseg.runtime import ray_session
 from organseg.train import storage
-from organseg.train.core import TrainPayload
 from organseg.train.data import prepare_data
 from organseg.train.launcher import (
     _payload,
@@ -31,6 +30,7 @@ from organseg.train.launcher import (
     plan_member,
     start_tracking,
 )
+from organseg.train.payload import TrainPayload
 from organseg.train.tracking import RunTracking, TrackingPlan
 from organseg.uri import is_uri
 
@@ -102,7 +102,10 @@ def untuned_note(config: ExperimentConfig, member: MemberConfig) -> str | None:
 def _trial(params: dict[str, Any], *, base: dict[str, Any]) -> None:
     """One Tune trial: train the member with the sampled parameters as its own Ray Train run."""
     member = apply_params(MemberConfig.model_validate(base["member"]), params, base["epochs"])
-    payload = TrainPayload(**{**base["payload"], "member": member.model_dump(mode="json")})
+    shared: TrainPayload = base[
+        "payload"
+    ]  # its own copy of ``extra``: the trial's tracking goes there
+    payload = shared.model_copy(update={"member": member, "extra": dict(shared.extra)})
     trial_id = tune.get_context().get_trial_id()
     run_name = f"{member.name}-{trial_id}"
     if base.get("tracking"):  # the trial's child run of the tuning run, and its event files
@@ -152,9 +155,7 @@ def tune_experiment(
             epochs = spec.epochs or member.epochs
             base = {
                 "member": member.model_dump(mode="json"),
-                "payload": _payload(
-                    config, plan_member(config, member, data), data, run_root
-                ).to_dict(),
+                "payload": _payload(config, plan_member(config, member, data), data, run_root),
                 "run_root": run_root,
                 "epochs": epochs,
                 "tracking": tracking.to_dict(),

@@ -27,15 +27,30 @@ def bind_address(address: str, host: str | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class GrpcBindUnavailable(RuntimeError):
+    """Ray no longer binds Serve's gRPC server where this hook can redirect it."""
+
+
 def grpc_on_http_host() -> None:
+    """In every process of the local cluster: bind Serve's gRPC server to ``$ORGANSEG_GRPC_HOST``.
+
+    Raises :class:`GrpcBindUnavailable` when Ray moved or renamed the private entry it goes through
+    (``ray.serve._private.default_impl.add_grpc_address``, pinned by tests/serve/test_ray_serve_pins.py):
+    carrying on would bind gRPC to every interface while the user asked for one host.
+    """
     host = os.environ.get(GRPC_HOST_ENV)
     if not host:
         return
     try:
         from ray.serve._private import default_impl  # the hook Serve's gRPC server binds through
-    except ImportError:
-        return
-    original = default_impl.add_grpc_address
+
+        original = default_impl.add_grpc_address
+    except (ImportError, AttributeError) as exc:
+        raise GrpcBindUnavailable(
+            f"cannot bind Serve's gRPC proxy to {host}: this Ray ({_ray_version()}) has no "
+            f"ray.serve._private.default_impl.add_grpc_address ({exc}); gRPC would listen on every "
+            "interface. Use the Ray version organseg pins, or unset ORGANSEG_GRPC_HOST to accept that."
+        ) from None
     if getattr(original, "_organseg", False):
         return
 
@@ -44,6 +59,15 @@ def grpc_on_http_host() -> None:
 
     add_grpc_address._organseg = True  # type: ignore[attr-defined]
     default_impl.add_grpc_address = add_grpc_address
+
+
+def _ray_version() -> str:
+    try:
+        import ray
+
+        return f"ray {ray.__version__}"
+    except ImportError:
+        return "no ray"
 
 
 def _loopback(ip: str) -> bool:
