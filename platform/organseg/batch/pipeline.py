@@ -28,6 +28,8 @@ from organseg.batch.work import (
 #: A killed or crashed predicting actor is restarted this often, and its batch retried, before the
 #: run gives up (a series that kills its actor every time must not loop forever).
 MAX_ACTOR_RESTARTS = 4
+#: How long the pipeline waits for its minimum predicting actors before giving up.
+WAIT_FOR_ACTORS_S = 600
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ def run_pipeline(
         return []
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command shows its own progress
+    # start once the pool's minimum actors have loaded the model: otherwise the first actor up takes
+    # every queued series while the others still load; a pool the cluster cannot host fails then
+    context.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = ray.data.from_items([_pack(c) for c in carriers], override_num_blocks=len(carriers))
     ds = ds.map(_read, fn_kwargs={"settings": settings}, num_cpus=1)
