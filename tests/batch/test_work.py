@@ -94,3 +94,25 @@ def test_done_records_make_the_plan_skip(archive: Archive, batch_model: Path, se
     assert plan.todo == []
     assert {r["key"] for r in plan.finished} == {r["key"] for r in rows}
     assert all(r["resumed"] for r in plan.finished if r["status"] == "done")
+
+
+def test_another_models_results_are_not_replaced_silently(
+    archive: Archive, batch_model: Path, tmp_path: Path
+) -> None:
+    from organseg.batch.records import write_record
+    from organseg.errors import OrgansegError
+
+    write_record(tmp_path, {"key": "abc", "status": "done", "model_version": "other:123"})
+    with pytest.raises(OrgansegError, match="other:123"):
+        plan_run(archive.root, tmp_path, batch_model)
+    assert plan_run(archive.root, tmp_path, batch_model, overwrite=True).todo
+
+
+def test_dicom_seg_for_a_volume_file_is_refused_before_reading(
+    archive: Archive, batch_model: Path, tmp_path: Path
+) -> None:
+    plan = plan_run(archive.root, tmp_path, batch_model, "dicom-seg")
+    (row,) = [r for r in plan.finished if r["source"].endswith(".nii.gz")]
+    assert row["status"] == "refused"
+    assert "DICOM-SEG" in row["reason"]
+    assert len(plan.todo) == archive.series_count - 1
