@@ -13,7 +13,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from organseg.batch.work import (
@@ -106,6 +106,8 @@ def run_pipeline(
 
     if not carriers:
         return []
+    if not pool.gpus_per_worker and settings.device is None:
+        settings = replace(settings, device="cpu")  # an actor without a GPU share stays off them
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command shows its own progress
     # start once the pool's minimum actors have loaded the model: otherwise the first actor up takes
