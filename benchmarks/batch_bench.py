@@ -165,7 +165,9 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=None)
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--slices", type=int, default=None)
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs each local raylet offers")
+    parser.add_argument(
+        "--cpus", type=int, default=None, help="CPUs each raylet offers (default: 2; --gpu: all)"
+    )
     parser.add_argument("--cli-studies", type=int, default=None, help="studies the CLI loop runs")
     parser.add_argument("--skip-two-raylets", action="store_true")
     args = parser.parse_args()
@@ -178,6 +180,12 @@ def main() -> None:
     size = args.size or (512 if gpu else 64)
     slices = args.slices or (96 if gpu else 24)
     device = "cuda" if gpu else "cpu"
+    cpus = args.cpus or ((os.cpu_count() or 2) if gpu else 2)
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--gpu: torch sees no CUDA device")
     figures: dict[str, Any] = {"mode": "gpu" if gpu else "cpu", "studies": studies_n,
                                "size": size, "slices": slices}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="batch-bench-") as tmp:
@@ -199,7 +207,7 @@ def main() -> None:
 
         gpus_total = 0.0
         runs: dict[str, dict[str, Any]] = {}
-        ray.init(num_cpus=args.cpus, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(num_cpus=cpus, logging_level=logging.WARNING, log_to_driver=False)
         try:
             gpus_total = float(ray.cluster_resources().get("GPU", 0))
             pools = {"local": PoolSize(1, 1, 1.0 if gpu else 0.0)}
@@ -212,9 +220,10 @@ def main() -> None:
         if not args.skip_two_raylets:
             from ray.cluster_utils import Cluster
 
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.cpus})
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
             try:
-                cluster.add_node(num_cpus=args.cpus)
+                # the GPU (if any) belongs to the head raylet only: one card is never counted twice
+                cluster.add_node(num_cpus=cpus, num_gpus=0)
                 cluster.wait_for_nodes()
                 ray.init(
                     address=cluster.address, logging_level=logging.WARNING, log_to_driver=False
