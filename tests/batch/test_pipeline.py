@@ -107,14 +107,11 @@ def test_rerun_does_nothing(archive: Archive, batch_model: Path, first_run) -> N
     assert sum(r["resumed"] for r in table(out)) == summary["resumed"]
 
 
-def _predicting_actor_pids() -> list[int]:
+def _predicting_actor_pids(address: str) -> list[int]:
     from ray.util.state import list_actors
 
-    return [
-        a.pid
-        for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
-        if "SeriesPredictor" in a.class_name and a.pid
-    ]
+    alive = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+    return [a.pid for a in alive if "SeriesPredictor" in a.class_name and a.pid]
 
 
 def test_a_killed_actor_loses_and_duplicates_nothing(
@@ -128,7 +125,7 @@ def test_a_killed_actor_loses_and_duplicates_nothing(
     def kill_once(row: dict) -> None:
         seen.append(row["key"])
         if not killed:
-            pids = _predicting_actor_pids()
+            pids = _predicting_actor_pids(ray_cluster)
             assert pids, "no predicting actor alive"
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
