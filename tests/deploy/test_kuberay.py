@@ -27,7 +27,13 @@ from organseg.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "deploy" / "kuberay"
 RAYSERVICE = KUBERAY / "rayservice.yaml"
-JOBS = {"train": KUBERAY / "rayjob-train.yaml", "tune": KUBERAY / "rayjob-tune.yaml"}
+JOBS = {
+    "train": KUBERAY / "rayjob-train.yaml",
+    "tune": KUBERAY / "rayjob-tune.yaml",
+    "batch": KUBERAY / "rayjob-batch.yaml",
+}
+#: Jobs that run an experiment config (``batch`` runs a model directory over an archive instead).
+CONFIG_JOBS = ("train", "tune")
 STORAGE = KUBERAY / "storage.yaml"
 GPU_PROFILE = ROOT / "deploy" / "serve" / "gpu.yaml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -221,6 +227,8 @@ def test_rayjob_entrypoint_is_a_valid_organseg_command(command: str) -> None:
         assert re.search(rf"{re.escape(option)}\b", help_text), (
             f"organseg {command} has no {option}"
         )
+    if command not in CONFIG_JOBS:
+        return
     (config_path,) = [a for a in argv[2:] if a.endswith(".yaml")]
     assert (ROOT / config_path).is_file(), f"{config_path} is not in the repository"
     config = load_config(ROOT / config_path)
@@ -232,11 +240,13 @@ def test_rayjobs_tear_down_and_use_shared_storage() -> None:
     image_links = dict(re.findall(r"ln -sfn (/mnt/\w+) \S+/(\w+)", DOCKERFILE.read_text()))
     links = {name: target for target, name in image_links.items()}
     assert links == {"data": "/mnt/data", "runs": "/mnt/runs"}
-    for path in JOBS.values():
+    for command, path in JOBS.items():
         job = one(path, "RayJob")
         assert job["spec"]["shutdownAfterJobFinishes"] is True
         mounts = {m["mountPath"] for c in containers(job) for m in c.get("volumeMounts", [])}
         assert {"/mnt/data", "/mnt/runs"} <= mounts
+        if command not in CONFIG_JOBS:
+            continue
         _, argv = entrypoint_command(path)
         (config_path,) = [a for a in argv if a.endswith(".yaml")]
         raw = yaml.safe_load((ROOT / config_path).read_text())
@@ -255,7 +265,31 @@ def test_train_job_writes_the_model_the_service_serves() -> None:
     assert any(output.startswith(m["mountPath"] + "/") and not m.get("readOnly") for m in mounts)
 
 
-@pytest.mark.parametrize("command", sorted(JOBS))
+def test_batch_job_reads_archive_and_model_and_writes_shared_storage() -> None:
+    """Input on the data volume, the model on the models volume, results on the (writable) runs
+    volume, every one mounted on every pod; one predicting actor per worker GPU."""
+    _, argv = entrypoint_command(JOBS["batch"])
+    archive, output = argv[2], argv[argv.index("--output") + 1]
+    model = argv[argv.index("--model") + 1]
+    assert model == serve_config()["applications"][0]["args"]["model_dir"]
+    job = one(JOBS["batch"], "RayJob")
+    for group in pod_groups(job):
+        mounts = [m for c in group["template"]["spec"]["containers"] for m in c["volumeMounts"]]
+        under = {
+            p: [m for m in mounts if p.startswith(m["mountPath"] + "/")]
+            for p in (archive, output, model)
+        }
+        assert all(under.values()), under
+        assert not under[output][0].get("readOnly"), "results are written to shared storage"
+    (group,) = cluster_spec(job)["workerGroupSpecs"]
+    gpus = int(
+        group["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"]
+    )
+    share = float(argv[argv.index("--gpus-per-worker") + 1])
+    assert int(argv[argv.index("--workers") + 1]) == group["minReplicas"] * int(gpus / share)
+
+
+@pytest.mark.parametrize("command", CONFIG_JOBS)
 def test_rayjob_workers_hold_the_members(command: str) -> None:
     job = one(JOBS[command], "RayJob")
     _, argv = entrypoint_command(JOBS[command])

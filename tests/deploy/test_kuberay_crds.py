@@ -118,7 +118,7 @@ def crds() -> Path:
 
 def test_deploy_has_the_ray_manifests() -> None:
     kinds = sorted(doc["kind"] for _, doc in ray_documents())
-    assert kinds == ["RayJob", "RayJob", "RayService"]
+    assert kinds == ["RayJob", "RayJob", "RayJob", "RayService"]
 
 
 @pytest.mark.parametrize(("name", "doc"), ray_documents(), ids=[n for n, _ in ray_documents()])

@@ -20,6 +20,7 @@ import typer
 
 from organseg.cli import config, data, dicom, evaluate, models, predict, quickstart, serve, train
 from organseg.cli._console import err_console
+from organseg.cli.batch import register as register_batch
 from organseg.errors import OrgansegError, RunError
 
 # typer ≥ 0.25 vendors its own click; catch both its exceptions and click's (older typer uses click's).
@@ -43,6 +44,7 @@ app.add_typer(dicom.app, name="dicom")
 evaluate.register(app)
 train.register(app)
 predict.register(app)
+register_batch(app)
 serve.register(app)
 quickstart.register(app)
 

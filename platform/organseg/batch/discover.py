@@ -1,0 +1,299 @@
+"""What a batch run segments: one :class:`SeriesItem` per series under INPUT, found from headers only.
+
+INPUT may be a folder tree of DICOM files as a PACS export writes it (series found by
+SeriesInstanceUID, split by EchoTime, across sub-folders and whatever the files are called), a CHAOS
+dataset, an nnU-Net dataset (``imagesTs``/``imagesTr``, single-channel ``_0000`` files), a folder of
+NIfTI/MHA/NRRD files, or a CSV manifest of paths or URIs. Anything that can be refused before reading
+(a multi-channel nnU-Net case, a DICOM file whose header cannot be placed in a series) becomes an item
+that carries its refusal, so every input ends as exactly one row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from organseg.errors import DataError
+from organseg.io.files import VOLUME_SUFFIXES, is_volume_file, volume_suffix
+from organseg.uri import is_uri
+
+Kind = Literal["dicom", "chaos", "file", "uri", "none"]
+
+#: Folder the batch keeps its bookkeeping in (inside OUT); discovery never descends into it.
+STATE_DIR = ".organseg-batch"
+_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass
+class SeriesItem:
+    """One series to segment, before any pixel is read.
+
+    ``key`` names its outputs and done record (a hash of what identifies it, never a patient name);
+    ``source`` is how rows name it: the input path, URI or CHAOS case, or for DICOM the folder(s)
+    its files are in; ``series_uid`` its SeriesInstanceUID (DICOM only); ``label`` the SeriesNumber
+    and InstanceNumbers; ``files`` the DICOM files of the series; ``case_id`` the CHAOS case id;
+    ``refused`` a reason found before reading.
+    """
+
+    key: str
+    kind: Kind
+    source: str
+    series_uid: str = ""
+    label: str = ""
+    files: list[str] = field(default_factory=list)
+    path: str = ""
+    case_id: str = ""
+    modality: str = ""
+    refused: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeriesItem:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def series_key(*identity: str) -> str:
+    """A stable 20-hex-digit key for outputs: the same series always gets the same name."""
+    return hashlib.sha256("\0".join(identity).encode()).hexdigest()[:20]
+
+
+def discover(
+    input_path: Path | str, stack_t1: bool = False, with_t2: bool = False
+) -> list[SeriesItem]:
+    """Every series under ``input_path`` (see the module docstring), in a stable order.
+
+    ``stack_t1``/``with_t2`` are the model's T1 stacking settings, so a CHAOS dataset is planned
+    exactly as ``predict --local`` plans it. Raises :class:`DataError` when there is nothing to do.
+    """
+    text = str(input_path)
+    if is_uri(text):
+        raise DataError(f"{text}: give a local folder or a CSV manifest (which may list URIs)")
+    path = Path(text)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            items = discover_manifest(path)
+        elif is_volume_file(path):
+            items = [_file_item(path)]
+        else:
+            raise DataError(f"{path}: not a folder, a CSV manifest nor a volume file")
+    elif _is_chaos(path):
+        items = discover_chaos(path, stack_t1, with_t2)
+    else:
+        nnunet = [path / n for n in ("imagesTs", "imagesTr") if (path / n).is_dir()]
+        items = [i for f in nnunet for i in discover_files(f)] if nnunet else discover_tree(path)
+    if not items:
+        raise DataError(f"{path}: no series found (DICOM, NIfTI/MHA/NRRD, CHAOS or nnU-Net)")
+    return _unique(items)
+
+
+def _unique(items: list[SeriesItem]) -> list[SeriesItem]:
+    """One item per key (a manifest listing a file twice segments it once)."""
+    seen: dict[str, SeriesItem] = {}
+    for item in items:
+        seen.setdefault(item.key, item)
+    return list(seen.values())
+
+
+def _is_chaos(path: Path) -> bool:
+    from organseg.io.readers import _looks_like_chaos
+
+    return path.name in ("CT", "MR") or _looks_like_chaos(path)
+
+
+def discover_chaos(path: Path, stack_t1: bool, with_t2: bool) -> list[SeriesItem]:
+    """The series of a CHAOS dataset, planned by the same code as ``predict --local``."""
+    from organseg.ensemble.inputs import plan_inputs
+
+    root = str(path.resolve())
+    return [
+        SeriesItem(
+            key=series_key("chaos", root, plan.case_id),
+            kind="chaos",
+            source=f"{root}#{plan.case_id}",
+            path=root,
+            case_id=plan.case_id,
+            modality=plan.modality.value if plan.modality is not None else "",
+        )
+        for plan in plan_inputs(path, None, stack_t1=stack_t1, with_t2=with_t2)
+    ]
+
+
+def _file_item(path: Path) -> SeriesItem:
+    resolved = str(path.resolve())
+    return SeriesItem(key=series_key("file", resolved), kind="file", source=resolved, path=resolved)
+
+
+def _stem(name: str) -> str:
+    suffix = volume_suffix(name) or ""
+    return name[: len(name) - len(suffix)]
+
+
+def discover_files(folder: Path) -> list[SeriesItem]:
+    """Volume files under ``folder``; nnU-Net channel files (``case_0000.nii.gz``) are grouped per case,
+    and a case with more than one channel is refused (batch segments single-channel cases)."""
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and is_volume_file(p) and _visible(p, folder)
+    )
+    channels: dict[tuple[Path, str], list[Path]] = {}
+    items = []
+    for path in files:
+        match = _NNUNET_CHANNEL.match(_stem(path.name))
+        if match is None:
+            items.append(_file_item(path))
+        else:
+            channels.setdefault((path.parent, match["case"]), []).append(path)
+    for (_, case), paths in channels.items():
+        item = _file_item(sorted(paths)[0])
+        if len(paths) > 1:
+            item.refused = (
+                f"nnU-Net case {case} has {len(paths)} channels (_0000 … _{len(paths) - 1:04d}); "
+                "batch segments single-channel cases"
+            )
+        items.append(item)
+    return sorted(items, key=lambda i: i.source)
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def discover_manifest(path: Path) -> list[SeriesItem]:
+    """A CSV manifest: one path or URI per row, in a ``path`` (or ``uri``) column or the first column.
+    Relative paths are relative to the manifest; an entry may be a volume file, a DICOM series folder
+    or a URI of a volume file."""
+    with path.open(newline="") as handle:
+        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: the manifest is empty")
+    header = [c.strip().lower() for c in rows[0]]
+    column = next((header.index(n) for n in ("path", "uri", "image") if n in header), None)
+    body = rows[1:] if column is not None else rows
+    column = column or 0
+    items: list[SeriesItem] = []
+    for line, row in enumerate(body, start=2 if body is not rows else 1):
+        entry = row[column].strip() if column < len(row) else ""
+        if not entry:
+            raise DataError(f"{path}: line {line} has no path")
+        if is_uri(entry):
+            item = SeriesItem(key=series_key("uri", entry), kind="uri", source=entry, path=entry)
+            if volume_suffix(entry) is None:
+                item.refused = (
+                    f"URI entries must name a volume file ({', '.join(VOLUME_SUFFIXES)}); "
+                    "copy DICOM series to a local or mounted folder"
+                )
+            items.append(item)
+            continue
+        local = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        if local.is_file() and is_volume_file(local):
+            items.append(_file_item(local))
+        elif local.is_dir():
+            items.extend(discover_tree(local))
+        else:
+            resolved = str(local.resolve())
+            items.append(
+                SeriesItem(
+                    key=series_key("missing", resolved),
+                    kind="none",
+                    source=resolved,
+                    refused=f"line {line}: no such volume file or folder",
+                )
+            )
+    return items
+
+
+# -- DICOM trees ------------------------------------------------------------------------------------
+
+
+def discover_tree(root: Path) -> list[SeriesItem]:
+    """Volume files and DICOM series under ``root``, DICOM files grouped by SeriesInstanceUID.
+
+    The grouping mirrors :func:`organseg.io.dicom.group_series` (UID, then EchoTime; labels by
+    SeriesNumber and InstanceNumbers), but a file that cannot be placed becomes a refused item of its
+    own instead of stopping everything: one damaged file in an archive must not stop the run.
+    """
+    import pydicom
+
+    from organseg.io.dicom import _claims_dicom, _int_or_none, echo_time_key, series_name
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _visible(p, root))
+    items = [_file_item(p) for p in files if is_volume_file(p)]
+    groups: dict[tuple[str, str], list[tuple[Path, Any]]] = {}
+    for path in files:
+        if is_volume_file(path) or path.name.upper() == "DICOMDIR":
+            continue
+        try:
+            ds = pydicom.dcmread(
+                path,
+                stop_before_pixels=True,
+                force=True,
+                specific_tags=[
+                    "SeriesInstanceUID",
+                    "SeriesNumber",
+                    "InstanceNumber",
+                    "EchoTime",
+                    "Modality",
+                ],
+            )
+            uid = str(ds.get("SeriesInstanceUID") or "")
+        except Exception:  # pydicom raises many types on non-DICOM bytes
+            uid = ""
+        if not uid:
+            if _claims_dicom(path):
+                resolved = str(path.resolve())
+                items.append(
+                    SeriesItem(
+                        key=series_key("unplaced", resolved),
+                        kind="none",
+                        source=resolved,
+                        refused="DICOM header unreadable (truncated or corrupt) or without "
+                        "SeriesInstanceUID; the file cannot be assigned to a series",
+                    )
+                )
+            continue  # not DICOM: a stray file, as the series reader skips it
+        groups.setdefault((uid, echo_time_key(ds.get("EchoTime"))), []).append((path, ds))
+    echoes_of: dict[str, int] = {}
+    for uid, _ in groups:
+        echoes_of[uid] = echoes_of.get(uid, 0) + 1
+    for (uid, echo), members in groups.items():
+        members.sort(key=lambda m: str(m[0]))
+        first = members[0][1]
+        instances = [
+            n
+            for _, ds in members
+            if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
+        ]
+        label = series_name(
+            first.get("SeriesNumber", ""),
+            min(instances, default=None),
+            max(instances, default=None),
+            unnumbered="a series without number",
+        )
+        split = echoes_of[uid] > 1
+        if split:
+            label += f" at EchoTime {echo} ms"
+        folders = sorted({str(p.parent.resolve()) for p, _ in members})
+        items.append(
+            SeriesItem(
+                key=series_key("dicom", uid, echo if split else ""),
+                kind="dicom",
+                source=";".join(folders),
+                series_uid=uid,
+                label=label,
+                files=[str(p.resolve()) for p, _ in members],
+                modality=str(first.get("Modality", "") or ""),
+            )
+        )
+    return sorted(items, key=lambda i: (i.kind != "dicom", i.source, i.label))
+
+
+def keys(items: Iterable[SeriesItem]) -> list[str]:
+    return [i.key for i in items]

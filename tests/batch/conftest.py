@@ -1,0 +1,139 @@
+"""An archive as a PACS export writes it, and a CT-only model, shared by the batch tests."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def batch_model(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> Path:
+    """An untrained CT-only model whose head is rescaled to a mask that depends on every slice."""
+    from organseg.config import parse_config
+    from organseg.ensemble.predictor import prepare_input
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+    from organseg.io import read_dicom_series
+    from tests.pacs.conftest import _rescale_head
+
+    config = parse_config(
+        {
+            "name": "batch-test",
+            "task": 2,
+            "dataset": {"synthetic": {"ct": 2}},
+            "preprocess": {"size": 64, "t1_mode": "separate"},
+            "members": [
+                {
+                    "name": "a",
+                    "arch": "attention_unet",
+                    "kwargs": {"base_channels": 4, "depth": 3},
+                    "modalities": ["CT"],
+                }
+            ],
+        }
+    )
+    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("batch-model") / "m")
+    spec = load_spec(model_dir)
+    _, prepared = prepare_input(spec, read_dicom_series(archive.sources["ct1"]))
+    _rescale_head(model_dir, spec.members[0], prepared)
+    return model_dir
+
+
+@dataclass
+class Archive:
+    """The tree, and for each series the synthetic folder it came from (what ``predict`` reads)."""
+
+    root: Path
+    sources: dict[str, Path] = field(default_factory=dict)
+    good_ct: list[str] = field(default_factory=list)  # names of series that must be segmented
+    mr: list[str] = field(default_factory=list)
+    refused_dicom: list[str] = field(default_factory=list)  # corrupt, ambiguous geometry
+    nifti: Path | None = None
+    series_count: int = 0
+
+
+def _copy_series(source: Path, target: Path, **changes: object) -> list[Path]:
+    """The series in ``source`` copied under ``target``, each file named by its SOPInstanceUID."""
+    import pydicom
+
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(source.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        for key, value in changes.items():
+            setattr(ds, key, value)
+        if changes:
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out = target / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(out)
+        written.append(out)
+    return written
+
+
+def build_archive(root: Path, ct: int = 6, mr: int = 3) -> Archive:
+    """A PACS-export-like tree: ``PAT<k>/<study>/<series>/<SOPInstanceUID>.dcm``, with ``ct`` CT and
+    ``mr`` × 3 MR series, a CT series exported twice (a duplicate), a corrupt series (a truncated
+    file), a series with two different images at one position (ambiguous geometry), a NIfTI file and
+    a stray text file."""
+    import pydicom
+
+    from organseg.io import read_dicom_series
+    from organseg.io.files import write_volume_file
+    from organseg.synth import write_dataset
+
+    synth = root / "synth"
+    write_dataset(synth, ct=ct, mr=mr, size=64, slices=12, seed=11)
+    tree = root / "archive"
+    archive = Archive(tree)
+    for k in range(1, ct + 1):
+        name = f"ct{k}"
+        archive.sources[name] = synth / "Train_Sets" / "CT" / str(k) / "DICOM_anon"
+        _copy_series(archive.sources[name], tree / f"PAT{k}" / "study1" / f"s{k}")
+        archive.good_ct.append(name)
+    for k in range(1, mr + 1):
+        case = synth / "Train_Sets" / "MR" / str(k)
+        for kind, folder in (
+            ("in", case / "T1DUAL" / "DICOM_anon" / "InPhase"),
+            ("out", case / "T1DUAL" / "DICOM_anon" / "OutPhase"),
+            ("t2", case / "T2SPIR" / "DICOM_anon"),
+        ):
+            name = f"mr{k}-{kind}"
+            archive.sources[name] = folder
+            # several series per study, all in one folder as some exports do
+            _copy_series(folder, tree / f"MRPAT{k}" / "study")
+            archive.mr.append(name)
+    # a duplicate: CT 1 exported a second time into another folder (same UIDs)
+    _copy_series(archive.sources["ct1"], tree / "PAT1" / "study1-again" / "x")
+    # a corrupt series: a copy of CT 2 under new UIDs with one file truncated
+    files = _copy_series(
+        archive.sources["ct2"], tree / "BROKEN" / "s", SeriesInstanceUID=pydicom.uid.generate_uid()
+    )
+    data = files[5].read_bytes()
+    files[5].write_bytes(data[: len(data) // 3])
+    archive.refused_dicom.append("corrupt")
+    # ambiguous geometry: a copy of CT 3 whose slice 4 claims slice 3's position
+    uid = pydicom.uid.generate_uid()
+    files = _copy_series(archive.sources["ct3"], tree / "AMBIG" / "s", SeriesInstanceUID=uid)
+    by_instance = {int(pydicom.dcmread(f).InstanceNumber): f for f in files}
+    third = pydicom.dcmread(by_instance[3])
+    fourth = pydicom.dcmread(by_instance[4])
+    fourth.ImagePositionPatient = third.ImagePositionPatient
+    fourth.save_as(by_instance[4])
+    archive.refused_dicom.append("ambiguous")
+    # a NIfTI volume beside the DICOM, and a stray file
+    archive.nifti = tree / "volumes" / "ct4.nii.gz"
+    archive.nifti.parent.mkdir(parents=True)
+    write_volume_file(read_dicom_series(archive.sources["ct4"]), archive.nifti)
+    (tree / "PAT1" / "notes.txt").write_text("not an image\n")
+    archive.series_count = ct + 3 * mr + len(archive.refused_dicom) + 1
+    shutil.rmtree(synth / "Test_Sets", ignore_errors=True)
+    return archive
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    """Read-only!"""
+    return build_archive(tmp_path_factory.mktemp("batch"))
