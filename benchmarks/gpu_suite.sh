@@ -70,10 +70,10 @@ if [ "$MODE" = rehearse ]; then
   "$PY" -c "import site; print(site.getsitepackages()[0])" | xargs -I{} sh -c "echo '$REH/torch' > {}/torch-stand-in.pth"
   SITE="$REH/site"
   sizes="--size 64 --slices 16 --requests 1 --repeats 2"
-  train_sizes="--size 64 --batch 4 --timeout 150"
+  train_sizes="--size 32 --batch 2 --timeout 150"
   train_members="dualtail,attention-unet"
   gpu_flag=""
-  : "${LIMIT_SERVE:=330}" "${LIMIT_SERVE_EAGER:=240}" "${LIMIT_TRAIN:=330}"
+  : "${LIMIT_SERVE:=330}" "${LIMIT_SERVE_EAGER:=240}" "${LIMIT_TRAIN:=420}"
 else
   BUNDLE=.gpu-bundle/cp312
   PY="${PYTHON:-python3}"
