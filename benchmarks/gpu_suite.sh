@@ -12,10 +12,10 @@
 #
 # The GPU machine has torch but no Ray, SimpleITK, MONAI or pydicom, and no network; at most 64 MiB travel
 # with a call. Here, first (checks that the bundle holds everything the suite imports, then packs it):
-#     python scripts/gpu_bundle.py        # -> .gpu-bundle/cp312/{main,sitk}.tar.xz, each under 60 MiB
-# There, two calls back to back (the machine keeps the ignored .gpu-site/ between calls while it is warm):
-#     carry .gpu-bundle/cp312/sitk.tar.xz:   benchmarks/gpu_suite.sh --unpack-only
-#     carry .gpu-bundle/cp312/main.tar.xz:   benchmarks/gpu_suite.sh
+#     python scripts/gpu_bundle.py        # -> .gpu-bundle/cp312/{main,sitk}.tar.xz, ~55 MiB together
+# There, in one call carrying .gpu-bundle/cp312:   benchmarks/gpu_suite.sh
+# (should the parts outgrow one call: carry sitk.tar.xz with --unpack-only, then at once main.tar.xz
+# with the plain command; the warm machine keeps the ignored .gpu-site/ between calls).
 # Rehearsal on this machine, CPU and small sizes, from a clean virtual environment holding only the
 # bundle (cp311 build, same versions), wheels of the machine's own packages and this machine's torch:
 #     RAY_LOCK=/tmp/organseg-ray.lock benchmarks/gpu_suite.sh --rehearse
@@ -35,7 +35,7 @@ for arg in "$@"; do
   case "$arg" in
     --rehearse) MODE=rehearse ;;
     --unpack-only) UNPACK_ONLY=1 ;;
-    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument $arg (--rehearse, --unpack-only)" >&2; exit 2 ;;
   esac
 done
