@@ -346,7 +346,11 @@ def unpack(wheel_dir: Path, site: Path) -> None:
     cc3d's libraries ship them: about 45 MB of the compressed bundle)."""
     for wheel in sorted(wheel_dir.glob("*.whl")):
         with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(site)
+            for info in archive.infolist():
+                path = archive.extract(info, site)
+                mode = info.external_attr >> 16  # zipfile drops it: Ray's gcs_server and raylet
+                if mode & 0o111:  # must stay executable
+                    os.chmod(path, mode & 0o777)
     for pattern in STRIP:
         for path in site.glob(pattern):
             shutil.rmtree(path) if path.is_dir() else path.unlink()

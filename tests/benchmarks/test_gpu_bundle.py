@@ -77,3 +77,20 @@ def test_last_build_fits_one_call(bundle) -> None:
     sizes = manifest["packed_mib"]
     assert set(sizes) == {"main", *manifest["parts"].values()}
     assert sum(sizes.values()) <= manifest["cap_mib"]  # every part in one call
+
+
+def test_unpack_keeps_executables_executable(bundle, tmp_path: Path) -> None:
+    """Ray starts gcs_server and raylet as programs: a bundle that loses their mode cannot start Ray."""
+    import os
+    import zipfile
+
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "demo-1.0-py3-none-any.whl", "w") as archive:
+        program = zipfile.ZipInfo("demo/bin/server")
+        program.external_attr = 0o755 << 16
+        archive.writestr(program, "#!/bin/sh\n")
+        archive.writestr("demo/__init__.py", "")
+    bundle.unpack(wheels, site)
+    assert os.access(site / "demo" / "bin" / "server", os.X_OK)
+    assert not os.access(site / "demo" / "__init__.py", os.X_OK)
