@@ -49,7 +49,7 @@ def _fmt(value: Any, unit: str) -> str:
         return f"{100 * value:.1f} %"
     if unit == "x":
         return f"{value:.2f}x"
-    return f"{value:.0f} {unit}"
+    return f"{value:.0f} {unit}" if value >= 10 else f"{value:.2f} {unit}"
 
 
 def rows(sections: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -99,9 +99,9 @@ class Emitter:
 
 def postprocess_share(timings: list[dict[str, float]]) -> float | None:
     """Median share of a volume's time spent in post-processing (None if the stages do not say)."""
-    shares = [
-        t["postprocess"] / t["total"] for t in timings if t.get("total") and "postprocess" in t
-    ]
+    # in-process stages end with "total"; the server's with "ensemble_total" (the router's adds transport)
+    totals = [(t, t.get("total") or t.get("ensemble_total")) for t in timings]
+    shares = [t["postprocess"] / total for t, total in totals if total and "postprocess" in t]
     return statistics.median(shares) if shares else None
 
 
