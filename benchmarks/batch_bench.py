@@ -170,6 +170,11 @@ def main() -> None:
     )
     parser.add_argument("--cli-studies", type=int, default=None, help="studies the CLI loop runs")
     parser.add_argument("--skip-two-raylets", action="store_true")
+    parser.add_argument(
+        "--jsonl",
+        type=Path,
+        help="also append the figures here as one line (benchmarks/gpu_suite.sh)",
+    )
     args = parser.parse_args()
     import ray
 
@@ -259,6 +264,9 @@ def main() -> None:
                 round(x, 1) for x in TOTALSEGMENTATOR_CT_PER_HOUR_GPU
             ]
         figures["cpu_count"] = os.cpu_count()
+    if args.jsonl is not None:
+        with args.jsonl.open("a") as sink:
+            sink.write(json.dumps({"bench": "batch", "phase": "batch", **figures}) + "\n")
     print(json.dumps(figures, sort_keys=True))
 
 

@@ -13,7 +13,9 @@ One run measures, on the same volume and the same models:
   4. autoscaling: a member deployment autoscaled between 1 and 2 replicas gets a burst; the replica count
      is sampled during and after it (scaled up, then back down once the burst is over).
 Members carry freshly initialised weights: the architectures and pixels are real, the masks are not.
-The last line printed is one JSON object with every figure.
+The last line printed is one JSON object with every figure. ``--jsonl FILE`` also writes each phase's
+figures as one JSON line the moment they exist (stdout too), so a time limit costs only the phases it
+cuts; ``--phases`` picks the phases (the GPU suite runs ``inprocess,serve``).
 
     python benchmarks/serve_bench.py                       # CPU-sized default (128², 2 small members)
     python benchmarks/serve_bench.py --gpu                 # 512², the four CT members, GPU fractions
@@ -76,6 +78,31 @@ def make_model_dir(members: dict[str, dict], size: int, root: Path) -> Path:
         }
     )
     return write_untrained_model_dir(config, root / "model")
+
+
+PHASES = ("inprocess", "serve", "load", "autoscale")
+
+
+class Emitter:
+    """One JSON line per finished phase, on stdout and appended (flushed) to ``path``."""
+
+    def __init__(self, path: Path | None, context: dict[str, Any]) -> None:
+        self.path, self.context = path, context
+
+    def __call__(self, phase: str, figures: dict[str, Any]) -> None:
+        line = json.dumps({"bench": "serve", "phase": phase, **self.context, **figures})
+        print(line, flush=True)
+        if self.path is not None:
+            with self.path.open("a") as stream:
+                stream.write(line + "\n")
+
+
+def postprocess_share(timings: list[dict[str, float]]) -> float | None:
+    """Median share of a volume's time spent in post-processing (None if the stages do not say)."""
+    # in-process stages end with "total"; the server's with "ensemble_total" (the router's adds transport)
+    totals = [(t, t.get("total") or t.get("ensemble_total")) for t in timings]
+    shares = [t["postprocess"] / total for t, total in totals if total and "postprocess" in t]
+    return statistics.median(shares) if shares else None
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -296,6 +323,10 @@ def main() -> int:
     parser.add_argument("--modes", default="separate,colocated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--jsonl", type=Path, help="append each phase's figures here as it ends")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}"
+    )
     parser.add_argument("--ports", default="18901,19901")
     parser.add_argument(
         "--precision", default=None, help="members: fp16 | bf16 | fp32 (default by device)"
@@ -315,6 +346,11 @@ def main() -> int:
         "--no-autoscale", dest="autoscale", action="store_false", help="skip the autoscaling burst"
     )
     options = parser.parse_args()
+    phases = set(options.phases.split(","))
+    if not phases <= set(PHASES):
+        parser.error(f"--phases: unknown {', '.join(sorted(phases - set(PHASES)))}")
+    options.load = options.load and "load" in phases
+    options.autoscale = options.autoscale and "autoscale" in phases
 
     import ray
     from ray import serve
@@ -331,6 +367,7 @@ def main() -> int:
     clients = [int(c) for c in options.clients.split(",")]
     ports = tuple(int(p) for p in options.ports.split(","))
     results: dict[str, Any] = {"size": size, "slices": slices, "members": list(members), "gpu": gpu}
+    emit = Emitter(options.jsonl, {**results, "compile": options.compile})
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model_dir(members, size, Path(tmp))
@@ -345,23 +382,40 @@ def main() -> int:
             precision=options.precision,
             compile=options.compile,
         )
-        warm = local.predict(volume)  # warm-up: weights, kernels, allocator
+        started = time.perf_counter()
+        warm = local.predict(volume)  # warm-up: weights, kernels, allocator (and the compile)
+        warm_s = time.perf_counter() - started
         print("in-process stages (s):", {k: round(v, 3) for k, v in warm.timings.items()})
-        local_s = statistics.median(timed(lambda: local.predict(volume), options.repeats))
-        results["in_process"] = {"seconds": local_s, "slices_per_s": slices / local_s}
-        for n in clients:  # threads sharing one predictor (members run one batch at a time each)
-            rate = throughput(lambda: local.predict(volume), n, requests, slices)
-            results["in_process"][f"throughput_{n}_clients"] = rate
-            print(f"in-process, {n:2d} client threads: {rate:.1f} slices/s")
+        local_stages: list[dict[str, float]] = []
+        local_s = statistics.median(
+            timed(lambda: local_stages.append(dict(local.predict(volume).timings)), options.repeats)
+        )
+        results["in_process"] = {
+            "seconds": local_s,
+            "slices_per_s": slices / local_s,
+            "first_volume_s": warm_s,
+            "postprocess_share": postprocess_share(local_stages),
+            "stages_s": {k: statistics.median(t[k] for t in local_stages) for k in local_stages[0]},
+        }
+        if "inprocess" in phases:
+            # threads sharing one predictor (members run one batch at a time each)
+            for n in clients:
+                rate = throughput(lambda: local.predict(volume), n, requests, slices)
+                results["in_process"][f"throughput_{n}_clients"] = rate
+                print(f"in-process, {n:2d} client threads: {rate:.1f} slices/s")
         print(f"in-process ensemble: {local_s:.3f} s/volume = {slices / local_s:.1f} slices/s")
+        emit("in_process", results["in_process"])
         expected = local.predict(volume).labels.array
+        if not phases & {"serve", "load", "autoscale"}:
+            print(json.dumps(results))
+            return 0
 
         ray.init(include_dashboard=False, log_to_driver=False)
         # stopped by a time limit (SIGTERM): still shut Serve and the local Ray cluster down, or they
         # keep holding the GPU for whatever runs next
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
         try:
-            for mode in options.modes.split(","):
+            for mode in options.modes.split(",") if phases & {"serve", "load"} else []:
                 for batch in (4, 1) if options.unbatched else (4,):
                     label = f"{mode}, max_batch_size {batch}" if mode == "separate" else mode
                     if mode == "colocated" and batch == 1:
@@ -408,6 +462,8 @@ def main() -> int:
                             entry[f"{name}_in_process_s"] = statistics.median(local_pair_s)
                             entry[f"{name}_overhead_x"] = ratio
                             stages = client.segment(volume).timings  # where the served time goes
+                            entry[f"{name}_stages_s"] = dict(stages)
+                            entry[f"{name}_postprocess_share"] = postprocess_share([stages])
                             print(
                                 f"[{label}] one volume over {name}: {seconds:.3f} s, in-process "
                                 f"{statistics.median(local_pair_s):.3f} s alternating: {ratio:.2f}× "
@@ -441,6 +497,7 @@ def main() -> int:
                             f"recovered in {kill['recovery_s']:.1f} s"
                         )
                     results[label] = entry
+                    emit(label, entry)
                     serve.delete("organseg")
             if options.autoscale:
                 member = next(iter(members))
@@ -463,6 +520,7 @@ def main() -> int:
                     GrpcClient(f"127.0.0.1:{ports[1]}"), volume, member, 8, 20.0
                 )
                 results["autoscaling"] = scaling
+                emit("autoscaling", scaling)
                 print(
                     f"[autoscaling] member-{member}: 1 → {scaling['peak_replicas']} replicas "
                     f"{scaling['scaled_up_after_s']:.1f} s into a burst of 8 clients, back to 1 "

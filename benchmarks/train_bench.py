@@ -5,9 +5,11 @@ Two engines, same figures:
 - ``--engine ray`` (default): one Ray Train run per member on a local Ray cluster, as ``organseg train``
   runs them; prints both schedules' wall time, their ratio and each member's slices/s.
 - ``--engine core``: the Ray-free trainer core in plain processes (what a Ray Train worker runs), for
-  machines without Ray (the GPU suite). Per member and precision: training slices/s, the DataLoader's
-  slices/s on its own (the loader must outpace the member) and the share of time the step waited for
-  data; then two members sharing the device at once against one after the other.
+  machines without Ray (the GPU suite). Per member and precision: training slices/s over ``--steps``
+  real steps after a warm-up step (the loader's start-up and the warm-up outside the timed window), the
+  DataLoader's slices/s on its own (the loader must outpace the member) and the share of time the step
+  waited for data; then two members sharing the device at once (their timed windows start together)
+  against one after the other. ``--jsonl FILE`` appends each member's figures as soon as they exist.
 
     python benchmarks/train_bench.py [--epochs 3] [--size 64]
     python benchmarks/train_bench.py --engine core --gpu --size 512 --precisions bf16,fp32
@@ -78,7 +80,7 @@ GPU_MEMBERS = {  # the four 512² CT members of configs/task2-liver-ct.yaml (no 
 }
 
 
-def core_experiment(root: Path, size: int, gpu: bool, batch: int):
+def core_experiment(root: Path, size: int, gpu: bool, batch: int, steps: int = 10, names=None):
     from organseg.config import parse_config
 
     members = (
@@ -92,14 +94,20 @@ def core_experiment(root: Path, size: int, gpu: bool, batch: int):
             },
         }
     )
+    if names:  # any of the CT members or the small CPU ones, by name
+        known = {**GPU_MEMBERS, **members}
+        members = {n: known[n] for n in names}
+    # three training cases (val_fraction 0.25 of four) with enough slices for a warm-up step and
+    # ``steps`` timed steps without the loader running dry (a new epoch would restart its workers)
+    slices = max(24, -(-(steps + 2) * batch // 3))
     return parse_config(
         {
             "name": "train-bench-core",
             "task": 2,
             "storage_path": str(root / "runs"),
             "dataset": {
-                "synthetic": {"ct": 3, "size": min(size, 128), "slices": 24, "seed": 5},
-                "val_fraction": 0.34,
+                "synthetic": {"ct": 4, "size": min(size, 128), "slices": slices, "seed": 5},
+                "val_fraction": 0.25,
                 "cache_dir": str(root / "cache"),
             },
             "preprocess": {"size": size},
@@ -110,7 +118,7 @@ def core_experiment(root: Path, size: int, gpu: bool, batch: int):
                     **m,
                     "batch_size": batch,
                     "use_gpu": gpu,
-                    "cpus_per_worker": 4 if gpu else 1,
+                    "cpus_per_worker": 8 if gpu else 1,
                 }
                 for n, m in members.items()
             ],
@@ -118,9 +126,47 @@ def core_experiment(root: Path, size: int, gpu: bool, batch: int):
     )
 
 
-def core_member(jobs: list[dict], steps: int, results: Any = None) -> list[dict[str, Any]]:
-    """Train each job's member for two short epochs in this process, one after the other (one process
-    per member, whatever the precisions: start-up is paid once); figures of each second (warm) epoch."""
+def timed_steps(trainer: Any, steps: int, barrier: Any = None) -> dict[str, float]:
+    """``steps`` real training steps after one warm-up step, timed from the first step after it.
+
+    The loader's workers start and the warm-up step (cuDNN autotuning, allocator) runs before the
+    clock starts; ``barrier`` (two members sharing a device) lines up the timed windows.
+    """
+    import torch
+
+    device = trainer.place.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    memory = torch.channels_last if trainer.channels_last else torch.preserve_format
+    trainer.model.train()
+    batches = iter(trainer.loader)
+
+    def step() -> tuple[int, float]:
+        waited = time.perf_counter()
+        x, y = next(batches)
+        wait = time.perf_counter() - waited
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory)
+        trainer.step(x, y.to(device, non_blocking=True))
+        return x.shape[0], wait
+
+    step()
+    sync()
+    if barrier is not None:
+        barrier.wait()
+    seen, waited, started = 0, 0.0, time.perf_counter()
+    for _ in range(steps):
+        n, wait = step()
+        seen, waited = seen + n, waited + wait
+    sync()
+    elapsed = time.perf_counter() - started
+    return {"train_slices_per_s": seen / elapsed, "data_wait_fraction": waited / elapsed,
+            "steps": steps, "timed_s": elapsed}  # fmt: skip
+
+
+def core_member(
+    jobs: list[dict], steps: int, results: Any = None, barrier: Any = None
+) -> list[dict[str, Any]]:
+    """Each job's member in this process, one after the other (one process per member, whatever the
+    precisions: start-up is paid once): the loader alone, then ``steps`` timed training steps."""
     import gc
 
     import torch
@@ -133,23 +179,20 @@ def core_member(jobs: list[dict], steps: int, results: Any = None) -> list[dict[
         payload = TrainPayload.model_validate(job)
         device = torch.device("cuda" if payload.member.use_gpu else "cpu")
         trainer = MemberTrainer(payload, Placement(device=device))
-        trainer.validate = lambda: {"val_dice": 0.0}  # type: ignore[method-assign]  # speed only
-        started = time.perf_counter()
-        loaded = 0
-        for index, (x, _) in enumerate(trainer.loader):  # the loader alone
-            loaded += x.shape[0]
-            if index + 1 >= steps:
-                break
+        batches = iter(trainer.loader)  # the loader alone, after its workers are up
+        next(batches)
+        started, loaded = time.perf_counter(), 0
+        for _ in range(steps):
+            loaded += next(batches)[0].shape[0]
         loader_rate = loaded / (time.perf_counter() - started)
-        trainer.run_epoch(0)  # warm-up: cuDNN autotuning, allocator, loader workers
-        metrics = trainer.run_epoch(1).metrics
+        del batches
+        figures = timed_steps(trainer, steps, barrier)
         out.append(
             {
                 "member": payload.member.name,
-                "train_slices_per_s": metrics["train_slices_per_s"],
+                **figures,
                 "loader_slices_per_s": loader_rate,
-                "data_wait_fraction": metrics["data_wait_fraction"],
-                "precision": metrics["precision"],
+                "precision": trainer.precision.name,
             }
         )
         del trainer
@@ -178,8 +221,23 @@ def core_main(options: argparse.Namespace) -> int:
         "gpu": options.gpu,
         "members": {},
     }
+    context = {k: figures[k] for k in ("size", "gpu")} | {
+        "batch": options.batch,
+        "steps": options.steps,
+    }
+
+    def emit(phase: str, line: dict[str, Any]) -> None:
+        text = json.dumps({"bench": "train", "phase": phase, **context, **line})
+        print(text, flush=True)
+        if options.jsonl is not None:
+            with options.jsonl.open("a") as stream:
+                stream.write(text + "\n")
+
+    names = options.members.split(",") if options.members else None
     with tempfile.TemporaryDirectory() as tmp:
-        config = core_experiment(Path(tmp), options.size, options.gpu, options.batch)
+        config = core_experiment(
+            Path(tmp), options.size, options.gpu, options.batch, options.steps, names
+        )
         data = prepare_data(config)
 
         def payload(member, precision: str) -> dict:
@@ -197,10 +255,12 @@ def core_main(options: argparse.Namespace) -> int:
             ).model_dump(mode="json")
 
         def run(groups: list[list[dict]]) -> tuple[list[dict], float]:
-            """One process per group, all at once; every job's figures and the wall time."""
+            """One process per group, all at once (timed windows aligned); figures and wall time."""
             queue = ctx.Queue()
+            barrier = ctx.Barrier(len(groups)) if len(groups) > 1 else None
             procs = [
-                ctx.Process(target=core_member, args=(g, options.steps, queue)) for g in groups
+                ctx.Process(target=core_member, args=(g, options.steps, queue, barrier))
+                for g in groups
             ]
             started = time.perf_counter()
             for p in procs:
@@ -229,6 +289,12 @@ def core_main(options: argparse.Namespace) -> int:
                     flush=True,
                 )
             figures["members"][member.name] = entry
+            line: dict[str, Any] = {"member": member.name, **entry}
+            if {"bf16", "fp32"} <= set(entry):
+                line["bf16_over_fp32_x"] = (
+                    entry["bf16"]["train_slices_per_s"] / entry["fp32"]["train_slices_per_s"]
+                )
+            emit("member", line)
         pair = [config.members[0], config.members[1]]
         first = precisions[0]
         both, wall = run([[payload(m, first)] for m in pair])
@@ -250,6 +316,8 @@ def core_main(options: argparse.Namespace) -> int:
             parallel_over_sequential_x=round(ratio, 3),
             pair_wall_s=round(wall, 1),
         )
+        emit("pair", {k: figures[k] for k in ("pair", "parallel_slices_per_s",
+                                               "parallel_over_sequential_x", "pair_wall_s")})  # fmt: skip
     print(json.dumps(figures))
     return 0
 
@@ -266,6 +334,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10, help="core engine: steps per epoch")
     parser.add_argument("--batch", type=int, default=8, help="core engine: slices per step")
     parser.add_argument("--timeout", type=float, default=300, help="core engine: seconds per run")
+    parser.add_argument("--members", help="core engine: comma-separated member names (default all)")
+    parser.add_argument("--jsonl", type=Path, help="core engine: append each figure line here")
     options = parser.parse_args()
     if options.engine == "core":
         return core_main(options)
