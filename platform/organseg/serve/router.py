@@ -34,6 +34,7 @@ from organseg.errors import DataError, ModelError, RequestTooLarge
 from organseg.io.volume import Volume
 from organseg.pacs.stow import STOW_HINTS, STOW_REQUEST_BODY, series_inputs, stow_responses
 from organseg.serve.errors import grpc_status, http_status
+from organseg.serve.forms import read_form
 from organseg.serve.http_schema import (
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
@@ -111,6 +112,10 @@ def _ints(text: str | None, name: str) -> list[int]:
     values = _floats(text, name) or []
     if any(not math.isfinite(v) or v != int(v) for v in values):
         raise DataError(f"field {name!r} must be whole numbers, got {text!r}")
+    if any(
+        abs(v) >= 2**31 for v in values
+    ):  # no image axis is that long; 1e30 is a typo or a probe
+        raise DataError(f"field {name!r} holds a number of 2^31 or more, got {text!r}")
     return [int(v) for v in values]
 
 
@@ -410,8 +415,8 @@ class Router:
             if "boundary=" not in request.headers.get("content-type", ""):
                 raise DataError("multipart/form-data without a boundary parameter")
             # the byte limit holds while the body streams in, not after it has been buffered
-            form = await bounded_request(request, self.limits).form(
-                max_files=1 + len(PART_MODALITIES), max_fields=16
+            form = await read_form(
+                request, self.limits, max_files=1 + len(PART_MODALITIES), max_fields=16
             )
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
