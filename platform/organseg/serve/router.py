@@ -253,6 +253,7 @@ class Router:
             await asyncio.to_thread(self._load, str(config["model_dir"]))
 
     async def _decode(self, fn: Any, *args: Any) -> Any:
+        tempdirs.sweep_now_and_then()  # what a replica killed after this one started left behind
         started = time.perf_counter()
         async with self.decoding:
             volume = await asyncio.to_thread(fn, *args)
