@@ -136,14 +136,18 @@ def make_series(root: Path, model_dir: Path) -> list[Series]:
 
 # -- replicas, memory and descriptors -----------------------------------------------------------------
 def replica_pids() -> dict[str, list[int]]:
-    """Live Serve processes by deployment (plus the proxy and the controller), from their titles."""
+    """Live Serve processes by deployment (plus the proxy and the controller), from their titles;
+    only this run's (the local cluster's processes descend from this one)."""
     import psutil
 
     found: dict[str, list[int]] = defaultdict(list)
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            title = " ".join(proc.cmdline())
+        except psutil.Error:
             continue
-        title = " ".join(proc.info["cmdline"] or [])
         if f"ServeReplica:{APP}:" in title:
             name = title.split(f"ServeReplica:{APP}:", 1)[1].split()[0].split(".")[0]
             found[name].append(proc.pid)
@@ -429,7 +433,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             t.start()
         pool = concurrent.futures.ThreadPoolExecutor(options.max_in_flight)
         in_flight: set[concurrent.futures.Future] = set()
-        skipped, tick, k = 0, 1.0 / options.rate, 0
+        skipped, tick, k, ticks = 0, 1.0 / options.rate, 0, 0
         next_at = t0
         while time.monotonic() < end:
             in_flight = {f for f in in_flight if not f.done()}
@@ -438,8 +442,9 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             else:
                 in_flight.add(pool.submit(good_one, kinds[k % len(kinds)], time.monotonic()))
                 k += 1
-            if k % options.bad_every == 0:
-                case = bad[(k // options.bad_every) % len(bad)]
+            ticks += 1
+            if ticks % options.bad_every == 0:
+                case = bad[(ticks // options.bad_every) % len(bad)]
                 started = time.monotonic() - t0
                 status = send_bad(case, http, bare_grpc)
                 with tally.lock:
@@ -465,7 +470,9 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         entry["recovered_after_s"] = round(min(after) - entry["at_s"], 2) if after else None
     bad_status = Counter(status for _, _, status in tally.bad)
     five_xx = [
-        (t, n, s) for t, n, s in tally.bad if s.startswith("5") or s in ("INTERNAL", "UNKNOWN")
+        (t, n, s)
+        for t, n, s in tally.bad
+        if s.startswith("5") or s.split()[0] in ("INTERNAL", "UNKNOWN")
     ]
 
     def near_kill(t: float) -> bool:
