@@ -392,7 +392,10 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         def chaos() -> None:
             order = ["member-dualtail", "ensemble-CT", "router", "switch"]
             k = switches = 0
-            while not stop.wait(event_every) and time.monotonic() < end - 10:
+            # on a fixed schedule from the start: the time a fault takes does not push the next
+            while not stop.wait(max(0.0, t0 + (k + 1) * event_every - time.monotonic())):
+                if time.monotonic() >= end - 10:
+                    break
                 what = order[k % len(order)]
                 k += 1
                 at = time.monotonic()

@@ -15,10 +15,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_a_short_soak_loses_nothing(tmp_path: Path) -> None:
-    """45 s of mixed traffic with a member, an ensemble and the router killed and a live switch (its
+    """A minute of mixed traffic with a member, an ensemble and the router killed and a live switch (its
     own local Ray cluster, loopback ports of its own): the figures the docs promise for the hour."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--minutes", "0.75", "--event-every-s", "8",
+        [sys.executable, str(SCRIPT), "--minutes", "1", "--event-every-s", "10",
          "--sample-every-s", "2", "--http-port", "18821", "--grpc-port", "19821"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -36,4 +36,6 @@ def test_a_short_soak_loses_nothing(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert all("error" not in e for e in figures["events"]), figures["events"]
     assert figures["orphaned_upload_folders"] == 0
-    assert figures["slow_senders"] == {"408": 3}, figures["slow_senders"]  # answered, not hung
+    slow = figures["slow_senders"]
+    assert set(slow) == {"408"}, slow  # answered by the router, not hung
+    assert slow["408"] >= 3
