@@ -81,3 +81,25 @@ def test_echo_phase_at_1_5_and_3_tesla() -> None:
     assert phase_from_echo_time(2.3, 3.0) is Modality.MR_T1_IN
     assert phase_from_echo_time(1.15, 3.0) is Modality.MR_T1_OUT
     assert phase_from_echo_time(30.0, 1.5) is None  # too many cycles to trust
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"Modality": "MR", "SeriesDescription": "T2 SPIR DOE^JANE T2SPIR T2TSE"},
+        {"Modality": "MR", "SeriesDescription": "DOE^JANE", "EchoTime": "4.4"},
+        {"Modality": "MR", "ProtocolName": "T1 in phase DOE^JANE", "EchoTime": "90",
+         "RepetitionTime": "3000"},
+        {"Modality": "MR", "SeriesDescription": "T1 opp phase DOE^JANE", "EchoTime": "2.3",
+         "MagneticFieldStrength": "1.5"},
+        {"Modality": "DOE^JANE"},
+    ],
+)  # fmt: skip
+def test_reasons_name_the_sequence_never_the_free_text(tags: dict) -> None:
+    """Descriptions are free text that sites fill with names and accession numbers; reasons reach
+    answers and logs, so they name the tag and the recognised sequence only."""
+    decision = infer_modality(tags)
+    words = " ".join([decision.reason, *decision.conflicts])
+    assert "DOE" not in words, words
+    if decision.modality is Modality.MR_T2SPIR:
+        assert "SeriesDescription names T2-SPIR" in words

@@ -504,3 +504,138 @@ def test_classifier_below_its_confidence_is_a_422_asking_for_modality(
     assert "below the 0.75 required" in message
     assert "send the modality field" in message
     _good_request(http, target, config, transport)
+
+
+# -- malformed forms, doubled fields, overflowing shapes ---------------------------------------------
+
+
+def _multipart(parts: list[tuple[str, bytes]], boundary: str = "bnd") -> bytes:
+    """A form body from (Content-Disposition parameters, data) pairs, written by hand so that it can
+    be malformed."""
+    body = b""
+    for disposition, data in parts:
+        head = f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n".encode()
+        body += head + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def _malformed_forms(config) -> list[tuple[str, bytes, int, str]]:
+    """(name, body under boundary 'bnd', HTTP status, message fragment)."""
+    series = zip_dicom_series(_ct_folder(config))
+    upload = 'name="file"; filename="s.zip"'
+    return [
+        ("garbage after the boundary", b"--bnd\r\n\x00\xff\x00garbage" * 3, 400, "malformed multipart"),
+        ("garbage boundary line", b"--bnd garbage\r\n\r\n", 400, "malformed multipart"),
+        ("a part without a name", _multipart([('filename="s.zip"', series)]), 400, "no name"),
+        ("21 form fields", _multipart([(f'name="f{k}"', b"x") for k in range(21)]), 400,
+         "too many fields"),
+        ("a 2 MiB modality field", _multipart([(upload, series), ('name="modality"', b"C" * (2 << 20))]),
+         413, "'modality'"),
+        ("two file parts", _multipart([(upload, series), ('name="file"; filename="b.zip"', series)]), 400,
+         "'file' sent more than once"),
+        ("two modality fields", _multipart([(upload, series), ('name="modality"', b"CT"),
+                                            ('name="modality"', b"MR-T2SPIR")]), 400,
+         "'modality' sent more than once"),
+        ("two t2 parts", _multipart([(upload, series), ('name="t2"; filename="a"', series),
+                                     ('name="t2"; filename="b"', series)]), 400, "'t2' sent more than once"),
+    ]  # fmt: skip
+
+
+def test_http_malformed_forms_are_4xx_naming_the_problem(served) -> None:
+    """Each malformed or ambiguous form is the sender's fault: 400 / 413 with what is wrong and a
+    request id, never a 500; a doubled single-valued field is refused, never half-used."""
+    http, _, config, _ = served
+    headers = {"content-type": "multipart/form-data; boundary=bnd"}
+    for name, body, status, fragment in _malformed_forms(config):
+        response = _post(http, content=body, headers=headers)
+        assert response.status_code == status, (name, response.text)
+        answer = response.json()
+        assert fragment.lower() in answer["error"].lower(), (name, answer)
+        assert answer["request_id"] == response.headers["x-request-id"], name
+    # a size that only overflows once multiplied is as much the sender's fault as inf
+    for shape in ("1e30,1,1", "4294967296,4294967296,1"):
+        response = _post(
+            http, files={"file": ("v", b"\0" * 8)}, data={"shape": shape, "dtype": "int16"}
+        )
+        assert response.status_code == 400, (shape, response.text)
+        assert "'shape'" in response.json()["error"], shape
+    good = HttpClient(http).segment_bytes(zip_dicom_series(_ct_folder(config)), "series.zip")
+    assert good["modality"] == "CT"
+
+
+def test_grpc_shape_whose_product_overflows_is_resource_exhausted(served) -> None:
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    _, target, _, _ = served
+    huge = pb.RawVolume(data=b"\0" * 8, dtype="int16", shape=[2**62, 2**62, 4])
+    with pytest.raises(ServiceError, match="RESOURCE_EXHAUSTED") as caught:
+        GrpcClient(target).call("Segment", pb.SegmentRequest(raw=huge, modality="CT"))
+    assert "limit" in str(caught.value)
+
+
+# -- free-text headers never reach answers or logs ----------------------------------------------------
+
+
+def _described_zip(config, modality: Modality, description: str, tmp_path: Path) -> bytes:
+    """A synthetic series of ``modality`` whose SeriesDescription is ``description``."""
+    import pydicom
+
+    from organseg.train.data import dataset_root
+
+    source = next(
+        r for r in discover_cases(dataset_root(config)) if r.modality is modality
+    ).image_dir
+    folder = tmp_path / modality.value
+    folder.mkdir()
+    for f in sorted(source.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription = description
+        ds.ProtocolName = description
+        ds.save_as(folder / f.name)
+    return zip_dicom_series(folder)
+
+
+def _ray_logs_holding(marker: str) -> list[str]:
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # the cluster's log folder
+    return [str(p) for p in logs.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_series_description_free_text_never_reaches_answers_or_logs(
+    served, tmp_path: Path, transport: str
+) -> None:
+    """Sites write names and accession numbers into SeriesDescription: the 422 for a sequence this
+    server does not serve, and the answer for one it serves, name the recognised sequence only."""
+    import time
+    import uuid
+
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    http, target, config, _ = served
+    marker = f"ZZ{uuid.uuid4().hex[:8].upper()}^PATIENT"
+    not_served = _described_zip(
+        config, Modality.MR_T1_IN, f"T1 in phase {marker} ACC4711", tmp_path
+    )
+    served_t2 = _described_zip(config, Modality.MR_T2SPIR, f"T2 SPIR {marker} T2SPIR", tmp_path)
+    if transport == "http":
+        response = _post(http, files={"file": ("s.zip", not_served)})
+        assert response.status_code == 422, response.text
+        refusal = response.text
+        answer = json.dumps(HttpClient(http).segment_bytes(served_t2, "s.zip"))
+    else:
+        client = GrpcClient(target)
+        with pytest.raises(ServiceError, match="FAILED_PRECONDITION") as caught:
+            client.call("Segment", pb.SegmentRequest(dicom_zip=not_served))
+        refusal = str(caught.value)
+        result = client.segment_request(pb.SegmentRequest(dicom_zip=served_t2))
+        answer = json.dumps({k: v for k, v in result.items() if k != "labels"}, default=str)
+    assert "T1 in-phase" in refusal, refusal
+    assert "no ensemble" in refusal, refusal
+    assert "T2-SPIR" in answer
+    assert marker not in refusal, refusal
+    assert "ACC4711" not in refusal, refusal
+    assert marker not in answer
+    time.sleep(2)  # the replicas' log lines reach their files
+    assert _ray_logs_holding(marker) == []

@@ -8,8 +8,10 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from organseg.errors import ConfigError, DataError
@@ -181,6 +183,31 @@ def test_private_tempdirs_are_swept_when_their_process_is_gone(tmp_path: Path) -
         tempfile.tempdir = before
     assert not left.parent.exists()
     assert alive.exists()
+
+
+def test_sweep_takes_the_folders_of_zombies_and_of_reused_pids(tmp_path: Path) -> None:
+    """A SIGKILLed replica may still be a zombie when its successor sweeps, and its pid may be reused
+    later: neither keeps its folder; the sweep runs again now and then, not only at start-up."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; not waited for: a zombie
+    deadline = time.monotonic() + 30
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    undead = tmp_path / f"{tempdirs.PREFIX}{zombie.pid}"
+    undead.mkdir()
+    reused = tmp_path / f"{tempdirs.PREFIX}{os.getpid()}"  # this process, younger than the folder?
+    older = tmp_path / f"{tempdirs.PREFIX}{os.getppid()}"
+    older.mkdir()
+    stamp = psutil.Process(os.getppid()).create_time() - 3600
+    os.utime(older, (stamp, stamp))  # made an hour before the process now holding its pid
+    reused.mkdir()
+    tempdirs.sweep_now_and_then(tmp_path)
+    tempdirs._last_sweep[0] = 0.0
+    tempdirs.sweep_now_and_then(tmp_path)
+    zombie.wait()
+    assert not undead.exists()
+    assert not older.exists()
+    assert reused.exists()  # this process's own folder stays
 
 
 def test_grpc_bind_address() -> None:

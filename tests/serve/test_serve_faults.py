@@ -281,6 +281,37 @@ def test_burst_beyond_the_queue_gets_quick_503s_that_clients_retry(app, ct_image
     _assert_all_equal(results, baseline)
 
 
+def test_router_killed_while_decoding_answers_within_seconds_a_status_clients_retry(app) -> None:
+    """The router replica SIGKILLed with a 64 MiB upload in flight: the request is answered within
+    seconds (Serve's proxy: a plain 500 without organseg's request id, which the clients retry), and
+    the dead replica's private upload folder is swept once a new router runs."""
+    (pid,) = _replicas("router")
+    private = Path(tempfile.gettempdir()) / f"{tempdirs.PREFIX}{pid}"
+    volume = np.zeros((64, 512, 512), np.float32)
+    volume[-1, -1, -1] = np.nan
+    payload = volume.tobytes()
+    del volume
+    fields = {"shape": "64,512,512", "dtype": "float32", "modality": "CT"}
+    killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+    started = time.monotonic()
+    killer.start()
+    response = httpx.post(f"{HTTP}/v1/segment", files={"file": ("v", payload)}, data=fields,
+                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)  # fmt: skip
+    killer.join()
+    waited = time.monotonic() - started
+    assert waited < 15, waited
+    if response.status_code != 400:  # 400: decoded (NaN refused) before the kill landed
+        assert response.status_code in (500, 502, 503, 504), response.text
+        assert "request_id" not in response.text  # the proxy's: retried by HttpClient
+    client = HttpClient(HTTP, token=TOKEN)
+    deadline = time.monotonic() + 75
+    while time.monotonic() < deadline and (not _replicas("router") or private.exists()):
+        with pytest.raises(ServiceError, match="'shape'"):  # the new router answers (and sweeps)
+            client.segment_bytes(b"\0" * 8, "v", {"shape": "1e30,1,1"})
+        time.sleep(1)
+    assert not private.exists()
+
+
 # -- faults ---------------------------------------------------------------------------------------------
 # The router first: retries inside the graph are counted by the replicas that survive (metrics test).
 @pytest.mark.parametrize("deployment", ["router", "ensemble-CT", "member-attn"])

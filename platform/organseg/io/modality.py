@@ -37,6 +37,15 @@ _OUT_PHASE = re.compile(
     re.IGNORECASE,
 )
 _T2 = re.compile(r"t2|spir|spair|haste|ssfse|stir", re.IGNORECASE)
+#: The header's free-text tags that name the sequence. Their values are never quoted in a reason:
+#: sites fill descriptions with patient names and accession numbers, and reasons reach answers and logs.
+_TEXT_TAGS = ("SeriesDescription", "ProtocolName", "SequenceName")
+_SEQUENCE_NAMES = {
+    Modality.MR_T1_IN: "T1 in-phase",
+    Modality.MR_T1_OUT: "T1 out-of-phase",
+    Modality.MR_T2SPIR: "T2-SPIR",
+}
+_CODE_STRING = re.compile(r"^[A-Z0-9 _]{1,16}$")  # a DICOM CS value, e.g. the Modality tag
 
 
 @dataclass
@@ -92,37 +101,29 @@ def infer_modality(tags: Mapping[str, str]) -> ModalityDecision:
     if kind == "CT":
         return ModalityDecision(Modality.CT, "DICOM Modality=CT")
     if kind != "MR":
-        shown = kind or "missing"
+        shown = kind if _CODE_STRING.match(kind) else "missing" if not kind else "not a code string"
         return ModalityDecision(Modality.UNKNOWN, f"DICOM Modality is {shown}, not CT or MR")
 
-    text = " ".join(
-        str(tags.get(k) or "") for k in ("SeriesDescription", "ProtocolName", "SequenceName")
-    ).strip()
+    text = " ".join(str(tags.get(k) or "") for k in _TEXT_TAGS).strip()
     echo = _float(tags.get("EchoTime"))
     repetition = _float(tags.get("RepetitionTime"))
     field_t = _float(tags.get("MagneticFieldStrength"))
 
-    by_text: Modality | None = None
-    if _OUT_PHASE.search(text):
-        by_text = Modality.MR_T1_OUT
-    elif _IN_PHASE.search(text):
-        by_text = Modality.MR_T1_IN
-    elif _T2.search(text):
-        by_text = Modality.MR_T2SPIR
+    by_text = _sequence_of(text)
 
     by_echo, echo_reason, allowed = _from_echo(echo, repetition, field_t)
-    text_reason = f"series text {text!r}" if text else ""
+    text_reason = _text_reason(tags, by_text) if text else ""
     if by_text and by_echo and by_text is not by_echo:
         return ModalityDecision(
             Modality.UNKNOWN,
             "DICOM Modality=MR but the series tags disagree",
-            [f"{text_reason} says {by_text.value}", f"{echo_reason} says {by_echo.value}"],
+            [text_reason, f"{echo_reason} says {by_echo.value}"],
         )
     if by_text and by_text not in allowed:
         return ModalityDecision(
             Modality.UNKNOWN,
             "DICOM Modality=MR but the series tags disagree",
-            [f"{text_reason} says {by_text.value}", f"{echo_reason} does not allow it"],
+            [text_reason, f"{echo_reason} does not allow it"],
         )
     chosen = by_text or by_echo
     if chosen is None:
@@ -134,6 +135,25 @@ def infer_modality(tags: Mapping[str, str]) -> ModalityDecision:
         )
     reasons = [r for r, m in ((text_reason, by_text), (echo_reason, by_echo)) if m is not None]
     return ModalityDecision(chosen, "DICOM Modality=MR, " + " and ".join(reasons))
+
+
+def _sequence_of(text: str) -> Modality | None:
+    if _OUT_PHASE.search(text):
+        return Modality.MR_T1_OUT
+    if _IN_PHASE.search(text):
+        return Modality.MR_T1_IN
+    if _T2.search(text):
+        return Modality.MR_T2SPIR
+    return None
+
+
+def _text_reason(tags: Mapping[str, str], by_text: Modality | None) -> str:
+    """The text tags' evidence in words: which tags named which sequence, never what they say."""
+    present = [k for k in _TEXT_TAGS if str(tags.get(k) or "").strip()]
+    if by_text is None:
+        return f"{'/'.join(present)} names no known sequence"
+    naming = [k for k in present if _sequence_of(str(tags.get(k))) is by_text] or present
+    return f"{'/'.join(naming)} names {_SEQUENCE_NAMES[by_text]}"
 
 
 def _from_echo(

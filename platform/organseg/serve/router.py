@@ -45,6 +45,7 @@ from organseg.io.modality import ModalityDecision
 from organseg.io.volume import Volume
 from organseg.serve.app_args import AppArgs
 from organseg.serve.errors import grpc_status, http_status
+from organseg.serve.forms import read_form
 from organseg.serve.http_schema import (
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
@@ -114,6 +115,10 @@ def _ints(text: str | None, name: str) -> list[int]:
     values = _floats(text, name) or []
     if any(not math.isfinite(v) or v != int(v) for v in values):
         raise DataError(f"field {name!r} must be whole numbers, got {text!r}")
+    if any(
+        abs(v) >= 2**31 for v in values
+    ):  # no image axis is that long; 1e30 is a typo or a probe
+        raise DataError(f"field {name!r} holds a number of 2^31 or more, got {text!r}")
     return [int(v) for v in values]
 
 
@@ -243,6 +248,7 @@ class Router:
             await asyncio.to_thread(self._load, str(config["model_dir"]))
 
     async def _decode(self, fn: Any, *args: Any) -> Any:
+        tempdirs.sweep_now_and_then()  # what a replica killed after this one started left behind
         started = time.perf_counter()
         async with self.decoding:
             volume = await asyncio.to_thread(fn, *args)
@@ -370,8 +376,8 @@ class Router:
             if "boundary=" not in request.headers.get("content-type", ""):
                 raise DataError("multipart/form-data without a boundary parameter")
             # the byte limit holds while the body streams in, not after it has been buffered
-            form = await bounded_request(request, self.limits).form(
-                max_files=1 + len(PART_MODALITIES), max_fields=16
+            form = await read_form(
+                request, self.limits, max_files=1 + len(PART_MODALITIES), max_fields=16
             )
             upload = form.get("file")
             if upload is None or isinstance(upload, str):

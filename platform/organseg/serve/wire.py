@@ -9,6 +9,7 @@ input costs a 4xx answer, not a replica.
 from __future__ import annotations
 
 import io
+import math
 import re
 import tempfile
 import zipfile
@@ -50,7 +51,7 @@ class WireLimits:
         """
         if len(shape) != 3 or any(int(s) <= 0 for s in shape):
             raise DataError(f"shape must be three positive sizes (z, y, x), got {list(shape)}")
-        voxels = int(np.prod([int(s) for s in shape], dtype=np.int64))
+        voxels = math.prod(int(s) for s in shape)  # Python ints: a shape of 1e30 cannot overflow
         if voxels > self.max_voxels:
             raise RequestTooLarge(
                 f"volume of {list(shape)} has {voxels} voxels; the limit is {self.max_voxels}"
