@@ -309,3 +309,55 @@ def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights["head.bias"].fill_(4.0)
     torch.save(weights, model_dir / entry.weights)
     return model_dir
+
+
+def rescale_head(model_dir: Path, entry, prepared, target: float = 0.15) -> None:
+    """Scale a member's last layer so that about ``target`` of ``prepared``'s voxels cross the
+    threshold: a mask that depends on every slice's pixels (an untrained network predicts nothing)."""
+    import numpy as np
+    import torch
+
+    from organseg.ensemble.members import MemberRunner
+
+    runner = MemberRunner(model_dir, entry, "cpu")
+    with torch.no_grad():
+        logits = runner.model(torch.from_numpy(prepared.array.astype(np.float32))).numpy()
+    q50, qt, q99 = np.percentile(logits, [50, 100 * (1 - target), 99])
+    scale = 8.0 / float(q99 - q50)
+    weights = model_dir / entry.weights
+    state = torch.load(weights, weights_only=True)
+    state["head.weight"] = state["head.weight"] * scale
+    state["head.bias"] = (state["head.bias"] - float(qt)) * scale
+    torch.save(state, weights)
+
+
+def one_member_ct_model(dest: Path, series_folder: Path) -> Path:
+    """The one-member CT model directory of the tests that compare masks (no training): its head is
+    rescaled on ``series_folder`` so that about 15% of that series' voxels cross the threshold — a mask
+    that depends on every slice's pixels (an untrained network alone predicts nothing)."""
+    from organseg.config import parse_config
+    from organseg.ensemble.predictor import prepare_input
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+    from organseg.io.dicom import read_dicom_series
+
+    config = parse_config(
+        {
+            "name": "ct-test",
+            "task": 2,
+            "dataset": {"synthetic": {"ct": 2}},
+            "preprocess": {"size": 64, "t1_mode": "separate"},
+            "members": [
+                {
+                    "name": "a",
+                    "arch": "attention_unet",
+                    "kwargs": {"base_channels": 4, "depth": 3},
+                    "modalities": ["CT"],
+                }
+            ],
+        }
+    )
+    model_dir = write_untrained_model_dir(config, dest)
+    spec = load_spec(model_dir)
+    _, prepared = prepare_input(spec, read_dicom_series(series_folder))
+    rescale_head(model_dir, spec.members[0], prepared)
+    return model_dir

@@ -8,37 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import one_member_ct_model
+
 
 @pytest.fixture(scope="session")
 def batch_model(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> Path:
     """An untrained CT-only model whose head is rescaled to a mask that depends on every slice."""
-    from organseg.config import parse_config
-    from organseg.ensemble.predictor import prepare_input
-    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
-    from organseg.io import read_dicom_series
-    from tests.pacs.conftest import _rescale_head
-
-    config = parse_config(
-        {
-            "name": "batch-test",
-            "task": 2,
-            "dataset": {"synthetic": {"ct": 2}},
-            "preprocess": {"size": 64, "t1_mode": "separate"},
-            "members": [
-                {
-                    "name": "a",
-                    "arch": "attention_unet",
-                    "kwargs": {"base_channels": 4, "depth": 3},
-                    "modalities": ["CT"],
-                }
-            ],
-        }
-    )
-    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("batch-model") / "m")
-    spec = load_spec(model_dir)
-    _, prepared = prepare_input(spec, read_dicom_series(archive.sources["ct1"]))
-    _rescale_head(model_dir, spec.members[0], prepared)
-    return model_dir
+    return one_member_ct_model(tmp_path_factory.mktemp("batch-model") / "m", archive.sources["ct1"])
 
 
 @dataclass

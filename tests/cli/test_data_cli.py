@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import shlex
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from organseg.cli import main
 from tests.conftest import REPO_ROOT
 from tests.datasets.builder import build_nnunet, edit_json
+from tests.docs.blocks import block_under, command_lines
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -126,18 +125,15 @@ def test_convert_chaos_to_nnunet(
 def test_docs_example_runs_as_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = (REPO_ROOT / "docs" / "data.md").read_text()
-    section = text[text.index("### Try it on synthetic data") :]
-    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
-    assert block is not None
+    commands = command_lines(
+        block_under(REPO_ROOT / "docs" / "data.md", "Try it on synthetic data")
+    )
     monkeypatch.chdir(tmp_path)
-    lines = [line for line in block.group(1).splitlines() if line.strip()]
-    assert len(lines) == 7
-    for line in lines:
-        words = shlex.split(line)
+    assert len(commands) == 7
+    for words in commands:
         assert words[0] == "organseg"
         code, out, err = run(capsys, *words[1:])
-        assert code == 0, (line, err)
+        assert code == 0, (words, err)
     # the last command inspected the converted T1 dataset: two channels, the four CHAOS organs
     assert "format: nnunet" in out
     assert "channels: 0000 MR-T1-in, 0001 MR-T1-out" in out

@@ -252,23 +252,16 @@ def test_cli_overlay_for_a_label_set_case(dataset, predictions, tmp_path, capsys
 
 
 def test_docs_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
-    import re
-    import shlex
-
     from tests.conftest import REPO_ROOT
+    from tests.docs.blocks import block_under, command_lines
 
-    text = (REPO_ROOT / "docs" / "data.md").read_text()
-    section = text[text.index("### Evaluate any label set") :]
-    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
-    assert block is not None
+    commands = command_lines(block_under(REPO_ROOT / "docs" / "data.md", "Evaluate any label set"))
     monkeypatch.chdir(tmp_path)
-    lines = [line for line in block.group(1).splitlines() if line.strip()]
-    assert len(lines) == 3
-    for line in lines:
-        words = shlex.split(line)
+    assert len(commands) == 3
+    for words in commands:
         assert words[0] == "organseg"
         code, _, err = run(capsys, *words[1:])
-        assert code == 0, (line, err)
+        assert code == 0, (words, err)
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert list(scores["mean"]) == list(ABDOMEN_LABELS)
     assert all(v["dice"] == 1.0 for v in scores["mean"].values())

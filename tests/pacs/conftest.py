@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.conftest import mr_series_folder
+from tests.conftest import mr_series_folder, one_member_ct_model, rescale_head
 
 ORTHANC_AET = "ORTHANC"
 DICOMWEB_PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
@@ -169,36 +169,8 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 # -- a small CT model whose output depends on the image ------------------------------------------------
 @pytest.fixture(scope="session")
 def ct_model(tmp_path_factory: pytest.TempPathFactory, chaos_ct_case: Path) -> Path:
-    """A one-member CT model directory (no training): its last layer is rescaled so that about 15% of
-    the real case's voxels cross the threshold - a mask that depends on every slice's pixels, which is
-    what equality checks need (an untrained network alone predicts nothing)."""
-    from organseg.config import parse_config
-    from organseg.ensemble.predictor import prepare_input
-    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
-    from organseg.io.dicom import read_dicom_series
-
-    config = parse_config(
-        {
-            "name": "pacs-test",
-            "task": 2,
-            "dataset": {"synthetic": {"ct": 2}},
-            "preprocess": {"size": 64, "t1_mode": "separate"},
-            "members": [
-                {
-                    "name": "a",
-                    "arch": "attention_unet",
-                    "kwargs": {"base_channels": 4, "depth": 3},
-                    "modalities": ["CT"],
-                }
-            ],
-        }
-    )
-    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("ct-model"))
-    spec = load_spec(model_dir)
-    entry = spec.members[0]
-    _, prepared = prepare_input(spec, read_dicom_series(chaos_ct_case / "DICOM_anon"))
-    _rescale_head(model_dir, entry, prepared)
-    return model_dir
+    """A one-member CT model directory whose mask depends on the real case's pixels (no training)."""
+    return one_member_ct_model(tmp_path_factory.mktemp("ct-model"), chaos_ct_case / "DICOM_anon")
 
 
 @pytest.fixture(scope="session")
@@ -389,25 +361,6 @@ def pacs_tools():
 
 
 # -- a model that stacks T1 in- and out-of-phase (and segments CT alone) --------------------------------
-def _rescale_head(model_dir: Path, entry, prepared, target: float = 0.15) -> None:
-    """Scale a member's last layer so that about ``target`` of ``prepared``'s voxels cross the
-    threshold: a mask that depends on every slice's pixels (an untrained network predicts nothing)."""
-    import torch
-
-    from organseg.ensemble.members import MemberRunner
-
-    runner = MemberRunner(model_dir, entry, "cpu")
-    with torch.no_grad():
-        logits = runner.model(torch.from_numpy(prepared.array.astype(np.float32))).numpy()
-    q50, qt, q99 = np.percentile(logits, [50, 100 * (1 - target), 99])
-    scale = 8.0 / float(q99 - q50)
-    weights = model_dir / entry.weights
-    state = torch.load(weights, weights_only=True)
-    state["head.weight"] = state["head.weight"] * scale
-    state["head.bias"] = (state["head.bias"] - float(qt)) * scale
-    torch.save(state, weights)
-
-
 @pytest.fixture(scope="session")
 def stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Path:
     """An untrained model directory with ``t1_mode: stack``: a 2-channel T1 in+out member and a CT
@@ -436,7 +389,7 @@ def stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> P
     ct = read_dicom_series(synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon")
     for entry, image, partner in ((spec.members[0], ct, None), (spec.members[1], t1_in, t1_out)):
         _, prepared = prepare_input(spec, image, None, partner)
-        _rescale_head(model_dir, entry, prepared)
+        rescale_head(model_dir, entry, prepared)
     return model_dir
 
 
@@ -521,9 +474,9 @@ def t2_stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -
     t1_in, t1_out = (read_dicom_series(mr_series_folder(synth_root, 1, k)) for k in ("in", "out"))
     t2 = read_dicom_series(mr_series_folder(synth_root, 1, "t2"))
     _, stacked = prepare_input(spec, t1_in, None, t1_out, t2)
-    _rescale_head(model_dir, spec.members[0], stacked)
+    rescale_head(model_dir, spec.members[0], stacked)
     _, alone = prepare_input(spec, read_dicom_series(mr_series_folder(synth_root, 1, "t2")))
-    _rescale_head(model_dir, spec.members[1], alone)
+    rescale_head(model_dir, spec.members[1], alone)
     return model_dir
 
 
