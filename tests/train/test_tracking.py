@@ -168,7 +168,7 @@ def test_mlflow_runs_hold_what_training_reported(
 
     tracking = start()
     assert tracking.on
-    member = json.loads(json.dumps(payload.member))
+    member = payload.member.model_dump(mode="json")
     run_dir = str(tmp_path / "runs" / "dualtail")
     plan = tracking.child("dualtail", run_dir, member, {"organseg.member": "dualtail"})
     assert plan.mlflow_run_id is not None
@@ -192,8 +192,8 @@ def test_mlflow_runs_hold_what_training_reported(
     assert child.data.tags["mlflow.parentRunId"] == tracking.parent_id
     assert child.data.tags["organseg.dataset_fingerprint"] == "abc123"
     assert child.data.tags["mlflow.runName"] == "dualtail"
-    assert child.data.params["optimizer.lr"] == str(payload.member["optimizer"]["lr"])
-    assert child.data.params["arch"] == payload.member["arch"]
+    assert child.data.params["optimizer.lr"] == str(payload.member.optimizer.lr)
+    assert child.data.params["arch"] == payload.member.arch
     for key in ("val_dice", "train_loss", "lr", "data_wait_fraction", "train_slices_per_s"):
         logged = sorted(
             (m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)
