@@ -306,6 +306,23 @@ def join_problems(problems: Sequence[Problem]) -> str:
     return "; ".join(str(p) for p in problems)
 
 
+def open_dataset_json(
+    root: Path | str, required: tuple[str, ...], why: str
+) -> tuple[Path, dict[str, Any], list[Problem]]:
+    """The opening both formats share: ``root`` (a folder, else :class:`DataError`), its
+    ``dataset.json`` (``{}`` when unreadable) and the problems so far, a missing ``required`` key
+    among them (``why`` says which format requires it)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    problems: list[Problem] = []
+    data = read_dataset_json(root, problems) or {}
+    for key in required:
+        if data and key not in data:
+            problems.append(Problem(f"{root / 'dataset.json'}: {key}", f"missing ({why})"))
+    return root, data, problems
+
+
 def read_dataset_json(root: Path, problems: list[Problem]) -> dict[str, Any] | None:
     """``root/dataset.json`` as a mapping, or None with the reason added to ``problems``."""
     path = root / "dataset.json"

@@ -26,8 +26,8 @@ from organseg.datasets.base import (
     LabelledDataset,
     Problem,
     header_grid,
+    open_dataset_json,
     parse_label_codes,
-    read_dataset_json,
     read_image,
 )
 from organseg.errors import DataError
@@ -89,15 +89,8 @@ def _entry_path(
 def open_msd(root: Path | str) -> MSDDataset:
     """The dataset at ``root`` with every problem of its ``dataset.json`` and listed files in
     ``problems``; :meth:`LabelledDataset.check` reads the cases too."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    problems: list[Problem] = []
+    root, data, problems = open_dataset_json(root, REQUIRED_KEYS, "the MSD format requires it")
     json_path = root / "dataset.json"
-    data = read_dataset_json(root, problems) or {}
-    for key in REQUIRED_KEYS:
-        if data and key not in data:
-            problems.append(Problem(f"{json_path}: {key}", "missing (the MSD format requires it)"))
     modality = data.get("modality")
     channel_names: tuple[str, ...] = ()
     if (

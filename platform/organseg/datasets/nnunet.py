@@ -26,10 +26,9 @@ from organseg.datasets.base import (
     CaseFiles,
     LabelledDataset,
     Problem,
+    open_dataset_json,
     parse_label_codes,
-    read_dataset_json,
 )
-from organseg.errors import DataError
 from organseg.labels import LabelSet, parse_nnunet_labels
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -95,15 +94,8 @@ def open_nnunet(root: Path | str) -> LabelledDataset:
     """The dataset at ``root`` with every problem of its layout and ``dataset.json`` in ``problems``
     (call :meth:`LabelledDataset.check` to read the cases too). Never raises for a broken dataset
     whose folder exists; ``problems`` says what is wrong, each naming its file or key."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    problems: list[Problem] = []
+    root, data, problems = open_dataset_json(root, REQUIRED_KEYS, "nnU-Net v2 requires it")
     json_path = root / "dataset.json"
-    data = read_dataset_json(root, problems) or {}
-    for key in REQUIRED_KEYS:
-        if data and key not in data:
-            problems.append(Problem(f"{json_path}: {key}", "missing (nnU-Net v2 requires it)"))
     if "dataset" in data:
         problems.append(
             Problem(
