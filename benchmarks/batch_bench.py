@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_bench import make_model_dir  # one untrained model directory for every benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,22 +52,6 @@ CPU_MEMBERS = {
     },
 }
 TOTALSEGMENTATOR_CT_PER_HOUR_GPU = (3600 / 212, 3600 / 77)  # 3 min 32 s and 1 min 17 s per CT
-
-
-def make_model_dir(members: dict[str, dict], size: int, root: Path) -> Path:
-    from organseg.config import parse_config
-    from organseg.ensemble.spec import write_untrained_model_dir
-
-    config = parse_config(
-        {
-            "name": "batch-bench",
-            "task": 2,
-            "dataset": {"synthetic": {"ct": 2}},
-            "preprocess": {"size": size},
-            "members": [{"name": n, **m} for n, m in members.items()],
-        }
-    )
-    return write_untrained_model_dir(config, root / "model")
 
 
 def dicom_studies(root: Path, count: int, size: int, slices: int) -> list[Path]:
