@@ -361,3 +361,16 @@ def one_member_ct_model(dest: Path, series_folder: Path) -> Path:
     _, prepared = prepare_input(spec, read_dicom_series(series_folder))
     rescale_head(model_dir, spec.members[0], prepared)
     return model_dir
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """``organseg ARGS`` in-process: exit code, stdout, and stderr with its whitespace folded."""
+    from organseg.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, " ".join(captured.err.split())

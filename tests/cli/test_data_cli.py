@@ -7,20 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from organseg.cli import main
 from tests.conftest import REPO_ROOT
+from tests.conftest import run_cli as run
 from tests.datasets.builder import build_nnunet, edit_json
 from tests.docs.blocks import block_under, command_lines
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, " ".join(captured.err.split())
 
 
 def test_synth_nnunet_and_msd_then_inspect(

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from organseg.cli import main
 from organseg.datasets.write import nnunet_to_msd
 from organseg.errors import DataError
 from organseg.io import discover_cases, load_case
@@ -25,16 +24,7 @@ from organseg.metrics.labelset_eval import (
 )
 from organseg.metrics.labelwise import evaluate_label_maps
 from organseg.synth.abdomen import ABDOMEN_LABELS, abdomen_label_set, write_abdomen_dataset
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, " ".join(captured.err.split())
+from tests.conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")
