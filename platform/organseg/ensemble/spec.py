@@ -23,6 +23,7 @@ from organseg import __version__
 from organseg.config import ExperimentConfig, MemberConfig, PostprocessConfig
 from organseg.errors import ModelError
 from organseg.io.atomic import write_text_atomic
+from organseg.labels import LabelSet, chaos_label_set
 from organseg.modalities import KnownModality, Modality
 from organseg.preprocess.config import PreprocessConfig
 from organseg.preprocess.volume_config import VolumeConfig
@@ -96,6 +97,12 @@ class EnsembleSpec(BaseModel):
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     )
     organs: list[str]
+    labels: dict[str, Any] | None = Field(
+        None,
+        description="The model's label set (organseg.labels.LabelSet.to_dict: names, values, colours, "
+        "codes, post-processing) in channel order; absent in CHAOS model directories, whose labels are "
+        "the CHAOS preset restricted to ``organs``.",
+    )
     preprocess: PreprocessConfig
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     members: list[MemberEntry] = Field(min_length=1)
@@ -116,6 +123,13 @@ class EnsembleSpec(BaseModel):
                 f"no member of ensemble {self.name!r} accepts {modality.value}; it serves {available}"
             )
         return members
+
+    def label_set(self) -> LabelSet:
+        """The labels this model segments: the recorded set, else the CHAOS preset's ``organs``."""
+        if self.labels is not None:
+            return LabelSet.from_dict(self.labels)
+        chaos = chaos_label_set()
+        return LabelSet(tuple(chaos[name] for name in self.organs), name=chaos.name)
 
     def organs_for(self, modality: Modality | str) -> list[str]:
         """Organs the ensemble of ``modality`` predicts: the union of what its members recorded they
