@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         losses = []
         for x, y in loader:
-            losses.append(step(x, y))
+            losses.append(step(x, y).total)
             scheduler.step()
         print(f"3D epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f}", flush=True)
     train_seconds = time.perf_counter() - train_started

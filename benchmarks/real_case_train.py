@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             y = torch.from_numpy(
                 np.stack([m == liver_id for _, m in pairs])[:, None].astype(np.float32)
             )
-            losses.append(step(x, y))
+            losses.append(step(x, y).total)
             scheduler.step()
         metrics = validate(model, val_volume, ORGANS, in_channels, torch.device("cpu"), loss_fn)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), **metrics,

@@ -9,10 +9,14 @@
 - :class:`DiceBCELoss` — ``w·Dice + (1−w)·BCE``; ``w`` is what the tuner searches.
 - :func:`generator_adversarial_loss` / :func:`discriminator_loss` — the cGAN losses, written with
   BCE-with-logits so ``−log D`` never evaluates ``log(0)``.
+- :func:`loss_terms` / :func:`sum_terms` — a loss as its named, weighted terms (what training reports
+  per term); summed in order they are the loss itself, bit for bit.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Literal
 
 import torch
@@ -79,6 +83,9 @@ class SoftDiceLoss(nn.Module):
         )
         return 1.0 - score.mean()
 
+    def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"dice": self(pred, target)}
+
 
 def bce(smooth_factor: float | None = None, pos_weight: torch.Tensor | None = None) -> nn.Module:
     """Binary cross-entropy on logits (smp's ``SoftBCEWithLogitsLoss``; optional label smoothing)."""
@@ -98,6 +105,9 @@ class _ChannelBCE(nn.Module):
         pred, target = _as_channels(pred), _as_channels(target)
         return self.inner(pred, target.to(pred.dtype))
 
+    def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"bce": self(pred, target)}
+
 
 class DiceBCELoss(nn.Module):
     """``dice_weight·Dice + (1 − dice_weight)·BCE``."""
@@ -111,8 +121,26 @@ class DiceBCELoss(nn.Module):
         self.bce = bce()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum_terms(self.terms(pred, target))
+
+    def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``dice_weight·Dice`` and ``(1 − dice_weight)·BCE``: the two weighted terms ``forward`` adds."""
         w = self.dice_weight
-        return w * self.dice(pred, target) + (1.0 - w) * self.bce(pred, target)
+        return {"dice": w * self.dice(pred, target), "bce": (1.0 - w) * self.bce(pred, target)}
+
+
+def loss_terms(
+    loss_fn: nn.Module, pred: torch.Tensor, target: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``loss_fn``'s named, weighted terms (``{"seg": loss}`` for a loss that names none); summed in
+    order by :func:`sum_terms` they are ``loss_fn(pred, target)`` exactly."""
+    terms = getattr(loss_fn, "terms", None)
+    return terms(pred, target) if callable(terms) else {"seg": loss_fn(pred, target)}
+
+
+def sum_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The terms added left to right (the same operations, hence the same bits, as the loss)."""
+    return functools.reduce(operator.add, terms.values())
 
 
 def build_loss(name: str, dice_weight: float = 0.5, smooth: float = 1.0) -> nn.Module:
@@ -129,9 +157,17 @@ def build_loss(name: str, dice_weight: float = 0.5, smooth: float = 1.0) -> nn.M
 def generator_adversarial_loss(
     d_fake_logits: torch.Tensor, seg_loss: torch.Tensor, lam: float
 ) -> torch.Tensor:
-    """``−log D(x, G(x)) + λ·seg_loss``; ``−log σ(z)`` is computed as BCE-with-logits against 1."""
+    """``−log D(x, G(x)) + λ·seg_loss`` (the sum of :func:`generator_terms`)."""
+    return sum_terms(generator_terms(d_fake_logits, seg_loss, lam))
+
+
+def generator_terms(
+    d_fake_logits: torch.Tensor, seg_loss: torch.Tensor, lam: float
+) -> dict[str, torch.Tensor]:
+    """The generator's terms ``−log D(x, G(x))`` and ``λ·seg_loss``; ``−log σ(z)`` is computed as
+    BCE-with-logits against 1."""
     adv = F.binary_cross_entropy_with_logits(d_fake_logits, torch.ones_like(d_fake_logits))
-    return adv + lam * seg_loss
+    return {"generator_adv": adv, "generator_seg": lam * seg_loss}
 
 
 def discriminator_loss(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor) -> torch.Tensor:

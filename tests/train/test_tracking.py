@@ -84,6 +84,8 @@ def test_metric_names_and_groups() -> None:
     }  # fmt: skip
     assert tensorboard_tag("val_dice_liver") == "dice/val_dice_liver"
     assert tensorboard_tag("train_loss") == "loss/train_loss"
+    assert tensorboard_tag("train_loss_discriminator") == "loss/train_loss_discriminator"
+    assert tensorboard_tag("train_loss_dice") == "loss/train_loss_dice"  # a loss, not a Dice score
     assert tensorboard_tag("lr") == "optim/lr"
     assert tensorboard_tag("train_slices_per_s") == "throughput/train_slices_per_s"
     assert flatten({"optimizer": {"lr": 0.1}, "modalities": ["CT"], "volume": None}) == {
@@ -106,7 +108,7 @@ def test_tensorboard_curves_equal_the_checkpoint_history_across_a_restart(
     assert len(list(folder.glob("events.out.tfevents.*"))) == 2  # one per (re)start
     scalars = read_scalars(folder)
     organ = payload.organs[0]
-    for key in ("val_dice", f"val_dice_{organ}", "train_loss", "val_loss", "lr",
+    for key in ("val_dice", f"val_dice_{organ}", "train_loss", "train_loss_dice", "val_loss", "lr",
                 "data_wait_fraction", "train_slices_per_s"):  # fmt: skip
         series = scalars[tensorboard_tag(key)]
         # the epoch logged before the crash was purged: one point per epoch, the restarted run's
@@ -194,7 +196,8 @@ def test_mlflow_runs_hold_what_training_reported(
     assert child.data.tags["mlflow.runName"] == "dualtail"
     assert child.data.params["optimizer.lr"] == str(payload.member.optimizer.lr)
     assert child.data.params["arch"] == payload.member.arch
-    for key in ("val_dice", "train_loss", "lr", "data_wait_fraction", "train_slices_per_s"):
+    for key in ("val_dice", "train_loss", "train_loss_dice", "lr", "data_wait_fraction",
+                "train_slices_per_s"):  # fmt: skip
         logged = sorted(
             (m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)
         )

@@ -20,6 +20,8 @@ from tests.conftest import tiny_experiment
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+LOSS_TERMS = {"attn": ["train_loss_dice", "train_loss_bce"], "dualtail": ["train_loss_dice"]}
+
 
 def _runs(client, experiment: str) -> tuple[object, dict[str, object]]:
     found = client.get_experiment_by_name(experiment)
@@ -72,7 +74,13 @@ def test_train_logs_members_to_tensorboard_and_mlflow(
         assert [a.path for a in client.list_artifacts(child.info.run_id)] == [MEMBER_FILE]
         steps = [h["epoch"] for h in outcome.history]
         assert steps == [0, 1, 2]
-        for key in ("val_dice", "train_loss", "lr", "data_wait_fraction", "val_dice_liver"):
+        # the loss terms each member optimised (attn: Dice + BCE; dualtail: Dice alone), each epoch
+        # adding up to the total
+        terms = LOSS_TERMS[outcome.name]
+        assert sorted(k for k in outcome.history[0] if k.startswith("train_loss_")) == sorted(terms)
+        for h in outcome.history:
+            assert sum(h[k] for k in terms) == pytest.approx(h["train_loss"], rel=1e-6)
+        for key in ("val_dice", "train_loss", *terms, "lr", "data_wait_fraction", "val_dice_liver"):
             logged = sorted(
                 (m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)
             )
@@ -84,7 +92,7 @@ def test_train_logs_members_to_tensorboard_and_mlflow(
             size_guidance={"scalars": 0},
         )
         events.Reload()
-        for key in ("val_dice", "train_loss", "lr", "train_slices_per_s"):
+        for key in ("val_dice", "train_loss", *terms, "lr", "train_slices_per_s"):
             series = events.Scalars(tensorboard_tag(key))
             assert [e.step for e in series] == steps, key
             assert [e.value for e in series] == pytest.approx([h[key] for h in outcome.history]), (

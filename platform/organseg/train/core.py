@@ -31,6 +31,7 @@ from organseg.train.steps import (
     AdversarialParts,
     Precision,
     StepFn,
+    StepLosses,
     adversarial_step,
     plain_step,
     unwrap,
@@ -99,6 +100,17 @@ def build_scheduler(member: MemberConfig, optimizer: torch.optim.Optimizer) -> A
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
     )
+
+
+def epoch_losses(steps: list[StepLosses]) -> dict[str, float]:
+    """An epoch's mean losses: ``train_loss`` (the total each step optimised) and ``train_loss_<term>``
+    per named term (``train_loss_dice``, ``train_loss_discriminator`` …)."""
+    if not steps:
+        return {"train_loss": float("nan")}
+    means = {"train_loss": float(np.mean([s.total for s in steps]))}
+    for name in steps[0].named():
+        means[f"train_loss_{name}"] = float(np.mean([s.named()[name] for s in steps]))
+    return means
 
 
 def inject_faults(member: MemberConfig, epoch: int, fault_dir: str | None) -> None:
@@ -230,8 +242,9 @@ class MemberTrainer:
         """The epochs still to run (after a restore, from the one after the checkpoint)."""
         return iter(range(self.start_epoch, self.member.epochs))
 
-    def train_epoch(self, epoch: int) -> tuple[list[float], int]:
-        """One pass over the training data (capped at ``steps_per_epoch``): losses and samples seen."""
+    def train_epoch(self, epoch: int) -> tuple[list[StepLosses], int]:
+        """One pass over the training data (capped at ``steps_per_epoch``): each step's losses and the
+        samples seen."""
         self.dataset.set_epoch(epoch)
         sampler = getattr(self.loader, "sampler", None)
         if self.place.world > 1 and hasattr(sampler, "set_epoch"):
@@ -276,7 +289,7 @@ class MemberTrainer:
         world = self.place.world
         metrics.update(
             epoch=epoch,
-            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            **epoch_losses(losses),
             lr=self.optimizer.param_groups[0]["lr"],
             train_slices_per_s=seen * world / max(train_time, 1e-9),
             # share of the training time spent waiting for batches: the loader's throughput against

@@ -1,7 +1,8 @@
 """One optimisation step per training mode (plain, cascade, cGAN), kept apart from the Ray plumbing.
 
-The per-worker loop picks a step function once; each step takes a batch and returns the scalar loss it
-optimised, so the loop itself does not branch on the mode.
+The per-worker loop picks a step function once; each step takes a batch and returns its losses by name
+(:class:`StepLosses`: the total it optimised and the terms that make it up), so the loop itself does
+not branch on the mode.
 """
 
 from __future__ import annotations
@@ -14,9 +15,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from organseg.losses import discriminator_loss, generator_adversarial_loss
+from organseg.losses import discriminator_loss, generator_terms, loss_terms, sum_terms
 
-StepFn = Callable[[torch.Tensor, torch.Tensor], float]
+
+@dataclass(frozen=True)
+class StepLosses:
+    """One step's losses by name.
+
+    ``total`` is the value the step optimised (the generator's loss for a cGAN), the one ``train_loss``
+    averages; ``terms`` are its weighted parts and add up to it (to float rounding). ``apart`` holds
+    losses optimised alongside by another optimiser (the cGAN discriminator's), not part of ``total``.
+    """
+
+    total: float
+    terms: dict[str, float]
+    apart: dict[str, float] = field(default_factory=dict)
+
+    def named(self) -> dict[str, float]:
+        """Every term and separate loss by name (what training reports per term)."""
+        return {**self.terms, **self.apart}
+
+
+def step_losses(
+    total: torch.Tensor,
+    terms: dict[str, torch.Tensor],
+    apart: dict[str, torch.Tensor] | None = None,
+) -> StepLosses:
+    """Tensors to floats in one device transfer (one synchronisation per step, as for the total alone)."""
+    apart = apart or {}
+    tensors = [total, *terms.values(), *apart.values()]
+    values = torch.stack([t.detach().float().reshape(()) for t in tensors]).tolist()
+    n = len(terms)
+    return StepLosses(
+        values[0],
+        dict(zip(terms, values[1 : n + 1], strict=True)),
+        dict(zip(apart, values[n + 1 :], strict=True)),
+    )
+
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], StepLosses]
+#: A loss's named, weighted terms as tensors (:func:`organseg.losses.loss_terms`).
+Terms = dict[str, torch.Tensor]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,7 +123,18 @@ def supervised_loss(
     y: torch.Tensor,
     precision: Precision = FP32,
 ) -> torch.Tensor:
-    """Segmentation loss; a cascade is supervised at both stages (auto-context deep supervision).
+    """Segmentation loss; a cascade is supervised at both stages (auto-context deep supervision)."""
+    return supervised_terms(model, loss_fn, x, y, precision)[0]
+
+
+def supervised_terms(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: Precision = FP32,
+) -> tuple[torch.Tensor, Terms]:
+    """:func:`supervised_loss` and its weighted terms (detached; a cascade's named per stage).
 
     The forward pass runs under ``precision``'s autocast; the loss is computed in fp32 (Dice sums over
     whole batches lose too many digits in half precision).
@@ -93,12 +143,17 @@ def supervised_loss(
     if hasattr(inner, "forward_stages"):
         with precision.autocast():
             stage1, stage2 = inner.forward_stages(x) if inner is model else _ddp_stages(model, x)
-        return 0.5 * loss_fn(stage1.float(), y) + loss_fn(stage2.float(), y)
+        first = loss_terms(loss_fn, stage1.float(), y)
+        second = loss_terms(loss_fn, stage2.float(), y)
+        terms = {f"stage1_{k}": 0.5 * v.detach() for k, v in first.items()}
+        terms.update({f"stage2_{k}": v.detach() for k, v in second.items()})
+        return 0.5 * sum_terms(first) + sum_terms(second), terms
     with precision.autocast():
         out = model(x)
     if isinstance(out, (list, tuple)):
-        return deep_supervision_loss(loss_fn, [o.float() for o in out], y)
-    return loss_fn(out.float(), y)
+        return deep_supervision_terms(loss_fn, [o.float() for o in out], y)
+    terms = loss_terms(loss_fn, out.float(), y)
+    return sum_terms(terms), {k: v.detach() for k, v in terms.items()}
 
 
 def deep_supervision_loss(
@@ -106,13 +161,25 @@ def deep_supervision_loss(
 ) -> torch.Tensor:
     """nnU-Net's deep supervision: full-resolution logits first, each coarser output against the target
     downsampled (nearest) to its size, weights halving per level and normalised to sum to one."""
+    return deep_supervision_terms(loss_fn, outputs, y)[0]
+
+
+def deep_supervision_terms(
+    loss_fn: nn.Module, outputs: list[torch.Tensor], y: torch.Tensor
+) -> tuple[torch.Tensor, Terms]:
+    """:func:`deep_supervision_loss` and its terms, each summed over the levels with their weights."""
     weights = [0.5**i for i in range(len(outputs))]
     total = sum(weights)
     loss = outputs[0].new_zeros(())
+    summed: Terms = {}
     for weight, out in zip(weights, outputs, strict=True):
         target = y if out.shape[2:] == y.shape[2:] else F.interpolate(y, size=out.shape[2:])
-        loss = loss + (weight / total) * loss_fn(out, target)
-    return loss
+        terms = loss_terms(loss_fn, out, target)
+        loss = loss + (weight / total) * sum_terms(terms)
+        for key, value in terms.items():
+            part = (weight / total) * value.detach()
+            summed[key] = summed[key] + part if key in summed else part
+    return loss, summed
 
 
 def _ddp_stages(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,13 +199,13 @@ def plain_step(
     if hasattr(unwrap(model), "loss_terms"):
         return partitioned_step(model, loss_fn, optimizer, precision)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(x: torch.Tensor, y: torch.Tensor) -> StepLosses:
         optimizer.zero_grad(set_to_none=True)
-        loss = supervised_loss(model, loss_fn, x, y, precision)
+        loss, terms = supervised_terms(model, loss_fn, x, y, precision)
         precision.backward(loss)
         precision.step(optimizer)
         precision.update()
-        return float(loss.detach())
+        return step_losses(loss, terms)
 
     return step
 
@@ -165,7 +232,7 @@ def partitioned_step(
     if precision.scaler is not None:
         raise ValueError(f"{type(inner).__name__} trains in fp32 or bf16, not fp16")
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(x: torch.Tensor, y: torch.Tensor) -> StepLosses:
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
             terms = inner.loss_terms(x, y, loss_fn)
@@ -174,7 +241,10 @@ def partitioned_step(
             for param, grad in zip(params, grads, strict=True):
                 param.grad = grad
         optimizer.step()
-        return float(sum(float(loss.detach()) for _, loss, _ in terms))
+        values = torch.stack([loss.detach().float() for _, loss, _ in terms]).tolist()
+        named = {name: value for (name, _, _), value in zip(terms, values, strict=True)}
+        # each term moves its own parameters; the total is their sum (in float64, as it always was)
+        return StepLosses(float(sum(named.values())), named)
 
     return step
 
@@ -195,7 +265,7 @@ def adversarial_step(
 ) -> StepFn:
     """cGAN: update D on (image ⊕ truth) vs (image ⊕ prediction), then G on −log D(x, G(x)) + λ·seg loss."""
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(x: torch.Tensor, y: torch.Tensor) -> StepLosses:
         with precision.autocast():
             logits = model(x)
         logits = logits.float()
@@ -214,12 +284,13 @@ def adversarial_step(
             p.requires_grad_(False)
         with precision.autocast():
             d_on_fake = adv.discriminator(fake)
-        g_loss = generator_adversarial_loss(d_on_fake.float(), loss_fn(logits, y), adv.lam)
+        g_terms = generator_terms(d_on_fake.float(), loss_fn(logits, y), adv.lam)
+        g_loss = sum_terms(g_terms)
         precision.backward(g_loss)
         for p in adv.discriminator.parameters():
             p.requires_grad_(True)
         precision.step(optimizer)
         precision.update()
-        return float(g_loss.detach())
+        return step_losses(g_loss, g_terms, {"discriminator": d_loss})
 
     return step
