@@ -317,7 +317,8 @@ class Router:
         started = time.perf_counter()
         if output_format not in OUTPUT_FORMATS:
             raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
-        if output_format == "png-zip" and (problem := png_zip_problem(self.label_set)):
+        label_set = self.label_set  # this request's, even if the model is switched meanwhile
+        if output_format == "png-zip" and (problem := png_zip_problem(label_set)):
             raise DataError(problem)
         assembled, prediction = await self._predict_series(items)
         encoded = await asyncio.to_thread(encode_labels, prediction.labels, output_format)
@@ -356,7 +357,7 @@ class Router:
             "answers_for": assembled.answers_for,
             "registration": prediction.registration,
             # the legend of the label map: the model's values, not an assumed CHAOS vocabulary
-            "label_values": {name: self.label_set[name].value for name in prediction.organs},
+            "label_values": {name: label_set[name].value for name in prediction.organs},
         }
 
     async def _models(self) -> dict[str, Any]:
