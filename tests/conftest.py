@@ -274,19 +274,13 @@ def multicontrast_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return train_multicontrast(tmp_path_factory.mktemp("mc-model"))
 
 
-@pytest.fixture(scope="session")
-def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model directory whose one untrained member says "liver" everywhere: its output layer is
-    zeroed with a bias of +4 (probability 0.98), so the prediction is known without training. It
-    accepts CT only."""
-    import torch
-
+def one_attn_ct_config(name: str):
+    """The untrained test models' experiment: one small attention U-Net for CT on 64² slices."""
     from organseg.config import parse_config
-    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
 
-    config = parse_config(
+    return parse_config(
         {
-            "name": "liver-everywhere",
+            "name": name,
             "task": 2,
             "dataset": {"synthetic": {"ct": 1}},
             "preprocess": {"size": 64},
@@ -299,8 +293,20 @@ def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 }
             ],
         },
-        source="liver-everywhere (test model)",
+        source=f"{name} (test model)",
     )
+
+
+@pytest.fixture(scope="session")
+def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose one untrained member says "liver" everywhere: its output layer is
+    zeroed with a bias of +4 (probability 0.98), so the prediction is known without training. It
+    accepts CT only."""
+    import torch
+
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+
+    config = one_attn_ct_config("liver-everywhere")
     model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("model"))
     (entry,) = load_spec(model_dir).members
     weights = torch.load(model_dir / entry.weights, map_location="cpu")
@@ -309,6 +315,60 @@ def liver_everywhere_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights["head.bias"].fill_(4.0)
     torch.save(weights, model_dir / entry.weights)
     return model_dir
+
+
+#: AMOS's first eight labels as its dataset.json (MSD layout) gives them, spellings included: a
+#: non-CHAOS label set whose values differ from CHAOS's (spleen 1, liver 6).
+AMOS8_LABELS = {
+    "0": "background",
+    "1": "spleen",
+    "2": "right kidney",
+    "3": "left kidney",
+    "4": "gall bladder",
+    "5": "esophagus",
+    "6": "liver",
+    "7": "stomach",
+    "8": "arota",
+}
+
+
+#: What AMOS's first eight labels are: (name, value, SNOMED CT code, meaning, side, largest part only).
+AMOS8_SHOWN = [
+    ("spleen", 1, "78961009", "Spleen", None, True),
+    ("right kidney", 2, "64033007", "Kidney", "Right", True),
+    ("left kidney", 3, "64033007", "Kidney", "Left", True),
+    ("gall bladder", 4, "28231008", "Gallbladder", None, True),
+    ("esophagus", 5, "32849002", "Esophagus", None, False),
+    ("liver", 6, "10200004", "Liver", None, True),
+    ("stomach", 7, "69695003", "Stomach", None, True),
+    ("arota", 8, "15825003", "Aorta", None, False),  # AMOS's spelling, still the aorta's code
+]
+
+
+def label_rows(label_set: dict) -> list[tuple]:
+    """A described label set (``models show --json``, ``GET /v1/models``) as :data:`AMOS8_SHOWN` rows."""
+    rows = []
+    for label in label_set["labels"]:
+        assert label["code"]["scheme"] == "SCT"
+        side = label["laterality"]["meaning"] if label["laterality"] else None
+        rows.append(
+            (label["name"], label["value"], label["code"]["value"], label["code"]["meaning"], side,
+             label["largest_component"])
+        )  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="session")
+def amos8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The untrained one-member CT model (the graph of ``liver_everywhere_model``) whose member
+    segments :data:`AMOS8_LABELS`, recorded in its ensemble.yaml. Read-only!"""
+    from organseg.ensemble.spec import write_untrained_model_dir
+    from organseg.labels import LabelSet
+
+    labels = LabelSet.from_msd(AMOS8_LABELS, name="amos-8")
+    return write_untrained_model_dir(
+        one_attn_ct_config("amos-8"), tmp_path_factory.mktemp("amos8"), labels=labels
+    )
 
 
 def rescale_head(model_dir: Path, entry, prepared, target: float = 0.15) -> None:

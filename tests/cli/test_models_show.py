@@ -14,6 +14,7 @@ from organseg.cli import app, main
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.spec import ClassifierEntry, load_spec, save_spec
 from organseg.ensemble.version import model_version
+from tests.conftest import AMOS8_SHOWN, label_rows
 
 runner = CliRunner()
 
@@ -103,3 +104,71 @@ def test_a_trained_ensemble_with_its_validated_classifier(trained_ensemble) -> N
     table = " ".join(_show(report.model_dir).split())
     assert "routes headerless volumes at confidence ≥ 0.9" in table
     assert "out-of-fold held-out accuracy 1.00 on 16 series" in table
+
+
+def test_a_model_lists_its_recorded_label_set_with_values_and_codes(amos8_model: Path) -> None:
+    shown = json.loads(_show(amos8_model, "--json"))
+    label_set = shown["label_set"]
+    assert (label_set["name"], label_set["ignore"]) == ("amos-8", None)
+    assert label_rows(label_set) == AMOS8_SHOWN
+    assert len({tuple(lb["colour"]) for lb in label_set["labels"]}) == 8
+    assert shown["organs"] == [name for name, *_ in AMOS8_SHOWN]
+    assert shown["members"][0]["organs"] == shown["organs"]  # one output channel per label
+    table = " ".join(_show(amos8_model).split())
+    assert "(label set amos-8)" in table
+    assert "CHAOS" not in table
+    assert "6 liver" in table
+
+
+def test_a_chaos_model_lists_the_chaos_labels(liver_everywhere_model: Path) -> None:
+    shown = json.loads(_show(liver_everywhere_model, "--json"))
+    assert shown["label_set"] == {
+        "name": "chaos",
+        "ignore": None,
+        "labels": [
+            {
+                "name": "liver",
+                "value": 1,
+                "colour": [255, 255, 0],
+                "code": {"value": "10200004", "scheme": "SCT", "meaning": "Liver"},
+                "laterality": None,
+                "largest_component": True,
+            }
+        ],
+    }
+    table = " ".join(_show(liver_everywhere_model).split())
+    assert "(CHAOS task 2)" in table
+    assert "1 liver #ffff00 Liver (SCT 10200004)" in table
+
+
+def _render_labels(label_set: dict, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    from organseg.cli.models import print_label_set
+
+    buffer = io.StringIO()
+    print_label_set(
+        label_set, Console(file=buffer, width=width, force_terminal=True, color_system=None)
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [100, 60, 40, 14])
+def test_the_label_table_fits_a_narrow_terminal_and_never_cuts_a_cell(
+    amos8_model: Path, width: int
+) -> None:
+    from organseg.ensemble.describe import describe_model_dir
+
+    out = _render_labels(describe_model_dir(amos8_model)["label_set"], width)
+    lines = out.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    assert "…" not in out
+    for name, value, *_ in AMOS8_SHOWN:  # every label whole, beside its value
+        assert any(line.split()[:1 + name.count(" ") + 1] == [str(value), *name.split()]
+                   for line in lines), name  # fmt: skip
+    if width == 100:  # the whole table: one label per row with its colour and code
+        row = next(line for line in lines if line.split()[:2] == ["2", "right"])
+        assert row.split()[2:] == ["kidney", "#ff00ff", "Kidney", "(SCT", "64033007)", "Right",
+                                   "largest", "part"]  # fmt: skip

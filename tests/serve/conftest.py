@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import httpx
 import pytest
 
 from tests.conftest import loopback_serve_config, serving
@@ -36,3 +40,19 @@ def served(trained_ensemble, ray_cluster):
     config, report = trained_ensemble
     with serving(served_schema(report.model_dir)):
         yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", config, report.model_dir
+
+
+def switch_to(http: str, schema: dict, model_dir: Path | str) -> dict:
+    """Deploy ``schema`` (the running application's graph on ``model_dir``) to switch the application
+    to ``model_dir`` in place (the live model switch); waits until /v1/models describes it and
+    returns that answer."""
+    from organseg.ensemble.version import model_version
+    from organseg.serve.runner import deploy, load_serve_config
+
+    switched = deploy(load_serve_config(schema), timeout_s=120)
+    assert switched == ["organseg"]
+    wanted, deadline = model_version(model_dir).id, time.monotonic() + 60
+    while (models := httpx.get(f"{http}/v1/models", timeout=60).json())["model_version"] != wanted:
+        assert time.monotonic() < deadline, f"still serving {models['model_version']}"
+        time.sleep(0.2)
+    return models

@@ -6,7 +6,6 @@ import gzip
 import io
 import json
 import shutil
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -427,9 +426,8 @@ def test_a_confidently_wrong_classifier_is_refused_not_answered(
     from organseg.ensemble.routing import ModalityPolicy
     from organseg.ensemble.version import model_version
     from organseg.io.files import write_volume_file
-    from organseg.serve.runner import deploy, load_serve_config
     from tests.conftest import confidently_wrong_model
-    from tests.serve.conftest import served_schema
+    from tests.serve.conftest import served_schema, switch_to
 
     http, target, config, model_dir = served
     wrong_dir = confidently_wrong_model(Path(model_dir), tmp_path / "wrong")
@@ -446,21 +444,8 @@ def test_a_confidently_wrong_classifier_is_refused_not_answered(
     nifti = tmp_path / "headerless-ct.nii.gz"
     write_volume_file(ct, nifti)
 
-    def switch_to(directory: Path) -> dict:
-        """Switch the running application to ``directory`` in place (the live model switch) and wait
-        until /v1/models describes it."""
-        switched = deploy(load_serve_config(served_schema(directory)), timeout_s=120)
-        assert switched == ["organseg"]
-        wanted, deadline = model_version(directory).id, time.monotonic() + 60
-        while (models := httpx.get(f"{http}/v1/models", timeout=60).json())[
-            "model_version"
-        ] != wanted:
-            assert time.monotonic() < deadline, f"still serving {models['model_version']}"
-            time.sleep(0.2)
-        return models
-
     try:
-        models = switch_to(wrong_dir)
+        models = switch_to(http, served_schema(wrong_dir), wrong_dir)
         # /v1/models is the one description of the model directory (`organseg models show`'s)
         described = describe_model_dir(wrong_dir, ModalityPolicy(min_confidence=0.75))
         served_as = served_view(described, model_version(wrong_dir))
@@ -479,7 +464,7 @@ def test_a_confidently_wrong_classifier_is_refused_not_answered(
             assert "send the modality field" in message
             assert "MR-T2SPIR" not in message.split("send the modality field")[0]
     finally:
-        restored = switch_to(Path(model_dir))
+        restored = switch_to(http, served_schema(model_dir), model_dir)
     assert restored["modality_classifier"]["used"]
     _good_request(http, target, config, "http")
 

@@ -16,7 +16,16 @@ import pytest
 import SimpleITK as sitk
 
 from organseg.modalities import Modality
-from organseg.serve.http_schema import SEGMENT_FORM, SegmentResponse
+from organseg.serve.http_schema import (
+    SEGMENT_FORM,
+    CodedConcept,
+    EnsembleInfo,
+    LabelInfo,
+    LabelSetInfo,
+    MemberInfo,
+    ModelsResponse,
+    SegmentResponse,
+)
 from organseg.serve.proto import segmentation_pb2 as pb
 from organseg.serve.stow import encode_multipart
 from organseg.serve.wire import OUTPUT_FORMATS, RAW_DTYPES
@@ -43,6 +52,31 @@ def test_http_form_and_grpc_request_carry_the_same_fields() -> None:
 
 def test_http_answer_and_grpc_answer_carry_the_same_fields() -> None:
     assert set(SegmentResponse.model_fields) == _proto_fields(pb.SegmentResponse)
+
+
+def test_http_models_answer_and_grpc_list_models_carry_the_same_fields() -> None:
+    # HTTP adds the full version record and the modality classifier's status
+    assert set(ModelsResponse.model_fields) - {"version", "modality_classifier"} == _proto_fields(
+        pb.ListModelsResponse
+    )
+    for model, message in [
+        (EnsembleInfo, pb.EnsembleInfo),
+        (MemberInfo, pb.MemberInfo),
+        (LabelSetInfo, pb.LabelSetInfo),
+        (LabelInfo, pb.LabelInfo),
+        (CodedConcept, pb.CodedConcept),
+    ]:
+        assert set(model.model_fields) == _proto_fields(message), model.__name__
+
+
+def test_openapi_documents_the_models_answer() -> None:
+    from organseg.serve.router import api
+
+    document = api.openapi()
+    answer = document["paths"]["/v1/models"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/ModelsResponse")
+    label_set = document["components"]["schemas"]["ModelsResponse"]["properties"]["label_set"]
+    assert label_set["$ref"].endswith("/LabelSetInfo")
 
 
 def test_openapi_documents_the_stow_operation() -> None:
@@ -165,6 +199,7 @@ def test_valid_requests_are_accepted_as_documented(live_api: str, tmp_path: Path
         answer = SegmentResponse.model_validate(response.json())
         assert answer.shape == [4, 48, 48]
         assert answer.modality == "CT"
+        assert answer.label_values == {"liver": 1}  # the legend of the label map
 
 
 CHECKS = (
@@ -230,3 +265,74 @@ def test_schemathesis_coverage_phase_finds_no_schema_valid_form_refused(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     assert "Coverage" in done.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_models_label_set_is_listed_over_http_and_grpc_and_names_its_answers(
+    live_api: str, liver_everywhere_model: Path, amos8_model: Path
+) -> None:
+    """Switched in place to a model of AMOS's first eight labels, GET /v1/models and ListModels list
+    them with their values and codes; a CHAOS PNG answer, which has no grey level for them, is
+    refused before anything is predicted. The CHAOS model lists (and its answers name) its liver."""
+    import httpx
+
+    from organseg.ensemble.describe import describe_model_dir
+    from organseg.serve.client import GrpcClient, HttpClient, ServiceError
+    from tests.conftest import AMOS8_SHOWN, label_rows
+    from tests.serve.conftest import switch_to
+
+    target = f"127.0.0.1:{GRPC_PORT}"
+    volume = np.full((4, 48, 48), -100, dtype=np.int16)
+    raw = {"shape": "4,48,48", "dtype": "int16", "modality": "CT", "spacing": "1.5,1.5,3"}
+    answer = GrpcClient(target).segment_request(
+        pb.SegmentRequest(
+            raw=pb.RawVolume(data=volume.tobytes(), dtype="int16", shape=[4, 48, 48]),
+            modality="CT",
+            output_format="raw",
+        )
+    )
+    assert answer["label_values"] == {"liver": 1}
+
+    def schema(model_dir: Path) -> dict:
+        return loopback_serve_config(model_dir, HTTP_PORT, GRPC_PORT, max_voxels=2_000_000)
+
+    try:
+        models = switch_to(live_api, schema(amos8_model), amos8_model)
+        ModelsResponse.model_validate(models)
+        assert models["label_set"] == describe_model_dir(amos8_model)["label_set"]
+        assert models["label_set"]["name"] == "amos-8"
+        assert label_rows(models["label_set"]) == AMOS8_SHOWN
+        reply = GrpcClient(target).models().label_set
+        assert reply.name == "amos-8"
+        assert not reply.HasField("ignore")
+        assert [
+            (lb.name, lb.value, lb.code.value, lb.code.meaning,
+             lb.laterality.meaning if lb.HasField("laterality") else None, lb.largest_component)
+            for lb in reply.labels
+        ] == AMOS8_SHOWN  # fmt: skip
+        assert all(lb.code.scheme == "SCT" for lb in reply.labels)
+        assert [list(lb.colour) for lb in reply.labels] == [
+            lb["colour"] for lb in models["label_set"]["labels"]
+        ]
+        png = {**raw, "output_format": "png-zip"}
+        with pytest.raises(ServiceError) as over_http:
+            HttpClient(live_api).segment_bytes(volume.tobytes(), "volume.raw", png)
+        with pytest.raises(ServiceError, match="INVALID_ARGUMENT") as over_grpc:
+            GrpcClient(target).segment_request(
+                pb.SegmentRequest(
+                    raw=pb.RawVolume(data=volume.tobytes(), dtype="int16", shape=[4, 48, 48]),
+                    modality="CT",
+                    output_format="png-zip",
+                )
+            )
+        assert "400" in str(over_http.value)
+        for caught in (over_http, over_grpc):
+            message = str(caught.value)
+            assert "no grey level for spleen=1, right kidney=2" in message
+            assert "liver=6" in message
+            assert "ask for nifti or raw" in message
+    finally:
+        restored = switch_to(live_api, schema(liver_everywhere_model), liver_everywhere_model)
+    assert [(lb["name"], lb["value"]) for lb in restored["label_set"]["labels"]] == [("liver", 1)]
+    assert httpx.get(f"{live_api}/v1/models").json() == restored

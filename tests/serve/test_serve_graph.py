@@ -101,6 +101,11 @@ def test_models_health_and_openapi(served) -> None:
     reply = GrpcClient(grpc_target).models()
     assert sorted(e.modality for e in reply.ensembles) == ["CT", "MR-T2SPIR"]
     assert reply.model_version == version.id
+    # a CHAOS model directory (task 1) lists the CHAOS preset's labels it segments
+    assert [(lb["name"], lb["value"]) for lb in models["label_set"]["labels"]] == [("liver", 1)]
+    assert [(lb.name, lb.value, lb.code.value) for lb in reply.label_set.labels] == [
+        ("liver", 1, "10200004")
+    ]
     assert httpx.get(f"{http}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{http}/readyz", timeout=60)
     assert ready.status_code == 200

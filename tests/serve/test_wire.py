@@ -158,3 +158,16 @@ def test_clients_compress_only_off_this_machine() -> None:
     assert not HttpClient("http://127.0.0.1:8000").compress
     assert HttpClient("http://segment.example.org").compress
     assert GrpcClient("127.0.0.1:1", compress=True).compress
+
+
+def test_png_zip_carries_only_chaos_organs_at_their_chaos_values() -> None:
+    from organseg.labels import LabelSet, chaos_label_set
+    from organseg.serve.wire import png_zip_problem
+
+    chaos = chaos_label_set()
+    assert png_zip_problem(chaos) is None
+    assert png_zip_problem(LabelSet((chaos["spleen"],))) is None  # a CHAOS subset keeps its grey
+    swapped = LabelSet.from_names(["spleen", "liver"])  # spleen 1, liver 2: CHAOS greys would lie
+    assert "no grey level for spleen=1, liver=2 of" in (png_zip_problem(swapped) or "")
+    extra = LabelSet.from_names(["liver", "right_kidney", "left_kidney", "spleen", "pancreas"])
+    assert "no grey level for pancreas=5 of" in (png_zip_problem(extra) or "")

@@ -154,8 +154,14 @@ def show_command(
     if served & {"MR-T1-in", "MR-T1-out"}:
         stacks = "; MR T1 " + ("in+out stacked" if shape["t1_mode"] == "stack" else "per phase")
         stacks += " + T2-SPIR registered" if shape["t2_channel"] else ""
+    label_set = described["label_set"]
+    what = (
+        f"CHAOS task {described['task']}"
+        if label_set["name"] == "chaos"
+        else f"label set {label_set['name'] or 'unnamed'}"
+    )
     console.print(
-        f"[bold]{described['name']}[/bold] (CHAOS task {described['task']}) — version "
+        f"[bold]{described['name']}[/bold] ({what}) — version "
         f"{described['model_version']}, created {described['created']} by organseg "
         f"{described['organseg_version']}; organs {', '.join(described['organs'])}; "
         f"input {shape['size']}²{stacks}"
@@ -167,6 +173,7 @@ def show_command(
         ensembles.add_row(row["modality"], ", ".join(row["members"]), ", ".join(row["organs"]))
     console.print(ensembles)
     console.print(_members_table(described["members"]))
+    print_label_set(label_set, console)
     classifier = described["modality_classifier"]
     if classifier is None:
         console.print("modality classifier: none (headerless volumes need an explicit modality)")
@@ -179,6 +186,66 @@ def show_command(
         console.print(
             f"{classifier['summary']}\nnot used under the default gate: {classifier['why_not']}"
         )
+
+
+# Column sets tried in turn, widest first: a narrow terminal loses the colour, then the
+# post-processing and side, then the code; the value and the name are never cut.
+_LABEL_LAYOUTS = (
+    ("value", "label", "colour", "code", "side", "keeps"),
+    ("value", "label", "code", "side", "keeps"),
+    ("value", "label", "code"),
+    ("value", "label"),
+)
+
+
+def _label_cells(labels: list[dict]) -> dict[str, list[str]]:
+    def code(c: dict) -> str:
+        return f"{c['meaning']} ({c['scheme']} {c['value']})"
+
+    return {
+        "value": [str(lb["value"]) for lb in labels],
+        "label": [lb["name"] for lb in labels],
+        "colour": ["#{:02x}{:02x}{:02x}".format(*lb["colour"]) for lb in labels],
+        "code": [code(lb["code"]) for lb in labels],
+        "side": [lb["laterality"]["meaning"] if lb["laterality"] else "—" for lb in labels],
+        "keeps": ["largest part" if lb["largest_component"] else "all parts" for lb in labels],
+    }
+
+
+def print_label_set(label_set: dict, console: Any) -> None:
+    """The model's label set (:func:`organseg.ensemble.describe.describe_label_set`): what each
+    voxel value of its label maps means, with its colour, code, side and post-processing, as the
+    widest table that fits the console; narrower than the smallest, one label per block."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    ignore = label_set["ignore"]
+    title = f"label set {label_set['name'] or '(unnamed)'}: value 0 is background"
+    title += f", {ignore} is ignored in training and metrics" if ignore is not None else ""
+    console.print(title, markup=False)
+    cells = _label_cells(label_set["labels"])
+    colours = [tuple(lb["colour"]) for lb in label_set["labels"]]
+    for columns in _LABEL_LAYOUTS:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for header in columns:
+            width = max(len(header), *(len(c) for c in cells[header]))
+            justify = "right" if header == "value" else "left"
+            table.add_column(header, justify=justify, no_wrap=True, min_width=width)
+        for index, record in enumerate(zip(*(cells[h] for h in columns), strict=True)):
+            # Text, not markup: a dataset's label name may hold brackets
+            styled = [
+                Text(cell, style="rgb({},{},{})".format(*colours[index]) if h == "colour" else "")
+                for h, cell in zip(columns, record, strict=True)
+            ]
+            table.add_row(*styled)
+        if _natural_width(table, columns) <= console.width:
+            console.print(table)
+            return
+    for record in zip(*cells.values(), strict=True):
+        console.print(f"{record[0]} {record[1]}", style="bold", soft_wrap=True, markup=False)
+        for header, value in zip(list(cells)[2:], record[2:], strict=True):
+            console.print(f"  {header}: {value}", markup=False)  # wraps at words like any text
 
 
 def _members_table(rows: list[dict]) -> Any:

@@ -2,7 +2,8 @@
 
 A deployment reviewer needs, without starting a server: which ensemble answers which modality, what
 each member is and how well it validated, what input it stacks, the version answers will carry, and
-whether the modality classifier may route headerless volumes (and why not).
+whether the modality classifier may route headerless volumes (and why not), and the label set the
+model segments (a client reads the label map by it: names, voxel values, colours, codes).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.routing import ModalityPolicy, classifier_status
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import ModelVersion, model_version
+from organseg.labels import Code, LabelSet
 
 
 def describe_model_dir(
@@ -74,6 +76,37 @@ def describe(
             for m in spec.members
         ],
         "modality_classifier": status,
+        "label_set": describe_label_set(spec.label_set()),
+    }
+
+
+def _code(code: Code | None) -> dict[str, str] | None:
+    return (
+        None
+        if code is None
+        else {"value": code.value, "scheme": code.scheme, "meaning": code.meaning}
+    )
+
+
+def describe_label_set(labels: LabelSet) -> dict[str, Any]:
+    """The label set as plain data, in channel order: each label's voxel value, display colour, coded
+    concept (SNOMED CT, or organseg's private scheme carrying the name), laterality and whether
+    post-processing keeps only its largest connected component; ``ignore`` is the value left out of
+    training and metrics (None: none)."""
+    return {
+        "name": labels.name,
+        "ignore": labels.ignore,
+        "labels": [
+            {
+                "name": label.name,
+                "value": label.value,
+                "colour": list(label.colour),
+                "code": _code(label.code.type),
+                "laterality": _code(label.code.laterality),
+                "largest_component": label.largest_component,
+            }
+            for label in labels
+        ],
     }
 
 
@@ -102,4 +135,5 @@ def served_view(
         ],
         "members": [{k: m[k] for k in _SERVED_MEMBER_FIELDS} for m in description["members"]],
         "modality_classifier": status,
+        "label_set": description["label_set"],
     }

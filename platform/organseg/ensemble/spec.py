@@ -172,12 +172,17 @@ def spec_for(config: ExperimentConfig, members: list[MemberEntry]) -> EnsembleSp
 
 
 def write_untrained_model_dir(
-    config: ExperimentConfig, model_dir: Path | str, seed: int = 0
+    config: ExperimentConfig,
+    model_dir: Path | str,
+    seed: int = 0,
+    labels: LabelSet | None = None,
 ) -> Path:
     """A model directory whose members carry freshly initialised weights.
 
     Nothing to segment with, but everything else is real: benchmarks time the serving data plane with the
     true architectures (e.g. the four 512² CT members) and tests build graphs without training first.
+    ``labels``: every member segments this label set (recorded in ensemble.yaml) instead of the
+    organs of the config's CHAOS task.
     """
     import torch
 
@@ -189,7 +194,8 @@ def write_untrained_model_dir(
     task = get_task(config.task)
     entries = []
     for member in config.members:
-        entry = entry_for(member, task.organs_for(member.modalities or []))
+        organs = labels.names if labels is not None else task.organs_for(member.modalities or [])
+        entry = entry_for(member, organs)
         if member.folds:
             entry.fold_weights = [f"{member.name}/fold{i}.pt" for i in range(member.folds)]
             entry.weights = entry.fold_weights[0]
@@ -204,7 +210,10 @@ def write_untrained_model_dir(
             (model_dir / member.name).mkdir(parents=True, exist_ok=True)
             torch.save(network.state_dict(), model_dir / weights)
         entries.append(entry)
-    save_spec(spec_for(config, entries), model_dir)
+    spec = spec_for(config, entries)
+    if labels is not None:
+        spec = spec.model_copy(update={"organs": list(labels.names), "labels": labels.to_dict()})
+    save_spec(spec, model_dir)
     return model_dir
 
 

@@ -422,6 +422,7 @@ class GrpcClient:
                 if reply.HasField("registration")
                 else None
             ),
+            "label_values": dict(reply.label_values),
         }
 
     def segment(

@@ -1,10 +1,12 @@
-"""What the HTTP API says about itself: the OpenAPI description of ``POST /v1/segment``.
+"""What the HTTP API says about itself: the OpenAPI description of ``POST /v1/segment`` and
+``GET /v1/models``.
 
 The router reads the multipart form by hand (it checks sizes before parsing, and decodes in a thread), so
 FastAPI cannot infer the request body; it is declared here, field for field the same as the gRPC
 ``SegmentRequest``/``RawVolume`` in ``proto/segmentation.proto``, and the answers are pydantic models the
-same as ``SegmentResponse``. A test holds the two descriptions together and runs schemathesis against the
-live application with this document.
+same as ``SegmentResponse``; ``GET /v1/models`` answers a :class:`ModelsResponse`, field for field
+``ListModelsResponse`` plus the full version record and the modality classifier's status. Tests hold
+the descriptions together and run schemathesis against the live application with this document.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class SegmentResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     labels: str = Field(
-        description="The label map in output_format, base64-encoded (uint8 ids: 1 liver, 2 right "
-        "kidney, 3 left kidney, 4 spleen; 0 background)."
+        description="The label map in output_format, base64-encoded (uint8 ids as label_values "
+        "says; for CHAOS models 1 liver, 2 right kidney, 3 left kidney, 4 spleen; 0 background)."
     )
     output_format: str = Field(description="Format of labels: nifti, png-zip or raw.")
     shape: list[int] = Field(description="(z, y, x) of the label map: the input's grid.")
@@ -98,6 +100,95 @@ class SegmentResponse(BaseModel):
     registration: Registration | None = Field(
         None, description="The T2-SPIR → T1 registration, when T2-SPIR was stacked."
     )
+    label_values: dict[str, int] = Field(
+        default_factory=dict,
+        description="The label map's legend: each label the answering ensemble segments, by name, "
+        "with its voxel value (from the model's label set; 0 is background).",
+    )
+
+
+class CodedConcept(BaseModel):
+    """A coded concept, DICOM's (value, scheme designator, meaning) triplet."""
+
+    value: str = Field(description="The code, e.g. 10200004.")
+    scheme: str = Field(
+        description="SCT (SNOMED CT), or 99ORGANSEG for a label without a known code."
+    )
+    meaning: str = Field(description="e.g. Liver; for 99ORGANSEG the label's own name.")
+
+
+class LabelInfo(BaseModel):
+    """One label of the model's label set."""
+
+    name: str
+    value: int = Field(description="Its voxel value in label maps.")
+    colour: list[int] = Field(description="Display colour: r, g, b (0-255).")
+    code: CodedConcept = Field(description="What the structure is.")
+    laterality: CodedConcept | None = Field(
+        None, description="Right or left for paired organs; null otherwise."
+    )
+    largest_component: bool = Field(
+        description="Post-processing keeps only its largest connected component."
+    )
+
+
+class LabelSetInfo(BaseModel):
+    """The labels the model segments, in output channel order (background 0 is implicit)."""
+
+    name: str = Field(description="e.g. chaos, or the dataset's name.")
+    labels: list[LabelInfo]
+    ignore: int | None = Field(
+        None, description="The value left out of training and metrics, when the set has one."
+    )
+
+
+class MemberInfo(BaseModel):
+    """One member network of the served model directory."""
+
+    name: str
+    arch: str
+    organs: list[str] = Field(description="The labels its output channels segment.")
+    modalities: list[str]
+    in_channels: int
+    val_dice: float | None = Field(description="Its best validation Dice (null: not validated).")
+
+
+class EnsembleInfo(BaseModel):
+    """The ensemble that answers one modality."""
+
+    modality: str
+    members: list[str]
+    organs: list[str] = Field(description="The labels it segments.")
+
+
+class ModelsResponse(BaseModel):
+    """What ``GET /v1/models`` answers: the served model directory (gRPC ``ListModelsResponse``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The model directory's experiment name.")
+    task: int
+    organseg_version: str
+    created: str
+    model_version: str = Field(
+        description="``<experiment>:<hash>`` (SHA-256 of ensemble.yaml and the weights)."
+    )
+    version: dict[str, str] = Field(description="The full version record (id, sha256, ...).")
+    size: int = Field(description="In-plane size the members run at.")
+    t1_mode: str = Field(description="stack: T1 in/out are sent together.")
+    t2_channel: bool = Field(description="T2-SPIR is sent with them.")
+    ensembles: list[EnsembleInfo]
+    members: list[MemberInfo]
+    modality_classifier: dict[str, Any] | None = Field(
+        description="Whether the modality classifier may route headerless volumes, and its "
+        "validation (null: none trained)."
+    )
+    label_set: LabelSetInfo = Field(description="What the label maps' values mean.")
+
+
+MODELS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ModelsResponse, "description": "The served model directory."},
+}
 
 
 class ErrorBody(BaseModel):

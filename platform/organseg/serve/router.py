@@ -47,6 +47,7 @@ from organseg.serve.app_args import AppArgs
 from organseg.serve.errors import grpc_status, http_status
 from organseg.serve.forms import read_form
 from organseg.serve.http_schema import (
+    MODELS_RESPONSES,
     READY_RESPONSES,
     SEGMENT_REQUEST_BODY,
     segment_responses,
@@ -64,6 +65,7 @@ from organseg.serve.wire import (
     decode_raw,
     decode_upload,
     encode_labels,
+    png_zip_problem,
     release_memory,
 )
 
@@ -219,6 +221,24 @@ def _grpc_answer(result: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _grpc_label_set(described: dict[str, Any]) -> Any:
+    """:func:`organseg.ensemble.describe.describe_label_set` as a LabelSetInfo message."""
+    from organseg.serve.proto import segmentation_pb2 as pb
+
+    labels = [
+        pb.LabelInfo(
+            name=label["name"],
+            value=label["value"],
+            colour=label["colour"],
+            code=pb.CodedConcept(**label["code"]),
+            laterality=pb.CodedConcept(**label["laterality"]) if label["laterality"] else None,
+            largest_component=label["largest_component"],
+        )
+        for label in described["labels"]
+    ]
+    return pb.LabelSetInfo(name=described["name"], labels=labels, ignore=described["ignore"])
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
 @serve.ingress(api)
 class Router:
@@ -237,6 +257,7 @@ class Router:
 
     def _load(self, model_dir: str) -> None:
         self.spec: EnsembleSpec = load_spec(model_dir)
+        self.label_set = self.spec.label_set()
         self.version = model_version(model_dir)
         # decides volumes whose headers do not say their modality (when validated; None: none trained)
         self.classifier = ModalityClassifier.load(model_dir)
@@ -296,6 +317,9 @@ class Router:
         started = time.perf_counter()
         if output_format not in OUTPUT_FORMATS:
             raise DataError(f"output_format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
+        label_set = self.label_set  # this request's, even if the model is switched meanwhile
+        if output_format == "png-zip" and (problem := png_zip_problem(label_set)):
+            raise DataError(problem)
         assembled, prediction = await self._predict_series(items)
         encoded = await asyncio.to_thread(encode_labels, prediction.labels, output_format)
         report = prediction.report()
@@ -332,6 +356,8 @@ class Router:
             "series": assembled.series,
             "answers_for": assembled.answers_for,
             "registration": prediction.registration,
+            # the legend of the label map: the model's values, not an assumed CHAOS vocabulary
+            "label_values": {name: label_set[name].value for name in prediction.organs},
         }
 
     async def _models(self) -> dict[str, Any]:
@@ -491,7 +517,12 @@ class Router:
             self.limits.check_shape(series.volume.shape)
         return received
 
-    @api.get("/v1/models", summary="Ensembles, members, modalities and versions")
+    @api.get(
+        "/v1/models",
+        summary="Ensembles, members, modalities, versions and the label set",
+        response_model=None,
+        responses=MODELS_RESPONSES,
+    )
     async def models_http(self) -> dict[str, Any]:
         return await self._models()
 
@@ -566,6 +597,7 @@ class Router:
                     pb.MemberInfo(**{**m, "val_dice": m["val_dice"] or 0.0})
                     for m in models["members"]
                 ],
+                label_set=_grpc_label_set(models["label_set"]),
             )
 
         return await edge.grpc_call(

@@ -26,6 +26,7 @@ from organseg.io.files import read_volume_file
 from organseg.io.png import labels_to_grey
 from organseg.io.validate import check_volume_file, validate_geometry, validate_volume
 from organseg.io.volume import Geometry, Modality, Volume
+from organseg.labels import LabelSet, chaos_label_set
 
 RAW_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 OUTPUT_FORMATS = ("nifti", "png-zip", "raw")
@@ -392,6 +393,24 @@ def encode_raw(volume: Volume, compress: bool = True) -> dict:
         "direction": list(volume.direction),
         "compression": "zlib" if compress else "none",
     }
+
+
+def png_zip_problem(label_set: LabelSet) -> str | None:
+    """Why ``png-zip`` cannot carry ``label_set``'s label maps (None: it can). Its PNGs hold the CHAOS
+    grey levels, which exist only for the CHAOS organs at their CHAOS values; any other label would
+    come out wrong or not at all, so such a request is refused before anything is predicted."""
+    chaos = chaos_label_set()
+    foreign = [
+        f"{label.name}={label.value}"
+        for label in label_set
+        if label.name not in chaos.names or chaos[label.name].value != label.value
+    ]
+    if not foreign:
+        return None
+    return (
+        f"output_format 'png-zip' writes CHAOS PNG series, which have no grey level for "
+        f"{', '.join(foreign)} of this model's label set; ask for nifti or raw"
+    )
 
 
 def encode_labels(labels: Volume, output_format: str = "nifti") -> bytes:

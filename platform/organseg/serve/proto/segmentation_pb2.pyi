@@ -85,7 +85,7 @@ class Registration(_message.Message):
     def __init__(self, rotation_deg: _Optional[float] = ..., translation_mm: _Optional[float] = ..., mutual_information: _Optional[float] = ..., initial_mutual_information: _Optional[float] = ..., iterations: _Optional[float] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble", "model_version", "modality_source", "modality_confidence", "series", "answers_for", "registration")
+    __slots__ = ("labels", "output_format", "shape", "spacing", "origin", "direction", "modality", "modality_reason", "members", "volumes_ml", "uncertainty", "timings_s", "ensemble", "model_version", "modality_source", "modality_confidence", "series", "answers_for", "registration", "label_values")
     class VolumesMlEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,13 @@ class SegmentResponse(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LabelValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     LABELS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +133,7 @@ class SegmentResponse(_message.Message):
     SERIES_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_FOR_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_VALUES_FIELD_NUMBER: _ClassVar[int]
     labels: bytes
     output_format: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -145,7 +153,8 @@ class SegmentResponse(_message.Message):
     series: _containers.RepeatedCompositeFieldContainer[SeriesDecision]
     answers_for: str
     registration: Registration
-    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ..., model_version: _Optional[str] = ..., modality_source: _Optional[str] = ..., modality_confidence: _Optional[float] = ..., series: _Optional[_Iterable[_Union[SeriesDecision, _Mapping]]] = ..., answers_for: _Optional[str] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ...) -> None: ...
+    label_values: _containers.ScalarMap[str, int]
+    def __init__(self, labels: _Optional[bytes] = ..., output_format: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., origin: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., modality: _Optional[str] = ..., modality_reason: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., volumes_ml: _Optional[_Mapping[str, float]] = ..., uncertainty: _Optional[_Mapping[str, float]] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., ensemble: _Optional[str] = ..., model_version: _Optional[str] = ..., modality_source: _Optional[str] = ..., modality_confidence: _Optional[float] = ..., series: _Optional[_Iterable[_Union[SeriesDecision, _Mapping]]] = ..., answers_for: _Optional[str] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., label_values: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -177,8 +186,44 @@ class EnsembleInfo(_message.Message):
     organs: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, modality: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., organs: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class CodedConcept(_message.Message):
+    __slots__ = ("value", "scheme", "meaning")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    MEANING_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    scheme: str
+    meaning: str
+    def __init__(self, value: _Optional[str] = ..., scheme: _Optional[str] = ..., meaning: _Optional[str] = ...) -> None: ...
+
+class LabelInfo(_message.Message):
+    __slots__ = ("name", "value", "colour", "code", "laterality", "largest_component")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COLOUR_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    LATERALITY_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: int
+    colour: _containers.RepeatedScalarFieldContainer[int]
+    code: CodedConcept
+    laterality: CodedConcept
+    largest_component: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[int] = ..., colour: _Optional[_Iterable[int]] = ..., code: _Optional[_Union[CodedConcept, _Mapping]] = ..., laterality: _Optional[_Union[CodedConcept, _Mapping]] = ..., largest_component: _Optional[bool] = ...) -> None: ...
+
+class LabelSetInfo(_message.Message):
+    __slots__ = ("name", "labels", "ignore")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.RepeatedCompositeFieldContainer[LabelInfo]
+    ignore: int
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ..., ignore: _Optional[int] = ...) -> None: ...
+
 class ListModelsResponse(_message.Message):
-    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel")
+    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel", "label_set")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ORGANSEG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +234,7 @@ class ListModelsResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     T1_MODE_FIELD_NUMBER: _ClassVar[int]
     T2_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SET_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: int
     organseg_version: str
@@ -199,7 +245,8 @@ class ListModelsResponse(_message.Message):
     model_version: str
     t1_mode: str
     t2_channel: bool
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ...) -> None: ...
+    label_set: LabelSetInfo
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ..., label_set: _Optional[_Union[LabelSetInfo, _Mapping]] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
