@@ -17,26 +17,9 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from organseg.ensemble.assembly import KIND_NAMES, PRIMARY, missing_sequences
+from organseg.io.naming import series_label as name_series
 from organseg.io.volume import Modality
-
-#: How messages name each stacked sequence.
-KIND_NAMES = {
-    Modality.MR_T1_IN: "T1 in-phase",
-    Modality.MR_T1_OUT: "T1 out-of-phase",
-    Modality.MR_T2SPIR: "T2-SPIR",
-}
-#: The sequence whose grid the stacked answer lies on and whose series the SEG references.
-PRIMARY = Modality.MR_T1_IN
-
-
-def stacked_modalities(t1_mode: str | None, t2_channel: bool | None) -> frozenset[Modality]:
-    """The sequences a model directory reads together (empty when it segments each series alone)."""
-    if t1_mode != "stack":
-        return frozenset()
-    kinds = {Modality.MR_T1_IN, Modality.MR_T1_OUT}
-    if t2_channel:
-        kinds.add(Modality.MR_T2SPIR)
-    return frozenset(kinds)
 
 
 @dataclass(frozen=True)
@@ -109,7 +92,7 @@ def plan(
         groups.setdefault(entry.study or f"series:{entry.key}", []).append(entry)
     for study, members in groups.items():
         present = {m.sequence for m in members}
-        missing = sorted((k for k in stacked if k not in present), key=_order)
+        missing = missing_sequences(stacked, present)
         quiet_at = [m.last_arrival + quiet_s for m in members]
         group = Group(study, members, missing, min(quiet_at))
         if not all(now >= t for t in quiet_at):
@@ -124,10 +107,6 @@ def plan(
         else:
             result.waiting.append(group)
     return result
-
-
-def _order(kind: Modality) -> int:
-    return list(KIND_NAMES).index(kind)
 
 
 def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
@@ -146,16 +125,15 @@ def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
 
 
 def _sequences(group: Group) -> str:
-    kinds = sorted(
-        {m.sequence for m in group.members if m.sequence} | set(group.missing), key=_order
-    )
-    return ", ".join(KIND_NAMES[k] for k in kinds)
+    kinds = {m.sequence for m in group.members if m.sequence} | set(group.missing)
+    return ", ".join(name for k, name in KIND_NAMES.items() if k in kinds)
 
 
 def series_label(entry: SpooledSeries) -> str:
-    """``series uid:<hash> (MR-T1-in)``: the key is the UID's hash, so this matches the log's tags."""
+    """``series uid:<hash> (MR-T1-in)`` (:func:`organseg.io.naming.series_label`): the key is the
+    UID's hash, so this matches the log's tags."""
     kind = entry.sequence.value if entry.sequence is not None else "sequence not established"
-    return f"series uid:{entry.key[:10]} ({kind})"
+    return name_series(uid_hash=entry.key, sequence=kind)
 
 
 def series_info(ds: Dataset) -> dict[str, str]:

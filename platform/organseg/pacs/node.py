@@ -17,6 +17,7 @@ from pathlib import Path
 from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.results import build_results, from_bytes, to_bytes
 from organseg.errors import OrgansegError
+from organseg.io.naming import series_label
 from organseg.io.privacy import redact, short_uid
 from organseg.io.received import ReceivedSeries, read_received_series, series_phi
 from organseg.io.volume import Modality
@@ -262,7 +263,7 @@ class SeriesNode:
                 "delivered_at": time.time(),
                 "results": group,
                 "destinations": [d.describe() for d in self.destinations],
-                **({"channels": [f"series uid:{k[:10]}" for k in channels]} if channels else {}),
+                **({"channels": [series_label(uid_hash=k) for k in channels]} if channels else {}),
             },
             keep_results=not self.destinations,
         )
@@ -288,7 +289,7 @@ def _channel_record(
 ) -> dict:
     """The done record of a series used as a channel of ``primary``: segmented alone too (its own
     results), refused alone (the reason; the group's results), or a channel only."""
-    of = f"series uid:{primary[:10]}"
+    of = series_label(uid_hash=primary)
     record: dict = {"delivered_at": time.time(), "used_as_channel_of": of}
     if alone is None:
         return {**record, "outcome": f"used as channel of {of}", "results": group}
