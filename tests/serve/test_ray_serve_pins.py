@@ -11,7 +11,7 @@ a deployment. The entries (and who uses them):
 - ``ray.serve._private.default_impl.add_grpc_address`` (``organseg.serve.ops.bind``: bind the gRPC
   proxy to the HTTP host; without it ``organseg serve`` refuses rather than listen everywhere);
 - ``ray._private.state.available_resources_per_node`` and ``state.state.get_cluster_config``
-  (``organseg.resources``: what each node has free; whether an autoscaler is present).
+  (``organseg.runtime``: what each node has free; whether an autoscaler is present).
 """
 
 from __future__ import annotations
