@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from organseg.ensemble.assembly import KIND_NAMES, PRIMARY, missing_sequences
-from organseg.io.naming import series_label as name_series
+from organseg.io.naming import series_label
 from organseg.io.volume import Modality
 
 
@@ -33,6 +33,13 @@ class SpooledSeries:
     sequence: Modality | None
     last_arrival: float
     done: bool = False
+
+    @property
+    def label(self) -> str:
+        """``series uid:<hash> (MR-T1-in)`` (:func:`organseg.io.naming.series_label`): the key is the
+        UID's hash, so this matches the log's tags."""
+        kind = self.sequence.value if self.sequence is not None else "sequence not established"
+        return series_label(uid_hash=self.key, sequence=kind)
 
 
 @dataclass
@@ -112,7 +119,7 @@ def plan(
 def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
     """Why an expired group's series were not segmented, naming what is missing (never a UID)."""
     wanted = " and ".join(f"the {KIND_NAMES[k]} series" for k in group.missing)
-    listed = ", ".join(series_label(m) for m in group.members)
+    listed = ", ".join(m.label for m in group.members)
     where = "of this study" if group.study and not group.study.startswith("series:") else ""
     if not where:
         wanted += " (this series has no StudyInstanceUID, so none can be matched to it)"
@@ -127,13 +134,6 @@ def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
 def _sequences(group: Group) -> str:
     kinds = {m.sequence for m in group.members if m.sequence} | set(group.missing)
     return ", ".join(name for k, name in KIND_NAMES.items() if k in kinds)
-
-
-def series_label(entry: SpooledSeries) -> str:
-    """``series uid:<hash> (MR-T1-in)`` (:func:`organseg.io.naming.series_label`): the key is the
-    UID's hash, so this matches the log's tags."""
-    kind = entry.sequence.value if entry.sequence is not None else "sequence not established"
-    return name_series(uid_hash=entry.key, sequence=kind)
 
 
 def series_info(ds: Dataset) -> dict[str, str]:

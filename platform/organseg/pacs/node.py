@@ -127,7 +127,7 @@ class SeriesNode:
         works = [self.spool.claim(key) for key in group.keys]
         if any(w is None for w in works):
             return [Outcome(primary, "waiting")]
-        labels = ", ".join(grouping.series_label(m) for m in group.members)
+        labels = ", ".join(m.label for m in group.members)
         phi: set[str] = set()
         try:
             folders = [w for w in works if w is not None]
