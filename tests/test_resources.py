@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from organseg.config import parse_config
-from organseg.resources import Request, check, describe, never_fit_together, never_fits
+from organseg.resources import (
+    Request,
+    ResourceError,
+    check,
+    describe,
+    never_fit_together,
+    never_fits,
+    settle,
+)
 from organseg.train.launcher import member_advice, member_request
 
 LAPTOP = [{"CPU": 2.0, "memory": 8e9, "node:127.0.0.1": 1.0}]
@@ -64,3 +74,24 @@ def test_member_request_and_the_overrides_that_fit() -> None:
     wide = member_request(config, config.member("wide"))
     assert member_advice(wide, LAPTOP) == "--set members.2.num_workers=2"
     assert describe({"CPU": 4.0, "GPU": 0.5, "node:x": 1.0}) == "4 CPU + 0.5 GPU"
+
+
+def test_settle_waits_for_the_autoscaler_reading_the_cluster_it_is_handed() -> None:
+    """The wait is pure: each poll reads the cluster through the reader the Ray glue hands in."""
+    cpu, gpu = {"CPU": 4.0}, {"CPU": 4.0, "GPU": 1.0}
+    reads: list[int] = []
+
+    def grows() -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+        reads.append(1)
+        nodes = [cpu] if len(reads) < 3 else [cpu, gpu]  # the autoscaler adds a GPU node
+        return nodes, nodes
+
+    asks = [Request("unet", ({"CPU": 1.0, "GPU": 1.0},))]
+    seen: list[dict[str, str]] = []
+    verdict = settle(asks, what="x", advice=lambda r, n: "", read=grows, autoscaling=True,
+                     poll_s=0.0, on_wait=seen.append)  # fmt: skip
+    assert (verdict.ok, len(reads), len(seen)) == (True, 3, 2)
+    with pytest.raises(ResourceError, match="no autoscaler can add nodes"):
+        settle(
+            asks, what="x", advice=lambda r, n: "", read=lambda: ([cpu], [cpu]), autoscaling=False
+        )

@@ -3,7 +3,8 @@
 Ray queues a request that cannot be placed and waits for it without end (Ray Train retries the worker
 start, Serve keeps a replica "pending"), which on a laptop without GPUs looks like a hang. This module is
 the pure core: requests and node capacities in, what can never be placed (and why) or what is missing right
-now out. The launcher and the Serve runner read the cluster through Ray and decide what to say.
+now out, and the wait for an autoscaler. No Ray here: the launcher and the Serve runner read the
+cluster through :mod:`organseg.runtime` (the Ray glue) and hand the reading in.
 """
 
 from __future__ import annotations
@@ -179,35 +180,9 @@ class ResourceError(OrgansegError):
     """What was asked for can never be placed on this cluster (or did not become free in time)."""
 
 
-# -- reading the cluster (the only part that talks to Ray) ----------------------------------------------
-
-
-def cluster_nodes() -> list[dict[str, float]]:
-    """Total resources of every live node of the connected Ray cluster."""
-    import ray
-
-    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-
-
-def cluster_available() -> list[dict[str, float]]:
-    """What every live node has free right now (may be stale by the time it is used)."""
-    from ray._private import state  # DeveloperAPI: per-node availability has no public equivalent
-
-    return [dict(v) for v in state.available_resources_per_node().values()]
-
-
-def autoscaler_present() -> bool:
-    """True when an autoscaler published its node groups to the cluster (KubeRay, ``ray up``).
-
-    A local ``ray.init()`` cluster has none; when unsure, callers take the explicit ``--autoscaling``.
-    """
-    try:
-        from ray._private import state
-
-        config = state.state.get_cluster_config()
-    except Exception:  # an older GCS or no permission: no evidence of an autoscaler
-        return False
-    return config is not None and any(g.max_count != 0 for g in config.node_group_configs)
+#: ``() → (every live node's total resources, what each has free now)``: the cluster as Ray reports it
+#: (:func:`organseg.runtime.cluster_resources`), read by the caller's Ray glue, not here.
+ClusterReader = Callable[[], tuple[list[dict[str, float]], list[dict[str, float]]]]
 
 
 def settle(
@@ -215,23 +190,25 @@ def settle(
     *,
     what: str,
     advice: Callable[[Request, list[dict[str, float]]], str],
-    autoscaling: bool | None = None,
+    read: ClusterReader,
+    autoscaling: bool,
     timeout_s: float = 600.0,
     on_wait: Callable[[dict[str, str]], None] | None = None,
     poll_s: float = 2.0,
     together: bool = False,
 ) -> Verdict:
     """Fail at once when a request can never be placed and no autoscaler can add nodes; with one, wait
-    (reporting what is missing through ``on_wait``) until it can or ``timeout_s`` passes.
+    (reporting what is missing through ``on_wait``) until it can or ``timeout_s`` passes. The cluster
+    is read through ``read`` on every poll; ``autoscaling`` says whether one can add nodes
+    (:func:`organseg.runtime.autoscaler_present` when the user did not say).
 
     Returns the verdict against what is free now (``waiting``: requests that start when others finish).
     ``together``: every request must be placed at the same time (Serve replicas), not in turn.
     """
-    autoscaling = autoscaler_present() if autoscaling is None else autoscaling
     deadline = time.monotonic() + timeout_s
     while True:
-        nodes = cluster_nodes()
-        verdict = check(requests, nodes, cluster_available())
+        nodes, available = read()
+        verdict = check(requests, nodes, available)
         if together and verdict.ok:
             verdict.never.update(never_fit_together(requests, nodes))
         if verdict.ok:

@@ -52,3 +52,29 @@ def ray_session(
 def starts_local_cluster(address: str | None) -> bool:
     """True when :func:`ray_session` will start (and stop) a local Ray cluster."""
     return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
+
+
+# -- reading the cluster for organseg.resources (which stays Ray-free) ----------------------------------
+
+
+def cluster_resources() -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Every live node's total resources, and what each has free right now (may be stale by the
+    time it is used): what :func:`organseg.resources.settle` reads on each poll."""
+    from ray._private import state  # DeveloperAPI: per-node availability has no public equivalent
+
+    nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    return nodes, [dict(v) for v in state.available_resources_per_node().values()]
+
+
+def autoscaler_present() -> bool:
+    """True when an autoscaler published its node groups to the cluster (KubeRay, ``ray up``).
+
+    A local ``ray.init()`` cluster has none; when unsure, callers take the explicit ``--autoscaling``.
+    """
+    try:
+        from ray._private import state
+
+        config = state.state.get_cluster_config()
+    except Exception:  # an older GCS or no permission: no evidence of an autoscaler
+        return False
+    return config is not None and any(g.max_count != 0 for g in config.node_group_configs)

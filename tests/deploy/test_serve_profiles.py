@@ -18,6 +18,7 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from organseg.config import ExperimentConfig, load_config
+from organseg.ensemble.spec import write_untrained_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = ROOT / "deploy" / "serve"
@@ -119,21 +120,6 @@ def test_import_path_names_the_app_builder() -> None:
         assert callable(getattr(importlib.import_module(module), attr))
 
 
-def weightless_model_dir(config: ExperimentConfig, root: Path) -> Path:
-    """The model directory `organseg train` writes for ``config``, with empty weight files: enough for
-    the application builder, which reads ensemble.yaml and binds the graph without loading weights."""
-    from organseg.ensemble.spec import entry_for, save_spec, spec_for
-    from organseg.tasks import get_task
-
-    task = get_task(config.task)
-    entries = [entry_for(m, task.organs_for(m.modalities or [])) for m in config.members]
-    for entry in entries:
-        (root / entry.weights).parent.mkdir(parents=True)
-        (root / entry.weights).write_bytes(b"")
-    save_spec(spec_for(config, entries), root)
-    return root
-
-
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_profile_matches_the_application_build_app_builds(name: str, tmp_path: Path) -> None:
     """Bind the real graph (no cluster: what `serve build` does) and compare deployment names and args."""
@@ -146,7 +132,9 @@ def test_profile_matches_the_application_build_app_builds(name: str, tmp_path: P
     app = app_of(load_profile(name))
     args = {
         **app["args"],
-        "model_dir": str(weightless_model_dir(load_config(SERVED[name]), tmp_path)),
+        "model_dir": str(
+            write_untrained_model_dir(load_config(SERVED[name]), tmp_path, weightless=True)
+        ),
     }
     AppArgs.model_validate(args)
     # a typed application builder: Serve itself validates the config's args into AppArgs, and every

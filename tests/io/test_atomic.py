@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from organseg.io.atomic import atomic_path, write_text_atomic
+from organseg.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
@@ -34,3 +34,26 @@ def test_private_files_are_the_owners_only(tmp_path: Path) -> None:
         assert tmp.name.endswith(".nii.gz")  # writers that choose the format by extension
         tmp.write_bytes(b"voxels")
     assert stat.S_IMODE((tmp_path / "seg.nii.gz").stat().st_mode) == 0o600
+
+
+def test_a_temporary_in_its_own_folder_never_shows_beside_the_target(tmp_path: Path) -> None:
+    """The spool's way: written in a swept folder, fsynced, renamed; a failed write leaves nothing."""
+    folder, scratch = tmp_path / "incoming", tmp_path / "tmp"
+    folder.mkdir()
+    scratch.mkdir()
+    target = folder / "instance.dcm"
+    with atomic_path(target, tmp_dir=scratch, durable=True) as tmp:
+        assert tmp.parent == scratch
+        tmp.write_bytes(b"half")
+        assert list(folder.iterdir()) == []  # a reader of the folder sees nothing yet
+    assert target.read_bytes() == b"half"
+
+    def fail() -> None:
+        with atomic_path(target, tmp_dir=scratch) as tmp:
+            tmp.write_bytes(b"other")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        fail()
+    assert (target.read_bytes(), list(scratch.iterdir())) == (b"half", [])
+    assert write_bytes_atomic(target, b"whole", tmp_dir=scratch).read_bytes() == b"whole"

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
+from organseg.ensemble.assembly import stacked_modalities
 from organseg.io.volume import Modality
-from organseg.pacs.grouping import (
-    SpooledSeries,
-    missing_reason,
-    plan,
-    stacked_modalities,
-)
+from organseg.pacs.grouping import SpooledSeries, missing_reason, plan
 
 IN, OUT, T2 = Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR
 T1 = stacked_modalities("stack", False)

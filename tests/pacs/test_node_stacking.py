@@ -287,7 +287,7 @@ def test_a_t2_refused_alone_keeps_the_stacked_seg_and_records_why(
     assert record["segmented_alone"] is False
     assert "weights do not fit" in record["refused_alone"]
     assert "refused" in record["outcome"]
-    assert f"series {t2_key[:10]} (a channel) was not segmented alone" in caplog.text
+    assert f"series uid:{t2_key[:10]} (a channel) was not segmented alone" in caplog.text
     assert "weights do not fit" in caplog.text
     text = json.dumps(record) + caplog.text
     for uid in (t1_in.study_uid, t2.series_uid, *t2.sop_uids):

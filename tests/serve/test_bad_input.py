@@ -622,5 +622,11 @@ def test_series_description_free_text_never_reaches_answers_or_logs(
     assert marker not in refusal, refusal
     assert "ACC4711" not in refusal, refusal
     assert marker not in answer
-    time.sleep(2)  # the replicas' log lines reach their files
+    # the absence is checked once a later request's log line is in a file: the lines before it are
+    last = _post(http, files={"file": ("x.zip", b"not a zip")})
+    assert last.status_code == 400, last.text
+    deadline = time.monotonic() + 60
+    while not _ray_logs_holding(last.headers["x-request-id"]):
+        assert time.monotonic() < deadline, "the last request's log line never reached a file"
+        time.sleep(0.2)
     assert _ray_logs_holding(marker) == []

@@ -11,7 +11,9 @@ a deployment. The entries (and who uses them):
 - ``ray.serve._private.default_impl.add_grpc_address`` (``organseg.serve.ops.bind``: bind the gRPC
   proxy to the HTTP host; without it ``organseg serve`` refuses rather than listen everywhere);
 - ``ray._private.state.available_resources_per_node`` and ``state.state.get_cluster_config``
-  (``organseg.resources``: what each node has free; whether an autoscaler is present).
+  (``organseg.runtime``: what each node has free; whether an autoscaler is present);
+- ``ray.init(_node_ip_address=...)`` (``organseg.runtime.ray_session``: a local cluster reachable
+  from this host only).
 """
 
 from __future__ import annotations
@@ -97,3 +99,11 @@ def test_node_resources_and_cluster_config() -> None:
 
     assert inspect.signature(state.available_resources_per_node).parameters == {}
     assert inspect.signature(state.state.get_cluster_config).parameters == {}
+
+
+def test_init_takes_the_node_ip_address() -> None:
+    """``organseg serve --host 127.0.0.1`` starts its local cluster on loopback through this private
+    keyword; Ray takes it from ``**kwargs`` (and refuses keywords it does not know)."""
+    source = inspect.getsource(inspect.unwrap(ray.init))
+    assert 'kwargs.pop("_node_ip_address"' in source
+    assert "Unknown keyword argument" in source

@@ -206,3 +206,22 @@ def _capture(caught: list[Exception], action: Callable[[], object]) -> None:
         action()
     except DataError as exc:
         caught.append(exc)
+
+
+def test_a_decoded_volume_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder checks the voxels; the predictor's own check of the same volume costs nothing,
+    while a new volume made from it (new voxels) is checked again."""
+    import organseg.io.validate as validate
+
+    scans: list[int] = []
+    count = validate._count_nonfinite
+    monkeypatch.setattr(validate, "_count_nonfinite", lambda a: scans.append(1) or count(a))
+    array = np.zeros((3, 4, 4), np.float32)
+    volume = decode_raw(array.tobytes(), "float32", [3, 4, 4], None, limits=LIMITS)
+    assert (volume.validated, len(scans)) == (True, 1)
+    assert validate_volume(volume, "the image") is volume
+    assert len(scans) == 1
+    bad = array.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="the image: 1 voxel\\(s\\) are NaN or infinite"):
+        validate_volume(volume.with_array(bad), "the image")

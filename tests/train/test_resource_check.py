@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from organseg.resources import Request, ResourceError, settle
+from organseg.runtime import cluster_resources
 from organseg.train.launcher import member_advice, train_experiment
 from tests.conftest import tiny_experiment
 
@@ -42,6 +43,7 @@ def test_with_an_autoscaler_it_waits_saying_what_is_missing_then_gives_up(ray_cl
             [request],
             what="1 member(s)",
             advice=member_advice,
+            read=cluster_resources,
             autoscaling=True,
             timeout_s=0.6,
             poll_s=0.2,
@@ -50,4 +52,7 @@ def test_with_an_autoscaler_it_waits_saying_what_is_missing_then_gives_up(ray_cl
     assert seen
     assert "0.5 GPU" in seen[0]["unet"]
     assert "--set members.0.use_gpu=false" in str(caught.value)
-    assert settle([Request("cpu", ({"CPU": 1.0},))], what="x", advice=member_advice).ok
+    fits = [Request("cpu", ({"CPU": 1.0},))]
+    assert settle(
+        fits, what="x", advice=member_advice, read=cluster_resources, autoscaling=False
+    ).ok

@@ -222,7 +222,8 @@ def discover_tree(root: Path) -> list[SeriesItem]:
     """
     import pydicom
 
-    from organseg.io.dicom import _claims_dicom, _int_or_none, echo_time_key, series_name
+    from organseg.io.dicom import _claims_dicom, _int_or_none, echo_time_key
+    from organseg.io.naming import series_label
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and _visible(p, root))
     items = [_file_item(p) for p in files if is_volume_file(p)]
@@ -271,15 +272,14 @@ def discover_tree(root: Path) -> list[SeriesItem]:
             for _, ds in members
             if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
         ]
-        label = series_name(
-            first.get("SeriesNumber", ""),
-            min(instances, default=None),
-            max(instances, default=None),
-            unnumbered="a series without number",
-        )
         split = echoes_of[uid] > 1
-        if split:
-            label += f" at EchoTime {echo} ms"
+        label = series_label(
+            number=first.get("SeriesNumber", ""),
+            first=min(instances, default=None),
+            last=max(instances, default=None),
+            unnumbered="a series without number",
+            echo=echo if split else None,
+        )
         folders = sorted({str(p.parent.resolve()) for p, _ in members})
         items.append(
             SeriesItem(

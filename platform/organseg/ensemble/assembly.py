@@ -23,8 +23,8 @@ from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.routing import ModalityError, ModalityPolicy, decide_modality
 from organseg.ensemble.spec import EnsembleSpec
 from organseg.errors import DataError
-from organseg.io.dicom import series_name
 from organseg.io.modality import ModalityDecision
+from organseg.io.naming import series_label as name_series
 from organseg.io.volume import Modality, Volume
 
 #: Request parts that carry a series beside ``file``, and the modality each one is.
@@ -32,12 +32,56 @@ PART_MODALITIES: dict[str, Modality] = {
     "out_phase": Modality.MR_T1_OUT,
     "t2": Modality.MR_T2SPIR,
 }
-_KIND = {
+#: How messages name each stacked sequence (in channel order), and CT.
+KIND_NAMES: dict[Modality, str] = {
     Modality.MR_T1_IN: "T1 in-phase",
     Modality.MR_T1_OUT: "T1 out-of-phase",
     Modality.MR_T2SPIR: "T2-SPIR",
     Modality.CT: "CT",
 }
+#: The sequence whose grid a stacked answer lies on (and whose series a SEG references).
+PRIMARY = Modality.MR_T1_IN
+#: The T1 phases: stacked, they are only ever read as a pair.
+T1_PHASES = frozenset({Modality.MR_T1_IN, Modality.MR_T1_OUT})
+
+
+def stacked_modalities(t1_mode: str | None, t2_channel: bool | None) -> frozenset[Modality]:
+    """The sequences a model directory reads together as channels of one input (empty when it
+    segments each series alone): the one rule for which series go together, for requests, the
+    DICOM node's study groups and CHAOS folders alike."""
+    if t1_mode != "stack":
+        return frozenset()
+    kinds = set(T1_PHASES)
+    if t2_channel:
+        kinds.add(Modality.MR_T2SPIR)
+    return frozenset(kinds)
+
+
+def missing_sequences(stacked: frozenset[Modality], present: Iterable[Modality]) -> list[Modality]:
+    """The stacked sequences not among ``present``, in channel order."""
+    have = set(present)
+    return [k for k in KIND_NAMES if k in stacked and k not in have]
+
+
+@dataclass(frozen=True)
+class StackRule:
+    """What :func:`assemble` needs of a model directory: its name (for messages), its ``t1_mode``
+    and whether it stacks T2-SPIR as a third channel. Made from an :class:`EnsembleSpec`
+    in-process, or from what a served model lists (``GET /v1/models``, ListModels)."""
+
+    ensemble: str
+    t1_mode: str | None
+    t2_channel: bool = False
+
+    @classmethod
+    def of(cls, spec: EnsembleSpec | StackRule) -> StackRule:
+        if isinstance(spec, StackRule):
+            return spec
+        return cls(spec.name, spec.preprocess.t1_mode, bool(spec.preprocess.t2_channel))
+
+    @property
+    def sequences(self) -> frozenset[Modality]:
+        return stacked_modalities(self.t1_mode, self.t2_channel)
 
 
 @dataclass(frozen=True)
@@ -88,14 +132,18 @@ class Assembled:
 
 
 def series_label(volume: Volume, fallback: str) -> str:
-    """How messages name a decoded series: its SeriesNumber and InstanceNumbers (never a file name)."""
+    """The name of a decoded series in messages (:func:`organseg.io.naming.series_label`): the one
+    its decoder gave it, else its SeriesNumber and InstanceNumbers; ``fallback`` (the request part)
+    for a volume without DICOM headers."""
     meta = volume.meta
     if meta.get("series_label"):
         return meta["series_label"]
     if not meta.get("SeriesInstanceUID"):
         return fallback
-    return series_name(
-        meta.get("SeriesNumber"), meta.get("first_instance"), meta.get("last_instance")
+    return name_series(
+        number=meta.get("SeriesNumber"),
+        first=meta.get("first_instance"),
+        last=meta.get("last_instance"),
     )
 
 
@@ -199,8 +247,8 @@ def _missing_series(
 ) -> ModalityError:
     """The refusal of a stacking request without all its channels: what it holds, what it lacks,
     and where the missing series goes."""
-    present = ", ".join(f"{_KIND[m]} {by_modality[m].label}" for m in by_modality)
-    wanted = " and ".join(f"the {_KIND[m]} series" for m in missing)
+    present = ", ".join(f"{KIND_NAMES[m]} {by_modality[m].label}" for m in by_modality)
+    wanted = " and ".join(f"the {KIND_NAMES[m]} series" for m in missing)
     parts = {Modality.MR_T1_OUT: "out_phase", Modality.MR_T2SPIR: "t2"}
     named = " or ".join(f"'{parts[m]}'" for m in missing if m in parts)
     how = ""
@@ -220,7 +268,7 @@ def _missing_series(
 
 def assemble(
     items: list[SeriesInput],
-    spec: EnsembleSpec,
+    spec: EnsembleSpec | StackRule,
     classifier: ModalityClassifier | None = None,
     policy: ModalityPolicy | None = None,
     hints: RequestHints = SEGMENT_HINTS,
@@ -229,17 +277,19 @@ def assemble(
 
     One series: segmented on its own (the ensemble still refuses a T1 series of a stacking model,
     naming the missing one here). Several: they must be the T1 in-phase + out-of-phase (+ T2-SPIR)
-    of one examination, exactly what ``spec.preprocess`` stacks; anything missing, doubled, unused
+    of one examination, exactly what ``spec`` stacks (its :class:`StackRule`); anything missing, doubled, unused
     or undecidable is refused naming the series. Each series' modality is decided by the router's
     rule (headers, an explicit part or field, then a validated ``classifier`` within ``policy``);
     ``hints`` word the refusals for the kind of request (segment route or STOW-RS).
     """
     if not items:
         raise DataError("the request holds no series")
+    rule = StackRule.of(spec)
     several = len(items) > 1
     decisions = [_decide(item, several, classifier, policy, hints) for item in items]
-    stacking = spec.preprocess.t1_mode == "stack"
-    with_t2 = stacking and spec.preprocess.t2_channel
+    stacked = rule.sequences
+    stacking = bool(stacked)
+    with_t2 = Modality.MR_T2SPIR in stacked
     t1 = (Modality.MR_T1_IN, Modality.MR_T1_OUT)
     by_modality: dict[Modality, SeriesInput] = {}
     chosen: dict[Modality, ModalityDecision] = {}
@@ -247,13 +297,13 @@ def assemble(
         _one_series_only(
             items,
             decisions,
-            f"ensemble {spec.name!r} does not stack series (t1_mode: {spec.preprocess.t1_mode})",
+            f"ensemble {rule.ensemble!r} does not stack series (t1_mode: {rule.t1_mode})",
         )
     for item, decision in zip(items, decisions, strict=True):
         other = by_modality.get(decision.modality)
         if other is not None:
             raise DataError(
-                f"two {_KIND.get(decision.modality, decision.modality.value)} series: "
+                f"two {KIND_NAMES.get(decision.modality, decision.modality.value)} series: "
                 f"{other.label} and {item.label}; send one series of each sequence"
             )
         by_modality[decision.modality] = item
@@ -279,18 +329,16 @@ def assemble(
     if extra:
         names = ", ".join(f"{by_modality[m].label} ({m.value})" for m in extra)
         raise DataError(f"{names} cannot be stacked with T1; send it in a request of its own")
-    missing = [m for m in t1 if m not in by_modality]
-    if with_t2 and Modality.MR_T2SPIR not in by_modality:
-        missing.append(Modality.MR_T2SPIR)
+    missing = missing_sequences(stacked, by_modality)
     if missing:
-        raise _missing_series(spec.name, with_t2, by_modality, missing, hints)
+        raise _missing_series(rule.ensemble, with_t2, by_modality, missing, hints)
     if Modality.MR_T2SPIR in by_modality and not with_t2:
         raise DataError(
-            f"ensemble {spec.name!r} stacks T1 in- and out-of-phase only (t2_channel is off); "
+            f"ensemble {rule.ensemble!r} stacks T1 in- and out-of-phase only (t2_channel is off); "
             f"T2-SPIR {by_modality[Modality.MR_T2SPIR].label} is not used with them: send it in a "
             "request of its own"
         )
-    image, partner = by_modality[Modality.MR_T1_IN], by_modality[Modality.MR_T1_OUT]
+    image, partner = by_modality[PRIMARY], by_modality[Modality.MR_T1_OUT]
     _same_grid(image, partner)
     t2 = by_modality.get(Modality.MR_T2SPIR)
     series = [

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from organseg.ensemble.assembly import PRIMARY, stacked_modalities
 from organseg.errors import DataError
 from organseg.io import discover_cases, load_case, read_any
 from organseg.io.chaos import CaseRef
@@ -68,43 +69,39 @@ def plan_inputs(
             )
         ]
     refs = discover_cases(path)
+    # which series go together is the assembly's rule; CHAOS only says where each one lies
+    stacked = stacked_modalities("stack" if stack_t1 else None, with_t2)
     if modality is not None:
         wanted = Modality.parse(modality)
-        keep = (
-            {wanted, Modality.MR_T1_OUT} if stack_t1 and wanted is Modality.MR_T1_IN else {wanted}
-        )
-        partners_only = set()
-        if stack_t1 and with_t2 and wanted is Modality.MR_T1_IN:
-            partners_only = {Modality.MR_T2SPIR}  # read as the third channel, not segmented alone
-        refs = [r for r in refs if r.modality in keep | partners_only]
+        channels = stacked - {PRIMARY} if wanted is PRIMARY else frozenset()
+        refs = [r for r in refs if r.modality is wanted or r.modality in channels]
     if not refs:
         raise DataError(
             f"{path}: no series to segment" + (f" for --modality {modality}" if modality else "")
         )
-    by_id = {r.case_id: r for r in refs}
+    by_case = {(r.patient, r.modality): r for r in refs}
     plans = []
     for ref in refs:
-        if stack_t1 and ref.modality is Modality.MR_T1_OUT:
+        if stacked and ref.modality is Modality.MR_T1_OUT:
             continue  # consumed as the partner of its in-phase series
-        if modality is not None and ref.modality not in keep:
+        if modality is not None and ref.modality is not wanted:
             continue  # a T2-SPIR kept only as a third channel
-        partner = None
+        partner = t2 = None
         case_id = ref.case_id
-        if stack_t1 and ref.modality is Modality.MR_T1_IN:
-            partner = by_id.get(ref.case_id.replace("T1DUAL-in", "T1DUAL-out"))
+        if stacked and ref.modality is PRIMARY:
+            partner = by_case.get((ref.patient, Modality.MR_T1_OUT))
             if partner is None:
                 raise DataError(
                     f"{ref.image_dir}: T1 in-phase has no out-phase partner to stack with"
                 )
             case_id = ref.case_id.replace("/T1DUAL-in", "/T1DUAL")
-        t2 = None
-        if partner is not None and with_t2:
-            t2 = by_id.get(ref.case_id.replace("T1DUAL-in", "T2SPIR"))
-            if t2 is None:
-                raise DataError(
-                    f"{ref.image_dir}: the model stacks T2-SPIR as a third T1 channel, and this "
-                    "MR case has no T2SPIR series"
-                )
+            if Modality.MR_T2SPIR in stacked:
+                t2 = by_case.get((ref.patient, Modality.MR_T2SPIR))
+                if t2 is None:
+                    raise DataError(
+                        f"{ref.image_dir}: the model stacks T2-SPIR as a third T1 channel, and "
+                        "this MR case has no T2SPIR series"
+                    )
         plans.append(
             InputPlan(case_id, ref.modality, _loader(case_id, ref, partner, t2), True, ref.split)
         )

@@ -176,23 +176,26 @@ def write_untrained_model_dir(
     model_dir: Path | str,
     seed: int = 0,
     labels: LabelSet | None = None,
+    weightless: bool = False,
 ) -> Path:
     """A model directory whose members carry freshly initialised weights.
 
     Nothing to segment with, but everything else is real: benchmarks time the serving data plane with the
     true architectures (e.g. the four 512² CT members) and tests build graphs without training first.
     ``labels``: every member segments this label set (recorded in ensemble.yaml) instead of the
-    organs of the config's CHAOS task.
+    organs of the config's CHAOS task. ``weightless``: empty weight files instead (no network is
+    built), enough for the application builder, which reads ensemble.yaml and binds the graph
+    without loading any weights.
     """
-    import torch
-
-    from organseg.models import create_member
     from organseg.tasks import get_task
 
     model_dir = Path(model_dir)
-    torch.manual_seed(seed)
     task = get_task(config.task)
     entries = []
+    if not weightless:
+        import torch
+
+        torch.manual_seed(seed)
     for member in config.members:
         organs = labels.names if labels is not None else task.organs_for(member.modalities or [])
         entry = entry_for(member, organs)
@@ -200,6 +203,12 @@ def write_untrained_model_dir(
             entry.fold_weights = [f"{member.name}/fold{i}.pt" for i in range(member.folds)]
             entry.weights = entry.fold_weights[0]
         for weights in entry.fold_weights or [entry.weights]:
+            (model_dir / member.name).mkdir(parents=True, exist_ok=True)
+            if weightless:
+                (model_dir / weights).write_bytes(b"")
+                continue
+            from organseg.models import create_member
+
             network = create_member(
                 member.arch,
                 member.in_channels,
@@ -207,7 +216,6 @@ def write_untrained_model_dir(
                 encoder_weights=None,
                 **member.kwargs,
             )
-            (model_dir / member.name).mkdir(parents=True, exist_ok=True)
             torch.save(network.state_dict(), model_dir / weights)
         entries.append(entry)
     spec = spec_for(config, entries)

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from organseg.errors import DataError, DataWarning, RequestTooLarge
 from organseg.io._paths import listed_files
 from organseg.io.modality import infer_modality
+from organseg.io.naming import series_label
 from organseg.io.slice_order import (
     SlicePlacement,
     check_uniform,
@@ -715,18 +716,6 @@ def _check_sizes(paths: list[Path], anonymous: bool = False) -> None:
 # -- several series in one upload ---------------------------------------------------------------------
 
 
-def series_name(
-    number: object, first: object = None, last: object = None, unnumbered: str = "the DICOM series"
-) -> str:
-    """How messages name a series: by SeriesNumber and InstanceNumber range, never by a file name."""
-    label = f"SeriesNumber {number}" if number not in (None, "") else unnumbered
-    if first not in (None, ""):
-        label += f" (InstanceNumber {first}" + (
-            f"-{last})" if last not in (None, "", first) else ")"
-        )
-    return label
-
-
 @dataclass(frozen=True)
 class SeriesGroup:
     """The files of one series (one echo of a multi-echo series) and how messages name it: by
@@ -813,14 +802,13 @@ def group_series(paths: list[Path]) -> list[SeriesGroup]:
             for ds, _ in files
             if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
         ]
-        label = series_name(
-            number,
-            min(instances, default=None),
-            max(instances, default=None),
+        label = series_label(
+            number=number,
+            first=min(instances, default=None),
+            last=max(instances, default=None),
             unnumbered="a series without number",
+            echo=echo if split else None,
         )
-        if split:
-            label += f" at EchoTime {echo} ms"
         key = (number if number is not None else 1 << 30, min(instances, default=0))
         groups.append((key, SeriesGroup([p for _, p in files], label)))
     return [g for _, g in sorted(groups, key=lambda item: item[0])]

@@ -17,7 +17,8 @@ from pydicom.dataset import Dataset
 from organseg.errors import DataError
 from organseg.io.dicom import read_dicom_series
 from organseg.io.dicomseg import datasets_in_label_order
-from organseg.io.privacy import phi_values, redact, short_uid
+from organseg.io.naming import series_label
+from organseg.io.privacy import phi_values, redact
 from organseg.io.volume import Volume
 
 #: Modalities the node segments; any other series is ignored with one log line.
@@ -31,11 +32,6 @@ class ReceivedSeries:
     volume: Volume
     datasets: list[Dataset]
     label: str  # "series uid:…" for messages
-
-
-def series_label(ds: Dataset) -> str:
-    """How messages name a received series: the hash of its UID (headers may identify the patient)."""
-    return f"series {short_uid(ds.get('SeriesInstanceUID'))}"
 
 
 def read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
@@ -76,7 +72,7 @@ def read_received_series(
     """
     headers = read_headers(folder)
     first = headers[0][1]
-    label = label or series_label(first)
+    label = label or series_label(uid=str(first.get("SeriesInstanceUID") or ""))
     phi = phi_values([first])
     series = {ds.get("SeriesInstanceUID") for _, ds in headers}
     if len(series) != 1:

@@ -38,7 +38,14 @@ DIRECTION_TOLERANCE = 1e-3
 
 
 def validate_volume(volume: Volume, what: str = "the volume") -> Volume:
-    """Refuse volumes a network must not see; returns ``volume`` unchanged when it passes."""
+    """Refuse volumes a network must not see; returns ``volume`` unchanged when it passes.
+
+    Each volume is checked once, where it arrives (the served graph's decoders, the batch loaders),
+    naming what it is there; the predictor's own call then returns at once (``volume.validated``).
+    Any new volume (:meth:`Volume.with_array`, a new geometry) starts unchecked.
+    """
+    if volume.validated:
+        return volume
     array = volume.array
     if array.ndim != 3 or any(s <= 0 for s in array.shape):
         raise DataError(f"{what}: shape {list(array.shape)} has an empty dimension")
@@ -49,6 +56,7 @@ def validate_volume(volume: Volume, what: str = "the volume") -> Volume:
         if bad:
             raise DataError(f"{what}: {bad} voxel(s) are NaN or infinite; send finite intensities")
     validate_geometry(volume.spacing, volume.origin, volume.direction, what)
+    volume.validated = True
     return volume
 
 

@@ -82,6 +82,9 @@ class Volume:
     geometry: Geometry = field(default_factory=Geometry)
     modality: Modality = Modality.UNKNOWN
     meta: dict[str, str] = field(default_factory=dict)
+    #: set by :func:`organseg.io.validate.validate_volume` once these voxels and this geometry
+    #: passed, so a volume checked where it arrived is not checked again before the network
+    validated: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array)

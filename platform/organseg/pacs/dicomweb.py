@@ -12,6 +12,7 @@ from pathlib import Path
 
 from organseg.ensemble.results import build_results, to_bytes
 from organseg.errors import DataError, OrgansegError
+from organseg.io.naming import series_label
 from organseg.io.privacy import short_uid
 from organseg.io.received import SEGMENTED_MODALITIES, read_received_series
 from organseg.pacs.delivery import StowDestination
@@ -67,7 +68,7 @@ def series_of_study(url: str, study: str) -> list[str]:
         if uid and modality in SEGMENTED_MODALITIES:
             keep.append(uid)
         elif uid:
-            log.info("series %s skipped: modality %s", short_uid(uid), modality or "missing")
+            log.info("%s skipped: modality %s", series_label(uid=uid), modality or "missing")
     if not keep:
         raise DataError(f"study {short_uid(study)}: no CT or MR series on {url}")
     return keep
@@ -80,7 +81,7 @@ def fetch_series(url: str, study: str, series: str, folder: Path) -> int:
             study_instance_uid=study, series_instance_uid=series
         )
     if not datasets:
-        raise DataError(f"series {short_uid(series)}: {url} returned no instances")
+        raise DataError(f"{series_label(uid=series)}: {url} returned no instances")
     for n, ds in enumerate(datasets):
         ds.save_as(folder / f"{n:05d}.dcm", enforce_file_format=True)
     return len(datasets)

@@ -17,26 +17,9 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from organseg.ensemble.assembly import KIND_NAMES, PRIMARY, missing_sequences
+from organseg.io.naming import series_label
 from organseg.io.volume import Modality
-
-#: How messages name each stacked sequence.
-KIND_NAMES = {
-    Modality.MR_T1_IN: "T1 in-phase",
-    Modality.MR_T1_OUT: "T1 out-of-phase",
-    Modality.MR_T2SPIR: "T2-SPIR",
-}
-#: The sequence whose grid the stacked answer lies on and whose series the SEG references.
-PRIMARY = Modality.MR_T1_IN
-
-
-def stacked_modalities(t1_mode: str | None, t2_channel: bool | None) -> frozenset[Modality]:
-    """The sequences a model directory reads together (empty when it segments each series alone)."""
-    if t1_mode != "stack":
-        return frozenset()
-    kinds = {Modality.MR_T1_IN, Modality.MR_T1_OUT}
-    if t2_channel:
-        kinds.add(Modality.MR_T2SPIR)
-    return frozenset(kinds)
 
 
 @dataclass(frozen=True)
@@ -50,6 +33,13 @@ class SpooledSeries:
     sequence: Modality | None
     last_arrival: float
     done: bool = False
+
+    @property
+    def label(self) -> str:
+        """``series uid:<hash> (MR-T1-in)`` (:func:`organseg.io.naming.series_label`): the key is the
+        UID's hash, so this matches the log's tags."""
+        kind = self.sequence.value if self.sequence is not None else "sequence not established"
+        return series_label(uid_hash=self.key, sequence=kind)
 
 
 @dataclass
@@ -109,7 +99,7 @@ def plan(
         groups.setdefault(entry.study or f"series:{entry.key}", []).append(entry)
     for study, members in groups.items():
         present = {m.sequence for m in members}
-        missing = sorted((k for k in stacked if k not in present), key=_order)
+        missing = missing_sequences(stacked, present)
         quiet_at = [m.last_arrival + quiet_s for m in members]
         group = Group(study, members, missing, min(quiet_at))
         if not all(now >= t for t in quiet_at):
@@ -126,14 +116,10 @@ def plan(
     return result
 
 
-def _order(kind: Modality) -> int:
-    return list(KIND_NAMES).index(kind)
-
-
 def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
     """Why an expired group's series were not segmented, naming what is missing (never a UID)."""
     wanted = " and ".join(f"the {KIND_NAMES[k]} series" for k in group.missing)
-    listed = ", ".join(series_label(m) for m in group.members)
+    listed = ", ".join(m.label for m in group.members)
     where = "of this study" if group.study and not group.study.startswith("series:") else ""
     if not where:
         wanted += " (this series has no StudyInstanceUID, so none can be matched to it)"
@@ -146,16 +132,8 @@ def missing_reason(group: Group, ensemble: str, waited_s: float) -> str:
 
 
 def _sequences(group: Group) -> str:
-    kinds = sorted(
-        {m.sequence for m in group.members if m.sequence} | set(group.missing), key=_order
-    )
-    return ", ".join(KIND_NAMES[k] for k in kinds)
-
-
-def series_label(entry: SpooledSeries) -> str:
-    """``series uid:<hash> (MR-T1-in)``: the key is the UID's hash, so this matches the log's tags."""
-    kind = entry.sequence.value if entry.sequence is not None else "sequence not established"
-    return f"series uid:{entry.key[:10]} ({kind})"
+    kinds = {m.sequence for m in group.members if m.sequence} | set(group.missing)
+    return ", ".join(name for k, name in KIND_NAMES.items() if k in kinds)
 
 
 def series_info(ds: Dataset) -> dict[str, str]:

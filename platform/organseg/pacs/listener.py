@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
-from organseg.io.privacy import short_uid
+from organseg.io.naming import series_label
 from organseg.io.received import SEGMENTED_MODALITIES
 from organseg.pacs.grouping import series_info
 from organseg.pacs.node import SeriesNode
@@ -52,8 +52,8 @@ class StoreHandler:
                 self._ignored.add(series_uid)
             if first:
                 log.info(
-                    "series %s ignored: %s, %s (the node segments single-frame CT/MR images)",
-                    short_uid(series_uid),
+                    "%s ignored: %s, %s (the node segments single-frame CT/MR images)",
+                    series_label(uid=series_uid),
                     f"modality {modality}" if modality else "no modality",
                     _sop_name(sop_class),
                 )
@@ -66,7 +66,7 @@ class StoreHandler:
             self.spool.add(series_uid, sop_uid, event.encoded_dataset(), info)
         except OSError as exc:
             log.error(
-                "cannot spool an instance of series %s (%s)", short_uid(series_uid), exc.strerror
+                "cannot spool an instance of %s (%s)", series_label(uid=series_uid), exc.strerror
             )
             return OUT_OF_RESOURCES
         return SUCCESS

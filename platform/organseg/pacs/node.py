@@ -17,6 +17,7 @@ from pathlib import Path
 from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.results import build_results, from_bytes, to_bytes
 from organseg.errors import OrgansegError
+from organseg.io.naming import series_label
 from organseg.io.privacy import redact, short_uid
 from organseg.io.received import ReceivedSeries, read_received_series, series_phi
 from organseg.io.volume import Modality
@@ -126,7 +127,7 @@ class SeriesNode:
         works = [self.spool.claim(key) for key in group.keys]
         if any(w is None for w in works):
             return [Outcome(primary, "waiting")]
-        labels = ", ".join(grouping.series_label(m) for m in group.members)
+        labels = ", ".join(m.label for m in group.members)
         phi: set[str] = set()
         try:
             folders = [w for w in works if w is not None]
@@ -150,9 +151,9 @@ class SeriesNode:
             files[CHANNELS_FILE] = json.dumps(channels).encode()
             outbox = self.spool.put_outbox(main, files)
             log.info(
-                "series %s with %s as channels: %s segmented in %.1f s (%s)",
-                short_uid(series[index].datasets[0].get("SeriesInstanceUID")),
-                ", ".join(f"uid:{k[:10]}" for k in others),
+                "%s with %s as channels: %s segmented in %.1f s (%s)",
+                series_label(uid_hash=main),
+                ", ".join(series_label(uid_hash=k) for k in others),
                 prediction.modality.value,
                 time.perf_counter() - started,
                 ", ".join(f"{o} {v:.0f} mL" for o, v in prediction.volumes_ml.items()),
@@ -177,12 +178,13 @@ class SeriesNode:
         except Exception as exc:
             reason = redact(_reason(exc), phi)
             if not isinstance(exc, OrgansegError):
-                log.debug("series %s alone failed", key, exc_info=True)
-            log.warning("series %s (a channel) was not segmented alone: %s", key[:10], reason)
+                log.debug("%s alone failed", series_label(uid_hash=key), exc_info=True)
+            label = series_label(uid_hash=key)
+            log.warning("%s (a channel) was not segmented alone: %s", label, reason)
             return {"refused": reason}, {}
         log.info(
-            "series %s (a channel) also segmented alone: %s in %.1f s (%s)",
-            key[:10],
+            "%s (a channel) also segmented alone: %s in %.1f s (%s)",
+            series_label(uid_hash=key),
             prediction.modality.value,
             time.perf_counter() - started,
             ", ".join(f"{o} {v:.0f} mL" for o, v in prediction.volumes_ml.items()),
@@ -220,8 +222,8 @@ class SeriesNode:
                 files = self._result_files(series, prediction)
                 outbox = self.spool.put_outbox(key, files)
                 log.info(
-                    "series %s: %d slices, %s segmented in %.1f s (%s)",
-                    short_uid(series.datasets[0].get("SeriesInstanceUID")),
+                    "%s: %d slices, %s segmented in %.1f s (%s)",
+                    series_label(uid_hash=key),
                     len(series.datasets),
                     prediction.modality.value,
                     time.perf_counter() - started,
@@ -229,7 +231,7 @@ class SeriesNode:
                 )
             except Exception as exc:  # any failure of this series is quarantined, the node lives on
                 if not isinstance(exc, OrgansegError):
-                    log.debug("series %s failed", key, exc_info=True)
+                    log.debug("%s failed", series_label(uid_hash=key), exc_info=True)
                 return self._quarantine(key, _reason(exc), phi)
         return self._deliver(key, outbox)
 
@@ -242,7 +244,10 @@ class SeriesNode:
         except DeliveryError as exc:
             self._retry_after[key] = time.time() + self.retry_s
             log.warning(
-                "series %s: delivery failed, retrying in %.0f s: %s", key[:10], self.retry_s, exc
+                "%s: delivery failed, retrying in %.0f s: %s",
+                series_label(uid_hash=key),
+                self.retry_s,
+                exc,
             )
             return Outcome(key, "waiting", str(exc))
         sent = {
@@ -262,19 +267,23 @@ class SeriesNode:
                 "delivered_at": time.time(),
                 "results": group,
                 "destinations": [d.describe() for d in self.destinations],
-                **({"channels": [f"series uid:{k[:10]}" for k in channels]} if channels else {}),
+                **({"channels": [series_label(uid_hash=k) for k in channels]} if channels else {}),
             },
             keep_results=not self.destinations,
         )
         self._retry_after.pop(key, None)
         where = ", ".join(d.describe() for d in self.destinations) or "results/ (no destination)"
-        log.info("series %s: delivered %s to %s", key[:10], ", ".join(sent.values()), where)
+        log.info(
+            "%s: delivered %s to %s", series_label(uid_hash=key), ", ".join(sent.values()), where
+        )
         return Outcome(key, "delivered", where, [p.name for p in paths])
 
     def _quarantine(self, key: str, reason: str, phi: set[str]) -> Outcome:
         reason = redact(reason, phi)
         quarantined = self.spool.quarantine(key, reason)
-        log.error("series %s quarantined in %s: %s", key[:10], quarantined.folder.name, reason)
+        log.error(
+            "%s quarantined in %s: %s", series_label(uid_hash=key), quarantined.folder.name, reason
+        )
         return Outcome(key, "quarantined", reason)
 
 
@@ -288,7 +297,7 @@ def _channel_record(
 ) -> dict:
     """The done record of a series used as a channel of ``primary``: segmented alone too (its own
     results), refused alone (the reason; the group's results), or a channel only."""
-    of = f"series uid:{primary[:10]}"
+    of = series_label(uid_hash=primary)
     record: dict = {"delivered_at": time.time(), "used_as_channel_of": of}
     if alone is None:
         return {**record, "outcome": f"used as channel of {of}", "results": group}

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from organseg.io.atomic import write_bytes_atomic
+
 _KINDS = ("incoming", "work", "outbox", "done", "quarantine", "tmp", "meta")
 #: In an outbox: the keys of the series a stacked result used as channels and, per channel series
 #: also segmented alone, its result files or the reason it was refused (not sent anywhere).
@@ -42,26 +44,6 @@ CHANNELS_FILE = "channels.json"
 def key_of(uid: str) -> str:
     """File-system key of a UID (a hash: UIDs can embed site or device identifiers)."""
     return hashlib.sha256(uid.encode()).hexdigest()[:20]
-
-
-def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the whole file or nothing (fsync + rename)."""
-    fd, tmp = _mkstemp(tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _mkstemp(tmp_dir: Path) -> tuple[int, str]:
-    import tempfile
-
-    return tempfile.mkstemp(dir=tmp_dir, suffix=".part")
 
 
 @dataclass(frozen=True)
@@ -103,6 +85,11 @@ class Spool:
     def _dir(self, kind: str, key: str = "") -> Path:
         return self.root / kind / key if key else self.root / kind
 
+    def _write(self, path: Path, data: bytes) -> None:
+        """The whole file or nothing, on disk before it counts (an instance is acknowledged after
+        this): written in ``tmp`` (swept at start) and renamed into place."""
+        write_bytes_atomic(path, data, tmp_dir=self._dir("tmp"), durable=True)
+
     # -- receiving -------------------------------------------------------------------------------------
     def add(self, series_uid: str, sop_uid: str, data: bytes, info: dict | None = None) -> Path:
         """Store one instance (a whole DICOM Part-10 file) of ``series_uid``; duplicates replace.
@@ -113,9 +100,9 @@ class Spool:
             folder.mkdir(exist_ok=True)
             meta = self._dir("meta", f"{key}.json")
             if info is not None and not meta.is_file():
-                write_atomic(meta, json.dumps(info).encode(), self._dir("tmp"))
+                self._write(meta, json.dumps(info).encode())
             path = folder / f"{key_of(sop_uid)}.dcm"
-            write_atomic(path, data, self._dir("tmp"))
+            self._write(path, data)
             os.utime(folder)  # the folder's mtime marks the series' last arrival
         return path
 
@@ -215,11 +202,7 @@ class Spool:
             target.parent.mkdir(exist_ok=True)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(outbox, target)
-        write_atomic(
-            self._dir("done", f"{key}.json"),
-            json.dumps(record, indent=1).encode(),
-            self._dir("tmp"),
-        )
+        self._write(self._dir("done", f"{key}.json"), json.dumps(record, indent=1).encode())
         shutil.rmtree(self._dir("outbox", key), ignore_errors=True)
         shutil.rmtree(self._dir("work", key), ignore_errors=True)
 

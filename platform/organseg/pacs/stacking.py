@@ -18,13 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from organseg.ensemble.assembly import RequestHints
+from organseg.ensemble.assembly import (
+    PRIMARY,
+    T1_PHASES,
+    RequestHints,
+    SeriesInput,
+    StackRule,
+    assemble,
+    stacked_modalities,
+)
 from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError, OrgansegError
-from organseg.io.modality import infer_modality
 from organseg.io.received import ReceivedSeries
 from organseg.io.volume import Modality, Volume
-from organseg.pacs.grouping import PRIMARY, stacked_modalities
 from organseg.serve.connect import DEFAULT_TIMEOUT_S, BackendChoice, open_backend
 
 if TYPE_CHECKING:
@@ -49,8 +55,6 @@ log = logging.getLogger("organseg.pacs")
 
 #: Seconds between two questions to a served model about what it stacks and serves.
 REFRESH_S = 60.0
-#: Stacked, the T1 phases are only ever read as a pair: never segmented alone.
-T1_PHASES = frozenset({Modality.MR_T1_IN, Modality.MR_T1_OUT})
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,12 @@ class ModelFacts:
     ensemble: str = ""
     stacked: frozenset[Modality] = frozenset()
     serves: frozenset[Modality] = frozenset()
+
+    @property
+    def rule(self) -> StackRule:
+        """What :func:`~organseg.ensemble.assembly.assemble` applies to a group of this model."""
+        t2 = Modality.MR_T2SPIR in self.stacked
+        return StackRule(self.ensemble, "stack" if self.stacked else None, t2)
 
     @property
     def also_alone(self) -> frozenset[Modality]:
@@ -137,11 +147,7 @@ def make_backend(
     if isinstance(backend, LocalBackend):
         predictor = backend.predictor
         spec = predictor.spec
-        known = ModelFacts(
-            spec.name,
-            stacked_modalities(spec.preprocess.t1_mode, spec.preprocess.t2_channel),
-            frozenset(spec.modalities()),
-        )
+        known = ModelFacts(spec.name, StackRule.of(spec).sequences, frozenset(spec.modalities()))
         return NodeBackend(
             backend.segment,
             f"in-process {local}",
@@ -149,11 +155,17 @@ def make_backend(
             predictor,
         )
     remote: Any = backend
+    stacking = Stacking(lambda: _listed(remote.models()), _no_group, REFRESH_S)
+    stacking.segment_group = _served_group(remote.client, stacking.known)
     return NodeBackend(
         remote.segment,
         f"HTTP {endpoint}" if endpoint is not None else f"gRPC {grpc_target}",
-        Stacking(lambda: _listed(remote.models()), _served_group(remote.client), REFRESH_S),
+        stacking,
     )
+
+
+def _no_group(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
+    raise OrgansegError("this node does not stack series")
 
 
 def _listed(listing: dict[str, Any]) -> ModelFacts:
@@ -169,7 +181,6 @@ def _listed(listing: dict[str, Any]) -> ModelFacts:
 
 def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
     """Assemble the group as a multi-series request is, then predict in one call."""
-    from organseg.ensemble.assembly import SeriesInput, assemble
 
     def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
         items = [SeriesInput(s.volume, s.label) for s in series]
@@ -185,38 +196,30 @@ def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
     return run
 
 
-def _served_group(client: Any) -> GroupSegmenter:
-    """The group as voxels and geometry only (no header leaves the node, as for a single series):
-    the in-phase image plus the ``out_phase`` (and ``t2``) parts, each series' sequence established
-    by its headers here; the server assembles them by the same rules and answers on the in-phase
-    grid."""
+def _served_group(client: Any, known: Callable[[], ModelFacts]) -> GroupSegmenter:
+    """The group as voxels and geometry only (no header leaves the node, as for a single series).
+
+    The node assembles it by the same rules as in-process (:func:`assemble`, each series' sequence
+    established by its headers here: a C-STORE sender states none, and the node has no classifier)
+    and sends the in-phase image plus the ``out_phase`` (and ``t2``) parts; the server assembles
+    them again from those parts and answers on the in-phase grid."""
 
     def run(series: list[ReceivedSeries], folders: list[Path]) -> tuple[Prediction, int]:
-        found: dict[Modality, int] = {}
-        for i, item in enumerate(series):
-            decision = infer_modality(item.volume.meta)
-            if not decision.certain:
-                raise DataError(f"{item.label}: sequence not established ({decision.reason})")
-            if decision.modality in found:
-                other = series[found[decision.modality]].label
-                raise DataError(
-                    f"two {decision.modality.value} series: {other} and {item.label}; send one "
-                    "series of each sequence"
-                )
-            found[decision.modality] = i
-        if PRIMARY not in found or Modality.MR_T1_OUT not in found:
-            raise DataError("a stacked group needs the T1 in-phase and out-of-phase series")
-        primary = found[PRIMARY]
+        items = [SeriesInput(s.volume, s.label) for s in series]
+        assembled = assemble(items, known().rule, hints=NODE_HINTS)
+        primary = next(i for i, s in enumerate(series) if s.volume is assembled.image)
 
-        def bare(kind: Modality) -> Volume | None:
-            if kind not in found:
+        def bare(volume: Volume | None, kind: Modality) -> Volume | None:
+            if volume is None:
                 return None
-            volume = series[found[kind]].volume
             return Volume(volume.array, geometry=volume.geometry, modality=kind, meta={})
 
-        image = bare(PRIMARY)
         prediction = client.segment(
-            image, PRIMARY.value, "raw", bare(Modality.MR_T1_OUT), bare(Modality.MR_T2SPIR)
+            bare(assembled.image, PRIMARY),
+            PRIMARY.value,
+            "raw",
+            bare(assembled.partner, Modality.MR_T1_OUT),
+            bare(assembled.t2, Modality.MR_T2SPIR),
         )
         if tuple(prediction.labels.shape) != tuple(series[primary].volume.shape):
             raise DataError(

@@ -28,6 +28,7 @@ from ray.serve.schema import ServeDeploySchema
 from organseg.config import read_yaml
 from organseg.errors import ConfigError, OrgansegError
 from organseg.resources import Request, largest_node, settle
+from organseg.runtime import autoscaler_present, cluster_resources
 from organseg.serve.app import APP_NAME, GRPC_SERVICER
 from organseg.shipped import serve_profile
 from organseg.uri import is_uri
@@ -288,7 +289,8 @@ def deploy(
         requests,
         what="Serve deployments",
         advice=_replica_advice,
-        autoscaling=autoscaling,
+        read=cluster_resources,
+        autoscaling=autoscaler_present() if autoscaling is None else autoscaling,
         timeout_s=resource_wait_s,
         together=True,
         on_wait=lambda missing: warnings.warn(

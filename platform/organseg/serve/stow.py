@@ -24,7 +24,8 @@ from pydicom.dataset import Dataset
 from organseg.ensemble.assembly import RequestHints, SeriesInput, examination_split
 from organseg.errors import DataError, RequestTooLarge
 from organseg.io.dicom import split_series
-from organseg.io.received import ReceivedSeries, read_received_series, series_label
+from organseg.io.naming import series_label
+from organseg.io.received import ReceivedSeries, read_received_series
 from organseg.modalities import Modality
 
 #: How refusals of a STOW-RS body say to fix it: no part names, no per-series modality to state.
@@ -156,9 +157,8 @@ def group_parts(parts: list[bytes]) -> list[PartGroup]:
         )
     groups = []
     for echo, split, members in split_series(entries):
-        group = PartGroup(series_label(members[0][0]))
-        if split:
-            group.label += f" at EchoTime {echo or 'unknown'} ms"
+        uid = str(members[0][0].get("SeriesInstanceUID") or "")
+        group = PartGroup(series_label(uid=uid, echo=echo if split else None))
         group.parts = [data for _, data in members]
         group.headers = [ds for ds, _ in members]
         groups.append(group)

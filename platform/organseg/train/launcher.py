@@ -26,7 +26,7 @@ from organseg.ensemble.modality_classifier import ModalityClassifier, fit_from_c
 from organseg.ensemble.spec import MEMBER_FILE, ClassifierEntry, load_spec, save_spec
 from organseg.errors import ConfigError
 from organseg.resources import Request, largest_node, settle
-from organseg.runtime import ray_session
+from organseg.runtime import autoscaler_present, cluster_resources, ray_session
 from organseg.tasks import get_task
 from organseg.train import storage
 from organseg.train.data import PreparedData, prepare_data
@@ -529,7 +529,8 @@ def _check_resources(
             requests,
             what=f"{len(requests)} member(s) of {config.name}",
             advice=member_advice,
-            autoscaling=autoscaling,
+            read=cluster_resources,
+            autoscaling=autoscaler_present() if autoscaling is None else autoscaling,
             timeout_s=timeout_s,
             on_wait=on_wait,
         )
