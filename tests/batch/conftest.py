@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import one_member_ct_model
+from tests.conftest import one_member_ct_model, t1_stack_model
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +113,57 @@ def build_archive(root: Path, ct: int = 6, mr: int = 3) -> Archive:
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     """Read-only!"""
     return build_archive(tmp_path_factory.mktemp("batch"))
+
+
+@dataclass
+class StackArchive:
+    """A tree for a model that stacks T1 in- and out-of-phase: ``root``, and the MR case folders
+    (CHAOS layout, what ``predict --local`` stacks) of the studies that must be segmented."""
+
+    root: Path
+    paired: dict[str, Path] = field(default_factory=dict)  # name → MR case folder
+    series_count: int = 0
+
+
+def build_stack_archive(root: Path, archive: Archive) -> StackArchive:
+    """Three MR studies of the archive's synthetic cases, as a PACS export writes them: study 1's
+    T1 in-phase, out-of-phase and T2-SPIR as three series in one folder; study 2's two T1 echoes as
+    ONE dual-echo series (one SeriesInstanceUID and SeriesDescription, told apart by EchoTime) in
+    two folders; study 3's T1 in-phase alone (its partner missing)."""
+    import pydicom
+
+    tree = root / "stack-archive"
+    stack = StackArchive(tree)
+    for kind in ("in", "out", "t2"):
+        _copy_series(archive.sources[f"mr1-{kind}"], tree / "STK1" / "study")
+    stack.paired["separate"] = archive.sources["mr1-in"].parents[2]
+    in_phase = archive.sources["mr2-in"]
+    uid = str(pydicom.dcmread(next(in_phase.glob("*.dcm"))).SeriesInstanceUID)
+    for kind in ("in", "out"):
+        _copy_series(
+            archive.sources[f"mr2-{kind}"],
+            tree / "STK2" / "study" / kind,
+            SeriesInstanceUID=uid,
+            SeriesDescription="T1DUAL",
+        )
+    stack.paired["dual-echo"] = archive.sources["mr2-in"].parents[2]
+    _copy_series(archive.sources["mr3-in"], tree / "STK3" / "study")
+    stack.series_count = 4  # study 1 stacked + its T2-SPIR alone, study 2 stacked, study 3 refused
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack_archive(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> StackArchive:
+    """Read-only!"""
+    return build_stack_archive(tmp_path_factory.mktemp("batch-stack"), archive)
+
+
+@pytest.fixture(scope="session")
+def batch_stack_model(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> Path:
+    """The stacking tests' T1 in+out (and CT) model, rescaled on the archive's first cases."""
+    return t1_stack_model(
+        tmp_path_factory.mktemp("batch-stack-model"),
+        archive.sources["ct1"],
+        archive.sources["mr1-in"],
+        archive.sources["mr1-out"],
+    )

@@ -6,6 +6,11 @@ dataset, an nnU-Net dataset (``imagesTs``/``imagesTr``, single-channel ``_0000``
 NIfTI/MHA/NRRD files, or a CSV manifest of paths or URIs. Anything that can be refused before reading
 (a multi-channel nnU-Net case, a DICOM file whose header cannot be placed in a series) becomes an item
 that carries its refusal, so every input ends as exactly one row.
+
+For a model that stacks T1 in-phase and out-of-phase (``preprocess.t1_mode: stack``) the DICOM series
+of those sequences are gathered per study into one item (:func:`stack_studies`); which series is
+which, and whether they fit together, is decided when they are read, by the same
+:func:`~organseg.ensemble.assembly.assemble` as a multi-series request to the server.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ class SeriesItem:
     ``source`` is how rows name it: the input path, URI or CHAOS case, or for DICOM the folder(s)
     its files are in; ``series_uid`` its SeriesInstanceUID (DICOM only); ``label`` the SeriesNumber
     and InstanceNumbers; ``files`` the DICOM files of the series; ``case_id`` the CHAOS case id;
-    ``refused`` a reason found before reading.
+    ``refused`` a reason found before reading; ``study`` a hash of the StudyInstanceUID and
+    ``sequence`` the MR sequence the headers establish (DICOM only; what stacking groups by);
+    ``stacked`` the series read together as one input (a stacking model's T1 phases of one study:
+    each ``{"label", "series_uid", "files"}``, this item's own ``files`` being the first).
     """
 
     key: str
@@ -50,6 +58,9 @@ class SeriesItem:
     case_id: str = ""
     modality: str = ""
     refused: str = ""
+    study: str = ""
+    sequence: str = ""
+    stacked: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +103,8 @@ def discover(
         items = [i for f in nnunet for i in discover_files(f)] if nnunet else discover_tree(path)
     if not items:
         raise DataError(f"{path}: no series found (DICOM, NIfTI/MHA/NRRD, CHAOS or nnU-Net)")
-    return _unique(items)
+    items = _unique(items)
+    return stack_studies(items, with_t2) if stack_t1 else items
 
 
 def _unique(items: list[SeriesItem]) -> list[SeriesItem]:
@@ -235,14 +247,9 @@ def discover_tree(root: Path) -> list[SeriesItem]:
                 path,
                 stop_before_pixels=True,
                 force=True,
-                specific_tags=[
-                    "SeriesInstanceUID",
-                    "SeriesNumber",
-                    "InstanceNumber",
-                    "EchoTime",
-                    "Modality",
-                ],
-            )
+                specific_tags=["SeriesInstanceUID", "SeriesNumber", "InstanceNumber",
+                               "StudyInstanceUID", *_SEQUENCE_TAGS],
+            )  # fmt: skip
             uid = str(ds.get("SeriesInstanceUID") or "")
         except Exception:  # pydicom raises many types on non-DICOM bytes
             uid = ""
@@ -281,6 +288,7 @@ def discover_tree(root: Path) -> list[SeriesItem]:
         if split:
             label += f" at EchoTime {echo} ms"
         folders = sorted({str(p.parent.resolve()) for p, _ in members})
+        study = str(first.get("StudyInstanceUID", "") or "")
         items.append(
             SeriesItem(
                 key=series_key("dicom", uid, echo if split else ""),
@@ -290,9 +298,81 @@ def discover_tree(root: Path) -> list[SeriesItem]:
                 label=label,
                 files=[str(p.resolve()) for p, _ in members],
                 modality=str(first.get("Modality", "") or ""),
+                study=series_key("study", study) if study else "",
+                sequence=_sequence(first),
             )
         )
     return sorted(items, key=lambda i: (i.kind != "dicom", i.source, i.label))
+
+
+#: What establishes an MR series' sequence (:func:`organseg.io.modality.infer_modality` reads these).
+_SEQUENCE_TAGS = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
+                  "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
+
+
+def _sequence(ds: Any) -> str:
+    """The MR sequence ``ds``'s header establishes (``""`` when it does not, or for CT)."""
+    from organseg.io.modality import infer_modality
+
+    tags = {k: str(ds.get(k, "") or "") for k in _SEQUENCE_TAGS}
+    decision = infer_modality(tags)
+    return decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
+
+
+# -- stacking ---------------------------------------------------------------------------------------
+
+
+def stack_studies(items: list[SeriesItem], with_t2: bool) -> list[SeriesItem]:
+    """The DICOM series a stacking model reads together, gathered into one item per study.
+
+    T1 in-phase and out-of-phase (and with ``with_t2`` T2-SPIR) series of one study become one
+    item, whatever folders they lie in and whether the two echoes share one SeriesInstanceUID
+    (a dual-echo series, split by EchoTime on discovery). Only grouping is done here: the item is
+    read as one multi-series request, so a missing, doubled or misfitting series is refused by
+    :func:`~organseg.ensemble.assembly.assemble`, naming it. A T2-SPIR series also keeps its own
+    item (the model may segment it alone, as the DICOM node does). A series without a study is a
+    group of its own (its partner cannot be matched to it, and the refusal says what is missing).
+    """
+    from organseg.io.volume import Modality
+
+    order = [Modality.MR_T1_IN.value, Modality.MR_T1_OUT.value]
+    if with_t2:
+        order.append(Modality.MR_T2SPIR.value)
+    t1 = order[:2]
+    groups: dict[str, list[SeriesItem]] = {}
+    for item in items:
+        if item.kind == "dicom" and item.sequence in order and not item.refused:
+            groups.setdefault(item.study or f"series:{item.key}", []).append(item)
+    stacked: dict[str, SeriesItem] = {}  # the key of a group's first T1 series → the group's item
+    for members in groups.values():
+        if any(m.sequence in t1 for m in members):
+            first = next(m for m in members if m.sequence in t1)
+            stacked[first.key] = _stack_item(members, order)
+    grouped = {m.key for g in groups.values() for m in g if m.sequence in t1}
+    result = []
+    for item in items:
+        if item.key in stacked:
+            result.append(stacked[item.key])
+        elif item.key not in grouped:
+            result.append(item)  # T2-SPIR stays an item of its own
+    return result
+
+
+def _stack_item(members: list[SeriesItem], order: list[str]) -> SeriesItem:
+    members = sorted(members, key=lambda m: (order.index(m.sequence), m.label, m.key))
+    head = members[0]
+    return SeriesItem(
+        key=series_key("stack", *(m.key for m in members)),
+        kind="dicom",
+        source=";".join(sorted({f for m in members for f in m.source.split(";")})),
+        series_uid=head.series_uid,
+        label=" + ".join(m.label for m in members),
+        files=head.files,
+        modality=head.modality,
+        study=head.study,
+        sequence=head.sequence,
+        stacked=[{"label": m.label, "series_uid": m.series_uid, "files": m.files} for m in members],
+    )
 
 
 def keys(items: Iterable[SeriesItem]) -> list[str]:
