@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 from organseg.errors import DataError
 from organseg.io.files import VOLUME_SUFFIXES, is_volume_file, volume_suffix
-from organseg.uri import is_uri
+from organseg.uri import is_uri, shown_uri
 
 Kind = Literal["dicom", "chaos", "file", "uri", "none"]
 
@@ -85,7 +86,16 @@ def discover(
     """
     text = str(input_path)
     if is_uri(text):
-        raise DataError(f"{text}: give a local folder or a CSV manifest (which may list URIs)")
+        if not shown_uri(text).lower().endswith(".csv"):
+            raise DataError(
+                f"{shown_uri(text)}: a URI INPUT must be a CSV manifest; give a local or mounted "
+                "folder for anything else"
+            )
+        items = discover_manifest_uri(text)
+        if not items:
+            raise DataError(f"{shown_uri(text)}: the manifest lists no series")
+        items = _unique(items)
+        return stack_studies(items, with_t2) if stack_t1 else items
     path = Path(text)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -183,9 +193,31 @@ def discover_manifest(path: Path) -> list[SeriesItem]:
     Relative paths are relative to the manifest; an entry may be a volume file, a DICOM series folder
     or a URI of a volume file."""
     with path.open(newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+        text = handle.read()
+    return _manifest_items(text, str(path), lambda entry: path.parent / entry)
+
+
+def discover_manifest_uri(uri: str) -> list[SeriesItem]:
+    """A CSV manifest read from ``s3://``, ``gs://``... through pyarrow.fs; its relative entries are
+    relative to the manifest's own location (URIs too)."""
+    from organseg.uri import open_uri
+
+    with open_uri(uri) as stream:
+        data = stream.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{shown_uri(uri)}: the manifest is not UTF-8 text") from None
+    base = uri.split("?", 1)[0].rsplit("/", 1)[0]
+    return _manifest_items(text, shown_uri(uri), lambda entry: f"{base}/{entry}")
+
+
+def _manifest_items(text: str, where: str, relative: Any) -> list[SeriesItem]:
+    """The items a manifest's ``text`` lists; ``relative`` places an entry that is neither an
+    absolute path nor a URI (a local path, or a URI beside a manifest read from a URI)."""
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     if not rows:
-        raise DataError(f"{path}: the manifest is empty")
+        raise DataError(f"{where}: the manifest is empty")
     header = [c.strip().lower() for c in rows[0]]
     column = next((header.index(n) for n in ("path", "uri", "image") if n in header), None)
     body = rows[1:] if column is not None else rows
@@ -194,17 +226,12 @@ def discover_manifest(path: Path) -> list[SeriesItem]:
     for line, row in enumerate(body, start=2 if body is not rows else 1):
         entry = row[column].strip() if column < len(row) else ""
         if not entry:
-            raise DataError(f"{path}: line {line} has no path")
-        if is_uri(entry):
-            item = SeriesItem(key=series_key("uri", entry), kind="uri", source=entry, path=entry)
-            if volume_suffix(entry) is None:
-                item.refused = (
-                    f"URI entries must name a volume file ({', '.join(VOLUME_SUFFIXES)}); "
-                    "copy DICOM series to a local or mounted folder"
-                )
-            items.append(item)
+            raise DataError(f"{where}: line {line} has no path")
+        located = entry if is_uri(entry) or Path(entry).is_absolute() else relative(entry)
+        if is_uri(str(located)):
+            items.append(_uri_item(str(located)))
             continue
-        local = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        local = Path(located)
         if local.is_file() and is_volume_file(local):
             items.append(_file_item(local))
         elif local.is_dir():
@@ -220,6 +247,19 @@ def discover_manifest(path: Path) -> list[SeriesItem]:
                 )
             )
     return items
+
+
+def _uri_item(uri: str) -> SeriesItem:
+    """A volume file at a URI: rows show it without credentials, and it is fetched when read (a
+    missing object or bucket is refused then, naming the URI)."""
+    shown = shown_uri(uri)
+    item = SeriesItem(key=series_key("uri", shown), kind="uri", source=shown, path=uri)
+    if volume_suffix(shown) is None:
+        item.refused = (
+            f"URI entries must name a volume file ({', '.join(VOLUME_SUFFIXES)}); "
+            "copy DICOM series to a local or mounted folder"
+        )
+    return item
 
 
 # -- DICOM trees ------------------------------------------------------------------------------------

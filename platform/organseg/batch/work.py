@@ -95,9 +95,14 @@ def load_input(item: SeriesItem, settings: Settings):
         from organseg.io.validate import check_volume_file
 
         with _local_copy(item.path) as path:
-            suffix = volume_suffix(path) or ""
-            check_volume_file(path, suffix, settings.max_voxels)
-            volume = read_any(path)
+            try:
+                check_volume_file(path, volume_suffix(path) or "", settings.max_voxels)
+                volume = read_any(path)
+            except OrgansegError as exc:
+                if str(path) == item.path:
+                    raise
+                # a fetched copy: name the URI, not the temporary file
+                raise type(exc)(str(exc).replace(str(path), item.source)) from None
         volume.meta.pop("source", None)
         return PredictInput(item.key, validate_volume(volume, item.source))
     raise OrgansegError(item.refused or f"{item.source}: nothing to read")
@@ -189,23 +194,17 @@ def staged_series(files: list[str]) -> Iterator[Path]:
 @contextlib.contextmanager
 def _local_copy(location: str) -> Iterator[Path]:
     """A local path for ``location``; a URI is fetched through pyarrow.fs (as run storage is)."""
-    from organseg.uri import is_uri
+    from organseg.uri import is_uri, open_uri, shown_uri
 
     if not is_uri(location):
         yield Path(location)
         return
-    import pyarrow.fs as pafs
-
     from organseg.io.files import volume_suffix
 
     with tempfile.TemporaryDirectory(prefix="organseg-batch-") as tmp:
-        local = Path(tmp) / f"volume{volume_suffix(location) or ''}"
-        try:
-            fs, path = pafs.FileSystem.from_uri(location)
-            with fs.open_input_stream(path) as src, local.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, ValueError) as exc:  # pyarrow: OSError for I/O, ArrowInvalid for a bad URI
-            raise OrgansegError(f"{location}: cannot fetch ({type(exc).__name__}: {exc})") from None
+        local = Path(tmp) / f"volume{volume_suffix(shown_uri(location)) or ''}"
+        with open_uri(location) as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
         yield local
 
 
