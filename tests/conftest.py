@@ -423,6 +423,37 @@ def one_member_ct_model(dest: Path, series_folder: Path) -> Path:
     return model_dir
 
 
+def t1_stack_model(dest: Path, ct_folder: Path, t1_in_folder: Path, t1_out_folder: Path) -> Path:
+    """The untrained ``t1_mode: stack`` model directory of the stacking tests: a 2-channel T1 in+out
+    member and a CT member, each rescaled to a non-trivial mask on the given series (no training)."""
+    from organseg.config import parse_config
+    from organseg.ensemble.predictor import prepare_input
+    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
+    from organseg.io.dicom import read_dicom_series
+
+    small = {"arch": "attention_unet", "kwargs": {"base_channels": 4, "depth": 3}}
+    config = parse_config(
+        {
+            "name": "pacs-stack",
+            "task": 1,
+            "dataset": {"synthetic": {"ct": 1, "mr": 1}},
+            "preprocess": {"size": 64, "t1_mode": "stack"},
+            "members": [
+                {"name": "ct", **small, "modalities": ["CT"]},
+                {"name": "t1", **small, "in_channels": 2, "modalities": ["MR-T1-in"]},
+            ],
+        }
+    )
+    model_dir = write_untrained_model_dir(config, dest)
+    spec = load_spec(model_dir)
+    t1_in, t1_out = (read_dicom_series(f) for f in (t1_in_folder, t1_out_folder))
+    ct = read_dicom_series(ct_folder)
+    for entry, image, partner in ((spec.members[0], ct, None), (spec.members[1], t1_in, t1_out)):
+        _, prepared = prepare_input(spec, image, None, partner)
+        rescale_head(model_dir, entry, prepared)
+    return model_dir
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
     """``organseg ARGS`` in-process: exit code, stdout, and stderr with its whitespace folded."""
     from organseg.cli import main

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import one_member_ct_model
+from tests.conftest import one_member_ct_model, t1_stack_model
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +114,140 @@ def build_archive(root: Path, ct: int = 6, mr: int = 3) -> Archive:
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     """Read-only!"""
     return build_archive(tmp_path_factory.mktemp("batch"))
+
+
+@dataclass
+class StackArchive:
+    """A tree for a model that stacks T1 in- and out-of-phase: ``root``, and the MR case folders
+    (CHAOS layout, what ``predict --local`` stacks) of the studies that must be segmented."""
+
+    root: Path
+    paired: dict[str, Path] = field(default_factory=dict)  # name → MR case folder
+    series_count: int = 0
+
+
+def build_stack_archive(root: Path, archive: Archive) -> StackArchive:
+    """Three MR studies of the archive's synthetic cases, as a PACS export writes them: study 1's
+    T1 in-phase, out-of-phase and T2-SPIR as three series in one folder; study 2's two T1 echoes as
+    ONE dual-echo series (one SeriesInstanceUID and SeriesDescription, told apart by EchoTime) in
+    two folders; study 3's T1 in-phase alone (its partner missing)."""
+    import pydicom
+
+    tree = root / "stack-archive"
+    stack = StackArchive(tree)
+    for kind in ("in", "out", "t2"):
+        _copy_series(archive.sources[f"mr1-{kind}"], tree / "STK1" / "study")
+    stack.paired["separate"] = archive.sources["mr1-in"].parents[2]
+    in_phase = archive.sources["mr2-in"]
+    uid = str(pydicom.dcmread(next(in_phase.glob("*.dcm"))).SeriesInstanceUID)
+    for kind in ("in", "out"):
+        _copy_series(
+            archive.sources[f"mr2-{kind}"],
+            tree / "STK2" / "study" / kind,
+            SeriesInstanceUID=uid,
+            SeriesDescription="T1DUAL",
+        )
+    stack.paired["dual-echo"] = archive.sources["mr2-in"].parents[2]
+    _copy_series(archive.sources["mr3-in"], tree / "STK3" / "study")
+    stack.series_count = 4  # study 1 stacked + its T2-SPIR alone, study 2 stacked, study 3 refused
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack_archive(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> StackArchive:
+    """Read-only!"""
+    return build_stack_archive(tmp_path_factory.mktemp("batch-stack"), archive)
+
+
+@pytest.fixture(scope="session")
+def batch_stack_model(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> Path:
+    """The stacking tests' T1 in+out (and CT) model, rescaled on the archive's first cases."""
+    return t1_stack_model(
+        tmp_path_factory.mktemp("batch-stack-model"),
+        archive.sources["ct1"],
+        archive.sources["mr1-in"],
+        archive.sources["mr1-out"],
+    )
+
+
+# -- a real S3 API on loopback (moto's server) --------------------------------------------------------
+
+#: What the tests sign with: moto takes any credentials; the secret must never show in a row or message.
+S3_KEY, S3_SECRET = "organseg-test-key", "organseg-test-secret-8c1f"
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server on a free loopback port; ``environ`` points pyarrow (and so organseg) at it."""
+
+    endpoint: str
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def put(self, bucket: str, key: str, data: bytes) -> str:
+        """Upload ``data`` as it is (creating the bucket) with plain S3 REST calls; returns its
+        ``s3://`` URI. (pyarrow's writer uploads in parts, whose completion moto's server does not
+        always answer as pyarrow expects; reading is what is under test.)"""
+        import urllib.request
+
+        for url, body in (
+            (f"{self.endpoint}/{bucket}", b""),
+            (f"{self.endpoint}/{bucket}/{key}", data),
+        ):
+            # a binary body must not be taken for a form (urllib's default content type)
+            headers = {"Content-Type": "application/octet-stream"}
+            request = urllib.request.Request(url, body, headers, method="PUT")
+            urllib.request.urlopen(request, timeout=30).close()
+        return f"s3://{bucket}/{key}"
+
+
+def _moto_command() -> list[str]:
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("moto") is not None:
+        return [sys.executable, "-m", "moto.server"]
+    found = shutil.which("moto_server")
+    if found is not None:
+        return [found]
+    pytest.skip("moto's S3 server not found: install the dev extra (moto[server])")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    process = subprocess.Popen(
+        [*_moto_command(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start on {endpoint}") from None
+                time.sleep(0.3)
+        yield S3Server(endpoint)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.conftest import mr_series_folder, one_member_ct_model, rescale_head
+from tests.conftest import mr_series_folder, one_member_ct_model, rescale_head, t1_stack_model
 
 ORTHANC_AET = "ORTHANC"
 DICOMWEB_PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
@@ -365,32 +365,11 @@ def pacs_tools():
 def stack_model(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Path:
     """An untrained model directory with ``t1_mode: stack``: a 2-channel T1 in+out member and a CT
     member, each rescaled to a non-trivial mask on the synthetic case 1."""
-    from organseg.config import parse_config
-    from organseg.ensemble.predictor import prepare_input
-    from organseg.ensemble.spec import load_spec, write_untrained_model_dir
-    from organseg.io.dicom import read_dicom_series
-
-    small = {"arch": "attention_unet", "kwargs": {"base_channels": 4, "depth": 3}}
-    config = parse_config(
-        {
-            "name": "pacs-stack",
-            "task": 1,
-            "dataset": {"synthetic": {"ct": 1, "mr": 1}},
-            "preprocess": {"size": 64, "t1_mode": "stack"},
-            "members": [
-                {"name": "ct", **small, "modalities": ["CT"]},
-                {"name": "t1", **small, "in_channels": 2, "modalities": ["MR-T1-in"]},
-            ],
-        }
+    return t1_stack_model(
+        tmp_path_factory.mktemp("stack-model"),
+        synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon",
+        *(mr_series_folder(synth_root, 1, k) for k in ("in", "out")),
     )
-    model_dir = write_untrained_model_dir(config, tmp_path_factory.mktemp("stack-model"))
-    spec = load_spec(model_dir)
-    t1_in, t1_out = (read_dicom_series(mr_series_folder(synth_root, 1, k)) for k in ("in", "out"))
-    ct = read_dicom_series(synth_root / "Train_Sets" / "CT" / "1" / "DICOM_anon")
-    for entry, image, partner in ((spec.members[0], ct, None), (spec.members[1], t1_in, t1_out)):
-        _, prepared = prepare_input(spec, image, None, partner)
-        rescale_head(model_dir, entry, prepared)
-    return model_dir
 
 
 def copy_study(folders: list[Path], target: Path, tag: str) -> list[SeriesCopy]:

@@ -6,12 +6,18 @@ dataset, an nnU-Net dataset (``imagesTs``/``imagesTr``, single-channel ``_0000``
 NIfTI/MHA/NRRD files, or a CSV manifest of paths or URIs. Anything that can be refused before reading
 (a multi-channel nnU-Net case, a DICOM file whose header cannot be placed in a series) becomes an item
 that carries its refusal, so every input ends as exactly one row.
+
+For a model that stacks T1 in-phase and out-of-phase (``preprocess.t1_mode: stack``) the DICOM series
+of those sequences are gathered per study into one item (:func:`stack_studies`); which series is
+which, and whether they fit together, is decided when they are read, by the same
+:func:`~organseg.ensemble.assembly.assemble` as a multi-series request to the server.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +26,7 @@ from typing import Any, Literal
 
 from organseg.errors import DataError
 from organseg.io.files import VOLUME_SUFFIXES, is_volume_file, volume_suffix
-from organseg.uri import is_uri
+from organseg.uri import is_uri, shown_uri
 
 Kind = Literal["dicom", "chaos", "file", "uri", "none"]
 
@@ -37,7 +43,10 @@ class SeriesItem:
     ``source`` is how rows name it: the input path, URI or CHAOS case, or for DICOM the folder(s)
     its files are in; ``series_uid`` its SeriesInstanceUID (DICOM only); ``label`` the SeriesNumber
     and InstanceNumbers; ``files`` the DICOM files of the series; ``case_id`` the CHAOS case id;
-    ``refused`` a reason found before reading.
+    ``refused`` a reason found before reading; ``study`` a hash of the StudyInstanceUID and
+    ``sequence`` the MR sequence the headers establish (DICOM only; what stacking groups by);
+    ``stacked`` the series read together as one input (a stacking model's T1 phases of one study:
+    each ``{"label", "series_uid", "files"}``, this item's own ``files`` being the first).
     """
 
     key: str
@@ -50,6 +59,9 @@ class SeriesItem:
     case_id: str = ""
     modality: str = ""
     refused: str = ""
+    study: str = ""
+    sequence: str = ""
+    stacked: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +86,16 @@ def discover(
     """
     text = str(input_path)
     if is_uri(text):
-        raise DataError(f"{text}: give a local folder or a CSV manifest (which may list URIs)")
+        if not shown_uri(text).lower().endswith(".csv"):
+            raise DataError(
+                f"{shown_uri(text)}: a URI INPUT must be a CSV manifest; give a local or mounted "
+                "folder for anything else"
+            )
+        items = discover_manifest_uri(text)
+        if not items:
+            raise DataError(f"{shown_uri(text)}: the manifest lists no series")
+        items = _unique(items)
+        return stack_studies(items, with_t2) if stack_t1 else items
     path = Path(text)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -92,7 +113,8 @@ def discover(
         items = [i for f in nnunet for i in discover_files(f)] if nnunet else discover_tree(path)
     if not items:
         raise DataError(f"{path}: no series found (DICOM, NIfTI/MHA/NRRD, CHAOS or nnU-Net)")
-    return _unique(items)
+    items = _unique(items)
+    return stack_studies(items, with_t2) if stack_t1 else items
 
 
 def _unique(items: list[SeriesItem]) -> list[SeriesItem]:
@@ -171,9 +193,31 @@ def discover_manifest(path: Path) -> list[SeriesItem]:
     Relative paths are relative to the manifest; an entry may be a volume file, a DICOM series folder
     or a URI of a volume file."""
     with path.open(newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+        text = handle.read()
+    return _manifest_items(text, str(path), lambda entry: path.parent / entry)
+
+
+def discover_manifest_uri(uri: str) -> list[SeriesItem]:
+    """A CSV manifest read from ``s3://``, ``gs://``... through pyarrow.fs; its relative entries are
+    relative to the manifest's own location (URIs too)."""
+    from organseg.uri import open_uri
+
+    with open_uri(uri) as stream:
+        data = stream.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{shown_uri(uri)}: the manifest is not UTF-8 text") from None
+    base = uri.split("?", 1)[0].rsplit("/", 1)[0]
+    return _manifest_items(text, shown_uri(uri), lambda entry: f"{base}/{entry}")
+
+
+def _manifest_items(text: str, where: str, relative: Any) -> list[SeriesItem]:
+    """The items a manifest's ``text`` lists; ``relative`` places an entry that is neither an
+    absolute path nor a URI (a local path, or a URI beside a manifest read from a URI)."""
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     if not rows:
-        raise DataError(f"{path}: the manifest is empty")
+        raise DataError(f"{where}: the manifest is empty")
     header = [c.strip().lower() for c in rows[0]]
     column = next((header.index(n) for n in ("path", "uri", "image") if n in header), None)
     body = rows[1:] if column is not None else rows
@@ -182,17 +226,12 @@ def discover_manifest(path: Path) -> list[SeriesItem]:
     for line, row in enumerate(body, start=2 if body is not rows else 1):
         entry = row[column].strip() if column < len(row) else ""
         if not entry:
-            raise DataError(f"{path}: line {line} has no path")
-        if is_uri(entry):
-            item = SeriesItem(key=series_key("uri", entry), kind="uri", source=entry, path=entry)
-            if volume_suffix(entry) is None:
-                item.refused = (
-                    f"URI entries must name a volume file ({', '.join(VOLUME_SUFFIXES)}); "
-                    "copy DICOM series to a local or mounted folder"
-                )
-            items.append(item)
+            raise DataError(f"{where}: line {line} has no path")
+        located = entry if is_uri(entry) or Path(entry).is_absolute() else relative(entry)
+        if is_uri(str(located)):
+            items.append(_uri_item(str(located)))
             continue
-        local = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        local = Path(located)
         if local.is_file() and is_volume_file(local):
             items.append(_file_item(local))
         elif local.is_dir():
@@ -208,6 +247,19 @@ def discover_manifest(path: Path) -> list[SeriesItem]:
                 )
             )
     return items
+
+
+def _uri_item(uri: str) -> SeriesItem:
+    """A volume file at a URI: rows show it without credentials, and it is fetched when read (a
+    missing object or bucket is refused then, naming the URI)."""
+    shown = shown_uri(uri)
+    item = SeriesItem(key=series_key("uri", shown), kind="uri", source=shown, path=uri)
+    if volume_suffix(shown) is None:
+        item.refused = (
+            f"URI entries must name a volume file ({', '.join(VOLUME_SUFFIXES)}); "
+            "copy DICOM series to a local or mounted folder"
+        )
+    return item
 
 
 # -- DICOM trees ------------------------------------------------------------------------------------
@@ -236,14 +288,9 @@ def discover_tree(root: Path) -> list[SeriesItem]:
                 path,
                 stop_before_pixels=True,
                 force=True,
-                specific_tags=[
-                    "SeriesInstanceUID",
-                    "SeriesNumber",
-                    "InstanceNumber",
-                    "EchoTime",
-                    "Modality",
-                ],
-            )
+                specific_tags=["SeriesInstanceUID", "SeriesNumber", "InstanceNumber",
+                               "StudyInstanceUID", *_SEQUENCE_TAGS],
+            )  # fmt: skip
             uid = str(ds.get("SeriesInstanceUID") or "")
         except Exception:  # pydicom raises many types on non-DICOM bytes
             uid = ""
@@ -281,6 +328,7 @@ def discover_tree(root: Path) -> list[SeriesItem]:
             echo=echo if split else None,
         )
         folders = sorted({str(p.parent.resolve()) for p, _ in members})
+        study = str(first.get("StudyInstanceUID", "") or "")
         items.append(
             SeriesItem(
                 key=series_key("dicom", uid, echo if split else ""),
@@ -290,9 +338,81 @@ def discover_tree(root: Path) -> list[SeriesItem]:
                 label=label,
                 files=[str(p.resolve()) for p, _ in members],
                 modality=str(first.get("Modality", "") or ""),
+                study=series_key("study", study) if study else "",
+                sequence=_sequence(first),
             )
         )
     return sorted(items, key=lambda i: (i.kind != "dicom", i.source, i.label))
+
+
+#: What establishes an MR series' sequence (:func:`organseg.io.modality.infer_modality` reads these).
+_SEQUENCE_TAGS = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
+                  "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
+
+
+def _sequence(ds: Any) -> str:
+    """The MR sequence ``ds``'s header establishes (``""`` when it does not, or for CT)."""
+    from organseg.io.modality import infer_modality
+
+    tags = {k: str(ds.get(k, "") or "") for k in _SEQUENCE_TAGS}
+    decision = infer_modality(tags)
+    return decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
+
+
+# -- stacking ---------------------------------------------------------------------------------------
+
+
+def stack_studies(items: list[SeriesItem], with_t2: bool) -> list[SeriesItem]:
+    """The DICOM series a stacking model reads together, gathered into one item per study.
+
+    T1 in-phase and out-of-phase (and with ``with_t2`` T2-SPIR) series of one study become one
+    item, whatever folders they lie in and whether the two echoes share one SeriesInstanceUID
+    (a dual-echo series, split by EchoTime on discovery). Only grouping is done here: the item is
+    read as one multi-series request, so a missing, doubled or misfitting series is refused by
+    :func:`~organseg.ensemble.assembly.assemble`, naming it. A T2-SPIR series also keeps its own
+    item (the model may segment it alone, as the DICOM node does). A series without a study is a
+    group of its own (its partner cannot be matched to it, and the refusal says what is missing).
+    """
+    from organseg.io.volume import Modality
+
+    order = [Modality.MR_T1_IN.value, Modality.MR_T1_OUT.value]
+    if with_t2:
+        order.append(Modality.MR_T2SPIR.value)
+    t1 = order[:2]
+    groups: dict[str, list[SeriesItem]] = {}
+    for item in items:
+        if item.kind == "dicom" and item.sequence in order and not item.refused:
+            groups.setdefault(item.study or f"series:{item.key}", []).append(item)
+    stacked: dict[str, SeriesItem] = {}  # the key of a group's first T1 series → the group's item
+    for members in groups.values():
+        if any(m.sequence in t1 for m in members):
+            first = next(m for m in members if m.sequence in t1)
+            stacked[first.key] = _stack_item(members, order)
+    grouped = {m.key for g in groups.values() for m in g if m.sequence in t1}
+    result = []
+    for item in items:
+        if item.key in stacked:
+            result.append(stacked[item.key])
+        elif item.key not in grouped:
+            result.append(item)  # T2-SPIR stays an item of its own
+    return result
+
+
+def _stack_item(members: list[SeriesItem], order: list[str]) -> SeriesItem:
+    members = sorted(members, key=lambda m: (order.index(m.sequence), m.label, m.key))
+    head = members[0]
+    return SeriesItem(
+        key=series_key("stack", *(m.key for m in members)),
+        kind="dicom",
+        source=";".join(sorted({f for m in members for f in m.source.split(";")})),
+        series_uid=head.series_uid,
+        label=" + ".join(m.label for m in members),
+        files=head.files,
+        modality=head.modality,
+        study=head.study,
+        sequence=head.sequence,
+        stacked=[{"label": m.label, "series_uid": m.series_uid, "files": m.files} for m in members],
+    )
 
 
 def keys(items: Iterable[SeriesItem]) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -101,12 +101,79 @@ def run_pipeline(
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the series through the pipeline on the connected Ray cluster; returns their final rows
-    (``on_row`` sees each as it arrives, for progress)."""
+    (``on_row`` sees each as it arrives, for progress).
+
+    Through Ray Client (``ray://``) this process has no core worker, which Ray Data's streaming
+    executor needs (Ray 2.60: ``BlockRefCounter``), so the pipeline then runs in a task on the
+    cluster and streams its rows back here.
+    """
+    if not carriers:
+        return []
+    if _through_ray_client():
+        return _run_in_cluster_task(carriers, settings, pool, on_row)
+    rows = []
+    for row in _rows(carriers, settings, pool):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def _through_ray_client() -> bool:
+    import ray.util.client
+
+    return bool(ray.util.client.ray.is_connected())
+
+
+def _run_in_cluster_task(
+    carriers: list[Carrier],
+    settings: Settings,
+    pool: PoolSize,
+    on_row: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """The pipeline in a task on the cluster; rows come back through a queue actor as they are
+    done (Ray Client has no streaming generators), so progress still moves row by row."""
+    import queue as stdlib_queue
+
+    import ray
+    from ray.util.queue import Queue
+
+    rows_queue = Queue(actor_options={"num_cpus": 0})
+    task = ray.remote(num_cpus=0, max_retries=0)(_rows_into)
+    done = task.remote(carriers, settings, pool, rows_queue)
+    rows: list[dict[str, Any]] = []
+    try:
+        while len(rows) < len(carriers):
+            try:
+                row = rows_queue.get(timeout=2)
+            except stdlib_queue.Empty:
+                finished, _ = ray.wait([done], timeout=0)
+                if finished and rows_queue.empty():
+                    ray.get(done)  # raises the task's error; else every row has been read
+                    break
+                continue
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+        ray.get(done)
+    finally:
+        rows_queue.shutdown()
+    return rows
+
+
+def _rows_into(carriers: list[Carrier], settings: Settings, pool: PoolSize, rows_queue) -> int:
+    count = 0
+    for row in _rows(carriers, settings, pool):
+        rows_queue.put(row)
+        count += 1
+    return count
+
+
+def _rows(carriers: list[Carrier], settings: Settings, pool: PoolSize) -> Iterator[dict[str, Any]]:
+    """The pipeline itself: each series' final row as it leaves the write stage."""
     import ray.data
     from ray.util.annotations import RayDeprecationWarning
 
-    if not carriers:
-        return []
     if not pool.gpus_per_worker and settings.device is None:
         settings = replace(settings, device="cpu")  # an actor without a GPU share stays off them
     context = ray.data.DataContext.get_current()
@@ -134,13 +201,8 @@ def run_pipeline(
             scheduling_strategy="SPREAD",  # actors over all nodes, so every GPU gets one
         )
     ds = ds.map(_write, fn_kwargs={"settings": settings}, num_cpus=1)
-    rows = []
     for packed in ds.iter_rows():
-        row = json.loads(packed["row"])
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-    return rows
+        yield json.loads(packed["row"])
 
 
 def parse_workers(text: str | None, default_max: int) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from organseg.batch.discover import STATE_DIR, SeriesItem
 from organseg.batch.records import write_record
+from organseg.ensemble.assembly import RequestHints
 from organseg.errors import OrgansegError
 
 log = logging.getLogger("organseg.batch")
@@ -82,19 +83,11 @@ def load_input(item: SeriesItem, settings: Settings):
         loaded = plans[item.case_id].load()
         validate_volume(loaded.image, item.source)
         return loaded
+    if item.kind == "dicom" and item.stacked:
+        return _load_stacked(item, settings)
     if item.kind == "dicom":
-        from organseg.io.dicom import read_dicom_series
-
-        with staged_series(item.files) as folder:
-            try:
-                volume = read_dicom_series(
-                    folder, order="geometry", max_voxels=settings.max_voxels, anonymous=True
-                )
-            except OrgansegError as exc:
-                message = str(exc).replace("the upload", "the series")
-                raise type(exc)(f"{item.label}: {message}") from None
-        for key in ("source", "first_file", "last_file", "PatientID"):
-            volume.meta.pop(key, None)
+        volume = _read_series(item.files, item.label, settings)
+        _scrub(volume)
         return PredictInput(item.key, validate_volume(volume, item.label))
     if item.kind in ("file", "uri"):
         from organseg.io.files import volume_suffix
@@ -102,12 +95,75 @@ def load_input(item: SeriesItem, settings: Settings):
         from organseg.io.validate import check_volume_file
 
         with _local_copy(item.path) as path:
-            suffix = volume_suffix(path) or ""
-            check_volume_file(path, suffix, settings.max_voxels)
-            volume = read_any(path)
+            try:
+                check_volume_file(path, volume_suffix(path) or "", settings.max_voxels)
+                volume = read_any(path)
+            except OrgansegError as exc:
+                if str(path) == item.path:
+                    raise
+                # a fetched copy: name the URI, not the temporary file
+                raise type(exc)(str(exc).replace(str(path), item.source)) from None
         volume.meta.pop("source", None)
         return PredictInput(item.key, validate_volume(volume, item.source))
     raise OrgansegError(item.refused or f"{item.source}: nothing to read")
+
+
+def _read_series(files: list[str], label: str, settings: Settings):
+    """One DICOM series by the serving reader (geometry order, the voxel limit)."""
+    from organseg.io.dicom import read_dicom_series
+
+    with staged_series(files) as folder:
+        try:
+            return read_dicom_series(
+                folder, order="geometry", max_voxels=settings.max_voxels, anonymous=True
+            )
+        except OrgansegError as exc:
+            message = str(exc).replace("the upload", "the series")
+            raise type(exc)(f"{label}: {message}") from None
+
+
+def _scrub(volume) -> None:
+    """Drop what names files or the patient from a read volume's meta (it travels to the row)."""
+    for key in ("source", "first_file", "last_file", "PatientID"):
+        volume.meta.pop(key, None)
+
+
+#: How refusals of a study's stacked series tell a batch user what to do: the headers must say each
+#: series' sequence, and a missing series belongs in the input.
+BATCH_HINTS = RequestHints(
+    undecided="the series' headers must say the sequence (SeriesDescription, or EchoTime with "
+    "MagneticFieldStrength)",
+    add_to="to the input (the study's series are gathered by StudyInstanceUID)",
+    named_parts=False,
+)
+
+
+def _load_stacked(item: SeriesItem, settings: Settings):
+    """A study's T1 phases (and T2-SPIR) read together and assembled exactly as a multi-series
+    request to the server is (:func:`~organseg.ensemble.assembly.assemble`: which series is which
+    by its headers, one study, one grid; anything missing or doubled is refused naming it)."""
+    from organseg.ensemble.assembly import SeriesInput, assemble
+    from organseg.ensemble.inputs import PredictInput
+    from organseg.io.validate import validate_volume
+
+    inputs = [
+        SeriesInput(
+            validate_volume(_read_series(s["files"], s["label"], settings), s["label"]),
+            s["label"],
+        )
+        for s in item.stacked
+    ]
+    assembled = assemble(inputs, _spec(settings.model_dir), hints=BATCH_HINTS)
+    for series in inputs:
+        _scrub(series.volume)
+    return PredictInput(item.key, assembled.image, assembled.partner, assembled.t2)
+
+
+@functools.lru_cache(maxsize=4)
+def _spec(model_dir: str):
+    from organseg.ensemble.spec import load_spec
+
+    return load_spec(Path(model_dir))
 
 
 def make_predictor(settings: Settings):
@@ -138,23 +194,17 @@ def staged_series(files: list[str]) -> Iterator[Path]:
 @contextlib.contextmanager
 def _local_copy(location: str) -> Iterator[Path]:
     """A local path for ``location``; a URI is fetched through pyarrow.fs (as run storage is)."""
-    from organseg.uri import is_uri
+    from organseg.uri import is_uri, open_uri, shown_uri
 
     if not is_uri(location):
         yield Path(location)
         return
-    import pyarrow.fs as pafs
-
     from organseg.io.files import volume_suffix
 
     with tempfile.TemporaryDirectory(prefix="organseg-batch-") as tmp:
-        local = Path(tmp) / f"volume{volume_suffix(location) or ''}"
-        try:
-            fs, path = pafs.FileSystem.from_uri(location)
-            with fs.open_input_stream(path) as src, local.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, ValueError) as exc:  # pyarrow: OSError for I/O, ArrowInvalid for a bad URI
-            raise OrgansegError(f"{location}: cannot fetch ({type(exc).__name__}: {exc})") from None
+        local = Path(tmp) / f"volume{volume_suffix(shown_uri(location)) or ''}"
+        with open_uri(location) as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
         yield local
 
 
@@ -185,10 +235,14 @@ def read_stage(carrier: Carrier, settings: Settings) -> Carrier:
     """Read and validate the series (CPU); a refusal or failure is recorded on the row."""
     if not carrier.open:
         return carrier
+    from organseg.ensemble.routing import ModalityError
+
     started = time.perf_counter()
     item = SeriesItem.from_dict(carrier.item)
     try:
         loaded = load_input(item, settings)
+    except ModalityError as exc:
+        _refuse(carrier, exc.problem)
     except OrgansegError as exc:
         _refuse(carrier, str(exc))
     except Exception:
