@@ -11,6 +11,7 @@ naming file and key at ``organseg config check``, before anything trains.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,14 +65,32 @@ def nnunet_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_abdomen_dataset(root / "nnunet", cases=3, size=32, slices=8, seed=1)
 
 
+def _docs_example() -> tuple[str, list[list[str]]]:
+    """docs/data.md's "Train on your own data": the config to save and the commands to run."""
+    from tests.conftest import REPO_ROOT
+    from tests.docs.blocks import block_under, command_lines
+
+    doc = REPO_ROOT / "docs" / "data.md"
+    heading = "Train on your own data"
+    return block_under(doc, heading, "yaml").text, command_lines(block_under(doc, heading))
+
+
 @pytest.fixture(scope="module")
-def trained(ray_cluster: str, nnunet_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``(config path, model directory)`` of the two members trained by ``organseg train``."""
-    root = tmp_path_factory.mktemp("abdomen-train")
-    config = _config(root, nnunet_dataset)
-    model_dir = root / "model"
-    assert _cli("train", config, "--output", model_dir, "--no-autoscaling") == 0
-    return config, model_dir
+def trained(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The docs' example up to training, run as written in a fresh folder (two members in parallel
+    by ``organseg train`` on the session's Ray cluster); returns that folder."""
+    root = tmp_path_factory.mktemp("docs-example")
+    config, commands = _docs_example()
+    (root / "abdomen.yaml").write_text(config)
+    before = Path.cwd()
+    os.chdir(root)
+    try:
+        for words in commands[:3]:
+            assert words[0] == "organseg"
+            assert _cli(*words[1:]) == 0, words
+    finally:
+        os.chdir(before)
+    return root
 
 
 # -- configuration and checks (no Ray) ------------------------------------------------------------
@@ -235,8 +254,8 @@ def test_validation_dice_leaves_the_ignore_label_out() -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_model_dir_records_the_label_set(trained, nnunet_dataset: Path) -> None:
-    _, model_dir = trained
+def test_model_dir_records_the_label_set(trained: Path) -> None:
+    model_dir = trained / "models" / "abdomen"
     spec = load_spec(model_dir)
     assert spec.task is None
     assert spec.organs == list(ABDOMEN_LABELS)
@@ -252,26 +271,24 @@ def test_model_dir_records_the_label_set(trained, nnunet_dataset: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_predict_local_writes_label_set_values_that_evaluate_reads(
-    trained, nnunet_dataset: Path, tmp_path: Path, capsys
+def test_predict_and_evaluate_as_the_docs_say(
+    trained: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, model_dir = trained
-    image = nnunet_dataset / "imagesTr" / "synth_003_0000.nii.gz"
-    pred = tmp_path / "synth_003.nii.gz"
-    code, _, err = run_cli(
-        capsys, "predict", image, "--local", model_dir, "--modality", "CT", "-o", pred
-    )
-    assert code == 0, err
-    values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(pred)))).tolist())
+    """``predict --local`` writes a label map in the label set's values; ``evaluate --labels`` scores
+    it per label."""
+    monkeypatch.chdir(trained)
+    _, commands = _docs_example()
+    assert [w[:2] for w in commands[3:]] == [["organseg", "predict"], ["organseg", "evaluate"]]
+    for words in commands[3:]:
+        code, _, err = run_cli(capsys, *words[1:])
+        assert code == 0, (words, err)
+    pred = sitk.ReadImage(str(trained / "synth_003.nii.gz"))
+    reference = sitk.ReadImage(str(trained / "data/abdomen-nnunet/labelsTr/synth_003.nii.gz"))
+    assert pred.GetSize() == reference.GetSize()
+    values = set(np.unique(sitk.GetArrayFromImage(pred)).tolist())
     assert values <= {0, *range(1, 10)}
-    scores = tmp_path / "scores.json"
-    reference = nnunet_dataset / "labelsTr" / "synth_003.nii.gz"
-    code, out, err = run_cli(
-        capsys, "evaluate", reference, pred, "--labels", nnunet_dataset, "--json", scores
-    )
-    assert code == 0, err
-    assert "pancreas" in out
-    per_label = json.loads(scores.read_text())["labels"]
+    assert (trained / "overlay" / "montage.png").is_file()
+    per_label = json.loads((trained / "scores.json").read_text())["labels"]
     assert list(per_label) == list(ABDOMEN_LABELS)
     assert {"dice", "hd95", "assd", "ravd", "nsd"} <= set(per_label["pancreas"])
 

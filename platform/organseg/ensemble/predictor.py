@@ -132,6 +132,7 @@ def assemble_prediction(
         uncertainty=masks.uncertainty,
         timings=timings,
         registration=prepared.registration.summary() if prepared.registration else None,
+        label_set=label_set,
     )
 
 
