@@ -227,6 +227,22 @@ def test_the_ignore_label_reaches_the_targets_as_ignored(
     assert set(np.unique(target.numpy())) <= {IGNORE_TARGET, 0.0, 1.0}
 
 
+def test_members_that_feed_targets_to_a_network_are_refused_with_an_ignore_label(
+    nnunet_dataset: Path, tmp_path: Path
+) -> None:
+    from organseg.errors import ConfigError
+
+    ds = _broken_copy(nnunet_dataset, tmp_path / "ds")
+    meta = json.loads((ds / "dataset.json").read_text())
+    meta["labels"]["ignore"] = 10
+    (ds / "dataset.json").write_text(json.dumps(meta))
+    raw = yaml.safe_load(_config(tmp_path, ds).read_text())
+    raw["members"][1]["adversarial"] = {"enabled": True}
+    (tmp_path / "cgan.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"members\.1: member 'attn' \(adversarial\.enabled\)"):
+        prepare_data(load_config(tmp_path / "cgan.yaml"))
+
+
 def test_validation_dice_leaves_the_ignore_label_out() -> None:
     import torch
 

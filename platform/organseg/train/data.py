@@ -110,6 +110,23 @@ def open_labelled_dataset(config: ExperimentConfig, deep: bool = True):  # -> La
     return dataset
 
 
+#: Architectures that feed the target itself to a network (IRE3D-Net's shape prior encodes it).
+_TARGET_AS_INPUT = ("ire3d",)
+
+
+def _refuse_targets_as_inputs(config: ExperimentConfig, json_path: Path) -> None:
+    """With an ignore label, targets hold ignored voxels; a member that feeds targets to a network (a
+    cGAN discriminator, a shape prior) would read them as masks, so it is refused, named."""
+    for i, member in enumerate(config.members):
+        if member.adversarial.enabled or member.arch in _TARGET_AS_INPUT:
+            why = "adversarial.enabled" if member.adversarial.enabled else f"arch {member.arch!r}"
+            raise ConfigError(
+                f"members.{i}: member {member.name!r} ({why}) feeds the ground truth to a network, "
+                f"which has no notion of the ignore label of {json_path} (labels.ignore); train it "
+                "on fully annotated data, or use another member"
+            )
+
+
 def _prepare_dataset(config: ExperimentConfig) -> PreparedData:
     """An nnU-Net/MSD dataset: validated whole, cached with its label set, split by its folds."""
     from organseg.datasets.refs import dataset_refs
@@ -119,6 +136,8 @@ def _prepare_dataset(config: ExperimentConfig) -> PreparedData:
     refs = dataset_refs(dataset)
     if not refs:
         raise DataError(f"{dataset.root}: no labelled training cases")
+    if label_set.ignore is not None:
+        _refuse_targets_as_inputs(config, dataset.root / "dataset.json")
     present = list(dict.fromkeys(r.modality for r in refs))
     stacked = config.preprocess.t1_mode == "stack"
     for i, member in enumerate(config.members):
