@@ -328,3 +328,75 @@ def test_msd_copy_prepares_the_same_slices_and_targets(
         np.testing.assert_array_equal(image_a, image_b)
         np.testing.assert_array_equal(labels_a, labels_b)
         assert b.cache.sample(sample.id).organ_voxels == sample.organ_voxels
+
+
+# -- CHAOS converted to nnU-Net trains like its CHAOS form ----------------------------------------
+def _caches_match(chaos_config: dict, nnunet_root: Path, tmp_path: Path, kind: str) -> int:
+    """The slice caches built from the CHAOS folder and from its nnU-Net conversion hold the same
+    prepared slices and label maps, sample for sample; returns how many were compared."""
+    from organseg.config import parse_config
+
+    chaos = prepare_data(parse_config(chaos_config, base=tmp_path))
+    member = {"name": "m", "arch": "dualtail", "kwargs": {"base_channels": 8, "depth": 3}}
+    converted_config = {
+        "name": "converted",
+        "storage_path": str(tmp_path / "runs"),
+        "dataset": {"path": str(nnunet_root), "cache_dir": str(tmp_path / "converted-cache")},
+        "preprocess": chaos_config["preprocess"],
+        "members": [member],
+    }
+    converted = prepare_data(parse_config(converted_config, base=tmp_path))
+    assert converted.label_set is not None
+    assert converted.cache.organs == chaos.cache.organs
+    compared = 0
+    for sample in converted.cache.samples:
+        number = sample.patient.rsplit("_", 1)[-1]  # chaos_mr_3 → MR/3
+        suffix = sample.id[len(sample.patient) :]
+        original = chaos.cache.sample(f"{kind}/{number}{suffix}")
+        image_a, labels_a = converted.cache.volume(sample.id)
+        image_b, labels_b = chaos.cache.volume(original.id)
+        np.testing.assert_array_equal(image_a, image_b)
+        np.testing.assert_array_equal(labels_a, labels_b)
+        assert sample.modalities == original.modalities
+        assert sample.organ_voxels == original.organ_voxels
+        compared += 1
+    return compared
+
+
+def test_converted_synthetic_mr_t1_trains_on_the_same_slices(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    from organseg.datasets.convert import convert_chaos_to_nnunet
+
+    written = convert_chaos_to_nnunet(synth_root / "Train_Sets" / "MR", tmp_path / "out")
+    t1 = next(p for p in written if p.name.endswith("T1DUAL"))
+    member = {"name": "m", "arch": "dualtail", "kwargs": {"base_channels": 8, "depth": 3}}
+    chaos_config = {
+        "name": "chaos",
+        "task": 5,
+        "storage_path": str(tmp_path / "runs"),
+        "dataset": {"path": str(synth_root), "cache_dir": str(tmp_path / "chaos-cache")},
+        "preprocess": {"size": 64, "t1_mode": "stack"},
+        "members": [member | {"modalities": ["MR-T1-in"]}],
+    }
+    assert _caches_match(chaos_config, t1, tmp_path, "MR") == 2  # both MR patients, stacked in+out
+
+
+@pytest.mark.sample
+@pytest.mark.slow
+def test_converted_real_chaos_ct_case_trains_on_the_same_slices(
+    chaos_sample: Path, tmp_path: Path
+) -> None:
+    from organseg.datasets.convert import convert_chaos_to_nnunet
+
+    [ct] = convert_chaos_to_nnunet(chaos_sample, tmp_path / "out")
+    member = {"name": "m", "arch": "dualtail", "kwargs": {"base_channels": 8, "depth": 3}}
+    chaos_config = {
+        "name": "chaos",
+        "task": 2,
+        "storage_path": str(tmp_path / "runs"),
+        "dataset": {"path": str(chaos_sample), "cache_dir": str(tmp_path / "chaos-cache")},
+        "preprocess": {"size": 128},
+        "members": [member],
+    }
+    assert _caches_match(chaos_config, ct, tmp_path, "CT") == 1
