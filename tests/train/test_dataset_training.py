@@ -121,6 +121,23 @@ def _broken_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _with_ignore_band(src: Path, dest: Path) -> Path:
+    """A copy whose dataset.json has ``ignore`` 10 and whose synth_001 leaves its top four rows
+    unannotated."""
+    ds = _broken_copy(src, dest)
+    meta = json.loads((ds / "dataset.json").read_text())
+    meta["labels"]["ignore"] = 10
+    (ds / "dataset.json").write_text(json.dumps(meta))
+    path = ds / "labelsTr" / "synth_001.nii.gz"
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    array[:, :4] = 10
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path))
+    return ds
+
+
 @pytest.mark.parametrize(
     ("breakage", "expected"),
     [
@@ -205,17 +222,7 @@ def test_the_ignore_label_reaches_the_targets_as_ignored(
     from organseg.losses import IGNORE_TARGET
     from organseg.preprocess.dataset import SliceDataset
 
-    ds = _broken_copy(nnunet_dataset, tmp_path / "ds")
-    meta = json.loads((ds / "dataset.json").read_text())
-    meta["labels"]["ignore"] = 10
-    (ds / "dataset.json").write_text(json.dumps(meta))
-    path = ds / "labelsTr" / "synth_001.nii.gz"
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image)
-    array[:, :4] = 10  # a band of unannotated voxels
-    out = sitk.GetImageFromArray(array)
-    out.CopyInformation(image)
-    sitk.WriteImage(out, str(path))
+    ds = _with_ignore_band(nnunet_dataset, tmp_path / "ds")
     config = load_config(_config(tmp_path, ds, cache_dir=str(tmp_path / "cache")))
     data = prepare_data(config)
     assert data.cache.ignore == 10
@@ -225,6 +232,33 @@ def test_the_ignore_label_reaches_the_targets_as_ignored(
     assert (target[:, :4] == IGNORE_TARGET).all()  # prepared at the dataset's own 32² size
     assert (target[:, 4:] != IGNORE_TARGET).all()
     assert set(np.unique(target.numpy())) <= {IGNORE_TARGET, 0.0, 1.0}
+
+
+def test_3d_patches_carry_label_values_and_the_ignore_label(
+    nnunet_dataset: Path, tmp_path: Path
+) -> None:
+    """3D members read the slice cache resampled once: their patch targets have one channel per
+    label, ignored voxels marked, and no patch is centred on an unannotated voxel."""
+    from organseg.losses import IGNORE_TARGET
+    from organseg.preprocess.volume_config import VolumeConfig
+    from organseg.preprocess.volumes import PatchDataset, VolumeCache
+
+    ds = _with_ignore_band(nnunet_dataset, tmp_path / "ds")
+    data = prepare_data(load_config(_config(tmp_path, ds, cache_dir=str(tmp_path / "cache"))))
+    volumes = VolumeCache.build(data.cache, ["synth_001"], (2.0, 2.0, 4.0))
+    assert volumes.label_values == data.cache.label_values
+    assert volumes.ignore == 10
+    _, labels, foreground = volumes.volume("synth_001")
+    assert (np.asarray(labels) == 10).any()
+    assert not (np.asarray(labels)[tuple(np.asarray(foreground).T)] == 10).any()
+    whole = tuple(max(8, int(n)) for n in np.asarray(labels).shape)  # one patch: the whole volume
+    cfg = VolumeConfig(spacing=(2.0, 2.0, 4.0), patch=whole, foreground_fraction=0.0, augment=[])
+    patches = PatchDataset(volumes, ["synth_001"], list(data.label_set.names), cfg, 1)
+    targets = patches[0][1].numpy().reshape(9, -1)
+    assert set(np.unique(targets)) <= {IGNORE_TARGET, 0.0, 1.0}
+    assert (targets == IGNORE_TARGET).any()
+    ignored = (targets == IGNORE_TARGET).any(axis=0)
+    assert (targets[:, ignored] == IGNORE_TARGET).all()  # every channel, or none
 
 
 def test_members_that_feed_targets_to_a_network_are_refused_with_an_ignore_label(
