@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from organseg.config import load_config
+from organseg.config import dump_config, load_config
 from organseg.datasets.write import nnunet_to_msd
 from organseg.ensemble.spec import load_spec
 from organseg.labels import LabelSet
@@ -100,6 +100,10 @@ def test_format_is_detected_and_the_task_is_not_needed(
     config = load_config(_config(tmp_path, nnunet_dataset))
     assert config.dataset.format == "nnunet"
     assert config.members[0].modalities is None  # the dataset's channels decide
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(dump_config(config))
+    assert "task" not in yaml.safe_load(dumped.read_text())
+    assert load_config(dumped) == config
     raw = yaml.safe_load(_config(tmp_path, nnunet_dataset).read_text())
     raw["task"] = 2
     (tmp_path / "with-task.yaml").write_text(yaml.safe_dump(raw))
