@@ -204,7 +204,9 @@ def configs_table() -> list[str]:
             f"`{m.name}` ({m.arch}; {', '.join(x.value for x in m.modalities or [])})"
             for m in config.members
         )
-        out.append(f"| `configs/{path.name}` | {config.task} | {members} |")
+        # a dataset with its own labels has no CHAOS task: its format says where the labels come from
+        task = f"{config.dataset.format} labels" if config.dataset.own_labels else config.task
+        out.append(f"| `configs/{path.name}` | {task} | {members} |")
     return out
 
 

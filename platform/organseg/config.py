@@ -74,8 +74,23 @@ class DatasetConfig(_Strict):
 
     path: Path | None = Field(
         None,
-        description="A CHAOS folder (holding ``Train_Sets/CT``, ``Train_Sets/MR``); relative to the "
-        "config file. Checked when training starts, not when the config loads.",
+        description="A dataset folder: nnU-Net v2 raw (``dataset.json``, ``imagesTr``, ``labelsTr``), "
+        "Medical Segmentation Decathlon, or CHAOS (holding ``Train_Sets/CT``, ``Train_Sets/MR``); "
+        "relative to the config file. Its contents are checked by ``organseg config check`` and when "
+        "training starts, not when the config loads.",
+    )
+    format: Literal["nnunet", "msd", "chaos"] | None = Field(
+        None,
+        description="Layout of ``path``: ``nnunet``, ``msd`` or ``chaos``; detected from the folder "
+        "when absent (``organseg data inspect`` says which and why). nnU-Net and MSD datasets bring "
+        "their own label set and channel modalities; ``task`` is for CHAOS only.",
+    )
+    fold: int | None = Field(
+        None,
+        ge=0,
+        description="nnU-Net/MSD: train on this fold of the dataset's ``splits_final.json`` (its "
+        "``val`` cases validate). None: the first fold when the file is present, else a split by "
+        "``val_fraction``.",
     )
     synthetic: SyntheticDataConfig | None = Field(
         None,
@@ -102,7 +117,33 @@ class DatasetConfig(_Strict):
             raise ValueError(
                 "set exactly one of dataset.path (a CHAOS folder) or dataset.synthetic"
             )
+        if self.synthetic is not None and self.format not in (None, "chaos"):
+            raise FieldErrors(
+                [
+                    (
+                        ("format",),
+                        f"dataset.synthetic generates a CHAOS-layout dataset, not {self.format}; "
+                        "write a synthetic nnU-Net dataset with `organseg data synth --format "
+                        f"{self.format}` and give its folder as dataset.path",
+                    )
+                ]
+            )
+        if self.fold is not None and self.format in (None, "chaos"):
+            raise FieldErrors(
+                [
+                    (
+                        ("fold",),
+                        "dataset.fold chooses a fold of an nnU-Net/MSD dataset's splits_final.json; "
+                        "a CHAOS dataset is split by val_fraction",
+                    )
+                ]
+            )
         return self
+
+    @property
+    def own_labels(self) -> bool:
+        """True for nnU-Net and MSD datasets: the label set and modalities are the dataset's."""
+        return self.format in ("nnunet", "msd")
 
 
 class OptimizerConfig(_Strict):
@@ -488,7 +529,8 @@ class ExperimentConfig(_Strict):
     task: int = Field(
         2,
         description="CHAOS task 1–5: which modalities the ensemble sees and which organs it segments "
-        "(CHAOS tasks table above).",
+        "(CHAOS tasks table above). CHAOS datasets only: an nnU-Net or MSD dataset brings its own "
+        "labels and modalities.",
     )
     storage_path: str = Field(
         "runs",
@@ -543,14 +585,25 @@ class ExperimentConfig(_Strict):
                 problems.append(
                     (("members", i, "name"), f"member names must be unique; {name!r} repeats")
                 )
+        own_labels = self.dataset.own_labels
+        if own_labels and "task" in self.model_fields_set:
+            problems.append(
+                (
+                    ("task",),
+                    f"task is a CHAOS task; this {self.dataset.format} dataset brings its own labels "
+                    "and modalities (drop task, or use a CHAOS dataset)",
+                )
+            )
         task = get_task(self.task)
         stacked = self.preprocess.t1_mode == "stack"
         for i, member in enumerate(self.members):
-            if member.modalities is None:
+            if member.modalities is None and not own_labels:
                 member.modalities = list(task.modalities)
-            modalities = member.modalities
+            # a dataset with its own labels: the members' modalities come from its channels when the
+            # data are read (organseg.train.data)
+            modalities = member.modalities or []
             outside = [m.value for m in modalities if m not in task.modalities]
-            if outside:
+            if outside and not own_labels:
                 problems.append(
                     (
                         ("members", i, "modalities"),
@@ -567,7 +620,9 @@ class ExperimentConfig(_Strict):
                         "MR-T1-out (or use t1_mode: separate)",
                     )
                 )
-            if member.in_channels == 2 and not (stacked and modalities == [Modality.MR_T1_IN]):
+            stacked_t1 = stacked and modalities == [Modality.MR_T1_IN]
+            from_data = own_labels and not modalities  # known once the dataset is read
+            if member.in_channels == 2 and not (stacked_t1 or from_data):
                 problems.append(
                     (
                         ("members", i, "in_channels"),
@@ -686,6 +741,24 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
     return config
 
 
+def _with_detected_format(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """``data`` with ``dataset.format`` set when it is absent and ``dataset.path`` is an nnU-Net or
+    MSD folder (found by :func:`organseg.datasets.detect_format`); a missing folder stays unset (the
+    config loads without its data; training then names the folder)."""
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict) or dataset.get("format") or not dataset.get("path"):
+        return data
+    path = Path(str(dataset["path"]))
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    from organseg.datasets.detect import detect_format
+
+    found = detect_format(path)
+    if found is None or found[0] == "chaos":
+        return data
+    return {**data, "dataset": {**dataset, "format": found[0]}}
+
+
 def parse_config(
     data: dict[str, Any], source: str = "config", base: Path | None = None
 ) -> ExperimentConfig:
@@ -694,6 +767,7 @@ def parse_config(
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(data).__name__}"
         )
+    data = _with_detected_format(data, base)
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
@@ -754,6 +828,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 def dump_config(config: ExperimentConfig) -> str:
     """YAML text that :func:`load_config` reads back to an equal config."""
     data = config.model_dump(mode="json", exclude_none=True)
+    if config.dataset.own_labels:  # the dataset's labels, not a CHAOS task
+        data.pop("task", None)
     return yaml.safe_dump(data, sort_keys=False)
 
 

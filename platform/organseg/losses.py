@@ -11,6 +11,11 @@
   BCE-with-logits so ``−log D`` never evaluates ``log(0)``.
 - :func:`loss_terms` / :func:`sum_terms` — a loss as its named, weighted terms (what training reports
   per term); summed in order they are the loss itself, bit for bit.
+
+Ignored voxels: a target of :data:`IGNORE_TARGET` (−1, in every channel) marks a voxel of the dataset's
+ignore label (nnU-Net's ``ignore``: not annotated). Dice and BCE leave such voxels out entirely, so a
+partially annotated case trains on its annotated part only. Targets without them take the unmasked path
+unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ from organseg.errors import ConfigError
 
 LossName = Literal["dice", "bce", "dice_bce"]
 LOSS_NAMES: tuple[str, ...] = ("dice", "bce", "dice_bce")
+#: Target value of voxels left out of the loss (the ignore label's voxels).
+IGNORE_TARGET = -1.0
+
+
+def ignored(target: torch.Tensor) -> torch.Tensor | None:
+    """The mask of voxels to keep (False where the target is :data:`IGNORE_TARGET`), or None when
+    every voxel counts."""
+    keep = target >= 0
+    return None if bool(keep.all()) else keep
 
 
 def _as_channels(t: torch.Tensor) -> torch.Tensor:
@@ -53,6 +67,10 @@ def soft_dice_score(
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     probs = torch.sigmoid(pred) if from_logits else pred
     target = target.to(probs.dtype)
+    keep = ignored(target)
+    if keep is not None:  # ignored voxels add nothing to the overlap or the sizes
+        probs = probs * keep
+        target = target * keep
     spatial = tuple(range(2, probs.dim()))  # (H, W) of slices, (D, H, W) of volumes
     dims = spatial if per_sample else (0, *spatial)
     intersection = (probs * target).sum(dims)
@@ -103,7 +121,21 @@ class _ChannelBCE(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred, target = _as_channels(pred), _as_channels(target)
-        return self.inner(pred, target.to(pred.dtype))
+        keep = ignored(target)
+        if keep is None:
+            return self.inner(pred, target.to(pred.dtype))
+        # smp's own ignore_index zeroes ignored voxels but still divides by all of them; the mean
+        # here runs over the kept voxels only, so how much of a batch is unannotated does not scale it
+        from segmentation_models_pytorch.losses import SoftBCEWithLogitsLoss
+
+        inner = self.inner
+        per_voxel = SoftBCEWithLogitsLoss(
+            reduction="none",
+            smooth_factor=getattr(inner, "smooth_factor", None),
+            pos_weight=getattr(inner, "pos_weight", None),
+        )(pred, target.clamp(min=0).to(pred.dtype))
+        weights = keep.to(per_voxel.dtype)
+        return (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
 
     def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"bce": self(pred, target)}

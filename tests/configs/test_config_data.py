@@ -59,3 +59,33 @@ def test_all_organ_ct_mr_task_on_synthetic_data(tmp_path: Path) -> None:
     )
     assert config.preprocess.t1_mode == "stack"
     _check_every_member_has_data(config)
+
+
+def test_nnunet_abdomen_config_on_a_synthetic_nnunet_dataset(tmp_path: Path) -> None:
+    """The nnU-Net recipe with its dataset swapped for a small synthetic one (no splits_final.json, so
+    no fold): every member, the five 3D folds included, gets the dataset's CT slices and learns its
+    nine labels."""
+    from organseg.synth.abdomen import ABDOMEN_LABELS, write_abdomen_dataset
+
+    dataset = write_abdomen_dataset(tmp_path / "ds", cases=5, size=32, slices=8, seed=2)
+    config = load_config(
+        ROOT / "configs" / "nnunet-abdomen-ct.yaml",
+        overrides={
+            "dataset.path": str(dataset),
+            "dataset.fold": None,
+            "dataset.val_fraction": 0.2,
+            "preprocess.size": 32,
+            "storage_path": str(tmp_path),
+        },
+    )
+    assert config.dataset.format == "nnunet"
+    data = prepare_data(config)
+    assert data.label_set is not None
+    assert data.label_set.names == ABDOMEN_LABELS
+    assert data.cache.organs == list(ABDOMEN_LABELS)
+    _check_every_member_has_data(config)
+    folds = data.assign_folds(config.member("unet3d-fullres"))
+    assert len(folds) == 5
+    for fold in folds:
+        assert data.ids_for(fold, "train")
+        assert data.ids_for(fold, "val")

@@ -33,8 +33,21 @@ def schema_command(
 def check_command(
     config: Path = typer.Argument(..., help="Experiment YAML to validate."),
 ) -> None:
-    """Validate CONFIG and report every problem with its file and dotted key."""
+    """Validate CONFIG and report every problem with its file and dotted key; an nnU-Net or MSD
+    dataset is read whole (every case's files, grids and label values) before anything trains."""
     from organseg.config import load_config
 
     loaded = load_config(config)
-    typer.echo(f"{config}: valid ({len(loaded.members)} member(s), CHAOS task {loaded.task})")
+    if not loaded.dataset.own_labels:
+        typer.echo(f"{config}: valid ({len(loaded.members)} member(s), CHAOS task {loaded.task})")
+        return
+    from organseg.train.data import open_labelled_dataset
+
+    dataset = open_labelled_dataset(loaded)  # every problem, each naming its file or key
+    labels = dataset.label_set
+    assert labels is not None
+    ignore = f", ignore label {labels.ignore}" if labels.ignore is not None else ""
+    typer.echo(
+        f"{config}: valid ({len(loaded.members)} member(s), {loaded.dataset.format} dataset of "
+        f"{len(dataset.cases)} case(s), {len(labels)} labels{ignore}: {', '.join(labels.names)})"
+    )

@@ -254,7 +254,12 @@ def _run(
                 Path(source) if item.image.meta.get("SeriesInstanceUID") and source else None
             )
             written = write_labels(
-                prediction.labels, target.labels, target.kind, source_dicom, overwrite=overwrite
+                prediction.labels,
+                target.labels,
+                target.kind,
+                source_dicom,
+                overwrite=overwrite,
+                label_set=prediction.label_set,
             )
             flags = prediction_flags(prediction.volumes_ml, prediction.uncertainty)
             entry = {
@@ -271,6 +276,7 @@ def _run(
                     organs=prediction.organs,
                     case_id=plan.case_id,
                     flags=flags,
+                    label_set=prediction.label_set,
                 )
                 entry["overlay"] = str(paths[-1])
             results.append(entry)

@@ -23,6 +23,7 @@ import cc3d
 import numpy as np
 
 from organseg.config import PostprocessConfig
+from organseg.labels import LabelSet
 from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.resample import resize_slices
 
@@ -92,12 +93,34 @@ def select_components(mask: np.ndarray, seeds: np.ndarray | None, largest: bool)
     return out
 
 
-def keep_components(mask: np.ndarray, probs: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
-    """Apply the component rules to one organ's candidate mask (probabilities decide the seeds)."""
+def keep_components(
+    mask: np.ndarray, probs: np.ndarray, cfg: PostprocessConfig, largest: bool | None = None
+) -> np.ndarray:
+    """Apply the component rules to one organ's candidate mask (probabilities decide the seeds);
+    ``largest`` overrides ``cfg.largest_component`` for this organ."""
     seeds = None if cfg.component_threshold is None else probs >= cfg.component_threshold
     if seeds is not None:
         seeds &= mask
-    return select_components(mask, seeds, cfg.largest_component)
+    return select_components(mask, seeds, cfg.largest_component if largest is None else largest)
+
+
+def label_rules(
+    organs: list[str], cfg: PostprocessConfig, label_set: LabelSet | None
+) -> tuple[np.ndarray, list[bool]]:
+    """Each organ's label value and whether only its largest component is kept.
+
+    Without ``label_set``: the CHAOS ids, and ``cfg.largest_component`` for every organ. With one: its
+    values, and the largest component only where both the config and the label ask for it (a vessel or
+    a lesion keeps every piece; :data:`organseg.labels.SOLID_ORGANS` are the defaults).
+    """
+    if label_set is None:
+        ids = [ORGAN_LABELS[o] for o in organs]
+        return np.array(ids, dtype=np.uint8), [cfg.largest_component] * len(organs)
+    labels = [label_set[o] for o in organs]
+    return (
+        np.array([lb.value for lb in labels], dtype=np.uint8),
+        [cfg.largest_component and lb.largest_component for lb in labels],
+    )
 
 
 def _arbitrate(masks: list[np.ndarray], ids: np.ndarray, probs_at: ProbsAt) -> np.ndarray:
@@ -125,17 +148,22 @@ def _arbitrate(masks: list[np.ndarray], ids: np.ndarray, probs_at: ProbsAt) -> n
 
 
 def probabilities_to_labels(
-    probs: np.ndarray, organs: list[str], cfg: PostprocessConfig
+    probs: np.ndarray,
+    organs: list[str],
+    cfg: PostprocessConfig,
+    label_set: LabelSet | None = None,
 ) -> np.ndarray:
-    """``(Z, K, H, W)`` organ probabilities → ``(Z, H, W)`` uint8 CHAOS label ids.
+    """``(Z, K, H, W)`` organ probabilities → ``(Z, H, W)`` uint8 label values (CHAOS ids unless
+    ``label_set`` gives others).
 
     A voxel claimed by several organs goes to the most probable one.
     """
     if probs.ndim != 4 or probs.shape[1] != len(organs):
         raise ValueError(f"expected (Z, {len(organs)}, H, W) probabilities, got {probs.shape}")
-    ids = np.array([ORGAN_LABELS[o] for o in organs], dtype=np.uint8)
+    ids, largest = label_rules(organs, cfg, label_set)
     masks = [
-        keep_components(probs[:, k] >= cfg.threshold, probs[:, k], cfg) for k in range(len(organs))
+        keep_components(probs[:, k] >= cfg.threshold, probs[:, k], cfg, largest[k])
+        for k in range(len(organs))
     ]
     return _arbitrate(masks, ids, lambda k, where: probs[:, k][where])
 
@@ -208,12 +236,16 @@ def labels_from_member_maps(
     organs: list[str],
     cfg: PostprocessConfig,
     grid: tuple[int, int] | None = None,
+    label_set: LabelSet | None = None,
 ) -> EnsembleMasks:
     """Members' uint8 maps ``{organ: [(Z, S, S), ...]}`` → labels ``(Z, H, W)`` on the input ``grid``.
 
     Equal to averaging in float32, restoring bilinearly to ``grid`` (skipped when it equals S×S),
     thresholding, keeping components and giving contested voxels to the most probable organ.
+    ``label_set`` gives the label values and per-label component rule (None: CHAOS ids, the config's
+    rule for every organ).
     """
+    ids, largest = label_rules(organs, cfg, label_set)
     first = next((m[0] for m in maps.values() if len(m)), None)
     if first is None:
         raise ValueError("no member maps to assemble")
@@ -226,7 +258,7 @@ def labels_from_member_maps(
     pending = {o: _pool().submit(disagreement, maps.get(o, ()), threshold) for o in organs}
     means = [_OrganMean(maps.get(o, ()), (z, s, s)) for o in organs]
     masks = []
-    for mean in means:
+    for k, mean in enumerate(means):
         if mean.count == 0:
             masks.append(np.zeros((z, h, w), dtype=bool))
             continue
@@ -237,7 +269,7 @@ def labels_from_member_maps(
             seeds = None
             if cfg.component_threshold is not None:
                 seeds = mean.total >= mean.level(cfg.component_threshold)
-        masks.append(select_components(candidate, seeds, cfg.largest_component))
+        masks.append(select_components(candidate, seeds, largest[k]))
 
     def probs_at(k: int, where: tuple[np.ndarray, ...]) -> np.ndarray:
         if not resample:
@@ -247,7 +279,6 @@ def labels_from_member_maps(
         restored = resize_slices(means[k].mean(slices), (h, w), order=1)
         return restored[np.searchsorted(slices, where[0]), where[1], where[2]]
 
-    ids = np.array([ORGAN_LABELS[o] for o in organs], dtype=np.uint8)
     labels = _arbitrate(masks, ids, probs_at)
     uncertainty = {o: pending[o].result() for o in organs}
     if len(organs) == 1:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from organseg.io.volume import Modality, Volume
+from organseg.labels import LabelSet
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Prediction:
     #: T2-SPIR → T1 registration figures when T2 was stacked as a channel (rotation_deg,
     #: translation_mm, mutual_information, initial_mutual_information, iterations).
     registration: dict[str, float] | None = None
+    #: The model's own label set (values, colours, codes of ``labels``); None: the CHAOS organs.
+    label_set: LabelSet | None = None
 
     def report(self) -> dict[str, Any]:
         """JSON-ready metadata (``--report`` files and the Serve response carry exactly this)."""

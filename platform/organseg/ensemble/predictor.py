@@ -106,7 +106,11 @@ def assemble_prediction(
             if organ in per_organ:
                 per_organ[organ].append(probs[:, k])  # uint8 p·255, views (no copies)
     _, h, w = prepared.shape
-    masks = labels_from_member_maps(per_organ, organs, spec.postprocess, grid=(h, w))
+    # a recorded label set gives the values and per-label component rules; CHAOS directories keep the ids
+    label_set = spec.label_set() if spec.labels is not None else None
+    masks = labels_from_member_maps(
+        per_organ, organs, spec.postprocess, grid=(h, w), label_set=label_set
+    )
     volume = Volume(
         masks.labels,
         geometry=prepared.geometry,
@@ -128,6 +132,7 @@ def assemble_prediction(
         uncertainty=masks.uncertainty,
         timings=timings,
         registration=prepared.registration.summary() if prepared.registration else None,
+        label_set=label_set,
     )
 
 

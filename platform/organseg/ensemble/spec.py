@@ -91,7 +91,9 @@ class EnsembleSpec(BaseModel):
 
     format_version: int = FORMAT_VERSION
     name: str
-    task: int
+    task: int | None = Field(
+        description="The CHAOS task; null for a model trained on a dataset with its own labels."
+    )
     organseg_version: str = __version__
     created: str = Field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -157,10 +159,23 @@ def entry_for(
     )
 
 
-def spec_for(config: ExperimentConfig, members: list[MemberEntry]) -> EnsembleSpec:
-    """The ensemble description of an experiment with these (trained) members."""
+def spec_for(
+    config: ExperimentConfig, members: list[MemberEntry], label_set: LabelSet | None = None
+) -> EnsembleSpec:
+    """The ensemble description of an experiment with these (trained) members; ``label_set``: the
+    dataset's own labels (recorded, and its names are the organs), None for a CHAOS task."""
     from organseg.tasks import get_task
 
+    if label_set is not None:
+        return EnsembleSpec(
+            name=config.name,
+            task=None,
+            organs=list(label_set.names),
+            labels=label_set.to_dict(),
+            preprocess=config.preprocess,
+            postprocess=config.postprocess,
+            members=members,
+        )
     return EnsembleSpec(
         name=config.name,
         task=config.task,

@@ -17,6 +17,7 @@ from organseg.errors import DataError
 from organseg.io.files import VOLUME_SUFFIXES, is_volume_file, volume_suffix, write_volume_file
 from organseg.io.png import write_png_series
 from organseg.io.volume import Volume
+from organseg.labels import LabelSet
 
 FORMATS = ("auto", "nifti", "png", "dicom-seg")
 #: Suffixes that name one file: a folder of several series cannot carry them.
@@ -149,8 +150,12 @@ def write_labels(
     fmt: str = "auto",
     source_dicom: Path | None = None,
     overwrite: bool = False,
+    label_set: LabelSet | None = None,
 ) -> list[Path]:
-    """Write ``labels`` as a volume file, a CHAOS PNG series folder or a DICOM-SEG object."""
+    """Write ``labels`` as a volume file, a CHAOS PNG series folder or a DICOM-SEG object.
+
+    ``label_set``: the labels of a model with its own label set (DICOM-SEG segments are named and
+    coded from it); None: the CHAOS organs."""
     out = Path(out)
     kind = output_format(out, fmt)
     if kind == "nifti":
@@ -162,6 +167,11 @@ def write_labels(
     if kind == "png":
         if out.suffix.lower() == ".png":
             raise DataError(f"{out}: a PNG mask series is written into a folder; name a folder")
+        if label_set is not None:
+            raise DataError(
+                f"{out}: CHAOS PNG grey levels encode the four CHAOS organs only; write this "
+                f"model's labels ({', '.join(label_set.names)}) as a volume file (.nii.gz) or .dcm"
+            )
         return write_png_series(labels, out, modality=labels.modality, overwrite=overwrite)
     from organseg.io.dicomseg import write_dicom_seg
 
@@ -173,4 +183,4 @@ def write_labels(
         out = out.with_name(out.name + ".dcm")
     if out.exists() and not overwrite:
         raise DataError(f"{out}: exists; pass --overwrite to replace it")
-    return [write_dicom_seg(labels, source_dicom, out)]
+    return [write_dicom_seg(labels, source_dicom, out, label_set)]

@@ -9,7 +9,8 @@ Layout of a cache folder::
 
     index.json                  samples, organs, preprocessing config and fingerprints
     images/<safe id>.npy        (Z, C, size, size) cfg.cache_dtype
-    labels/<safe id>.npy        (Z, size, size) uint8 organ label ids (organs outside ``organs`` are 0)
+    labels/<safe id>.npy        (Z, size, size) uint8 label values (labels outside ``organs`` are 0;
+                                the ignore label keeps its value)
     .lock                       fcntl lock serializing builders
 """
 
@@ -31,10 +32,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from organseg.datasets.refs import DatasetRef, load_ref, ref_fingerprint
 from organseg.errors import ConfigError, DataError
 from organseg.io.atomic import atomic_path, write_text_atomic
 from organseg.io.chaos import CaseRef, load_case
 from organseg.io.volume import Geometry, Modality
+from organseg.labels import LabelSet
+from organseg.losses import IGNORE_TARGET
 from organseg.organs import ORGAN_LABELS, organ_ids
 from organseg.preprocess.augment import SliceAugmenter
 from organseg.preprocess.channels import to_channels
@@ -102,7 +106,22 @@ class SampleRecord:
 class _Plan:
     id: str
     patient: str
-    refs: tuple[CaseRef, ...]  # the image series, then the T1 out-phase partner and T2 when stacked
+    refs: tuple[Ref, ...]  # the image series, then the T1 out-phase partner and T2 when stacked
+
+
+#: A CHAOS series or one channel of an nnU-Net/MSD case.
+Ref = CaseRef | DatasetRef
+
+
+def _load(ref: Ref, with_label: bool) -> Any:
+    return load_ref(ref, with_label) if isinstance(ref, DatasetRef) else load_case(ref, with_label)
+
+
+def label_values(organs: Sequence[str], label_set: LabelSet | None) -> dict[str, int]:
+    """Label value of each of ``organs``: from ``label_set``, or the CHAOS ids when it is None."""
+    if label_set is None:
+        return {o: ORGAN_LABELS[o] for o in organs}
+    return {o: label_set[o].value for o in organs}
 
 
 def safe_id(sample_id: str) -> str:
@@ -110,7 +129,7 @@ def safe_id(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("_") or "sample"
 
 
-def _plans(refs: Sequence[CaseRef], cfg: PreprocessConfig) -> list[_Plan]:
+def _plans(refs: Sequence[Ref], cfg: PreprocessConfig) -> list[_Plan]:
     """Group series into samples, pairing T1 in/out of one patient when ``t1_mode == "stack"``."""
     plans: list[_Plan] = []
     if cfg.t1_mode == "separate":
@@ -171,23 +190,30 @@ def _listing(folder: Path | None) -> list[tuple[str, int, int]]:
     return sorted(out)
 
 
-def source_fingerprint(refs: Sequence[CaseRef]) -> str:
+def source_fingerprint(refs: Sequence[Ref]) -> str:
     """Hash of the file names, sizes and mtimes of the series and mask folders (no pixel reads).
 
     Folder paths are left out, so a dataset mounted elsewhere (``cp -p``, another node) still matches.
     """
     digest = hashlib.sha256()
     for ref in refs:
+        if isinstance(ref, DatasetRef):
+            digest.update(json.dumps(ref_fingerprint(ref)).encode())
+            continue
         for role, folder in (("image", ref.image_dir), ("mask", ref.mask_dir)):
             digest.update(json.dumps([ref.case_id, role, _listing(folder)]).encode())
     return digest.hexdigest()[:16]
 
 
-def cache_fingerprint(cfg: PreprocessConfig, organs: Sequence[str]) -> str:
-    """Hash of what decides the cached pixels: the format, the preprocessing config and the organs."""
-    payload = json.dumps(
-        [CACHE_FORMAT, FEATURES_VERSION, cfg.model_dump(mode="json"), list(organs)], sort_keys=True
-    )
+def cache_fingerprint(
+    cfg: PreprocessConfig, organs: Sequence[str], label_set: LabelSet | None = None
+) -> str:
+    """Hash of what decides the cached pixels: the format, the preprocessing config and the organs
+    (with a dataset's own label set: its values and ignore label too)."""
+    parts: list[Any] = [CACHE_FORMAT, FEATURES_VERSION, cfg.model_dump(mode="json"), list(organs)]
+    if label_set is not None:
+        parts.append(label_set.to_nnunet())
+    payload = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -221,24 +247,33 @@ def _read_index(root: Path) -> dict[str, Any] | None:
 
 
 def _build_sample(
-    plan: _Plan, root: Path, cfg: PreprocessConfig, organs: Sequence[str], fingerprint: str
+    plan: _Plan,
+    root: Path,
+    cfg: PreprocessConfig,
+    organs: Sequence[str],
+    fingerprint: str,
+    label_set: LabelSet | None = None,
 ) -> SampleRecord:
-    case = load_case(plan.refs[0], with_label=True)
+    case = _load(plan.refs[0], with_label=True)
     if case.label is None:
         raise DataError(
             f"{plan.refs[0].image_dir}: {plan.refs[0].case_id} has no ground-truth masks; "
             "the slice cache holds labelled training cases only"
         )
-    partner = load_case(plan.refs[1], with_label=False).image if len(plan.refs) > 1 else None
-    t2 = load_case(plan.refs[2], with_label=False).image if len(plan.refs) > 2 else None
+    partner = _load(plan.refs[1], with_label=False).image if len(plan.refs) > 1 else None
+    t2 = _load(plan.refs[2], with_label=False).image if len(plan.refs) > 2 else None
     # the sample's own series only: a T2-SPIR stacked as a channel is also a sample of its own
     features = {case.modality.value: series_features(case.image.array).tolist()}
     if partner is not None:
         features[partner.modality.value] = series_features(partner.array).tolist()
     prepared = prepare_volume(case.image, cfg, partner=partner, t2=t2)
-    ids = np.asarray(organ_ids(list(organs)), dtype=np.uint8)
+    values = label_values(organs, label_set)
+    ids = np.asarray(list(values.values()), dtype=np.uint8)
+    kept = (
+        ids if label_set is None or label_set.ignore is None else np.append(ids, label_set.ignore)
+    )
     label = np.asarray(case.label.array, dtype=np.uint8)
-    label = np.where(np.isin(label, ids), label, 0).astype(np.uint8)
+    label = np.where(np.isin(label, kept), label, 0).astype(np.uint8)
     label = resize_slices(label, cfg.size, order=0)
     name = safe_id(plan.id)
     _save_atomic(root / "images" / f"{name}.npy", prepared.array.astype(cfg.cache_dtype))
@@ -256,13 +291,13 @@ def _build_sample(
         modalities=prepared.modalities,
         case_ids=tuple(r.case_id for r in plan.refs),
         source_fingerprint=fingerprint,
-        labelled_slices=tuple(int(i) for i in np.flatnonzero(label.reshape(z, -1).any(axis=1))),
+        labelled_slices=tuple(
+            int(i) for i in np.flatnonzero(np.isin(label, ids).reshape(z, -1).any(axis=1))
+        ),
         shape=prepared.shape,
         geometry=prepared.geometry,
-        organ_voxels={
-            o: int(np.count_nonzero(case.label.array == ORGAN_LABELS[o])) for o in organs
-        },
-        organ_slices={o: _slices_with(label, ORGAN_LABELS[o]) for o in organs},
+        organ_voxels={o: int(np.count_nonzero(case.label.array == values[o])) for o in organs},
+        organ_slices={o: _slices_with(label, values[o]) for o in organs},
         modality_features=features,
     )
 
@@ -279,6 +314,12 @@ class SliceCache:
         self.root = Path(root)
         self.cfg = PreprocessConfig(**index["cfg"])
         self.organs: list[str] = list(index["organs"])
+        #: Label value of each organ in the cached label maps (CHAOS ids unless the dataset had its own).
+        self.label_values: dict[str, int] = dict(
+            index.get("label_values") or {o: ORGAN_LABELS[o] for o in self.organs}
+        )
+        #: Value of the ignore label's voxels in the cached label maps (None: every voxel is annotated).
+        self.ignore: int | None = index.get("ignore")
         self.fingerprint: str = index["cfg_fingerprint"]
         records = [SampleRecord.from_json(s) for s in index["samples"]]
         by_id = {r.id: r for r in records}
@@ -297,26 +338,28 @@ class SliceCache:
     @classmethod
     def build(
         cls,
-        refs: Sequence[CaseRef],
+        refs: Sequence[Ref],
         cache_dir: Path | str,
         cfg: PreprocessConfig,
         organs: Sequence[str],
+        label_set: LabelSet | None = None,
     ) -> SliceCache:
         """Prepare ``refs`` into ``cache_dir`` unless already there; returns a cache over exactly them.
 
         Samples whose source files (names, sizes, mtimes) are unchanged are reused; a different
         ``cfg``/``organs`` rebuilds everything (use one folder per config to keep several). Samples of
         other refs built earlier with the same config stay, so builders with different case lists can
-        share a folder.
+        share a folder. ``label_set`` gives the values of ``organs`` (and the ignore label) of a
+        dataset with its own labels; None: the CHAOS organs.
         """
-        organ_ids(list(organs))  # unknown organ names fail here, with the valid list
+        label_values(organs, label_set) if label_set else organ_ids(list(organs))  # names checked
         if not organs:
             raise ConfigError("organs must name at least one organ")
         root = Path(cache_dir)
         plans = _plans(refs, cfg)
         (root / "images").mkdir(parents=True, exist_ok=True)
         (root / "labels").mkdir(parents=True, exist_ok=True)
-        fp = cache_fingerprint(cfg, organs)
+        fp = cache_fingerprint(cfg, organs, label_set)
         with _locked(root / ".lock"):
             index = _read_index(root)
             if index is None or index.get("cfg_fingerprint") != fp:
@@ -331,6 +374,9 @@ class SliceCache:
                     "organs": list(organs),
                     "samples": [],
                 }
+                if label_set is not None:
+                    index["label_values"] = label_values(organs, label_set)
+                    index["ignore"] = label_set.ignore
             for stale in [*root.glob("images/.*.tmp"), *root.glob("labels/.*.tmp")]:
                 stale.unlink(missing_ok=True)  # left by a builder that died; we hold the lock
             records = {s["id"]: s for s in index["samples"]}
@@ -347,7 +393,9 @@ class SliceCache:
                     )
                 ):
                     continue
-                records[plan.id] = _build_sample(plan, root, cfg, organs, fingerprint).to_json()
+                records[plan.id] = _build_sample(
+                    plan, root, cfg, organs, fingerprint, label_set
+                ).to_json()
                 built.append(plan.id)
                 index["samples"] = list(records.values())
                 _write_index(root, index)  # after each sample, so a failure later keeps the work
@@ -418,7 +466,6 @@ class SliceDataset(Dataset):
         only_labelled_slices: bool = False,
         in_channels: int | None = None,
     ) -> None:
-        organ_ids(list(organs))
         absent = [o for o in organs if o not in cache.organs]
         if absent:
             raise ConfigError(
@@ -432,8 +479,9 @@ class SliceDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.in_channels = in_channels
-        ids = np.asarray([ORGAN_LABELS[o] for o in organs], dtype=np.uint8)
+        ids = np.asarray([cache.label_values[o] for o in organs], dtype=np.uint8)
         self._label_ids = ids[:, None, None]
+        self._ignore = cache.ignore
         items = []
         for position, sample_id in enumerate(self.sample_ids):
             record = cache.sample(sample_id)
@@ -464,6 +512,8 @@ class SliceDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
             image, label = self.augment(image, label, rng)
         target = (label[None] == self._label_ids).astype(np.float32)
+        if self._ignore is not None:  # left out of the loss (organseg.losses.IGNORE_TARGET)
+            target[:, label == self._ignore] = IGNORE_TARGET
         if self.in_channels is not None:
             image = to_channels(image[None], self.in_channels)[0]
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(target)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from organseg.io.atomic import write_text_atomic
+from organseg.losses import IGNORE_TARGET
 from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.dataset import SliceCache, _locked, _save_atomic, safe_id
@@ -113,9 +114,19 @@ def _key(cache: SliceCache, spacing: Sequence[float]) -> str:
 class VolumeCache:
     """Samples of a slice cache resampled to one spacing, memory-mapped on first use in each process."""
 
-    def __init__(self, root: Path, index: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        index: dict[str, Any],
+        label_values: dict[str, int] | None = None,
+        ignore: int | None = None,
+    ) -> None:
         self.root = root
         self.index = index
+        #: Label value of each organ in the label maps (the slice cache's; CHAOS ids by default).
+        self.label_values = dict(label_values or ORGAN_LABELS)
+        #: Value of the ignore label's voxels (None: every voxel is annotated).
+        self.ignore = ignore
         self._open: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -140,7 +151,7 @@ class VolumeCache:
                     continue
                 index["samples"][sample_id] = cls._build_one(cache, sample_id, root, spacing)
                 write_text_atomic(path, json.dumps(index))
-        return cls(root, index)
+        return cls(root, index, cache.label_values, cache.ignore)
 
     @staticmethod
     def _build_one(
@@ -158,7 +169,10 @@ class VolumeCache:
         name = safe_id(sample_id)
         _save_atomic(root / "images" / f"{name}.npy", image.numpy().astype(np.float16))
         _save_atomic(root / "labels" / f"{name}.npy", label)
-        coords = np.argwhere(label > 0).astype(np.int32)
+        foreground = label > 0
+        if cache.ignore is not None:  # unannotated voxels are no organ to centre a patch on
+            foreground &= label != cache.ignore
+        coords = np.argwhere(foreground).astype(np.int32)
         if len(coords) > MAX_FOREGROUND:
             pick = np.random.default_rng(0).choice(len(coords), MAX_FOREGROUND, replace=False)
             coords = coords[np.sort(pick)]
@@ -233,9 +247,10 @@ class PatchDataset(Dataset):
     ) -> None:
         self.cache, self.sample_ids, self.cfg = cache, list(sample_ids), cfg
         self.organs, self.in_channels, self.seed, self.epoch = list(organs), in_channels, seed, 0
-        self._label_ids = np.asarray([ORGAN_LABELS[o] for o in organs], np.uint8)[
+        self._label_ids = np.asarray([cache.label_values[o] for o in organs], np.uint8)[
             :, None, None, None
         ]
+        self._ignore = cache.ignore
         from organseg.preprocess.augment3d import build_augment3d
 
         self.augment = build_augment3d(cfg.augment) if augment and cfg.augment else None
@@ -270,5 +285,9 @@ class PatchDataset(Dataset):
         if self.augment is not None:
             x, y = self.augment(x, y, int(rng.integers(2**31)))
         x = volume_channels(x, self.in_channels)
-        target = torch.from_numpy((y.numpy()[None] == self._label_ids).astype(np.float32))
+        labels_np = y.numpy()
+        target_np = (labels_np[None] == self._label_ids).astype(np.float32)
+        if self._ignore is not None:  # left out of the loss (organseg.losses.IGNORE_TARGET)
+            target_np[:, labels_np == self._ignore] = IGNORE_TARGET
+        target = torch.from_numpy(target_np)
         return x.float().contiguous(), target

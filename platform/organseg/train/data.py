@@ -1,4 +1,9 @@
-"""From an experiment config to a ready slice cache and a patient-level train/validation split."""
+"""From an experiment config to a ready slice cache and a patient-level train/validation split.
+
+CHAOS folders give the CHAOS task's organs; nnU-Net and MSD datasets give their own label set and the
+modalities their channel names state (:mod:`organseg.datasets.refs`), checked whole before anything
+is prepared.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from organseg.config import ExperimentConfig, MemberConfig
-from organseg.errors import DataError, DataWarning
+from organseg.errors import ConfigError, DataError, DataWarning
 from organseg.io import discover_cases
+from organseg.labels import LabelSet
+from organseg.modalities import Modality
 from organseg.preprocess.dataset import SliceCache
 from organseg.preprocess.splits import kfold_splits, patient_split
 from organseg.tasks import get_task
@@ -24,6 +31,8 @@ class PreparedData:
     val_ids: list[str]
     #: (train, validation) ids of each fold member (``<name>-fold<i>``) of the k-fold members.
     folds: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    #: The dataset's own label set (nnU-Net/MSD); None for CHAOS data (the task's organs).
+    label_set: LabelSet | None = None
 
     def ids_for(self, member: MemberConfig, split: str) -> list[str]:
         """Samples of ``split`` whose modality the member accepts (a fold member: its fold's)."""
@@ -76,8 +85,103 @@ def dataset_root(config: ExperimentConfig) -> Path:
     return root
 
 
+def open_labelled_dataset(config: ExperimentConfig, deep: bool = True):  # -> LabelledDataset
+    """The config's nnU-Net/MSD dataset, with every problem (layout, ``dataset.json``, and with
+    ``deep`` every case's grids and label values) raised as one :class:`DataError` naming file and
+    key; region-based label sets and channels of no stated modality are refused."""
+    from organseg.datasets import open_dataset
+    from organseg.datasets.refs import channel_modalities
+
+    path = config.dataset.path
+    assert path is not None
+    assert config.dataset.format is not None
+    if not path.is_dir():
+        raise DataError(f"{path}: dataset folder not found (dataset.path)")
+    dataset = open_dataset(path, config.dataset.format).require_valid(deep=deep)
+    assert dataset.label_set is not None  # a valid dataset has one
+    if dataset.label_set.region_based:
+        raise DataError(
+            f"{path / 'dataset.json'}: regions_class_order: region-based labels (label values given "
+            "as lists) are not supported for training yet; give each label one value"
+        )
+    channel_modalities(dataset)
+    if config.dataset.fold is not None:
+        dataset.split(config.dataset.fold)  # a missing file or fold is named now
+    return dataset
+
+
+#: Architectures that feed the target itself to a network (IRE3D-Net's shape prior encodes it).
+_TARGET_AS_INPUT = ("ire3d",)
+
+
+def _refuse_targets_as_inputs(config: ExperimentConfig, json_path: Path) -> None:
+    """With an ignore label, targets hold ignored voxels; a member that feeds targets to a network (a
+    cGAN discriminator, a shape prior) would read them as masks, so it is refused, named."""
+    for i, member in enumerate(config.members):
+        if member.adversarial.enabled or member.arch in _TARGET_AS_INPUT:
+            why = "adversarial.enabled" if member.adversarial.enabled else f"arch {member.arch!r}"
+            raise ConfigError(
+                f"members.{i}: member {member.name!r} ({why}) feeds the ground truth to a network, "
+                f"which has no notion of the ignore label of {json_path} (labels.ignore); train it "
+                "on fully annotated data, or use another member"
+            )
+
+
+def _prepare_dataset(config: ExperimentConfig) -> PreparedData:
+    """An nnU-Net/MSD dataset: validated whole, cached with its label set, split by its folds."""
+    from organseg.datasets.refs import dataset_refs
+
+    dataset = open_labelled_dataset(config)
+    label_set = dataset.label_set
+    refs = dataset_refs(dataset)
+    if not refs:
+        raise DataError(f"{dataset.root}: no labelled training cases")
+    if label_set.ignore is not None:
+        _refuse_targets_as_inputs(config, dataset.root / "dataset.json")
+    present = list(dict.fromkeys(r.modality for r in refs))
+    stacked = config.preprocess.t1_mode == "stack"
+    for i, member in enumerate(config.members):
+        if (
+            member.modalities is None
+        ):  # out-phase is the in-phase sample's second channel when stacked
+            member.modalities = [m for m in present if not (stacked and m is Modality.MR_T1_OUT)]
+        outside = [m.value for m in member.modalities if m not in present]
+        if outside:
+            raise ConfigError(
+                f"members.{i}.modalities: member {member.name!r} accepts {outside}, which "
+                f"{dataset.root} does not hold (its channels: {[m.value for m in present]})"
+            )
+    cache = SliceCache.build(
+        refs, config.cache_dir(), config.preprocess, list(label_set.names), label_set
+    )
+    if dataset.splits is not None:
+        fold = config.dataset.fold or 0
+        train_cases, val_cases = dataset.split(fold)
+        train_ids = [s.id for s in cache.samples if s.patient in set(train_cases)]
+        val_ids = [s.id for s in cache.samples if s.patient in set(val_cases)]
+    else:
+        train_ids, val_ids = patient_split(
+            cache.samples, val_fraction=config.dataset.val_fraction, seed=config.dataset.split_seed
+        )
+    if not val_ids:
+        warnings.warn(
+            DataWarning(f"{dataset.root}: a single case; validation Dice is measured on it"),
+            stacklevel=2,
+        )
+        val_ids = list(train_ids)
+    return PreparedData(
+        root=dataset.root,
+        cache=cache,
+        train_ids=list(train_ids),
+        val_ids=list(val_ids),
+        label_set=label_set,
+    )
+
+
 def prepare_data(config: ExperimentConfig) -> PreparedData:
     """Discover the task's labelled cases, build (or reuse) the slice cache and split by patient."""
+    if config.dataset.own_labels:
+        return _prepare_dataset(config)
     root = dataset_root(config)
     task = get_task(config.task)
     refs = [

@@ -19,6 +19,7 @@ from organseg.ensemble.spec import (
     spec_for,
 )
 from organseg.errors import ModelError
+from organseg.labels import LabelSet
 from organseg.uri import is_uri
 
 
@@ -33,14 +34,18 @@ def _fetch_checkpoint(uri: str, into: Path) -> Path:
 
 
 def export_model_dir(
-    config: ExperimentConfig, checkpoints: dict[str, str], organs: dict[str, tuple[str, ...]]
+    config: ExperimentConfig,
+    checkpoints: dict[str, str],
+    organs: dict[str, tuple[str, ...]],
+    label_set: LabelSet | None = None,
 ) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
     """Copy each member's best checkpoint (``checkpoints``: member name → path or URI) into the model
     directory and write ensemble.yaml; returns the directory and each exported member's history.
 
     ``organs`` holds what each member learns (resolved once by the launcher). Members trained earlier into
     the same model directory but not part of this run are kept, so ``organseg train --member X``
-    refreshes one member without dropping the rest.
+    refreshes one member without dropping the rest. ``label_set``: the dataset's own labels, recorded
+    in ensemble.yaml (None: the CHAOS task's organs).
     """
     model_dir = config.model_dir()
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,7 @@ def export_model_dir(
     members = sorted(
         entries.values(), key=lambda e: order.index(e.name) if e.name in order else len(order)
     )
-    spec = spec_for(config, members)
+    spec = spec_for(config, members, label_set)
     save_spec(spec, model_dir)
     return model_dir, histories
 

@@ -94,10 +94,16 @@ class MemberPlan:
 
 
 def plan_member(config: ExperimentConfig, member: MemberConfig, data: PreparedData) -> MemberPlan:
-    """The organs ``member`` learns (its CHAOS task's, for its modalities) and its samples of each split."""
+    """The organs ``member`` learns (its CHAOS task's for its modalities, or every label of a dataset
+    with its own label set) and its samples of each split."""
+    organs = (
+        data.label_set.names
+        if data.label_set is not None
+        else get_task(config.task).organs_for(member.modalities or [])
+    )
     return MemberPlan(
         member=member,
-        organs=get_task(config.task).organs_for(member.modalities or []),
+        organs=organs,
         train_ids=data.ids_for(member, "train"),
         val_ids=data.ids_for(member, "val"),
     )
@@ -301,9 +307,14 @@ def train_experiment(
     """
     console = console or Console(stderr=True)
     selected = [config.member(n) for n in members] if members else list(config.members)
-    console.print(
-        f"[bold]{config.name}[/]: preparing data (CHAOS task {config.task}: {get_task(config.task).title})"
-    )
+    if config.dataset.own_labels:
+        console.print(
+            f"[bold]{config.name}[/]: preparing data ({config.dataset.format} dataset, its own labels)"
+        )
+    else:
+        console.print(
+            f"[bold]{config.name}[/]: preparing data (CHAOS task {config.task}: {get_task(config.task).title})"
+        )
     data = prepare_data(config)
     console.print(
         f"  {len(data.cache.samples)} samples from {data.root}; {len(data.train_ids)} train / "
@@ -372,6 +383,7 @@ def train_experiment(
         config,
         {o.name: o.checkpoint for o in exported if o.checkpoint},
         {o.name: plans[o.name].organs for o in exported},
+        label_set=data.label_set,
     )
     for outcome in exported:
         outcome.history = outcome.history or histories.get(outcome.name, [])

@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from organseg.config import MemberConfig
 from organseg.models import create_member
-from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.augment import SliceAugmenter
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.dataset import SliceCache, SliceDataset
@@ -122,7 +121,14 @@ class SliceSource:
     ) -> dict[str, float]:
         volumes = (self.cache.volume(sample_id) for sample_id in self.payload.val_ids)
         return validate(
-            model, volumes, self.payload.organs, self.member.in_channels, device, loss_fn
+            model,
+            volumes,
+            self.payload.organs,
+            self.member.in_channels,
+            device,
+            loss_fn,
+            values=[self.cache.label_values[o] for o in self.payload.organs],
+            ignore=self.cache.ignore,
         )
 
 
@@ -176,9 +182,15 @@ class PatchSource(SliceSource):
             probs = sliding_window_probs(
                 model, x, self.cfg.patch, self.cfg.overlap, False, self.cfg.window_batch_size
             ).numpy()
+            keep = (
+                None if self.volumes.ignore is None else np.asarray(labels) != self.volumes.ignore
+            )
             for k, organ in enumerate(organs):
-                truth = np.asarray(labels) == ORGAN_LABELS[organ]
-                hard[organ].append(dice_3d(probs[k] >= 0.5, truth))
+                truth = np.asarray(labels) == self.volumes.label_values[organ]
+                pred = probs[k] >= 0.5
+                if keep is not None:  # the ignore label's voxels count in no Dice
+                    pred &= keep
+                hard[organ].append(dice_3d(pred, truth))
         metrics = {f"val_dice_{o}": float(np.mean(v)) if v else 0.0 for o, v in hard.items()}
         metrics["val_dice"] = float(np.mean(list(metrics.values()))) if metrics else 0.0
         return metrics

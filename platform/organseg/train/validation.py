@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from organseg.losses import IGNORE_TARGET
 from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.channels import to_channels
 
@@ -40,26 +41,39 @@ def validate(
     device: torch.device,
     loss_fn: nn.Module | None = None,
     threshold: float = 0.5,
+    values: Sequence[int] | None = None,
+    ignore: int | None = None,
 ) -> dict[str, float]:
     """Metrics over validation volumes ``(image (Z,C,H,W), labels (Z,H,W))``.
 
     ``val_dice`` (the selection/tuning metric) is the mean over volumes and organs of the hard 3D Dice;
     ``val_soft_dice`` pools soft overlaps over all voxels; ``val_dice_<organ>`` is per organ.
+    ``values`` are the organs' label values (default: the CHAOS ids); voxels of the ``ignore`` value
+    count in no Dice and no loss.
     """
+    ids = list(values) if values is not None else [ORGAN_LABELS[o] for o in organs]
     hard: dict[str, list[float]] = {o: [] for o in organs}
     soft_num = np.zeros(len(organs))
     soft_den = np.zeros(len(organs))
     losses = []
     for image, labels in volumes:
         probs = predict_slices(model, image, in_channels, device)
-        truth = np.stack([labels == ORGAN_LABELS[o] for o in organs], axis=1)
+        truth = np.stack([labels == i for i in ids], axis=1)
+        keep = None if ignore is None else (np.asarray(labels) != ignore)[:, None]
+        if keep is not None and not keep.all():
+            probs = probs * keep  # ignored voxels: predicted or not, they count for nothing
+        else:
+            keep = None
         for k, organ in enumerate(organs):
             hard[organ].append(dice_3d(probs[:, k] >= threshold, truth[:, k]))
             soft_num[k] += 2.0 * float((probs[:, k] * truth[:, k]).sum())
             soft_den[k] += float(probs[:, k].sum() + truth[:, k].sum())
         if loss_fn is not None:
             logits = torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6))
-            losses.append(float(loss_fn(logits, torch.from_numpy(truth.astype(np.float32)))))
+            target = truth.astype(np.float32)
+            if keep is not None:
+                target[np.broadcast_to(~keep, target.shape)] = IGNORE_TARGET
+            losses.append(float(loss_fn(logits, torch.from_numpy(target))))
     metrics = {f"val_dice_{o}": float(np.mean(v)) if v else 0.0 for o, v in hard.items()}
     metrics["val_dice"] = float(np.mean(list(metrics.values()))) if metrics else 0.0
     soft = np.where(soft_den > 0, soft_num / np.maximum(soft_den, 1e-9), 1.0)
