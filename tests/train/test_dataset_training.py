@@ -66,18 +66,23 @@ def nnunet_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _docs_example() -> tuple[str, list[list[str]]]:
-    """docs/data.md's "Train on your own data": the config to save and the commands to run."""
+    """The README's "Bring your own data" (and docs/data.md's "Train on your own data", the same):
+    the config to save and the commands to run."""
     from tests.conftest import REPO_ROOT
     from tests.docs.blocks import block_under, command_lines
 
-    doc = REPO_ROOT / "docs" / "data.md"
-    heading = "Train on your own data"
-    return block_under(doc, heading, "yaml").text, command_lines(block_under(doc, heading))
+    readme = REPO_ROOT / "README.md", "Bring your own data"
+    page = REPO_ROOT / "docs" / "data.md", "Train on your own data"
+    config, commands = block_under(*readme, "yaml").text, command_lines(block_under(*readme))
+    # the docs page repeats the example for the site's readers: the same words, run once here
+    assert block_under(*page, "yaml").text == config
+    assert command_lines(block_under(*page)) == commands
+    return config, commands
 
 
 @pytest.fixture(scope="module")
 def trained(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The docs' example up to training, run as written in a fresh folder (two members in parallel
+    """The README's example up to training, run as written in a fresh folder (two members in parallel
     by ``organseg train`` on the session's Ray cluster); returns that folder."""
     root = tmp_path_factory.mktemp("docs-example")
     config, commands = _docs_example()
