@@ -27,6 +27,10 @@ RGB = tuple[int, int, int]
 #: SNOMED CT code; the code meaning is the label's own name.
 PRIVATE_SCHEME = "99ORGANSEG"
 
+#: The training-target value of a voxel of the ignore label, in every channel: the losses
+#: (organseg.losses) and validation leave such voxels out; the datasets that build targets write it.
+IGNORE_TARGET = -1.0
+
 
 @dataclass(frozen=True)
 class Code:

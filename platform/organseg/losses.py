@@ -12,7 +12,7 @@
 - :func:`loss_terms` / :func:`sum_terms` — a loss as its named, weighted terms (what training reports
   per term); summed in order they are the loss itself, bit for bit.
 
-Ignored voxels: a target of :data:`IGNORE_TARGET` (−1, in every channel) marks a voxel of the dataset's
+Ignored voxels: a target of :data:`organseg.labels.IGNORE_TARGET` (−1, in every channel) marks a voxel of the dataset's
 ignore label (nnU-Net's ``ignore``: not annotated). Dice and BCE leave such voxels out entirely, so a
 partially annotated case trains on its annotated part only. Targets without them take the unmasked path
 unchanged.
@@ -32,12 +32,10 @@ from organseg.errors import ConfigError
 
 LossName = Literal["dice", "bce", "dice_bce"]
 LOSS_NAMES: tuple[str, ...] = ("dice", "bce", "dice_bce")
-#: Target value of voxels left out of the loss (the ignore label's voxels).
-IGNORE_TARGET = -1.0
 
 
 def ignored(target: torch.Tensor) -> torch.Tensor | None:
-    """The mask of voxels to keep (False where the target is :data:`IGNORE_TARGET`), or None when
+    """The mask of voxels to keep (False where the target is :data:`organseg.labels.IGNORE_TARGET`), or None when
     every voxel counts."""
     keep = target >= 0
     return None if bool(keep.all()) else keep

@@ -197,7 +197,8 @@ def test_config_check_names_file_and_key_of_a_broken_dataset(
 def test_ignored_voxels_are_left_out_of_the_loss(loss: str) -> None:
     import torch
 
-    from organseg.losses import IGNORE_TARGET, build_loss
+    from organseg.labels import IGNORE_TARGET
+    from organseg.losses import build_loss
 
     fn = build_loss(loss, dice_weight=0.5)
     generator = torch.Generator().manual_seed(0)
@@ -228,7 +229,7 @@ def test_the_ignore_label_reaches_the_targets_as_ignored(
 ) -> None:
     """An ``ignore`` label in dataset.json: its voxels are IGNORE_TARGET in every channel and count in
     no validation Dice."""
-    from organseg.losses import IGNORE_TARGET
+    from organseg.labels import IGNORE_TARGET
     from organseg.preprocess.dataset import SliceDataset
 
     ds = _with_ignore_band(nnunet_dataset, tmp_path / "ds")
@@ -248,7 +249,7 @@ def test_3d_patches_carry_label_values_and_the_ignore_label(
 ) -> None:
     """3D members read the slice cache resampled once: their patch targets have one channel per
     label, ignored voxels marked, and no patch is centred on an unannotated voxel."""
-    from organseg.losses import IGNORE_TARGET
+    from organseg.labels import IGNORE_TARGET
     from organseg.preprocess.volume_config import VolumeConfig
     from organseg.preprocess.volumes import PatchDataset, VolumeCache
 

@@ -37,8 +37,7 @@ from organseg.errors import ConfigError, DataError
 from organseg.io.atomic import atomic_path, write_text_atomic
 from organseg.io.chaos import CaseRef, load_case
 from organseg.io.volume import Geometry, Modality
-from organseg.labels import LabelSet
-from organseg.losses import IGNORE_TARGET
+from organseg.labels import IGNORE_TARGET, LabelSet
 from organseg.organs import ORGAN_LABELS, organ_ids
 from organseg.preprocess.augment import SliceAugmenter
 from organseg.preprocess.channels import to_channels

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from organseg.io.atomic import write_text_atomic
-from organseg.losses import IGNORE_TARGET
+from organseg.labels import IGNORE_TARGET
 from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.dataset import SliceCache, _locked, _save_atomic, safe_id

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from organseg.losses import IGNORE_TARGET
+from organseg.labels import IGNORE_TARGET
 from organseg.organs import ORGAN_LABELS
 from organseg.preprocess.channels import to_channels
 
