@@ -273,43 +273,30 @@ def discover_tree(root: Path) -> list[SeriesItem]:
     be placed becomes a refused item of its own instead of stopping everything: one damaged file in
     an archive must not stop the run.
     """
-    import pydicom
-
-    from organseg.io.dicom import _claims_dicom, _int_or_none, split_series
+    from organseg.io.dicom import _int_or_none, read_headers, split_series
     from organseg.io.modality import MODALITY_KEYWORDS, header_sequence
     from organseg.io.naming import series_label
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and _visible(p, root))
     items = [_file_item(p) for p in files if is_volume_file(p)]
-    entries: list[tuple[str, Any, tuple[int, Path]]] = []
-    for order, path in enumerate(files):
-        if is_volume_file(path) or path.name.upper() == "DICOMDIR":
-            continue
-        try:
-            ds = pydicom.dcmread(
-                path,
-                stop_before_pixels=True,
-                force=True,
-                specific_tags=["SeriesInstanceUID", "SeriesNumber", "InstanceNumber",
-                               "StudyInstanceUID", *MODALITY_KEYWORDS],
-            )  # fmt: skip
-            uid = str(ds.get("SeriesInstanceUID") or "")
-        except Exception:  # pydicom raises many types on non-DICOM bytes
-            uid = ""
-        if not uid:
-            if _claims_dicom(path):
-                resolved = str(path.resolve())
-                items.append(
-                    SeriesItem(
-                        key=series_key("unplaced", resolved),
-                        kind="none",
-                        source=resolved,
-                        refused="DICOM header unreadable (truncated or corrupt) or without "
-                        "SeriesInstanceUID; the file cannot be assigned to a series",
-                    )
-                )
-            continue  # not DICOM: a stray file, as the series reader skips it
-        entries.append((uid, ds, (order, path)))
+    candidates = [p for p in files if not is_volume_file(p) and p.name.upper() != "DICOMDIR"]
+    found, unplaced = read_headers(
+        candidates,
+        ["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "StudyInstanceUID",
+         *MODALITY_KEYWORDS],
+    )  # fmt: skip
+    for path in unplaced:
+        resolved = str(path.resolve())
+        items.append(
+            SeriesItem(
+                key=series_key("unplaced", resolved),
+                kind="none",
+                source=resolved,
+                refused="DICOM header unreadable (truncated or corrupt) or without "
+                "SeriesInstanceUID; the file cannot be assigned to a series",
+            )
+        )
+    entries = [(uid, ds, (order, path)) for order, (uid, ds, path) in enumerate(found)]
     # series in the order their first file was found (the sort below is stable)
     for echo, split, grouped in sorted(split_series(entries), key=lambda g: g[2][0][1][0]):
         members = sorted(((path, ds) for ds, (_, path) in grouped), key=lambda m: str(m[0]))
