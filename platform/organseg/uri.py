@@ -1,5 +1,6 @@
 """Telling a URI (``s3://bucket/runs``) from a local path, the one way every module does it; showing
-one without its credentials, and reading one through pyarrow.fs."""
+one without its credentials, and reading one through pyarrow.fs (:func:`input_stream` and
+:func:`output_stream` are the one way to open a pyarrow.fs stream: the bytes as stored)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,7 @@ def open_uri(uri: str) -> Iterator[BinaryIO]:
     except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid (a ValueError) for a bad URI
         raise DataError(f"{shown}: not a URI pyarrow can open ({_scrubbed(exc, uri)})") from None
     try:
-        # the bytes as stored: pyarrow would otherwise un-gzip a ``.gz`` name ("detect")
-        stream = fs.open_input_stream(path, compression=None)
+        stream = input_stream(fs, path)
     except FileNotFoundError:
         bucket = path.split("/", 1)[0]
         if bucket != path and _missing(fs, bucket):
@@ -54,6 +54,19 @@ def open_uri(uri: str) -> Iterator[BinaryIO]:
         raise DataError(f"{shown}: cannot read it ({_scrubbed(exc, uri)})") from None
     with stream:
         yield stream
+
+
+def input_stream(fs: Any, path: str) -> Any:
+    """``fs.open_input_stream`` reading the bytes as stored. pyarrow's default (``compression=
+    "detect"``) un-gzips any ``.gz`` name, so a ``.nii.gz`` volume or checkpoint would arrive
+    decompressed and no longer be the file that was written."""
+    return fs.open_input_stream(path, compression=None)
+
+
+def output_stream(fs: Any, path: str) -> Any:
+    """``fs.open_output_stream`` writing the bytes as given (pyarrow's default would gzip them a
+    second time under a ``.gz`` name; see :func:`input_stream`)."""
+    return fs.open_output_stream(path, compression=None)
 
 
 def _missing(fs: Any, path: str) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from organseg.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from organseg.io.atomic import atomic_dir, atomic_path, write_bytes_atomic, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
@@ -57,3 +57,33 @@ def test_a_temporary_in_its_own_folder_never_shows_beside_the_target(tmp_path: P
         fail()
     assert (target.read_bytes(), list(scratch.iterdir())) == (b"half", [])
     assert write_bytes_atomic(target, b"whole", tmp_dir=scratch).read_bytes() == b"whole"
+
+
+@pytest.mark.parametrize("own_tmp", [False, True], ids=["beside", "tmp-dir"])
+def test_a_folder_of_results_appears_whole_or_not_at_all(tmp_path: Path, own_tmp: bool) -> None:
+    """A folder is filled in private staging and replaces the old one whole; a failure keeps the old
+    one and leaves no staging behind."""
+    parent, scratch = tmp_path / "out", tmp_path / "tmp"
+    parent.mkdir()
+    scratch.mkdir()
+    target = parent / "series-1"
+    with atomic_dir(target, tmp_dir=scratch if own_tmp else None) as staging:
+        assert staging.parent == (scratch if own_tmp else parent)
+        assert stat.S_IMODE(staging.stat().st_mode) == 0o700
+        (staging / "a.png").write_bytes(b"old")
+        assert not target.exists()  # a reader sees nothing yet
+    assert [p.name for p in target.iterdir()] == ["a.png"]
+
+    def fail() -> None:
+        with atomic_dir(target, tmp_dir=scratch if own_tmp else None) as staging:
+            (staging / "b.png").write_bytes(b"half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        fail()
+    assert [p.name for p in target.iterdir()] == ["a.png"]
+    assert [p.name for p in parent.iterdir()] == ["series-1"]
+    assert list(scratch.iterdir()) == []
+    with atomic_dir(target, tmp_dir=scratch if own_tmp else None) as staging:
+        (staging / "b.png").write_bytes(b"new")
+    assert [p.name for p in target.iterdir()] == ["b.png"]  # replaced whole, not merged

@@ -80,3 +80,7 @@ def hanging_tracker() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+# moto's S3 server, shared with the batch tests (run storage is tested against it too)
+from tests.batch.conftest import s3_server  # noqa: E402, F401

@@ -268,58 +268,45 @@ def _uri_item(uri: str) -> SeriesItem:
 def discover_tree(root: Path) -> list[SeriesItem]:
     """Volume files and DICOM series under ``root``, DICOM files grouped by SeriesInstanceUID.
 
-    The grouping mirrors :func:`organseg.io.dicom.group_series` (UID, then EchoTime; labels by
-    SeriesNumber and InstanceNumbers), but a file that cannot be placed becomes a refused item of its
-    own instead of stopping everything: one damaged file in an archive must not stop the run.
+    The grouping is :func:`organseg.io.dicom.split_series` (UID, then EchoTime), as for uploads and
+    STOW-RS bodies; labels by SeriesNumber and InstanceNumbers. Unlike an upload, a file that cannot
+    be placed becomes a refused item of its own instead of stopping everything: one damaged file in
+    an archive must not stop the run.
     """
-    import pydicom
-
-    from organseg.io.dicom import _claims_dicom, _int_or_none, echo_time_key
+    from organseg.io.dicom import _int_or_none, read_headers, split_series
+    from organseg.io.modality import MODALITY_KEYWORDS, header_sequence
     from organseg.io.naming import series_label
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and _visible(p, root))
     items = [_file_item(p) for p in files if is_volume_file(p)]
-    groups: dict[tuple[str, str], list[tuple[Path, Any]]] = {}
-    for path in files:
-        if is_volume_file(path) or path.name.upper() == "DICOMDIR":
-            continue
-        try:
-            ds = pydicom.dcmread(
-                path,
-                stop_before_pixels=True,
-                force=True,
-                specific_tags=["SeriesInstanceUID", "SeriesNumber", "InstanceNumber",
-                               "StudyInstanceUID", *_SEQUENCE_TAGS],
-            )  # fmt: skip
-            uid = str(ds.get("SeriesInstanceUID") or "")
-        except Exception:  # pydicom raises many types on non-DICOM bytes
-            uid = ""
-        if not uid:
-            if _claims_dicom(path):
-                resolved = str(path.resolve())
-                items.append(
-                    SeriesItem(
-                        key=series_key("unplaced", resolved),
-                        kind="none",
-                        source=resolved,
-                        refused="DICOM header unreadable (truncated or corrupt) or without "
-                        "SeriesInstanceUID; the file cannot be assigned to a series",
-                    )
-                )
-            continue  # not DICOM: a stray file, as the series reader skips it
-        groups.setdefault((uid, echo_time_key(ds.get("EchoTime"))), []).append((path, ds))
-    echoes_of: dict[str, int] = {}
-    for uid, _ in groups:
-        echoes_of[uid] = echoes_of.get(uid, 0) + 1
-    for (uid, echo), members in groups.items():
-        members.sort(key=lambda m: str(m[0]))
+    candidates = [p for p in files if not is_volume_file(p) and p.name.upper() != "DICOMDIR"]
+    found, unplaced = read_headers(
+        candidates,
+        ["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "StudyInstanceUID",
+         *MODALITY_KEYWORDS],
+    )  # fmt: skip
+    for path in unplaced:
+        resolved = str(path.resolve())
+        items.append(
+            SeriesItem(
+                key=series_key("unplaced", resolved),
+                kind="none",
+                source=resolved,
+                refused="DICOM header unreadable (truncated or corrupt) or without "
+                "SeriesInstanceUID; the file cannot be assigned to a series",
+            )
+        )
+    entries = [(uid, ds, (order, path)) for order, (uid, ds, path) in enumerate(found)]
+    # series in the order their first file was found (the sort below is stable)
+    for echo, split, grouped in sorted(split_series(entries), key=lambda g: g[2][0][1][0]):
+        members = sorted(((path, ds) for ds, (_, path) in grouped), key=lambda m: str(m[0]))
         first = members[0][1]
+        uid = str(first.get("SeriesInstanceUID") or "")
         instances = [
             n
             for _, ds in members
             if (n := _int_or_none(str(ds.get("InstanceNumber", "") or ""))) is not None
         ]
-        split = echoes_of[uid] > 1
         label = series_label(
             number=first.get("SeriesNumber", ""),
             first=min(instances, default=None),
@@ -339,24 +326,10 @@ def discover_tree(root: Path) -> list[SeriesItem]:
                 files=[str(p.resolve()) for p, _ in members],
                 modality=str(first.get("Modality", "") or ""),
                 study=series_key("study", study) if study else "",
-                sequence=_sequence(first),
+                sequence=header_sequence(first),
             )
         )
     return sorted(items, key=lambda i: (i.kind != "dicom", i.source, i.label))
-
-
-#: What establishes an MR series' sequence (:func:`organseg.io.modality.infer_modality` reads these).
-_SEQUENCE_TAGS = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
-                  "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
-
-
-def _sequence(ds: Any) -> str:
-    """The MR sequence ``ds``'s header establishes (``""`` when it does not, or for CT)."""
-    from organseg.io.modality import infer_modality
-
-    tags = {k: str(ds.get(k, "") or "") for k in _SEQUENCE_TAGS}
-    decision = infer_modality(tags)
-    return decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
 
 
 # -- stacking ---------------------------------------------------------------------------------------

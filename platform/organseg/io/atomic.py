@@ -1,9 +1,10 @@
-"""Atomic file writes: the one way organseg replaces a file, so that a reader (or a crash) never sees
-half of one."""
+"""Atomic file writes: the one way organseg replaces a file (or a folder of results), so that a reader
+(or a crash) never sees half of one."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,25 @@ def atomic_path(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(folder: Path | str, tmp_dir: Path | str | None = None) -> Iterator[Path]:
+    """A private staging folder to fill; it replaces ``folder`` when the block ends without an error
+    (an existing ``folder`` is removed first) and is removed in any case, so a folder of results
+    appears whole or not at all. It is ``.NAME-<unique>`` beside ``folder``, or in ``tmp_dir`` (on
+    the same file system: a folder swept at start, as the DICOM node's spool keeps)."""
+    folder = Path(folder)
+    where = folder.parent if tmp_dir is None else Path(tmp_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=where))
+    try:
+        yield staging
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_bytes_atomic(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -755,6 +755,32 @@ def split_series(entries: list[tuple[str, Any, T]]) -> list[tuple[str, bool, lis
     ]
 
 
+def read_headers(
+    paths: Iterable[Path], keywords: Sequence[str]
+) -> tuple[list[tuple[str, Any, Path]], list[Path]]:
+    """The headers of ``paths`` (pydicom, ``keywords`` only, no pixels), ready for
+    :func:`split_series`: (SeriesInstanceUID, header, path) for each DICOM file that has one, in the
+    order given, and the files that claim to be DICOM but cannot be placed (header unreadable, or no
+    SeriesInstanceUID). Files that are not DICOM are skipped, as the series reader skips them."""
+    import pydicom
+
+    entries: list[tuple[str, Any, Path]] = []
+    unplaced: list[Path] = []
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(
+                path, stop_before_pixels=True, force=True, specific_tags=list(keywords)
+            )
+            uid = str(ds.get("SeriesInstanceUID") or "")
+        except Exception:  # pydicom raises many types on non-DICOM bytes
+            uid = ""
+        if uid:
+            entries.append((uid, ds, path))
+        elif _claims_dicom(path):  # damaged, or no UID
+            unplaced.append(path)
+    return entries, unplaced
+
+
 def group_series(paths: list[Path]) -> list[SeriesGroup]:
     """``paths`` grouped by SeriesInstanceUID, headers only (pydicom, no pixels).
 
@@ -765,36 +791,21 @@ def group_series(paths: list[Path]) -> list[SeriesGroup]:
     """
     import pydicom
 
-    by_uid: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
-    unplaced: list[Path] = []
-    for path in paths:
-        try:
-            ds = pydicom.dcmread(
-                path,
-                stop_before_pixels=True,
-                force=True,
-                specific_tags=["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "EchoTime"],
-            )
-            uid = str(ds.get("SeriesInstanceUID") or "")
-        except Exception:  # pydicom raises many types on non-DICOM bytes
-            uid = ""
-        if not uid:
-            if _claims_dicom(path):  # damaged, or no UID: the series reader names what is wrong
-                unplaced.append(path)
-            continue
-        by_uid.setdefault(uid, []).append((path, ds))
-    if unplaced and len(by_uid) == 1:
-        (only,) = by_uid.values()
-        only.extend((p, pydicom.Dataset()) for p in unplaced)
+    entries, unplaced = read_headers(
+        paths, ["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "EchoTime"]
+    )
+    uids = {uid for uid, _, _ in entries}
+    if unplaced and len(uids) == 1:
+        (uid,) = uids
+        entries.extend((uid, pydicom.Dataset(), p) for p in unplaced)
     elif unplaced:
         raise DataError(
             f"{unplaced[0].name}: its DICOM header is unreadable (truncated or corrupt) or has no "
             "SeriesInstanceUID, so it cannot be assigned to one of the series"
         )
-    if not by_uid:
+    if not entries:
         raise DataError("the upload holds no DICOM files")
     groups: list[tuple[tuple[int, int], SeriesGroup]] = []
-    entries = [(uid, ds, path) for uid, members in by_uid.items() for path, ds in members]
     for echo, split, files in split_series(entries):
         number = _int_or_none(str(files[0][0].get("SeriesNumber", "") or ""))
         instances = [

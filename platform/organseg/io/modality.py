@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from organseg.io.volume import Modality
 
@@ -135,6 +136,20 @@ def infer_modality(tags: Mapping[str, str]) -> ModalityDecision:
         )
     reasons = [r for r, m in ((text_reason, by_text), (echo_reason, by_echo)) if m is not None]
     return ModalityDecision(chosen, "DICOM Modality=MR, " + " and ".join(reasons))
+
+
+#: The header keywords :func:`infer_modality` reads (what a header-only read must ask pydicom for).
+MODALITY_KEYWORDS = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
+                     "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
+
+
+def header_sequence(ds: Any) -> str:
+    """The MR sequence one instance's header establishes, as its value (``"MR-T1-in"``), or ``""``
+    when it does not (or for CT): what the DICOM node and batch discovery gather a stacking model's
+    series by. ``ds`` is anything with ``get(keyword, default)``, such as a pydicom Dataset."""
+    tags = {k: str(ds.get(k, "") or "") for k in MODALITY_KEYWORDS}
+    decision = infer_modality(tags)
+    return decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
 
 
 def _sequence_of(text: str) -> Modality | None:

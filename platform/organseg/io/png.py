@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import SimpleITK as sitk
 
 from organseg.errors import DataError, DataWarning
 from organseg.io._paths import listed_files
+from organseg.io.atomic import atomic_dir
 from organseg.io.volume import Modality, Volume
 from organseg.organs import CT_LIVER_GREY, MR_GREY_RANGES, ORGAN_LABELS, SUBMISSION_GREY
 
@@ -181,17 +179,10 @@ def write_png_series(
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise DataError(f"{folder}: folder is not empty; pass overwrite to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        names = []
+    names = []
+    with atomic_dir(folder) as staging:
         for z in range(grey.shape[0]):
             name = pattern.format(index=z + start)
             sitk.WriteImage(sitk.GetImageFromArray(grey[z]), str(staging / name))
             names.append(name)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return [folder / n for n in names]

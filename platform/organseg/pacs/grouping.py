@@ -140,13 +140,8 @@ def series_info(ds: Dataset) -> dict[str, str]:
     """What the node groups series by, from one instance's header: the study as a hash (never the
     UID itself, which can embed site identifiers) and the MR sequence the header establishes
     (``""`` when it does not, or for CT). Stored once per series in the spool."""
-    from organseg.io.modality import infer_modality
+    from organseg.io.modality import header_sequence
     from organseg.pacs.spool import key_of
 
-    keywords = ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "EchoTime",
-                "RepetitionTime", "MagneticFieldStrength")  # fmt: skip
-    tags = {k: str(ds.get(k, "") or "") for k in keywords}
-    decision = infer_modality(tags)
     study = str(ds.get("StudyInstanceUID", "") or "")
-    sequence = decision.modality.value if decision.certain and tags["Modality"] == "MR" else ""
-    return {"study": key_of(study) if study else "", "sequence": sequence}
+    return {"study": key_of(study) if study else "", "sequence": header_sequence(ds)}

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from organseg.io.atomic import write_bytes_atomic
+from organseg.io.atomic import atomic_dir, write_bytes_atomic
 
 _KINDS = ("incoming", "work", "outbox", "done", "quarantine", "tmp", "meta")
 #: In an outbox: the keys of the series a stacked result used as channels and, per channel series
@@ -185,13 +185,10 @@ class Spool:
 
     def put_outbox(self, key: str, files: dict[str, bytes]) -> Path:
         """Write the series' results as one unit: a folder that appears whole or not at all."""
-        staging = self._dir("tmp") / f"{key}.outbox"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
         target = self._dir("outbox", key)
-        os.replace(staging, target)
+        with atomic_dir(target, tmp_dir=self._dir("tmp")) as staging:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
         return target
 
     def finish(self, key: str, record: dict, keep_results: bool = False) -> None:

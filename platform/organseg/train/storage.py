@@ -1,7 +1,9 @@
 """Small file operations that work on a local folder or any URI Ray Train can store runs at.
 
 Ray itself reaches ``s3://``/``gs://``/... through ``pyarrow.fs``; we use the same layer so the bookkeeping
-next to Ray's runs (which members finished) lives wherever the runs live.
+next to Ray's runs (which members finished) lives wherever the runs live. Streams are opened by
+:func:`organseg.uri.input_stream` / :func:`~organseg.uri.output_stream`: the bytes as stored, never
+(de)compressed because a name ends in ``.gz``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from organseg.uri import is_uri
+from organseg.uri import input_stream, is_uri, output_stream
 
 
 def _resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
@@ -29,10 +31,14 @@ def exists(uri_or_path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def read_text(uri_or_path: str) -> str:
+def read_bytes(uri_or_path: str) -> bytes:
     fs, path = _resolve(uri_or_path)
-    with fs.open_input_stream(path) as stream:
-        return stream.read().decode()
+    with input_stream(fs, path) as stream:
+        return stream.read()
+
+
+def read_text(uri_or_path: str) -> str:
+    return read_bytes(uri_or_path).decode()
 
 
 def write_text(uri_or_path: str, text: str) -> None:
@@ -42,7 +48,7 @@ def write_text(uri_or_path: str, text: str) -> None:
 def write_bytes(uri_or_path: str, data: bytes) -> None:
     fs, path = _resolve(uri_or_path)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as stream:
+    with output_stream(fs, path) as stream:
         stream.write(data)
 
 
