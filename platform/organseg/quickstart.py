@@ -4,6 +4,10 @@ Synthesize a CHAOS-layout dataset (CT and MR) → train a small ensemble with it
 Train) → score it with the CHAOS metrics on held-out cases → start the Serve graph → segment a CT and an MR
 volume over HTTP and gRPC → write masks, overlays and reports → shut everything down. Re-running reuses
 the work directory (finished members are not retrained); ``clean`` starts over.
+
+``data`` replaces the synthetic data with a dataset: a CHAOS folder (the CHAOS task its modalities
+fit), or an nnU-Net v2 / MSD dataset, trained on its own label set with members that take its
+channels' modalities and scored per label (Dice, HD95, ASSD, RAVD, NSD) on its validation cases.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from organseg.config import ExperimentConfig, dump_config, load_config
+from organseg.config import ExperimentConfig, dump_config, load_config, parse_config, read_yaml
 from organseg.errors import ConfigError, DataError, RunError
 from organseg.io import discover_cases, load_case
 from organseg.io.volume import Modality
@@ -68,10 +72,29 @@ class Steps:
         self.console.rule(f"[bold]{self.index}/{self.total} {title}[/]  [dim]{elapsed:.0f} s[/]")
 
 
+def data_format(path: Path) -> str:
+    """``nnunet``, ``msd`` or ``chaos`` for ``--data``, or a DataError saying what the folder is not."""
+    from organseg.datasets import detect_format
+
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder (--data)")
+    found = detect_format(path)
+    if found is None:
+        raise DataError(
+            f"{path}: --data takes a CHAOS folder (Train_Sets/CT, MR) or an nnU-Net v2 / MSD dataset "
+            "(dataset.json), and this is neither"
+        )
+    return found[0]
+
+
 def experiment(options: QuickstartOptions) -> ExperimentConfig:
     """The quickstart config pointed at the work directory (and at real data with ``data``)."""
     if not options.config.is_file():
         raise ConfigError(f"{options.config}: quickstart config not found")
+    if options.data is not None:
+        format = data_format(options.data)
+        if format != "chaos":
+            return _dataset_experiment(options, format)
     config = load_config(options.config)
     workdir = options.workdir.resolve()
     config.storage_path = str(workdir / "runs")
@@ -92,6 +115,68 @@ def experiment(options: QuickstartOptions) -> ExperimentConfig:
         members.append(member.model_copy(update=update))
     config.members = members
     return config
+
+
+def _dataset_experiment(options: QuickstartOptions, format: str) -> ExperimentConfig:
+    """The quickstart's members on an nnU-Net/MSD dataset: its label set (no CHAOS task), its split,
+    and members that take its channels' modalities. A dataset the members cannot use (a channel of no
+    established modality, region-based labels, a broken ``dataset.json``) is one DataError naming the
+    key, before anything trains."""
+    from organseg.datasets.refs import channel_modalities
+    from organseg.train.data import open_labelled_dataset
+
+    assert options.data is not None
+    raw = read_yaml(options.config, "quickstart config")
+    workdir = options.workdir.resolve()
+    raw.pop("task", None)  # the dataset brings its labels
+    dataset = {k: v for k, v in raw.get("dataset", {}).items() if k not in ("synthetic", "path")}
+    raw["dataset"] = {
+        **dataset,
+        "path": str(options.data.resolve()),
+        "format": format,
+        "cache_dir": str(workdir / "cache"),
+    }
+    raw["storage_path"] = str(workdir / "runs")
+    raw["output"] = str(workdir / "model")
+    if options.size is not None:
+        raw["preprocess"] = {**raw.get("preprocess", {}), "size": options.size}
+    members = []
+    for member in raw.get("members", []):
+        member = {k: v for k, v in member.items() if k != "modalities"}  # the dataset's, below
+        if options.epochs is not None:
+            member["epochs"] = options.epochs
+        members.append(member)
+    raw["members"] = members
+    config = parse_config(raw, source=str(options.config))
+    labelled = open_labelled_dataset(config, deep=False)
+    stacked = config.preprocess.t1_mode == "stack"
+    modalities = [  # out-phase is the in-phase sample's second channel when stacked
+        m for m in channel_modalities(labelled) if not (stacked and m is Modality.MR_T1_OUT)
+    ]
+    config.members = [m.model_copy(update={"modalities": modalities}) for m in config.members]
+    return config
+
+
+def _check_dataset(config: ExperimentConfig, console: Console) -> None:
+    """Read the whole dataset before training (every problem, by file and key) and say what it holds."""
+    from organseg.train.data import open_labelled_dataset
+
+    dataset = open_labelled_dataset(config, deep=True)
+    assert dataset.label_set is not None
+    labels = [lb.name for lb in dataset.label_set]
+    modalities = sorted({m.value for member in config.members for m in member.modalities or []})
+    ignore = (
+        f"; ignore label {dataset.label_set.ignore} left out of loss and metrics"
+        if dataset.label_set.ignore is not None
+        else ""
+    )
+    console.print(
+        f"  {dataset.root}: {dataset.format} dataset of {len(dataset.cases)} case(s), channels "
+        f"{list(dataset.channel_names)} → members take {', '.join(modalities)}; {len(labels)} labels: "
+        f"{', '.join(labels)}{ignore}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _synthesize(options: QuickstartOptions, console: Console) -> tuple[Path, Path]:
@@ -222,7 +307,8 @@ def _serve_and_segment(
     console: Console,
     own_cluster: bool = False,
 ) -> list[dict[str, Any]]:
-    """Deploy the graph from the local Serve profile, send each held-out volume over HTTP and gRPC."""
+    """Deploy the graph from the local Serve profile, send each held-out volume over HTTP and gRPC
+    (raw voxels of a dataset's case carry the modality its channel name states)."""
     from organseg.ensemble.inputs import PredictInput
     from organseg.ensemble.predictor import EnsemblePredictor
     from organseg.io.files import write_volume_file
@@ -236,6 +322,7 @@ def _serve_and_segment(
     )
     deploy(schema)
     local = EnsemblePredictor(model_dir)
+    label_set = local.spec.label_set() if local.spec.labels is not None else None
     served = []
     try:
         backends = {
@@ -244,9 +331,12 @@ def _serve_and_segment(
         }
         for case in heldout:
             expected = local.predict(case.image, case.modality.value).labels.array
+            # DICOM states its modality in its headers; a dataset's volume by its channel's name
+            # (dataset.json), which the request then states
+            stated = case.modality.value if label_set is not None else None
             for transport, backend in backends.items():
                 started = time.perf_counter()
-                prediction = backend.predict(PredictInput(case.case_id, case.image), None)
+                prediction = backend.predict(PredictInput(case.case_id, case.image), stated)
                 seconds = time.perf_counter() - started
                 stem = f"{case.case_id.replace('/', '_')}_{transport}"
                 mask = write_volume_file(
@@ -262,17 +352,28 @@ def _serve_and_segment(
                     organs=prediction.organs,
                     case_id=case.case_id,
                     flags=prediction_flags(prediction.volumes_ml, prediction.uncertainty),
+                    label_set=label_set,
                 )
                 report = {"case": case.case_id, "transport": transport, "seconds": round(seconds, 3),
                           "identical_to_in_process": bool(np.array_equal(prediction.labels.array, expected)),
                           "mask": str(mask), "overlay": str(overlays[-1]), **prediction.report()}  # fmt: skip
+                if label_set is not None:  # the values the mask holds, as the answers name them
+                    report["label_values"] = {lb.name: lb.value for lb in label_set}
                 (options.workdir / "predictions" / f"{stem}.json").write_text(
                     json.dumps(report, indent=2)
                 )
                 served.append(report)
+                volumes = (
+                    ", ".join(  # in the label set's order (a gRPC answer's map has none)
+                        f"{name} {prediction.volumes_ml.get(name, 0):.0f} mL"
+                        for name in label_set.names
+                    )
+                    if label_set is not None
+                    else f"liver {prediction.volumes_ml.get('liver', 0):.0f} mL"
+                )
                 console.print(
                     f"  {transport:4s} {case.case_id}: routed to {prediction.modality.value} "
-                    f"({prediction.modality_reason}); liver {prediction.volumes_ml.get('liver', 0):.0f} mL; "
+                    f"({prediction.modality_reason}); {volumes}; "
                     f"{seconds:.2f} s; same mask as in-process: {report['identical_to_in_process']}",
                     highlight=False,
                     soft_wrap=True,
@@ -300,9 +401,13 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     options.workdir.mkdir(parents=True, exist_ok=True)
     options.workdir = options.workdir.resolve()
     config = experiment(options)
+    labelled = config.dataset.own_labels  # an nnU-Net/MSD dataset: its own label set
 
     steps("data")
-    if options.data is None:
+    heldout_refs = None  # with --data: decided after the split (the validation patients)
+    if labelled:
+        _check_dataset(config, console)
+    elif options.data is None:
         train_root, heldout_root = _synthesize(options, console)
         config.dataset.path = train_root.resolve()
         heldout_refs = [r for r in discover_cases(heldout_root) if r.modality in SERVED_MODALITIES]
@@ -310,7 +415,6 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
         if not options.data.is_dir():
             raise DataError(f"{options.data}: not a folder")
         _restrict_to_data(config, options.data, console)
-        heldout_refs = None  # decided after the split: the validation patients
     (options.workdir / "experiment.yaml").write_text(dump_config(config))
 
     own_cluster = starts_local_cluster(options.address)
@@ -327,22 +431,26 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
         if report.model_dir is None or not report.ok:
             raise RunError("quickstart: training failed; see the member outcomes above")
 
-        steps("evaluating with the CHAOS metrics")
-        title = "CHAOS metrics on held-out synthetic patients"
-        if heldout_refs is None:
-            heldout_refs, independent = _heldout_from_split(config, console)
-            title = (
-                "CHAOS metrics on the validation patients"
+        if labelled:
+            steps("evaluating per label (Dice, HD95, ASSD, RAVD, NSD)")
+            heldout, label_files, independent = _labelled_heldout(config, console)
+            evaluation = _evaluate_labels(
+                report.model_dir,
+                heldout,
+                label_files,
+                options.workdir / "evaluation",
+                console,
+                "Per-label metrics on the validation cases"
                 if independent
-                else "CHAOS metrics on the training patient"
+                else "Per-label metrics on the training case",
             )
-        heldout = [load_case(r) for r in heldout_refs]
-        heldout = [c for c in heldout if c.label is not None]
-        evaluation = _evaluate(report.model_dir, heldout, console, title)
-
-        steps("serving: router → ensembles → members, over HTTP and gRPC")
-        to_send = _one_per_modality(heldout)
-        served = _serve_and_segment(options, report.model_dir, to_send, console, own_cluster)
+            steps("serving: router → ensembles → members, over HTTP and gRPC")
+            to_send = _one_per_modality(heldout, None)
+            served = _serve_and_segment(options, report.model_dir, to_send, console, own_cluster)
+        else:
+            evaluation, served = _chaos_evaluate_and_serve(
+                options, config, report.model_dir, heldout_refs, steps, console, own_cluster
+            )
 
     steps("done")
     (options.workdir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
@@ -355,6 +463,7 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
             "model directory": report.model_dir,
             "learning curves": report.curves_png or report.model_dir,
             "evaluation (JSON)": options.workdir / "evaluation.json",
+            **({"scored label maps": options.workdir / "evaluation"} if labelled else {}),
             "predicted masks + reports": options.workdir / "predictions",
             "overlay PNGs": options.workdir / "overlays",
             "experiment config used": options.workdir / "experiment.yaml",
@@ -366,16 +475,51 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     console.print(
         f"[bold]organseg quickstart finished in {result.seconds / 60:.1f} min[/]", highlight=False
     )
+    if labelled:
+        _print_label_summary(evaluation, console)
     width = max(len(what) for what in result.outputs)
     for what, where in result.outputs.items():
         console.print(f"  {what:<{width}}  {where}", highlight=False, soft_wrap=True)
     return result
 
 
-def _one_per_modality(cases: list[Any]) -> list[Any]:
+def _chaos_evaluate_and_serve(
+    options: QuickstartOptions,
+    config: ExperimentConfig,
+    model_dir: Path,
+    heldout_refs: list[Any] | None,
+    steps: Steps,
+    console: Console,
+    own_cluster: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """CHAOS data: the CHAOS scores on the held-out (or validation) patients, then one CT and one MR
+    volume served."""
+    steps("evaluating with the CHAOS metrics")
+    title = "CHAOS metrics on held-out synthetic patients"
+    if heldout_refs is None:
+        heldout_refs, independent = _heldout_from_split(config, console)
+        title = (
+            "CHAOS metrics on the validation patients"
+            if independent
+            else "CHAOS metrics on the training patient"
+        )
+    heldout = [load_case(r) for r in heldout_refs]
+    heldout = [c for c in heldout if c.label is not None]
+    evaluation = _evaluate(model_dir, heldout, console, title)
+
+    steps("serving: router → ensembles → members, over HTTP and gRPC")
+    to_send = _one_per_modality(heldout)
+    served = _serve_and_segment(options, model_dir, to_send, console, own_cluster)
+    return evaluation, served
+
+
+def _one_per_modality(
+    cases: list[Any], served: tuple[Modality, ...] | None = SERVED_MODALITIES
+) -> list[Any]:
+    """The first case of each modality (of ``served``; None: of every modality)."""
     chosen: dict[Modality, Any] = {}
     for case in cases:
-        if case.modality in SERVED_MODALITIES:
+        if served is None or case.modality in served:
             chosen.setdefault(case.modality, case)
     return list(chosen.values())
 
@@ -407,3 +551,92 @@ def _heldout_from_split(config: ExperimentConfig, console: Console) -> tuple[lis
         )
     served = {m for member in config.members for m in member.modalities or []}
     return [r for r in refs if r.modality in served], independent
+
+
+def _labelled_heldout(
+    config: ExperimentConfig, console: Console
+) -> tuple[list[Any], dict[str, Path], bool]:
+    """The validation cases of a dataset with its own labels (its ``splits_final.json`` fold, else
+    ``val_fraction``), one loaded channel each, with their label files; False when they were also
+    trained on (one case)."""
+    import warnings
+
+    from organseg.datasets.refs import dataset_refs, load_ref
+    from organseg.train.data import open_labelled_dataset, prepare_data
+
+    with warnings.catch_warnings():  # training already said so once
+        warnings.simplefilter("ignore")
+        data = prepare_data(config)
+    val_patients = {s.patient for s in data.cache.samples if s.id in data.val_ids}
+    train_patients = {s.patient for s in data.cache.samples if s.id in data.train_ids}
+    served = {m for member in config.members for m in member.modalities or []}
+    refs = [
+        r
+        for r in dataset_refs(open_labelled_dataset(config, deep=False))
+        if r.patient in val_patients and r.modality in served and r.case.label is not None
+    ]
+    label_files = {r.case_id: r.case.label for r in refs if r.case.label is not None}
+    independent = not (val_patients & train_patients)
+    if not independent:
+        console.print(
+            "  one case only: it is scored on the slices training saw, so this is no held-out score",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return [load_ref(r) for r in refs], label_files, independent
+
+
+def _evaluate_labels(
+    model_dir: Path,
+    heldout: list[Any],
+    label_files: dict[str, Path],
+    out_dir: Path,
+    console: Console,
+    title: str,
+) -> list[dict[str, Any]]:
+    """Predict each case in-process, write its label map where ``organseg evaluate`` reads it back,
+    and score it per label against the dataset's label file (the ignore label left out)."""
+    from organseg.ensemble.predictor import EnsemblePredictor
+    from organseg.io.files import write_volume_file
+    from organseg.metrics.labelset_eval import evaluate_label_files
+
+    predictor = EnsemblePredictor(model_dir)
+    label_set = predictor.spec.label_set()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for case in heldout:
+        prediction = predictor.predict(case.image, case.modality.value)
+        path = write_volume_file(
+            prediction.labels, out_dir / f"{case.case_id.replace('/', '_')}.nii.gz"
+        )
+        metrics = evaluate_label_files(label_files[case.case_id], path, label_set)
+        for name, m in metrics.items():
+            rows.append(
+                {
+                    "case": case.case_id,
+                    "modality": case.modality.value,
+                    "label": name,
+                    **m.to_dict(),
+                }
+            )
+    table = Table(title=title)
+    for column in ("case", "label", "Dice", "HD95 mm", "ASSD mm", "RAVD %", "NSD"):
+        table.add_column(column, justify="left" if column in ("case", "label") else "right")
+
+    def num(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in rows:
+        table.add_row(r["case"], r["label"], num(r["dice"], ".3f"), num(r["hd95"], ".2f"),
+                      num(r["assd"], ".2f"), num(r["ravd"], ".1f"), num(r["nsd"], ".3f"))  # fmt: skip
+    console.print(table)
+    return rows
+
+
+def _print_label_summary(evaluation: list[dict[str, Any]], console: Console) -> None:
+    """The label set and each label's mean Dice over the scored cases, in the set's order."""
+    by_label: dict[str, list[float]] = {}
+    for row in evaluation:
+        by_label.setdefault(row["label"], []).append(row["dice"])
+    dice = ", ".join(f"{name} {sum(v) / len(v):.2f}" for name, v in by_label.items())
+    console.print(f"  labels ({len(by_label)}), mean Dice: {dice}", highlight=False, soft_wrap=True)

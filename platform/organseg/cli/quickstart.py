@@ -12,7 +12,10 @@ def quickstart_command(
         Path("organseg-quickstart"), "--workdir", help="Where everything is written."
     ),
     data: Path | None = typer.Option(
-        None, "--data", help="A real CHAOS folder instead of synthetic data."
+        None,
+        "--data",
+        help="A dataset instead of synthetic data: a CHAOS folder, or an nnU-Net v2 / MSD dataset "
+        "(trained and scored on its own labels).",
     ),
     clean: bool = typer.Option(
         False, "--clean", help="Delete the work directory first (else reuse it)."
