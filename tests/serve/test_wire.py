@@ -171,3 +171,26 @@ def test_png_zip_carries_only_chaos_organs_at_their_chaos_values() -> None:
     assert "no grey level for spleen=1, liver=2 of" in (png_zip_problem(swapped) or "")
     extra = LabelSet.from_names(["liver", "right_kidney", "left_kidney", "spleen", "pancreas"])
     assert "no grey level for pancreas=5 of" in (png_zip_problem(extra) or "")
+
+
+def test_a_served_answer_lists_labels_in_the_models_order_whatever_order_the_map_arrived_in() -> (
+    None
+):
+    """gRPC maps carry no order: the client puts the labels back in the model's order (by value)."""
+    import zlib
+
+    from organseg.serve.client import _prediction
+
+    result = {
+        "spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0],
+        "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1], "output_format": "raw", "shape": [1, 2, 2],
+        "modality": "CT", "modality_reason": "test", "members": ["m"],
+        "volumes_ml": {"aorta": 1.0, "spleen": 2.0, "liver": 3.0},
+        "label_values": {"liver": 6, "spleen": 1, "aorta": 8},
+        "uncertainty": {}, "timings_s": {},
+    }  # fmt: skip
+    labels = zlib.compress(bytes([0, 1, 6, 8]))
+    prediction = _prediction(result, labels)
+    assert prediction.organs == ["spleen", "liver", "aorta"]
+    assert list(prediction.volumes_ml) == ["spleen", "liver", "aorta"]
+    assert prediction.volumes_ml["liver"] == 3.0

@@ -184,15 +184,20 @@ def _prediction(result: dict[str, Any], labels: bytes) -> Prediction:
     )
     volume.geometry = geometry
     volume.modality = Modality.parse(result["modality"])
+    # gRPC maps carry no order: the labels come back in the model's order (by their voxel value)
+    values = result.get("label_values") or {}
+    organs = sorted(result["volumes_ml"], key=lambda name: (values.get(name, 1 << 16), name))
+    if not values:
+        organs = list(result["volumes_ml"])
     return Prediction(
         labels=volume,
         modality=volume.modality,
         modality_reason=result["modality_reason"],
         modality_source=result.get("modality_source", ""),
         modality_confidence=result.get("modality_confidence"),
-        organs=list(result["volumes_ml"]),
+        organs=organs,
         members=list(result["members"]),
-        volumes_ml=dict(result["volumes_ml"]),
+        volumes_ml={name: result["volumes_ml"][name] for name in organs},
         uncertainty=dict(result["uncertainty"]),
         timings=dict(result["timings_s"]),
         model_version=result.get("model_version", ""),
