@@ -70,7 +70,9 @@ class ModelFacts:
     def rule(self) -> StackRule:
         """What :func:`~organseg.ensemble.assembly.assemble` applies to a group of this model."""
         t2 = Modality.MR_T2SPIR in self.stacked
-        return StackRule(self.ensemble, "stack" if self.stacked else None, t2)
+        return StackRule(
+            self.ensemble, "stack" if self.stacked else None, t2, self.serves | self.stacked
+        )
 
     @property
     def also_alone(self) -> frozenset[Modality]:
