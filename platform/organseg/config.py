@@ -144,13 +144,15 @@ class DatasetConfig(_Strict):
                 ]
             )
         for key in ("channel_modalities", "case_modalities"):
-            if getattr(self, key) is not None and self.format in (None, "chaos"):
+            if getattr(self, key) is not None and (
+                self.format == "chaos" or self.synthetic is not None
+            ):
                 raise FieldErrors(
                     [
                         (
                             (key,),
-                            f"dataset.{key} maps the cases of an nnU-Net/MSD dataset (set "
-                            "dataset.format); a CHAOS dataset's folders say each series' modality",
+                            f"dataset.{key} maps the cases of an nnU-Net/MSD dataset; a CHAOS "
+                            "dataset's folders say each series' modality",
                         )
                     ]
                 )
