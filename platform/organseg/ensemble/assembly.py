@@ -97,8 +97,15 @@ def served_modalities(spec: EnsembleSpec) -> frozenset[Modality]:
     """The modalities a model directory's ensembles serve, and the sequences it stacks as channels
     (an out-of-phase series of a stacking model is claimed by its in-phase ensemble): what routing
     to a generic MR ensemble is decided against."""
-    stacked = stacked_modalities(spec.preprocess.t1_mode, spec.preprocess.t2_channel)
-    return frozenset(spec.modalities()) | stacked
+    return with_stacked(
+        frozenset(spec.modalities()),
+        stacked_modalities(spec.preprocess.t1_mode, spec.preprocess.t2_channel),
+    )
+
+
+def with_stacked(serves: frozenset[Modality], stacked: frozenset[Modality]) -> frozenset[Modality]:
+    """``serves`` and, when an in-phase ensemble stacks them, the sequences stacked with it."""
+    return serves | stacked if PRIMARY in serves else serves
 
 
 @dataclass(frozen=True)
