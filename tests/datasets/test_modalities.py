@@ -263,3 +263,40 @@ def test_members_of_a_mixed_dataset_pick_their_cases(tmp_path: Path) -> None:
     assert both.modalities == [Modality.CT, Modality.MR]
     by_id = {s.id: s for s in data.cache.samples}
     assert {by_id[i].modality for i in data.ids_for(mr, "train")} == {Modality.MR}
+
+
+def test_the_docs_maps_route_an_amos_like_dataset(tmp_path: Path) -> None:
+    """docs/data.md "Modalities of your cases": its dataset.json keys and its config do what the
+    text says on an AMOS-like dataset."""
+    from tests.conftest import REPO_ROOT
+    from tests.docs.blocks import block_under
+
+    doc, heading = REPO_ROOT / "docs" / "data.md", "Modalities of your cases"
+    keys = json.loads("{" + block_under(doc, heading, "json").text + "}")
+    documented = yaml.safe_load(block_under(doc, heading, "yaml").text)
+    assert documented["dataset"]["case_modalities"] == keys["organseg_case_modalities"]
+    root = build_nnunet(
+        tmp_path / "ds", cases=AMOS_LIKE, extra=keys | {"organseg_channel_modalities": {}}
+    )
+    dataset = open_nnunet(root)
+    assert dataset.check() == []
+    assert {c: m[0] for c, m in _modalities(dataset).items()} == {
+        "amos_0001": "CT", "amos_0002": "CT", "amos_0500": "CT", "amos_0501": "MR", "amos_0502": "MR"
+    }  # fmt: skip
+    t2 = build_nnunet(
+        tmp_path / "t2", channels=("T2",), extra=keys | {"organseg_case_modalities": None}
+    )
+    edit_json(t2 / "dataset.json", organseg_case_modalities=None)
+    assert set(map(tuple, _modalities(open_nnunet(t2)).values())) == {("MR-T2SPIR",)}
+    member = {"kwargs": {"base_channels": 8, "depth": 3}, "epochs": 1}
+    members = [m | member for m in documented["members"]]
+    config = load_config(
+        _config(
+            tmp_path,
+            root,
+            members=members,
+            **{k: v for k, v in documented["dataset"].items() if k != "path"},
+        )
+    )
+    assert [m.value for m in config.members[1].modalities] == ["MR"]
+    assert _modalities(open_labelled_dataset(config))["amos_0501"] == ["MR"]
