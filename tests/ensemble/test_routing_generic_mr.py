@@ -131,3 +131,21 @@ def test_a_model_of_ct_and_generic_mr_members_segments_an_mr_series(tmp_path: Pa
     assert prediction.modality is Modality.MR
     assert "generic MR ensemble" in prediction.modality_reason
     assert [m.name for m in load_spec(model_dir).members_for(prediction.modality)] == ["mr"]
+
+
+def test_the_modality_classifier_keeps_its_four_classes() -> None:
+    """Generic MR series never become a class: CT + MR data fit no classifier at all."""
+    from types import SimpleNamespace
+
+    from organseg.ensemble.modality_classifier import fit_from_cache
+
+    rng = np.random.default_rng(0)
+    records = [
+        SimpleNamespace(patient=f"p{i}", modality_features={kind: rng.normal(size=6).tolist()})
+        for i, kind in enumerate(["CT", "CT", "MR", "MR"])
+    ]
+    assert fit_from_cache(records) is None
+    records.append(SimpleNamespace(patient="p9", modality_features={"MR-T2SPIR": [0.0] * 6}))
+    classifier = fit_from_cache(records)
+    assert classifier is not None
+    assert sorted(classifier.classes) == ["CT", "MR-T2SPIR"]
