@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from organseg.errors import ConfigError, FieldErrors, ModelError
-from organseg.modalities import KnownModality, Modality
+from organseg.modalities import ExactModality, KnownModality, Modality
 from organseg.preprocess.config import AugmentConfig, PreprocessConfig
 from organseg.preprocess.volume_config import VolumeConfig
 from organseg.tasks import CHAOS_TASKS, get_task, unknown_task_message
@@ -92,6 +92,21 @@ class DatasetConfig(_Strict):
         "``val`` cases validate). None: the first fold when the file is present, else a split by "
         "``val_fraction``.",
     )
+    channel_modalities: dict[str, ExactModality] | None = Field(
+        None,
+        description="nnU-Net/MSD: the modality of each channel, by channel number or name (e.g. "
+        '``{"0": "MR-T2SPIR"}``), replacing the dataset.json ``organseg_channel_modalities``. '
+        "Needed when a channel's name is not itself a modality (``CT``, ``MR``, ``MR-T1-in``, "
+        "``MR-T1-out``, ``MR-T2SPIR``): organseg does not guess that ``T2`` is T2-SPIR. ``MR`` is the "
+        "generic MR kind, for MR of no named sequence.",
+    )
+    case_modalities: dict[str, ExactModality] | None = Field(
+        None,
+        description="nnU-Net/MSD, single-channel datasets that mix modalities (AMOS: CT and MR "
+        "cases): case-id patterns (``*``, ``?``, ``[0-4]``) to modalities, tried in order, the first "
+        "match deciding; every case must match one. Replaces the dataset.json "
+        "``organseg_case_modalities``; members train on the cases of their ``modalities``.",
+    )
     synthetic: SyntheticDataConfig | None = Field(
         None,
         description="Generate a synthetic CHAOS-layout dataset instead (exactly one of ``path`` and "
@@ -128,6 +143,19 @@ class DatasetConfig(_Strict):
                     )
                 ]
             )
+        for key in ("channel_modalities", "case_modalities"):
+            if getattr(self, key) is not None and (
+                self.format == "chaos" or self.synthetic is not None
+            ):
+                raise FieldErrors(
+                    [
+                        (
+                            (key,),
+                            f"dataset.{key} maps the cases of an nnU-Net/MSD dataset; a CHAOS "
+                            "dataset's folders say each series' modality",
+                        )
+                    ]
+                )
         if self.fold is not None and self.format in (None, "chaos"):
             raise FieldErrors(
                 [

@@ -22,11 +22,19 @@ class Modality(str, Enum):
     MR_T1_IN = "MR-T1-in"
     MR_T1_OUT = "MR-T1-out"
     MR_T2SPIR = "MR-T2SPIR"
+    #: MR of a sequence the dataset does not name: a model trained on such channels is a generic MR
+    #: ensemble, which segments an MR series that no sequence-specific ensemble of the model claims.
+    MR = "MR"
     UNKNOWN = "unknown"
 
     @property
     def is_mr(self) -> bool:
-        return self in (Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR)
+        return self in (Modality.MR_T1_IN, Modality.MR_T1_OUT, Modality.MR_T2SPIR, Modality.MR)
+
+    @property
+    def is_mr_sequence(self) -> bool:
+        """An MR modality that names its sequence (every MR kind but the generic ``MR``)."""
+        return self.is_mr and self is not Modality.MR
 
     @classmethod
     def known(cls) -> tuple[Modality, ...]:
@@ -81,5 +89,24 @@ def _parse_known(value: Any) -> Modality:
 KnownModality = Annotated[
     Modality,
     BeforeValidator(_parse_known),
+    WithJsonSchema({"type": "string", "enum": [m.value for m in Modality.known()]}),
+]
+
+
+def _parse_exact(value: Any) -> str:
+    """Pydantic before-validator: a known modality written exactly as its value (case aside), no
+    alias: in a map that *states* a dataset's modalities, ``T2`` is not known to mean T2-SPIR."""
+    if isinstance(value, str | Modality):
+        key = (value.value if isinstance(value, Modality) else value).strip().lower()
+        for member in Modality.known():
+            if member.value.lower() == key:
+                return member.value
+    raise ValueError(unknown_modality_message(value))
+
+
+#: A modality stated in a dataset map: exactly one of the known values (no aliases), kept as its value.
+ExactModality = Annotated[
+    str,
+    BeforeValidator(_parse_exact),
     WithJsonSchema({"type": "string", "enum": [m.value for m in Modality.known()]}),
 ]

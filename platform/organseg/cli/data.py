@@ -146,6 +146,7 @@ def _inspect_labelled(path: Path, format: str, reason: str, as_json: bool) -> No
     dataset = open_dataset(path, format)
     problems = dataset.check()
     bad_files = {p.where for p in problems}
+    modalities = dataset.case_modalities()[0]
     rows = []
     label_set = dataset.label_set
     for case in dataset.cases:
@@ -158,6 +159,8 @@ def _inspect_labelled(path: Path, format: str, reason: str, as_json: bool) -> No
             {
                 "case": case.case_id,
                 "channels": list(dataset.channel_names),
+                # what the router routes on ("unknown": nothing establishes it; training refuses it)
+                "modality": [m.value for m in modalities[case.case_id]],
                 "shape": list(loaded.image.shape),
                 "spacing": [float(s) for s in loaded.image.spacing],
                 "labels": {names.get(v, str(v)): int(n) for v, n in enumerate(counts) if v and n},
@@ -188,6 +191,7 @@ def _inspect_labelled(path: Path, format: str, reason: str, as_json: bool) -> No
         for column in (
             "case",
             "channels",
+            "modality",
             "shape (z,y,x)",
             "spacing (x,y,z) mm",
             "labels (voxels)",
@@ -197,6 +201,7 @@ def _inspect_labelled(path: Path, format: str, reason: str, as_json: bool) -> No
             table.add_row(
                 row["case"],
                 ", ".join(row["channels"]),
+                ", ".join(row["modality"]),
                 "x".join(map(str, row["shape"])),
                 ", ".join(f"{s:.7g}" for s in row["spacing"]),
                 ", ".join(f"{k} {v}" for k, v in row["labels"].items()) or "-",

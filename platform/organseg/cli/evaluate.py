@@ -399,7 +399,7 @@ def register(app: typer.Typer) -> None:
             None, "--dicom", help="DICOM series giving geometry (mm) and modality; single case."
         ),
         modality: str | None = typer.Option(
-            None, "--modality", help="CT, MR-T1-in, MR-T1-out or MR-T2SPIR (overrides headers)."
+            None, "--modality", help="CT, MR-T1-in, MR-T1-out, MR-T2SPIR or MR (overrides headers)."
         ),
         organs: list[str] | None = typer.Option(
             None,

@@ -54,7 +54,7 @@ def predict_command(
         None, "--grpc", help="Served gRPC endpoint, e.g. 127.0.0.1:9000"
     ),
     modality: str | None = typer.Option(
-        None, "--modality", help="CT, MR-T1-in, MR-T1-out or MR-T2SPIR."
+        None, "--modality", help="CT, MR-T1-in, MR-T1-out, MR-T2SPIR or MR (a generic MR ensemble)."
     ),
     fmt: str = typer.Option(
         "auto", "--format", help="auto (by OUTPUT's name), nifti, png or dicom-seg."

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
+from organseg.datasets.modalities import (
+    CASE_MAP_KEY,
+    CHANNEL_MAP_KEY,
+    EMPTY,
+    ModalityMap,
+    parse_case_map,
+    parse_channel_map,
+    resolve,
+)
 from organseg.errors import DataError
 from organseg.io.volume import Geometry, Volume
 from organseg.labels import Code, LabelSet, StructureCode
@@ -69,6 +78,53 @@ class LabelledDataset:
     test_cases: tuple[CaseFiles, ...] = ()
     problems: list[Problem] = field(default_factory=list)
     splits: list[dict[str, list[str]]] | None = None
+    #: The explicit channel and case modality maps (:mod:`organseg.datasets.modalities`).
+    modality_map: ModalityMap = EMPTY
+
+    # -- modalities -----------------------------------------------------------------------------
+    def with_modality_map(
+        self, channels: Mapping[str, Any] | None, cases: Mapping[str, Any] | None, where: str
+    ) -> LabelledDataset:
+        """This dataset with the config's maps (``where``: their config key, e.g. ``dataset``)
+        replacing its own where given; a map that does not fit the dataset is a :class:`DataError`
+        naming the config key."""
+        if channels is None and cases is None:
+            return self
+        found: list[tuple[str, str]] = []
+        current = self.modality_map
+        mapping = ModalityMap(
+            current.channels
+            if channels is None
+            else parse_channel_map(
+                dict(channels), self.channel_names, f"{where}.channel_modalities", found
+            ),
+            current.cases
+            if cases is None
+            else parse_case_map(
+                dict(cases), len(self.channel_names), f"{where}.case_modalities", found
+            ),
+            current.channels_from if channels is None else f"{where}.channel_modalities",
+            current.cases_from if cases is None else f"{where}.case_modalities",
+        )
+        if found:
+            raise DataError("; ".join(f"{key}: {message}" for key, message in found))
+        return replace(self, modality_map=mapping, problems=list(self.problems))
+
+    def case_modalities(self) -> tuple[dict[str, tuple[Modality, ...]], list[Problem]]:
+        """Each case's channel modalities (``unknown`` where nothing establishes one) and the
+        problems of the case map, each naming its key."""
+        ids = [c.case_id for c in (*self.cases, *self.test_cases)]
+        result, found = resolve(self.channel_names, ids, self.modality_map)
+        json_path = self.root / "dataset.json"
+        problems = [
+            Problem(key if key.startswith("dataset.") else f"{json_path}: {key}", message)
+            for key, message in found
+        ]
+        return result, problems
+
+    def modalities_of(self, case: CaseFiles) -> tuple[Modality, ...]:
+        """The modality of each channel of ``case``."""
+        return resolve(self.channel_names, [case.case_id], self.modality_map)[0][case.case_id]
 
     # -- reading --------------------------------------------------------------------------------
     def read_channels(self, case: CaseFiles) -> list[sitk.Image]:
@@ -83,8 +139,10 @@ class LabelledDataset:
         if problems:
             raise DataError(join_problems(problems))
         channels = tuple(
-            _volume(image, name, case.case_id)
-            for image, name in zip(self.read_channels(case), self.channel_names, strict=True)
+            _volume(image, name, case.case_id, modality)
+            for image, name, modality in zip(
+                self.read_channels(case), self.channel_names, self.modalities_of(case), strict=True
+            )
         )
         label = None
         if with_label and case.label is not None:
@@ -116,7 +174,7 @@ class LabelledDataset:
     # -- checking -------------------------------------------------------------------------------
     def check(self, deep: bool = True) -> list[Problem]:
         """Every problem: the layout's and, with ``deep``, every case's grids and label values."""
-        problems = list(self.problems)
+        problems = list(self.problems) + self.case_modalities()[1]
         if deep and self.label_set is not None and self.channel_names:
             for case in self.cases:
                 problems += self.check_case(case)
@@ -226,17 +284,24 @@ def _plain(image: sitk.Image) -> sitk.Image:
     return image
 
 
-def channel_modality(channel: str) -> Modality:
-    """The modality a channel name states exactly (``CT``, ``MR-T1-in``...), else ``unknown``.
+def read_modality_map(
+    data: Mapping[str, Any],
+    channel_names: tuple[str, ...],
+    json_path: Path,
+    problems: list[Problem],
+) -> ModalityMap:
+    """The ``organseg_channel_modalities`` / ``organseg_case_modalities`` keys of ``dataset.json``
+    (:mod:`organseg.datasets.modalities`), their problems added to ``problems``."""
+    found: list[tuple[str, str]] = []
+    mapping = ModalityMap(
+        parse_channel_map(data.get(CHANNEL_MAP_KEY), channel_names, CHANNEL_MAP_KEY, found),
+        parse_case_map(data.get(CASE_MAP_KEY), len(channel_names), CASE_MAP_KEY, found),
+    )
+    problems += [Problem(f"{json_path}: {key}", message) for key, message in found]
+    return mapping
 
-    No aliases: a dataset's ``T2`` channel is not known to be T2-SPIR, and routing never guesses.
-    """
-    key = channel.strip().lower()
-    return next((m for m in Modality.known() if m.value.lower() == key), Modality.UNKNOWN)
 
-
-def _volume(image: sitk.Image, channel: str, case_id: str) -> Volume:
-    modality = channel_modality(channel)
+def _volume(image: sitk.Image, channel: str, case_id: str, modality: Modality) -> Volume:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"case {case_id}: channel {channel!r} is a vector/RGB image, not a volume")
     return Volume.from_sitk(

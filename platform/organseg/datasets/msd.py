@@ -29,6 +29,7 @@ from organseg.datasets.base import (
     open_dataset_json,
     parse_label_codes,
     read_image,
+    read_modality_map,
 )
 from organseg.errors import DataError
 from organseg.labels import LabelSet, parse_msd_labels
@@ -151,6 +152,7 @@ def open_msd(root: Path | str) -> MSDDataset:
         root=root,
         format="msd",
         channel_names=channel_names,
+        modality_map=read_modality_map(data, channel_names, json_path, problems),
         label_set=label_set,
         cases=tuple(cases),
         test_cases=tuple(test_cases),

@@ -28,6 +28,7 @@ from organseg.datasets.base import (
     Problem,
     open_dataset_json,
     parse_label_codes,
+    read_modality_map,
 )
 from organseg.labels import LabelSet, parse_nnunet_labels
 
@@ -217,6 +218,7 @@ def open_nnunet(root: Path | str) -> LabelledDataset:
         root=root,
         format="nnunet",
         channel_names=channel_names,
+        modality_map=read_modality_map(data, channel_names, json_path, problems),
         label_set=label_set,
         cases=tuple(cases),
         test_cases=tuple(test_cases),

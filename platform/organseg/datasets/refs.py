@@ -1,10 +1,11 @@
 """Training samples of an nnU-Net or MSD dataset, in the shape the slice cache plans CHAOS series.
 
-A :class:`DatasetRef` is one channel of one case, with the modality its channel name states
-(:func:`~organseg.datasets.base.channel_modality`). The slice cache groups refs into samples the way it
-groups CHAOS series: a single-channel case is one sample; a case whose channels are T1 in- and
-out-phase is one stacked sample (``t1_mode: stack``) or two (``separate``). A channel whose modality
-cannot be established is refused, naming the ``dataset.json`` key: routing never guesses.
+A :class:`DatasetRef` is one channel of one case, with the modality the dataset establishes for it
+(:mod:`organseg.datasets.modalities`: a case map, a channel map, or the channel name itself). The
+slice cache groups refs into samples the way it groups CHAOS series: a single-channel case is one
+sample; a case whose channels are T1 in- and out-phase is one stacked sample (``t1_mode: stack``) or
+two (``separate``). A channel whose modality cannot be established is refused, naming the key to set:
+routing never guesses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from organseg.datasets.base import CaseFiles, LabelledDataset, channel_modality
+from organseg.datasets.base import CaseFiles, LabelledDataset, join_problems
+from organseg.datasets.modalities import CHANNEL_MAP_KEY
 from organseg.errors import DataError
 from organseg.io.volume import Modality, Volume
 
@@ -51,37 +53,42 @@ class DatasetCase(NamedTuple):
     label: Volume | None
 
 
-def channel_modalities(dataset: LabelledDataset) -> tuple[Modality, ...]:
-    """The modality of each channel, or a :class:`DataError` naming the ``dataset.json`` key of every
-    channel whose name states none."""
+def case_modalities(dataset: LabelledDataset) -> dict[str, tuple[Modality, ...]]:
+    """Each case's channel modalities (:mod:`organseg.datasets.modalities`), or one
+    :class:`DataError` naming the key of every channel or case whose modality nothing establishes."""
+    resolved, problems = dataset.case_modalities()
+    if problems:
+        raise DataError(join_problems(problems))
     key = CHANNEL_KEY.get(dataset.format, "channel_names")
-    modalities = tuple(channel_modality(name) for name in dataset.channel_names)
     unknown = [
         f"{key}.{i} ({name!r})"
-        for i, (name, m) in enumerate(zip(dataset.channel_names, modalities, strict=True))
-        if m is Modality.UNKNOWN
+        for i, name in enumerate(dataset.channel_names)
+        if any(m[i] is Modality.UNKNOWN for m in resolved.values())
     ]
     if unknown:
         known = [m.value for m in Modality.known()]
         raise DataError(
             f"{dataset.root / 'dataset.json'}: {', '.join(unknown)}: the modality of this channel "
-            f"cannot be established; name each channel by one of {known} (a model is routed by "
-            "modality, and organseg does not guess it)"
+            f"cannot be established; name each channel by one of {known}, or map it with "
+            f"{CHANNEL_MAP_KEY} in dataset.json or dataset.channel_modalities in the config (a "
+            "model is routed by modality, and organseg does not guess it)"
         )
-    return modalities
+    return resolved
 
 
 def dataset_refs(dataset: LabelledDataset) -> list[DatasetRef]:
     """One ref per channel of every labelled training case (a single-channel case: sample id = case id;
-    several channels: ``<case>/<modality>``)."""
-    modalities = channel_modalities(dataset)
-    if len(set(modalities)) != len(modalities):
-        raise DataError(
-            f"{dataset.root / 'dataset.json'}: {CHANNEL_KEY.get(dataset.format)} names one modality "
-            f"twice ({list(dataset.channel_names)}); each channel must be its own modality"
-        )
+    several channels: ``<case>/<modality>``), each with its case's modality."""
+    resolved = case_modalities(dataset)
     refs = []
     for case in dataset.cases:
+        modalities = resolved[case.case_id]
+        if len(set(modalities)) != len(modalities):
+            raise DataError(
+                f"{dataset.root / 'dataset.json'}: {CHANNEL_KEY.get(dataset.format)} names one "
+                f"modality twice ({list(dataset.channel_names)}); each channel must be its own "
+                "modality"
+            )
         if case.label is None:
             continue
         for channel, modality in enumerate(modalities):

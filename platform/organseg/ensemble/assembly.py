@@ -72,16 +72,40 @@ class StackRule:
     ensemble: str
     t1_mode: str | None
     t2_channel: bool = False
+    #: What the model's ensembles serve (None: not known, e.g. a served listing), for routing to a
+    #: generic MR ensemble (:func:`served_modalities`).
+    served: frozenset[Modality] | None = None
 
     @classmethod
     def of(cls, spec: EnsembleSpec | StackRule) -> StackRule:
         if isinstance(spec, StackRule):
             return spec
-        return cls(spec.name, spec.preprocess.t1_mode, bool(spec.preprocess.t2_channel))
+        return cls(
+            spec.name,
+            spec.preprocess.t1_mode,
+            bool(spec.preprocess.t2_channel),
+            # a stand-in that only carries name and preprocess (tests) serves no generic MR
+            served_modalities(spec) if hasattr(spec, "modalities") else None,
+        )
 
     @property
     def sequences(self) -> frozenset[Modality]:
         return stacked_modalities(self.t1_mode, self.t2_channel)
+
+
+def served_modalities(spec: EnsembleSpec) -> frozenset[Modality]:
+    """The modalities a model directory's ensembles serve, and the sequences it stacks as channels
+    (an out-of-phase series of a stacking model is claimed by its in-phase ensemble): what routing
+    to a generic MR ensemble is decided against."""
+    return with_stacked(
+        frozenset(spec.modalities()),
+        stacked_modalities(spec.preprocess.t1_mode, spec.preprocess.t2_channel),
+    )
+
+
+def with_stacked(serves: frozenset[Modality], stacked: frozenset[Modality]) -> frozenset[Modality]:
+    """``serves`` and, when an in-phase ensemble stacks them, the sequences stacked with it."""
+    return serves | stacked if PRIMARY in serves else serves
 
 
 @dataclass(frozen=True)
@@ -153,9 +177,10 @@ def _decide(
     classifier: ModalityClassifier | None,
     policy: ModalityPolicy | None,
     hints: RequestHints,
+    served: frozenset[Modality] | None = None,
 ) -> ModalityDecision:
     try:
-        return decide_modality(item.volume, item.requested, classifier, policy)
+        return decide_modality(item.volume, item.requested, classifier, policy, served)
     except ModalityError as exc:
         if not several:
             raise
@@ -286,7 +311,7 @@ def assemble(
         raise DataError("the request holds no series")
     rule = StackRule.of(spec)
     several = len(items) > 1
-    decisions = [_decide(item, several, classifier, policy, hints) for item in items]
+    decisions = [_decide(item, several, classifier, policy, hints, rule.served) for item in items]
     stacked = rule.sequences
     stacking = bool(stacked)
     with_t2 = Modality.MR_T2SPIR in stacked

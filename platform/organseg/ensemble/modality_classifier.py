@@ -366,13 +366,18 @@ def fit_from_cache(records: Sequence, folds: int = FOLDS) -> ModalityClassifier 
     """Validate by patient-grouped cross-validation over all the series features stored in the slice
     cache's records (:func:`cross_validate`), then fit the classifier that ships on all of them.
 
-    Returns None when the series hold fewer than two modalities (nothing to tell apart).
+    Returns None when the series hold fewer than two modalities (nothing to tell apart). Series of
+    the generic ``MR`` kind are left out: the classifier tells the four :data:`REQUIRED_CLASSES`
+    apart, and an MR series of no named sequence is no evidence of any of them.
     """
     x: list[np.ndarray] = []
     y: list[str] = []
     patients: list[str] = []
+    classes = {m.value for m in REQUIRED_CLASSES}
     for record in records:
         for modality, values in sorted(record.modality_features.items()):
+            if modality not in classes:
+                continue
             x.append(np.asarray(values, dtype=np.float64))
             y.append(modality)
             patients.append(str(record.patient))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from organseg.ensemble.assembly import served_modalities
 from organseg.ensemble.members import MemberRunner
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.postprocess import labels_from_member_maps
@@ -47,7 +48,7 @@ def prepare_input(
     if t2 is not None:
         validate_volume(t2, "the T2-SPIR series")
     if decision is None:
-        decision = decide_modality(image, modality, classifier, policy)
+        decision = decide_modality(image, modality, classifier, policy, served_modalities(spec))
     spec.members_for(decision.modality)  # fail early when no member serves this modality
     image.modality = decision.modality
     stacking = spec.preprocess.t1_mode == "stack" and decision.modality in (

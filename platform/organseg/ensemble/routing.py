@@ -12,10 +12,17 @@ Evidence is used in this order, and the decision names the one that decided:
    only above a confidence, and only when it agrees with what the header still allows.
 
 Anything else is a :class:`ModalityError` (HTTP 422) saying what is missing; nothing is guessed.
+
+A model with a generic ``MR`` ensemble (trained on MR of no named sequence) is told so by ``served``
+(the modalities its ensembles serve): an MR series goes to the ensemble of its sequence when the model
+has one, and to the generic MR ensemble when no sequence-specific ensemble of the model can claim it.
+When one could and the sequence is not established, the sequence decides, so it is refused naming it
+(or decided by the validated classifier) — never routed to the generic ensemble by default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
     from organseg.ensemble.modality_classifier import ModalityClassifier
 
 _CHOICES = "CT, MR-T1-in, MR-T1-out or MR-T2SPIR"
+#: The choices a model with a generic MR ensemble offers.
+_CHOICES_WITH_MR = "CT, MR-T1-in, MR-T1-out, MR-T2SPIR or MR"
 
 
 class ModalityError(DataError):
@@ -37,15 +46,15 @@ class ModalityError(DataError):
     says the same for the command line (``--modality``).
     """
 
-    def __init__(self, problem: str, ask: bool = True) -> None:
-        self.problem, self.ask = problem, ask
-        super().__init__(f"{problem}; send the modality field as {_CHOICES}" if ask else problem)
+    def __init__(self, problem: str, ask: bool = True, choices: str = _CHOICES) -> None:
+        self.problem, self.ask, self.choices = problem, ask, choices
+        super().__init__(f"{problem}; send the modality field as {choices}" if ask else problem)
 
     def cli_message(self) -> str:
         """The refusal worded for the command line (the request field named ``--modality``), with the
         choices when the user must say which."""
         problem = self.problem.replace("requested modality", "--modality")
-        return f"{problem}; pass --modality {_CHOICES}" if self.ask else problem
+        return f"{problem}; pass --modality {self.choices}" if self.ask else problem
 
 
 class ModalityPolicy(BaseModel):
@@ -116,8 +125,27 @@ def decide_modality(
     requested: Modality | str | None = None,
     classifier: ModalityClassifier | None = None,
     policy: ModalityPolicy | None = None,
+    served: Collection[Modality] | None = None,
 ) -> ModalityDecision:
-    """The modality for ``image`` and the evidence that decided it (see the module docstring)."""
+    """The modality for ``image`` and the evidence that decided it (see the module docstring).
+
+    ``served``: the modalities the model's ensembles serve (and the sequences it stacks); only a
+    model with a generic ``MR`` ensemble routes differently, so None keeps the rule as it was."""
+    if served is None or Modality.MR not in served:
+        return _decide(image, requested, classifier, policy)
+    try:
+        return _for_generic_mr(image, requested, classifier, policy, frozenset(served))
+    except ModalityError as exc:
+        raise ModalityError(exc.problem, exc.ask, _CHOICES_WITH_MR) from None
+
+
+def _decide(
+    image: Volume,
+    requested: Modality | str | None,
+    classifier: ModalityClassifier | None,
+    policy: ModalityPolicy | None,
+) -> ModalityDecision:
+    """The rule for every model without a generic MR ensemble."""
     header = infer_modality(image.meta) if image.meta.get("Modality") else None
     if requested not in (None, ""):
         return _requested(Modality.parse(requested), header)
@@ -141,6 +169,69 @@ def decide_modality(
     if header is not None and not header.allowed:
         raise ModalityError(f"cannot tell the modality ({why})")  # e.g. a PET series: not ours
     return _classified(image, header, why, classifier, policy or ModalityPolicy())
+
+
+def _for_generic_mr(
+    image: Volume,
+    requested: Modality | str | None,
+    classifier: ModalityClassifier | None,
+    policy: ModalityPolicy | None,
+    served: frozenset[Modality],
+) -> ModalityDecision:
+    """The rule for a model with a generic MR ensemble (see the module docstring)."""
+    header = infer_modality(image.meta) if image.meta.get("Modality") else None
+    sequences = frozenset(m for m in served if m.is_mr_sequence)
+    if requested not in (None, "") and Modality.parse(requested) is Modality.MR:
+        if header is not None and header.certain and not header.modality.is_mr:
+            raise ModalityError(
+                f"requested modality MR contradicts the DICOM header ({header.reason}: "
+                f"{header.modality.value})",
+                ask=False,
+            )
+        if header is not None and header.certain:  # the header names the sequence: it decides
+            return _to_ensemble(header, served)
+        return ModalityDecision(Modality.MR, "requested explicitly", source="request")
+    undecided_mr = (
+        header is not None
+        and not header.conflicts
+        and not header.certain
+        and bool(header.allowed)
+        and header.allowed <= _MR_SEQUENCES
+    )
+    if requested in (None, "") and undecided_mr:
+        assert header is not None
+        claimants = header.allowed & sequences
+        if not claimants:
+            return ModalityDecision(
+                Modality.MR,
+                f"{header.reason}; no sequence-specific ensemble here can claim it, so the "
+                "generic MR ensemble segments it",
+            )
+        if classifier is None:
+            names = ", ".join(sorted(m.value for m in claimants))
+            raise ModalityError(
+                f"cannot tell the MR sequence ({header.reason}); this model has "
+                f"sequence-specific ensembles ({names}) besides its generic MR one, so the "
+                "sequence decides which segments the series"
+            )
+    return _to_ensemble(_decide(image, requested, classifier, policy), served)
+
+
+_MR_SEQUENCES = frozenset(m for m in Modality if m.is_mr_sequence)
+
+
+def _to_ensemble(decision: ModalityDecision, served: frozenset[Modality]) -> ModalityDecision:
+    """An MR sequence no ensemble of the model serves goes to its generic MR ensemble, saying so."""
+    if not decision.modality.is_mr_sequence or decision.modality in served:
+        return decision
+    return ModalityDecision(
+        Modality.MR,
+        f"{decision.reason}; no {decision.modality.value} ensemble here, so the generic MR "
+        "ensemble segments it",
+        decision.conflicts,
+        decision.source,
+        decision.confidence,
+    )
 
 
 def _requested(wanted: Modality, header: ModalityDecision | None) -> ModalityDecision:

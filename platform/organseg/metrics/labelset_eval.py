@@ -123,9 +123,10 @@ def read_label_pair(
 
 def case_image(ref_path: Path | str) -> Volume | None:
     """The first channel of a reference's case when it lies in an nnU-Net dataset
-    (``labelsTr/{case}`` beside ``imagesTr/{case}_0000``), with the modality its channel name gives;
-    None otherwise."""
-    from organseg.datasets.base import channel_modality
+    (``labelsTr/{case}`` beside ``imagesTr/{case}_0000``), with the modality the dataset gives it
+    (:mod:`organseg.datasets.modalities`); None otherwise."""
+    from organseg.datasets.base import read_modality_map
+    from organseg.datasets.modalities import resolve
 
     ref_path = Path(ref_path)
     suffix = next((s for s in VOLUME_SUFFIXES if ref_path.name.endswith(s)), None)
@@ -135,10 +136,13 @@ def case_image(ref_path: Path | str) -> Volume | None:
     image_path = root / "imagesTr" / f"{ref_path.name[: -len(suffix)]}_0000{suffix}"
     if not image_path.is_file():
         return None
+    case = ref_path.name[: -len(suffix)]
     try:
-        channels = json.loads((root / "dataset.json").read_text(encoding="utf-8"))["channel_names"]
-        modality = channel_modality(str(channels["0"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+        names = tuple(str(data["channel_names"][str(i)]) for i in range(len(data["channel_names"])))
+        mapping = read_modality_map(data, names, root / "dataset.json", [])
+        modality = resolve(names, [case], mapping)[0][case][0]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         modality = None
     image = read_volume_file(image_path)
     return image.with_array(image.array, modality) if modality is not None else image

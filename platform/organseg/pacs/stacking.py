@@ -26,6 +26,7 @@ from organseg.ensemble.assembly import (
     StackRule,
     assemble,
     stacked_modalities,
+    with_stacked,
 )
 from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError, OrgansegError
@@ -70,7 +71,12 @@ class ModelFacts:
     def rule(self) -> StackRule:
         """What :func:`~organseg.ensemble.assembly.assemble` applies to a group of this model."""
         t2 = Modality.MR_T2SPIR in self.stacked
-        return StackRule(self.ensemble, "stack" if self.stacked else None, t2)
+        return StackRule(
+            self.ensemble,
+            "stack" if self.stacked else None,
+            t2,
+            with_stacked(self.serves, self.stacked),
+        )
 
     @property
     def also_alone(self) -> frozenset[Modality]:

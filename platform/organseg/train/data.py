@@ -1,8 +1,7 @@
 """From an experiment config to a ready slice cache and a patient-level train/validation split.
 
-CHAOS folders give the CHAOS task's organs; nnU-Net and MSD datasets give their own label set and the
-modalities their channel names state (:mod:`organseg.datasets.refs`), checked whole before anything
-is prepared.
+CHAOS folders give the CHAOS task's organs; nnU-Net and MSD datasets give their own label set and each
+case's modality (:mod:`organseg.datasets.modalities`), checked whole before anything is prepared.
 """
 
 from __future__ import annotations
@@ -88,23 +87,27 @@ def dataset_root(config: ExperimentConfig) -> Path:
 def open_labelled_dataset(config: ExperimentConfig, deep: bool = True):  # -> LabelledDataset
     """The config's nnU-Net/MSD dataset, with every problem (layout, ``dataset.json``, and with
     ``deep`` every case's grids and label values) raised as one :class:`DataError` naming file and
-    key; region-based label sets and channels of no stated modality are refused."""
+    key; region-based label sets and channels or cases of no established modality are refused (the
+    config's ``dataset.channel_modalities`` / ``case_modalities`` replace the dataset's own maps)."""
     from organseg.datasets import open_dataset
-    from organseg.datasets.refs import channel_modalities
+    from organseg.datasets.refs import case_modalities
 
     path = config.dataset.path
     assert path is not None
     assert config.dataset.format is not None
     if not path.is_dir():
         raise DataError(f"{path}: dataset folder not found (dataset.path)")
-    dataset = open_dataset(path, config.dataset.format).require_valid(deep=deep)
+    dataset = open_dataset(path, config.dataset.format).with_modality_map(
+        config.dataset.channel_modalities, config.dataset.case_modalities, "dataset"
+    )
+    dataset = dataset.require_valid(deep=deep)
     assert dataset.label_set is not None  # a valid dataset has one
     if dataset.label_set.region_based:
         raise DataError(
             f"{path / 'dataset.json'}: regions_class_order: region-based labels (label values given "
             "as lists) are not supported for training yet; give each label one value"
         )
-    channel_modalities(dataset)
+    case_modalities(dataset)
     if config.dataset.fold is not None:
         dataset.split(config.dataset.fold)  # a missing file or fold is named now
     return dataset
