@@ -420,7 +420,12 @@ def run_quickstart(options: QuickstartOptions, console: Console | None = None) -
     own_cluster = starts_local_cluster(options.address)
     with ray_session(options.address):
         steps("training the ensemble (members in parallel, Ray Train)")
-        report = train_experiment(config, console=console, progress=LiveProgress(console))
+        report = train_experiment(
+            config,
+            console=console,
+            progress=LiveProgress(console),
+            restart_hint="pass --clean",
+        )
         for outcome in report.outcomes:
             note = (
                 f"best val Dice {outcome.best_val_dice:.3f}"

@@ -155,3 +155,19 @@ def test_nnunet_sgd_and_poly_schedule() -> None:
         MemberConfig.model_validate(
             {**VOLUMETRIC, "scheduler": {"poly_exponent": 0.9, "milestones": [3]}}
         )
+
+
+def test_a_changed_member_is_refused_naming_the_callers_own_restart_option(tmp_path) -> None:
+    """``organseg train`` says --restart, the quickstart --clean: each names an option it has."""
+    import json
+
+    import pytest
+
+    from organseg.errors import ConfigError
+    from organseg.train.launcher import RUN_FILE, _previous_outcome
+
+    (tmp_path / RUN_FILE).write_text(json.dumps({"fingerprint": "before"}))
+    with pytest.raises(ConfigError, match=r"changed since its run .*; pass --restart to train"):
+        _previous_outcome(str(tmp_path), "after", False, "m")
+    with pytest.raises(ConfigError, match="; pass --clean to train it from scratch"):
+        _previous_outcome(str(tmp_path), "after", False, "m", "pass --clean")

@@ -261,7 +261,7 @@ def _full_history(latest: Any) -> list[dict[str, Any]]:
 
 
 def _previous_outcome(
-    run_dir: str, fingerprint: str, restart: bool, name: str
+    run_dir: str, fingerprint: str, restart: bool, name: str, restart_hint: str = "pass --restart"
 ) -> MemberOutcome | None:
     """A finished earlier run of the same member is reused; a changed member must not resume silently."""
     run_file = storage.join(run_dir, RUN_FILE)
@@ -272,8 +272,8 @@ def _previous_outcome(
         earlier = json.loads(storage.read_text(run_file)).get("fingerprint")
         if earlier != fingerprint:
             raise ConfigError(
-                f"member {name!r} changed since its run in {run_dir} was started; pass --restart to train it "
-                "from scratch, or give the experiment a new name"
+                f"member {name!r} changed since its run in {run_dir} was started; {restart_hint} to "
+                "train it from scratch, or give the experiment a new name"
             )
     outcome_file = storage.join(run_dir, OUTCOME_FILE)
     if storage.exists(outcome_file):
@@ -295,6 +295,7 @@ def train_experiment(
     autoscaling: bool | None = None,
     resource_wait_s: float = 600.0,
     progress: ProgressView | None = None,
+    restart_hint: str = "pass --restart",
 ) -> TrainingReport:
     """Train the experiment's members in parallel and write the model directory.
 
@@ -303,7 +304,8 @@ def train_experiment(
     CPUs and GPU fractions are compared with the cluster: a member that can never be placed fails the
     command at once (naming the overrides that would fit), unless an autoscaler may add nodes
     (``autoscaling``: detected when None); then the command waits up to ``resource_wait_s``, showing what
-    is missing.
+    is missing. ``restart_hint`` is how the calling command is told to start a changed member over
+    (``organseg train``: ``--restart``; the quickstart: ``--clean``).
     """
     console = console or Console(stderr=True)
     selected = [config.member(n) for n in members] if members else list(config.members)
@@ -338,7 +340,7 @@ def train_experiment(
             continue
         fingerprint = member_fingerprint(config, plan)
         run_dir = storage.join(run_root, plan.name)
-        previous = _previous_outcome(run_dir, fingerprint, restart, plan.name)
+        previous = _previous_outcome(run_dir, fingerprint, restart, plan.name, restart_hint)
         if previous is not None:
             outcomes[plan.name] = previous
         else:
