@@ -122,7 +122,7 @@ def _dataset_experiment(options: QuickstartOptions, format: str) -> ExperimentCo
     and members that take its channels' modalities. A dataset the members cannot use (a channel of no
     established modality, region-based labels, a broken ``dataset.json``) is one DataError naming the
     key, before anything trains."""
-    from organseg.datasets.refs import channel_modalities
+    from organseg.datasets.refs import case_modalities
     from organseg.train.data import open_labelled_dataset
 
     assert options.data is not None
@@ -150,8 +150,9 @@ def _dataset_experiment(options: QuickstartOptions, format: str) -> ExperimentCo
     config = parse_config(raw, source=str(options.config))
     labelled = open_labelled_dataset(config, deep=False)
     stacked = config.preprocess.t1_mode == "stack"
+    every = dict.fromkeys(m for case in case_modalities(labelled).values() for m in case)
     modalities = [  # out-phase is the in-phase sample's second channel when stacked
-        m for m in channel_modalities(labelled) if not (stacked and m is Modality.MR_T1_OUT)
+        m for m in Modality if m in every and not (stacked and m is Modality.MR_T1_OUT)
     ]
     config.members = [m.model_copy(update={"modalities": modalities}) for m in config.members]
     return config
