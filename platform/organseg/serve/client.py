@@ -507,7 +507,7 @@ class _RemoteBackend:
 
     def segment(self, volume: Volume, modality: str | None) -> Prediction:
         """Segment one volume read elsewhere (the DICOM node's received series)."""
-        return self.client.segment(volume, modality)
+        return self._with_label_set(self.client.segment(volume, modality))
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         if item.partner is not None:
@@ -517,6 +517,25 @@ class _RemoteBackend:
             prediction = self._send(kind, data, raw, modality)
         # the server stacks DICOM by slice position; a CHAOS folder was read here in file-name order
         prediction.labels = restack_like(prediction.labels, item.image)
+        return self._with_label_set(prediction)
+
+    def _with_label_set(self, prediction: Prediction) -> Prediction:
+        """The answer with the served model's label set, as a local prediction carries it: what its
+        DICOM-SEG is coded and its overlay coloured with (None: CHAOS organ ids). The listing must
+        describe the model that answered; it is asked again once if the model was switched."""
+        from organseg.ensemble.describe import label_set_from_description
+
+        listing = self._listing()
+        if listing.get("model_version", "") != prediction.model_version:
+            del self._cached  # type: ignore[attr-defined]
+            listing = self._listing()
+        if listing.get("model_version", "") != prediction.model_version:
+            raise ServiceError(
+                f"{self.describe()} answered with model {prediction.model_version} but describes "
+                f"{listing.get('model_version')}: the served model changed meanwhile; send again"
+            )
+        described = listing.get("label_set")  # absent: a server from before label sets (CHAOS)
+        prediction.label_set = label_set_from_description(described) if described else None
         return prediction
 
     def _send_stacked(self, item: PredictInput, modality: str | None) -> Prediction:
