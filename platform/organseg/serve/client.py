@@ -521,21 +521,26 @@ class _RemoteBackend:
 
     def _with_label_set(self, prediction: Prediction) -> Prediction:
         """The answer with the served model's label set, as a local prediction carries it: what its
-        DICOM-SEG is coded and its overlay coloured with (None: CHAOS organ ids). The listing must
-        describe the model that answered; it is asked again once if the model was switched."""
+        DICOM-SEG is coded and its overlay coloured with (None: CHAOS organ ids). The listing is
+        asked again when it describes another model version than the one that answered (a model
+        switch); while a switch rolls out, a listing whose labels name every label of the answer
+        stands for it, anything else is an error rather than a guess."""
         from organseg.ensemble.describe import label_set_from_description
+        from organseg.organs import ORGAN_LABELS
 
         listing = self._listing()
         if listing.get("model_version", "") != prediction.model_version:
-            del self._cached  # type: ignore[attr-defined]
-            listing = self._listing()
-        if listing.get("model_version", "") != prediction.model_version:
-            raise ServiceError(
-                f"{self.describe()} answered with model {prediction.model_version} but describes "
-                f"{listing.get('model_version')}: the served model changed meanwhile; send again"
-            )
+            listing = self._cached = self.models()  # type: ignore[attr-defined]
         described = listing.get("label_set")  # absent: a server from before label sets (CHAOS)
-        prediction.label_set = label_set_from_description(described) if described else None
+        label_set = label_set_from_description(described) if described else None
+        if listing.get("model_version", "") != prediction.model_version:
+            names = set(label_set.names) if label_set is not None else set(ORGAN_LABELS)
+            if not set(prediction.organs) <= names:
+                raise ServiceError(
+                    f"{self.describe()} answered with model {prediction.model_version} but now "
+                    f"serves {listing.get('model_version')} with other labels: send again"
+                )
+        prediction.label_set = label_set
         return prediction
 
     def _send_stacked(self, item: PredictInput, modality: str | None) -> Prediction:
