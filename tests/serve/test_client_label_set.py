@@ -49,18 +49,18 @@ def _answer(version: str, organs) -> Prediction:
 def test_the_answering_models_label_set_is_attached() -> None:
     backend = _Listed(_listing("v1", abdomen_label_set()))
     for _ in range(2):  # asked once
-        assert backend._with_label_set(_answer("v1", ABDOMEN_LABELS)).label_set == (
+        assert backend.attach_label_set(_answer("v1", ABDOMEN_LABELS)).label_set == (
             abdomen_label_set()
         )
     assert backend.asked == 1
     chaos = _Listed(_listing("c", chaos_label_set()))
-    assert chaos._with_label_set(_answer("c", ["liver"])).label_set is None
+    assert chaos.attach_label_set(_answer("c", ["liver"])).label_set is None
 
 
 def test_a_switched_model_is_asked_again() -> None:
     backend = _Listed(_listing("v1", chaos_label_set()), _listing("v2", abdomen_label_set()))
-    assert backend._with_label_set(_answer("v1", ["liver"])).label_set is None
-    switched = backend._with_label_set(_answer("v2", ABDOMEN_LABELS))
+    assert backend.attach_label_set(_answer("v1", ["liver"])).label_set is None
+    switched = backend.attach_label_set(_answer("v2", ABDOMEN_LABELS))
     assert switched.label_set == abdomen_label_set()
     assert backend.asked == 2
 
@@ -68,8 +68,8 @@ def test_a_switched_model_is_asked_again() -> None:
 def test_an_answer_from_a_model_no_longer_described_is_refused_unless_its_labels_fit() -> None:
     # a switch rolling out between models of one label set: the listing stands for the answer
     rolling = _Listed(_listing("v2", abdomen_label_set()), _listing("v2", abdomen_label_set()))
-    assert rolling._with_label_set(_answer("v1", ABDOMEN_LABELS)).label_set == abdomen_label_set()
+    assert rolling.attach_label_set(_answer("v1", ABDOMEN_LABELS)).label_set == abdomen_label_set()
     # another label set: no label set is guessed for the answer
     other = _Listed(_listing("v2", chaos_label_set()), _listing("v2", chaos_label_set()))
     with pytest.raises(ServiceError, match=r"answered with model v1 but now serves v2"):
-        other._with_label_set(_answer("v1", ABDOMEN_LABELS))
+        other.attach_label_set(_answer("v1", ABDOMEN_LABELS))

@@ -507,7 +507,7 @@ class _RemoteBackend:
 
     def segment(self, volume: Volume, modality: str | None) -> Prediction:
         """Segment one volume read elsewhere (the DICOM node's received series)."""
-        return self._with_label_set(self.client.segment(volume, modality))
+        return self.attach_label_set(self.client.segment(volume, modality))
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         if item.partner is not None:
@@ -517,9 +517,9 @@ class _RemoteBackend:
             prediction = self._send(kind, data, raw, modality)
         # the server stacks DICOM by slice position; a CHAOS folder was read here in file-name order
         prediction.labels = restack_like(prediction.labels, item.image)
-        return self._with_label_set(prediction)
+        return self.attach_label_set(prediction)
 
-    def _with_label_set(self, prediction: Prediction) -> Prediction:
+    def attach_label_set(self, prediction: Prediction) -> Prediction:
         """The answer with the served model's label set, as a local prediction carries it: what its
         DICOM-SEG is coded and its overlay coloured with (None: CHAOS organ ids). The listing is
         asked again when it describes another model version than the one that answered (a model
