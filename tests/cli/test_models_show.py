@@ -133,6 +133,11 @@ def test_a_chaos_model_lists_the_chaos_labels(liver_everywhere_model: Path) -> N
                 "code": {"value": "10200004", "scheme": "SCT", "meaning": "Liver"},
                 "laterality": None,
                 "largest_component": True,
+                "category": {
+                    "value": "91723000",
+                    "scheme": "SCT",
+                    "meaning": "Anatomical Structure",
+                },
             }
         ],
     }

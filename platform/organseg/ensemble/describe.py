@@ -8,6 +8,7 @@ model segments (a client reads the label map by it: names, voxel values, colours
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.routing import ModalityPolicy, classifier_status
 from organseg.ensemble.spec import EnsembleSpec, load_spec
 from organseg.ensemble.version import ModelVersion, model_version
-from organseg.labels import Code, LabelSet
+from organseg.labels import Code, Label, LabelSet, StructureCode, chaos_label_set
 
 
 def describe_model_dir(
@@ -104,10 +105,38 @@ def describe_label_set(labels: LabelSet) -> dict[str, Any]:
                 "code": _code(label.code.type),
                 "laterality": _code(label.code.laterality),
                 "largest_component": label.largest_component,
+                "category": _code(label.code.category),
             }
             for label in labels
         ],
     }
+
+
+def label_set_from_description(described: Mapping[str, Any]) -> LabelSet | None:
+    """The label set a served model describes (``GET /v1/models``, or ListModels as a dict): what a
+    client writes a remote answer's label map with (DICOM-SEG codes, overlay colours). None for the
+    CHAOS preset's organs, which a label map of CHAOS organ ids is written with as it always was.
+
+    ListModels leaves out what protobuf holds by default (an unset laterality, ``False``, ``ignore``).
+    """
+
+    def code(data: Mapping[str, Any] | None) -> Code | None:
+        return None if not data else Code(data["value"], data["scheme"], data["meaning"])
+
+    labels = tuple(
+        Label(
+            name=lb["name"],
+            value=int(lb.get("value", 0)),
+            colour=tuple(int(c) for c in lb["colour"]),  # type: ignore[arg-type]
+            code=StructureCode(code(lb["category"]), code(lb["code"]), code(lb.get("laterality"))),  # type: ignore[arg-type]
+            largest_component=bool(lb.get("largest_component", False)),
+        )
+        for lb in described["labels"]
+    )
+    chaos = chaos_label_set()
+    if all(lb.name in chaos.names and chaos[lb.name] == lb for lb in labels):
+        return None
+    return LabelSet(labels, ignore=described.get("ignore"), name=described.get("name", ""))
 
 
 #: The member fields a served model reports (the API's MemberInfo).

@@ -16,6 +16,7 @@ from organseg.ensemble.prediction import Prediction
 from organseg.errors import DataError
 from organseg.io.dicomseg import MANUFACTURER, SERIES_NUMBER_OFFSET, build_dicom_seg
 from organseg.io.volume import Volume
+from organseg.labels import LabelSet
 
 OUTPUTS = ("seg", "overlay-sc")
 #: Overlay series number: after the SEG's (source + 1000).
@@ -42,14 +43,20 @@ def build_results(
     """The result instances for one series; ``datasets`` are the source headers in slice order."""
     results: list[Dataset] = []
     if "seg" in outputs:
-        results.append(build_dicom_seg(prediction.labels, datasets, Path(label)))
+        # the model's own label set codes the segments (None: a CHAOS model, the organs present)
+        results.append(
+            build_dicom_seg(prediction.labels, datasets, Path(label), prediction.label_set)
+        )
     if "overlay-sc" in outputs:
-        results.extend(build_overlays(image, prediction.labels, datasets))
+        results.extend(build_overlays(image, prediction.labels, datasets, prediction.label_set))
     return results
 
 
-def build_overlays(image: Volume, labels: Volume, datasets: list[Dataset]) -> list[Dataset]:
-    """Secondary Capture RGB images of the most informative slices, each referencing its source slice."""
+def build_overlays(
+    image: Volume, labels: Volume, datasets: list[Dataset], label_set: LabelSet | None = None
+) -> list[Dataset]:
+    """Secondary Capture RGB images of the most informative slices, each referencing its source slice;
+    ``label_set`` colours the labels (None: CHAOS organ ids)."""
     import highdicom as hd
 
     from organseg.viz.overlay import _to_grey, choose_slices, display_window, render_slice
@@ -60,7 +67,9 @@ def build_overlays(image: Volume, labels: Volume, datasets: list[Dataset]) -> li
     series_number = int(datasets[0].get("SeriesNumber") or 0) + OVERLAY_SERIES_OFFSET
     images = []
     for number, z in enumerate(choose_slices(label_array, max_slices=MAX_OVERLAY_SLICES), start=1):
-        rgb = render_slice(_to_grey(np.asarray(image.array[z]), window), label_array[z])
+        rgb = render_slice(
+            _to_grey(np.asarray(image.array[z]), window), label_array[z], label_set=label_set
+        )
         source = datasets[z]
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=source,

@@ -162,7 +162,7 @@ def make_backend(
         )
     remote: Any = backend
     stacking = Stacking(lambda: _listed(remote.models()), _no_group, REFRESH_S)
-    stacking.segment_group = _served_group(remote.client, stacking.known)
+    stacking.segment_group = _served_group(remote, stacking.known)
     return NodeBackend(
         remote.segment,
         f"HTTP {endpoint}" if endpoint is not None else f"gRPC {grpc_target}",
@@ -202,7 +202,7 @@ def _local_group(predictor: EnsemblePredictor) -> GroupSegmenter:
     return run
 
 
-def _served_group(client: Any, known: Callable[[], ModelFacts]) -> GroupSegmenter:
+def _served_group(backend: Any, known: Callable[[], ModelFacts]) -> GroupSegmenter:
     """The group as voxels and geometry only (no header leaves the node, as for a single series).
 
     The node assembles it by the same rules as in-process (:func:`assemble`, each series' sequence
@@ -220,13 +220,14 @@ def _served_group(client: Any, known: Callable[[], ModelFacts]) -> GroupSegmente
                 return None
             return Volume(volume.array, geometry=volume.geometry, modality=kind, meta={})
 
-        prediction = client.segment(
+        prediction = backend.client.segment(
             bare(assembled.image, PRIMARY),
             PRIMARY.value,
             "raw",
             bare(assembled.partner, Modality.MR_T1_OUT),
             bare(assembled.t2, Modality.MR_T2SPIR),
         )
+        backend.attach_label_set(prediction)  # its SEG is coded from the served model's labels
         if tuple(prediction.labels.shape) != tuple(series[primary].volume.shape):
             raise DataError(
                 f"the served answer (shape {list(prediction.labels.shape)}) does not lie on "

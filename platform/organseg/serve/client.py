@@ -512,7 +512,7 @@ class _RemoteBackend:
 
     def segment(self, volume: Volume, modality: str | None) -> Prediction:
         """Segment one volume read elsewhere (the DICOM node's received series)."""
-        return self.client.segment(volume, modality)
+        return self.attach_label_set(self.client.segment(volume, modality))
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         if item.partner is not None:
@@ -522,6 +522,30 @@ class _RemoteBackend:
             prediction = self._send(kind, data, raw, modality)
         # the server stacks DICOM by slice position; a CHAOS folder was read here in file-name order
         prediction.labels = restack_like(prediction.labels, item.image)
+        return self.attach_label_set(prediction)
+
+    def attach_label_set(self, prediction: Prediction) -> Prediction:
+        """The answer with the served model's label set, as a local prediction carries it: what its
+        DICOM-SEG is coded and its overlay coloured with (None: CHAOS organ ids). The listing is
+        asked again when it describes another model version than the one that answered (a model
+        switch); while a switch rolls out, a listing whose labels name every label of the answer
+        stands for it, anything else is an error rather than a guess."""
+        from organseg.ensemble.describe import label_set_from_description
+        from organseg.organs import ORGAN_LABELS
+
+        listing = self._listing()
+        if listing.get("model_version", "") != prediction.model_version:
+            listing = self._cached = self.models()  # type: ignore[attr-defined]
+        described = listing.get("label_set")  # absent: a server from before label sets (CHAOS)
+        label_set = label_set_from_description(described) if described else None
+        if listing.get("model_version", "") != prediction.model_version:
+            names = set(label_set.names) if label_set is not None else set(ORGAN_LABELS)
+            if not set(prediction.organs) <= names:
+                raise ServiceError(
+                    f"{self.describe()} answered with model {prediction.model_version} but now "
+                    f"serves {listing.get('model_version')} with other labels: send again"
+                )
+        prediction.label_set = label_set
         return prediction
 
     def _send_stacked(self, item: PredictInput, modality: str | None) -> Prediction:

@@ -130,6 +130,9 @@ class LabelInfo(BaseModel):
     largest_component: bool = Field(
         description="Post-processing keeps only its largest connected component."
     )
+    category: CodedConcept = Field(
+        description="The code's category (a DICOM-SEG segment's), e.g. Anatomical Structure."
+    )
 
 
 class LabelSetInfo(BaseModel):

@@ -233,6 +233,7 @@ def _grpc_label_set(described: dict[str, Any]) -> Any:
             code=pb.CodedConcept(**label["code"]),
             laterality=pb.CodedConcept(**label["laterality"]) if label["laterality"] else None,
             largest_component=label["largest_component"],
+            category=pb.CodedConcept(**label["category"]),
         )
         for label in described["labels"]
     ]

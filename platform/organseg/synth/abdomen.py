@@ -169,3 +169,35 @@ def write_abdomen_dataset(
             Path(tmp) / "nnunet", made, ["CT"], abdomen_label_set(), "synthetic-abdomen"
         )
         return nnunet_to_msd(nnunet, out, overwrite=overwrite)
+
+
+def write_abdomen_dicom(
+    folder: Path | str, size: int = 64, slices: int | None = 16, seed: int = 0, index: int = 1
+) -> tuple[Path, np.ndarray]:
+    """Case ``synth_{index:03d}`` of :func:`write_abdomen_dataset` (same ``size``, ``slices``, ``seed``)
+    as a CT DICOM series in ``folder``, one file per slice with the synthetic CHAOS CT headers: the
+    source series a DICOM-SEG of its prediction refers to. Returns ``(folder, labels [z, y, x])``,
+    the labels in file order.
+
+    The voxels equal the nnU-Net case's; the grid is the DICOM series' own (its positions and
+    spacing), so its reference is ``labels`` on the series as read, not the NIfTI label file.
+    """
+    from dataclasses import replace
+
+    from organseg.synth.case import CT_INTERCEPT, _to_stored, case_seed, make_ct_case
+    from organseg.synth.dataset import check_bounds
+    from organseg.synth.dicom_writer import _uid, ct_dicom_name, write_series
+
+    check_bounds(1, 0, size, slices)
+    case_rng_seed = case_seed(seed, "CT", index)
+    image, labels, _ = make_abdomen_phantom(size, slices, case_rng_seed)
+    # make_abdomen_phantom paints into this very case's CT phantom (make_phantom → make_ct_case)
+    case = make_ct_case(size, image.shape[0], case_rng_seed, 1)
+    (series,) = case.series
+    stored = _to_stored(image.astype(np.float32), CT_INTERCEPT, series.signed)
+    series = replace(series, image=stored, labels=labels)
+    folder = Path(folder)
+    names = [ct_dicom_name(k) for k in range(image.shape[0])]
+    study_uid, frame_uid = _uid(case_rng_seed, "study"), _uid(case_rng_seed, "frame-of-reference")
+    write_series(folder, case, series, names, study_uid, frame_uid)
+    return folder, labels

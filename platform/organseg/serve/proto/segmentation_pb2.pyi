@@ -197,20 +197,22 @@ class CodedConcept(_message.Message):
     def __init__(self, value: _Optional[str] = ..., scheme: _Optional[str] = ..., meaning: _Optional[str] = ...) -> None: ...
 
 class LabelInfo(_message.Message):
-    __slots__ = ("name", "value", "colour", "code", "laterality", "largest_component")
+    __slots__ = ("name", "value", "colour", "code", "laterality", "largest_component", "category")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     COLOUR_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     LATERALITY_FIELD_NUMBER: _ClassVar[int]
     LARGEST_COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: int
     colour: _containers.RepeatedScalarFieldContainer[int]
     code: CodedConcept
     laterality: CodedConcept
     largest_component: bool
-    def __init__(self, name: _Optional[str] = ..., value: _Optional[int] = ..., colour: _Optional[_Iterable[int]] = ..., code: _Optional[_Union[CodedConcept, _Mapping]] = ..., laterality: _Optional[_Union[CodedConcept, _Mapping]] = ..., largest_component: _Optional[bool] = ...) -> None: ...
+    category: CodedConcept
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[int] = ..., colour: _Optional[_Iterable[int]] = ..., code: _Optional[_Union[CodedConcept, _Mapping]] = ..., laterality: _Optional[_Union[CodedConcept, _Mapping]] = ..., largest_component: _Optional[bool] = ..., category: _Optional[_Union[CodedConcept, _Mapping]] = ...) -> None: ...
 
 class LabelSetInfo(_message.Message):
     __slots__ = ("name", "labels", "ignore")
