@@ -454,14 +454,28 @@ def t1_stack_model(dest: Path, ct_folder: Path, t1_in_folder: Path, t1_out_folde
     return model_dir
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """``organseg ARGS`` in-process: exit code, stdout, and stderr with its whitespace folded."""
+def cli_exit_code(*args: str | Path) -> int:
+    """``organseg ARGS`` in-process, as the console script runs it: its exit code (output not captured,
+    so module-scoped fixtures without capsys can use it too)."""
     from organseg.cli import main
 
     try:
         main([str(a) for a in args])
-        code = 0
     except SystemExit as exc:
-        code = int(exc.code or 0)
+        return int(exc.code or 0)
+    return 0
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """``organseg ARGS`` in-process: exit code, stdout, and stderr with its whitespace folded."""
+    code = cli_exit_code(*args)
     captured = capsys.readouterr()
     return code, captured.out, " ".join(captured.err.split())
+
+
+def run_cli_folded(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
+    """``organseg ARGS`` in-process: exit code, and stdout then stderr with whitespace folded (what
+    a user reads in a terminal, for message checks)."""
+    code = cli_exit_code(*args)
+    captured = capsys.readouterr()
+    return code, " ".join((captured.out + captured.err).split())

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from organseg.cli import main
 from organseg.io import discover_cases, read_dicom_geometry, write_volume_file
 from organseg.io.png import read_mask_series
 from organseg.io.volume import Modality, Volume
 from organseg.metrics.chaos import evaluate_masks
+from tests.conftest import run_cli_folded
 
 
 @dataclass
@@ -29,13 +29,7 @@ def invoke(capsys: pytest.CaptureFixture[str]):
     """Run the console-script entry point as a user does (exit codes and one-line errors included)."""
 
     def run(*args: str | Path) -> Run:
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return Run(code, " ".join((captured.out + captured.err).split()))
+        return Run(*run_cli_folded(capsys, *args))
 
     return run
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from organseg.cli import main
 from organseg.ensemble.routing import ModalityPolicy
+from tests.conftest import run_cli_folded
 
 STUDY = ["--dicomweb", "http://127.0.0.1:9/dicom-web", "--study", "1.2.3", "--stow"]
 GATE = ["--modality-min-confidence", "0.75", "--modality-min-held-out-accuracy", "0.8",
@@ -17,13 +17,7 @@ GATE = ["--modality-min-confidence", "0.75", "--modality-min-held-out-accuracy",
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, " ".join((captured.out + captured.err).split())
+    return run_cli_folded(capsys, *args)
 
 
 @pytest.fixture

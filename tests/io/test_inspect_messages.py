@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from organseg.cli import main
+from tests.conftest import run_cli_folded
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, " ".join((captured.out + captured.err).split())
+    return run_cli_folded(capsys, *args)
 
 
 def test_gap_names_the_slices_around_the_missing_one(

@@ -25,18 +25,7 @@ from organseg.ensemble.spec import load_spec
 from organseg.labels import LabelSet
 from organseg.synth.abdomen import ABDOMEN_LABELS, abdomen_label_set, write_abdomen_dataset
 from organseg.train.data import prepare_data
-from tests.conftest import run_cli
-
-
-def _cli(*args: str | Path) -> int:
-    """``organseg ARGS`` in-process for a module-scoped fixture (which has no capsys): the exit code."""
-    from organseg.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.conftest import cli_exit_code, run_cli
 
 
 def _config(root: Path, dataset: Path, name: str = "abdomen", **dataset_keys: object) -> Path:
@@ -92,7 +81,7 @@ def trained(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         for words in commands[:3]:
             assert words[0] == "organseg"
-            assert _cli(*words[1:]) == 0, words
+            assert cli_exit_code(*words[1:]) == 0, words
     finally:
         os.chdir(before)
     return root
