@@ -30,11 +30,6 @@ class _Listed(_RemoteBackend):
         self.asked += 1
         return self.listings.pop(0)
 
-    def _listing(self) -> dict[str, Any]:
-        if not hasattr(self, "_cached"):
-            self._cached = self.models()
-        return self._cached
-
 
 def _listing(version: str, labels) -> dict[str, Any]:
     return {"model_version": version, "label_set": describe_label_set(labels)}

@@ -186,9 +186,11 @@ def _prediction(result: dict[str, Any], labels: bytes) -> Prediction:
     volume.modality = Modality.parse(result["modality"])
     # gRPC maps carry no order: the labels come back in the model's order (by their voxel value)
     values = result.get("label_values") or {}
-    organs = sorted(result["volumes_ml"], key=lambda name: (values.get(name, 1 << 16), name))
-    if not values:
-        organs = list(result["volumes_ml"])
+    organs = (
+        sorted(result["volumes_ml"], key=lambda name: (values.get(name, 1 << 16), name))
+        if values
+        else list(result["volumes_ml"])
+    )
     return Prediction(
         labels=volume,
         modality=volume.modality,
@@ -489,8 +491,13 @@ class _RemoteBackend:
             with_t2=bool(listing.get("t2_channel")),
         )
 
+    _cached: dict[str, Any] | None = None
+
     def _listing(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The served model's listing, asked once (again only when a model switch shows)."""
+        if self._cached is None:
+            self._cached = self.models()
+        return self._cached
 
     def modalities(self) -> list[Modality]:
         """What the served graph routes (asked once, before any series is sent)."""
@@ -535,7 +542,7 @@ class _RemoteBackend:
 
         listing = self._listing()
         if listing.get("model_version", "") != prediction.model_version:
-            listing = self._cached = self.models()  # type: ignore[attr-defined]
+            listing = self._cached = self.models()
         described = listing.get("label_set")  # absent: a server from before label sets (CHAOS)
         label_set = label_set_from_description(described) if described else None
         if listing.get("model_version", "") != prediction.model_version:
@@ -576,11 +583,6 @@ class HttpBackend(_RemoteBackend):
     def models(self) -> dict[str, Any]:
         return self.client.models()
 
-    def _listing(self) -> dict[str, Any]:
-        if not hasattr(self, "_cached"):
-            self._cached = self.models()
-        return self._cached
-
     def _send(
         self, kind: str, data: bytes, raw: dict[str, Any], modality: str | None
     ) -> Prediction:
@@ -608,11 +610,6 @@ class GrpcBackend(_RemoteBackend):
         from google.protobuf.json_format import MessageToDict
 
         return MessageToDict(self.client.models(), preserving_proto_field_name=True)
-
-    def _listing(self) -> dict[str, Any]:
-        if not hasattr(self, "_cached"):
-            self._cached = self.models()
-        return self._cached
 
     def _send(
         self, kind: str, data: bytes, raw: dict[str, Any], modality: str | None
