@@ -27,6 +27,11 @@ class RunError(OrgansegError):
     """
 
 
+class ClusterError(OrgansegError):
+    """The Ray cluster named by ``--address`` / ``RAY_ADDRESS`` could not be joined; the message names
+    the address and what the cluster answered."""
+
+
 class FieldErrors(ValueError):
     """Problems a cross-field check of a config model found, each at its own key.
 

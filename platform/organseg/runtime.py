@@ -8,6 +8,12 @@ import os
 from collections.abc import Iterator
 
 import ray
+import tenacity
+
+from organseg.errors import ClusterError
+
+#: Attempts to open a Ray Client (``ray://``) connection whose server side failed to start.
+CLIENT_CONNECT_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
@@ -42,10 +48,47 @@ def ray_session(
             kwargs["dashboard_host"] = dashboard_host
         if runtime_env:
             kwargs["runtime_env"] = runtime_env
-    ray.init(address=address, **kwargs)
+    _join(address, kwargs)
     try:
         yield
     finally:
+        ray.shutdown()
+
+
+def _join(address: str | None, kwargs: dict) -> None:
+    """``ray.init``; a Ray Client connection is retried when the cluster accepted it but failed to start
+    its per-connection server (a transient failure of the head's client proxy), and a connection that
+    cannot be made is one :class:`ClusterError` naming the address instead of Ray's traceback."""
+    if not (address or "").startswith("ray://"):
+        ray.init(address=address, **kwargs)
+        return
+    attempts = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(ConnectionAbortedError),
+        stop=tenacity.stop_after_attempt(CLIENT_CONNECT_ATTEMPTS),
+        wait=tenacity.wait_fixed(1.0),
+        before_sleep=_before_retry,
+        reraise=True,
+    )
+    try:
+        attempts(ray.init, address=address, **kwargs)
+    except ConnectionError as exc:
+        _forget_client()
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise ClusterError(
+            f"cannot join the Ray cluster at {address}: {reason} (is its Ray Client server "
+            "running on that port, and reachable from here?)"
+        ) from None
+
+
+def _before_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    logging.getLogger(__name__).warning("Ray Client connection failed (%s); retrying", exc)
+    _forget_client()
+
+
+def _forget_client() -> None:
+    """Drop what a failed Ray Client connection left behind, so the next attempt starts clean."""
+    with contextlib.suppress(Exception):
         ray.shutdown()
 
 

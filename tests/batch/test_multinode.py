@@ -35,7 +35,8 @@ class TwoRaylets:
 
 @pytest.fixture(scope="module")
 def two_raylets() -> Iterator[TwoRaylets]:
-    """A head and a worker raylet of 2 CPUs each; the head also runs the Ray Client server."""
+    """A head and a worker raylet of 3 CPUs each (one 2-CPU predicting actor fits a node, two do not,
+    and a CPU is left for reading and writing); the head also runs the Ray Client server."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -43,10 +44,10 @@ def two_raylets() -> Iterator[TwoRaylets]:
         pytest.skip("the session's Ray cluster is already up; these tests start their own")
     port = _free_port()
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 2, "ray_client_server_port": port}
+        initialize_head=True, head_node_args={"num_cpus": 3, "ray_client_server_port": port}
     )
     try:
-        cluster.add_node(num_cpus=2)
+        cluster.add_node(num_cpus=3)
         cluster.wait_for_nodes()
         yield TwoRaylets(cluster.address, port)
     finally:
@@ -66,7 +67,8 @@ def test_two_raylets_both_predict(
 ) -> None:
     out = tmp_path / "out"
     result = _batch(str(archive.root), "-o", str(out), "--model", str(batch_model),
-                    "--address", two_raylets.address, "--workers", "2")  # fmt: skip
+                    "--address", two_raylets.address, "--workers", "2",
+                    "--cpus-per-worker", "2")  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     rows = pq.read_table(out / "results.parquet").to_pylist()
     assert len(rows) == archive.series_count

@@ -17,6 +17,7 @@ from organseg.batch.run import execute, plan_run
 from organseg.cli import main
 from tests.batch.conftest import Archive
 from tests.batch.test_work import predict_local, run_sequentially
+from tests.conftest import run_cli as run_folded
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -144,3 +145,14 @@ def test_a_killed_actor_loses_and_duplicates_nothing(
     )
     partial = out / ".organseg-batch" / "partial"
     assert not partial.exists() or not any(partial.iterdir())
+
+
+def test_an_actor_no_node_can_host_is_refused_before_anything_runs(
+    ray_cluster: str, archive: Archive, batch_model: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = run_folded(capsys, "batch", archive.root, "-o", out, "--model", batch_model,
+                              "--cpus-per-worker", "64")  # fmt: skip
+    assert code == 2, err
+    assert "--cpus-per-worker 64: no node of the Ray cluster has that many CPUs" in err
+    assert not (out / "results.parquet").exists()

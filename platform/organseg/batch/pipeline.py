@@ -219,14 +219,25 @@ def parse_workers(text: str | None, default_max: int) -> tuple[int, int]:
     return pair
 
 
-def pool_size(gpus_per_worker: float | None, workers: str | None) -> PoolSize:
-    """The predicting actor pool the options ask for, against the GPUs the connected cluster has."""
+def pool_size(
+    gpus_per_worker: float | None, workers: str | None, cpus_per_worker: float = 1.0
+) -> PoolSize:
+    """The predicting actor pool the options ask for, against the GPUs and CPUs the connected cluster
+    has (an actor no node can host would leave the run waiting for it, so that is refused here)."""
     import ray
 
     gpus = float(ray.cluster_resources().get("GPU", 0))
     share = gpus_per_worker if gpus_per_worker is not None else (1.0 if gpus else 0.0)
     if share > 0 and gpus == 0:
         raise OrgansegError(f"--gpus-per-worker {share}: the Ray cluster has no GPU")
+    largest_node = max(
+        (float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
+    )
+    if cpus_per_worker > largest_node:
+        raise OrgansegError(
+            f"--cpus-per-worker {cpus_per_worker:g}: no node of the Ray cluster has that many CPUs "
+            f"(the largest has {largest_node:g})"
+        )
     limit = int(gpus // share) if share > 0 else 1
     low, high = parse_workers(workers, limit)
-    return PoolSize(low, high, share)
+    return PoolSize(low, high, share, cpus_per_worker)

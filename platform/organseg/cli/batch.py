@@ -40,6 +40,13 @@ def batch_command(
         "--workers",
         help="Predicting actors: N or MIN-MAX (default: 1 to as many as the GPUs allow).",
     ),
+    cpus_per_worker: float = typer.Option(
+        1.0,
+        "--cpus-per-worker",
+        min=0.1,
+        help="CPUs each predicting actor reserves (more: fewer actors per node; reading and "
+        "writing series need CPUs too).",
+    ),
     fmt: str = typer.Option("nifti", "--format", help="nifti, dicom-seg or png."),
     overwrite: bool = typer.Option(
         False,
@@ -54,7 +61,7 @@ def batch_command(
     """
     from organseg.batch.run import plan_run
 
-    pool_args = (gpus_per_worker, workers)
+    pool_args = (gpus_per_worker, workers, cpus_per_worker)
     plan = plan_run(input_path, out, model, fmt, overwrite)
     outcome = _run(plan, address, *pool_args)
     _summarize(outcome)
@@ -62,7 +69,13 @@ def batch_command(
         raise typer.Exit(EXIT_SOME_NOT_DONE)
 
 
-def _run(plan, address: str | None, gpus_per_worker: float | None, workers: str | None):
+def _run(
+    plan,
+    address: str | None,
+    gpus_per_worker: float | None,
+    workers: str | None,
+    cpus_per_worker: float,
+):
     """Ray for the run (joined, or a local one started and stopped), then the pipeline."""
     from organseg.batch.pipeline import pool_size
     from organseg.batch.run import execute
@@ -70,7 +83,9 @@ def _run(plan, address: str | None, gpus_per_worker: float | None, workers: str 
     from organseg.runtime import ray_session
 
     with ray_session(address):
-        return _execute(plan, pool_size(gpus_per_worker, workers), execute, err_console)
+        return _execute(
+            plan, pool_size(gpus_per_worker, workers, cpus_per_worker), execute, err_console
+        )
 
 
 def _execute(plan, pool, execute, err_console):
