@@ -11,7 +11,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_bench.py"
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.own_ray_cluster, pytest.mark.slow]
 
 
 def test_a_short_soak_loses_nothing(tmp_path: Path) -> None:
