@@ -599,6 +599,7 @@ class Router:
                     for m in models["members"]
                 ],
                 label_set=_grpc_label_set(models["label_set"]),
+                channels=[pb.InputChannelInfo(**c) for c in models.get("channels") or []],
             )
 
         return await edge.grpc_call(

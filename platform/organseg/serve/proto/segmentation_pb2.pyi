@@ -225,7 +225,7 @@ class LabelSetInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ..., ignore: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel", "label_set")
+    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel", "label_set", "channels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ORGANSEG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,7 @@ class ListModelsResponse(_message.Message):
     T1_MODE_FIELD_NUMBER: _ClassVar[int]
     T2_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     LABEL_SET_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: int
     organseg_version: str
@@ -248,7 +249,16 @@ class ListModelsResponse(_message.Message):
     t1_mode: str
     t2_channel: bool
     label_set: LabelSetInfo
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ..., label_set: _Optional[_Union[LabelSetInfo, _Mapping]] = ...) -> None: ...
+    channels: _containers.RepeatedCompositeFieldContainer[InputChannelInfo]
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ..., label_set: _Optional[_Union[LabelSetInfo, _Mapping]] = ..., channels: _Optional[_Iterable[_Union[InputChannelInfo, _Mapping]]] = ...) -> None: ...
+
+class InputChannelInfo(_message.Message):
+    __slots__ = ("name", "modality")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    modality: str
+    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
