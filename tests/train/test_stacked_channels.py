@@ -108,7 +108,7 @@ def test_one_sample_per_case_with_every_channel(trained: tuple[Path, Path], tmp_
     assert [r.case_id for r in refs] == ["synth_001", "synth_002"]
     assert refs[0].stacked == (Modality.CT, Modality.CT)
     # separately, two channels of one modality cannot be told apart: refused, pointing to stacking
-    with pytest.raises(DataError, match="dataset.channels: stack"):
+    with pytest.raises(DataError, match=r"dataset\.channels: stack"):
         dataset_refs(dataset)
 
 
@@ -175,12 +175,14 @@ def test_a_missing_or_extra_channel_is_named(trained: tuple[Path, Path], tmp_pat
     predictor = EnsemblePredictor(model_dir, device="cpu")
     with pytest.raises(ModalityError, match="missing channel\\(s\\) venous"):
         predictor.predict(item.image, channels={"arterial": item.channels["arterial"]})
-    with pytest.raises(ModalityError, match="reads the channels arterial \\(CT\\), venous \\(CT\\)"):
+    with pytest.raises(
+        ModalityError, match="reads the channels arterial \\(CT\\), venous \\(CT\\)"
+    ):
         predictor.predict(item.image, "CT")  # one series for a two-channel model
     moved = dict(item.channels)
     venous = moved["venous"]
     moved["venous"] = type(venous)(venous.array[1:], venous.geometry, venous.modality, venous.meta)
-    with pytest.raises(DataError, match="channel 'venous' .* is not on the grid of channel"):
+    with pytest.raises(DataError, match=r"channel 'venous' .* is not on the grid of channel"):
         predictor.predict(item.image, channels=moved)
 
 
@@ -197,14 +199,12 @@ def test_config_check_names_the_member_and_the_channels_it_needs(
     code, out, err = run_cli(capsys, "config", "check", write_config(tmp_path, phases))
     assert code == 0, err
     assert "2 channels stacked: arterial, venous" in out
-    code, _, err = run_cli(
-        capsys, "config", "check", write_config(tmp_path, phases, in_channels=1)
-    )
+    code, _, err = run_cli(capsys, "config", "check", write_config(tmp_path, phases, in_channels=1))
     assert code == 2
     assert "Traceback" not in err
     assert "members.0.in_channels: member 'attn2' takes 1 channel(s)" in err
     assert "set in_channels: 2" in err
-    with pytest.raises(ConfigError, match="members.0.in_channels"):
+    with pytest.raises(ConfigError, match=r"members\.0\.in_channels"):
         prepare_data(load_config(write_config(tmp_path, phases, in_channels=3)))
 
 
@@ -228,7 +228,7 @@ def test_channels_key_is_for_nnunet_and_msd_only(tmp_path: Path) -> None:
     data = yaml.safe_load(write_config(tmp_path, tmp_path).read_text())
     data["dataset"] = {"synthetic": {"ct": 1}, "channels": "stack"}
     (tmp_path / "chaos.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="dataset.channels combines the channels"):
+    with pytest.raises(ConfigError, match=r"dataset\.channels combines the channels"):
         load_config(tmp_path / "chaos.yaml")
 
 
@@ -244,3 +244,26 @@ def test_single_channel_datasets_keep_their_cache_fingerprint(tmp_path: Path) ->
     assert cache_fingerprint(cfg, ["liver"]) == cache_fingerprint(
         PreprocessConfig(**cfg.model_dump(mode="json")), ["liver"]
     )
+
+
+def test_the_data_md_example_writes_and_inspects_a_two_phase_dataset(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/data.md, "Several channels per case": its commands, run as written."""
+    from tests.conftest import REPO_ROOT
+    from tests.docs.blocks import block_under, command_lines
+
+    commands = command_lines(
+        block_under(REPO_ROOT / "docs" / "data.md", "Several channels per case")
+    )
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for words in commands:
+        assert words[0] == "organseg"
+        code, out, err = run_cli(capsys, *words[1:])
+        assert code == 0, err
+        outputs.append(out)
+    meta = json.loads((tmp_path / "data" / "phases" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "arterial", "1": "venous"}
+    assert (tmp_path / "data" / "phases" / "imagesTr" / "synth_002_0001.nii.gz").is_file()
+    assert "arterial" in outputs[-1]
