@@ -37,7 +37,14 @@ class SeriesPart(_message.Message):
     def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format", "out_phase", "t2")
+    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format", "out_phase", "t2", "channels")
+    class ChannelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SeriesPart
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SeriesPart, _Mapping]] = ...) -> None: ...
     VOLUME_FILE_FIELD_NUMBER: _ClassVar[int]
     DICOM_ZIP_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +53,7 @@ class SegmentRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     OUT_PHASE_FIELD_NUMBER: _ClassVar[int]
     T2_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     volume_file: bytes
     dicom_zip: bytes
     raw: RawVolume
@@ -54,7 +62,8 @@ class SegmentRequest(_message.Message):
     output_format: str
     out_phase: SeriesPart
     t2: SeriesPart
-    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ..., out_phase: _Optional[_Union[SeriesPart, _Mapping]] = ..., t2: _Optional[_Union[SeriesPart, _Mapping]] = ...) -> None: ...
+    channels: _containers.MessageMap[str, SeriesPart]
+    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ..., out_phase: _Optional[_Union[SeriesPart, _Mapping]] = ..., t2: _Optional[_Union[SeriesPart, _Mapping]] = ..., channels: _Optional[_Mapping[str, SeriesPart]] = ...) -> None: ...
 
 class SeriesDecision(_message.Message):
     __slots__ = ("role", "series", "modality", "modality_reason", "shape")
