@@ -1,5 +1,6 @@
 """A model that stacks a dataset's channels (CT arterial + venous phase), served: every channel of a
-case travels in one request, as HTTP file parts or gRPC ``channels`` entries named by channel name,
+case travels in one request, as HTTP ``channels`` file parts or gRPC ``channels`` entries named by
+channel name,
 and the masks equal ``predict --local``'s. A missing channel or one on another grid is a 422 naming
 the channel, and the next good request is answered."""
 
@@ -54,14 +55,19 @@ def test_a_missing_channel_or_another_grid_is_a_422_naming_it(served) -> None:
     )
     item = plan.load()
     arterial = volume_file_bytes(item.channels["arterial"])
-    answer = httpx.post(f"{url}/v1/segment", files={"arterial": ("a.mha", arterial)}, timeout=60)
+    answer = httpx.post(
+        f"{url}/v1/segment", files=[("channels", ("arterial", arterial))], timeout=60
+    )
     assert answer.status_code == 422, answer.text
     assert "missing channel(s) venous" in answer.text
     venous = item.channels["venous"]
     cropped = type(venous)(venous.array[1:], venous.geometry, venous.modality, venous.meta)
     answer = httpx.post(
         f"{url}/v1/segment",
-        files={"arterial": ("a.mha", arterial), "venous": ("v.mha", volume_file_bytes(cropped))},
+        files=[
+            ("channels", ("arterial", arterial)),
+            ("channels", ("venous", volume_file_bytes(cropped))),
+        ],
         timeout=60,
     )
     assert answer.status_code == 422, answer.text

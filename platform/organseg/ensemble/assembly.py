@@ -414,10 +414,10 @@ def assemble_channels(
         if missing:
             problems.append(f"missing channel(s) {', '.join(missing)}")
         if unknown:
-            problems.append(f"parts {', '.join(repr(u) for u in unknown)} are no channel of it")
+            problems.append(f"{len(unknown)} part(s) named by no channel of it")
         raise ModalityError(
             f"ensemble {spec.name!r} reads the channels {listed} of one case together; "
-            f"{' and '.join(problems)}: send every channel as the part named by its channel name",
+            f"{' and '.join(problems)}: send every channel, named by its channel name",
             ask=False,
         )
     first = by_part[names[0]]

@@ -318,11 +318,12 @@ class HttpClient:
         self, channels: dict[str, Volume], output_format: str = "raw"
     ) -> Prediction:
         """Send every channel of a case to a model that stacks a dataset's channels, each as a
-        file part named by its channel name; the answer lies on the first channel's grid."""
-        files = {
-            name: (f"{name}.mha", volume_file_bytes(volume, self.compress))
+        ``channels`` file part whose file name is the channel's name; the answer lies on the
+        first channel's grid."""
+        files = [
+            ("channels", (name, volume_file_bytes(volume, self.compress)))
             for name, volume in channels.items()
-        }
+        ]
         result = self._call(
             "POST", "/v1/segment", files=files, data={"output_format": output_format}
         )

@@ -247,6 +247,13 @@ SEGMENT_FORM: dict[str, Any] = {
             "description": "Models stacking T2-SPIR as well: the patient's T2-SPIR series, in the same "
             "forms as out_phase (gRPC: t2).",
         },
+        "channels": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "Models stacking a dataset's channels (GET /v1/models lists them): one "
+            "file part per channel (a volume file), its file name the channel's name, and no "
+            "file; every channel must be sent, on one grid (gRPC: the channels map).",
+        },
         "modality": {
             "type": "string",
             "enum": [m.value for m in Modality.known()],

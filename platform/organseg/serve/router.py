@@ -444,8 +444,8 @@ class Router:
                 if form.get("file") is not None:
                     raise DataError(
                         f"ensemble {self.spec.name!r} reads the channels "
-                        f"{', '.join(channel_names)} of one case together: send each as the "
-                        "part named by its channel name, and no 'file' part"
+                        f"{', '.join(channel_names)} of one case together: send each as a "
+                        "'channels' file part whose file name is the channel's name, and no 'file'"
                     )
                 parts = await self._read_channel_parts(form, channel_names, data)
                 items = await self._decode(self._decode_channel_form, parts, channel_names)
@@ -486,15 +486,24 @@ class Router:
     async def _read_channel_parts(
         self, form: Any, names: list[str], data: list[bytes]
     ) -> dict[str, bytes]:
+        """The ``channels`` file parts, each keyed by its file name, which is the channel's name
+        (a name that is no channel is counted, never echoed: it could be a patient's file name)."""
         parts: dict[str, bytes] = {}
-        for name in names:
-            part = form.get(name)
-            if part is None:
+        strangers = 0
+        for part in form.getlist("channels"):
+            if isinstance(part, str) or part.filename not in names:
+                strangers += 1
                 continue
-            if isinstance(part, str):
-                raise DataError(f"field {name!r} must be a file part (channel {name!r}'s volume)")
-            parts[name] = await part.read()
-            data.append(parts[name])
+            if part.filename in parts:
+                raise DataError(f"channel {part.filename!r} is sent twice; send each channel once")
+            parts[part.filename] = await part.read()
+            data.append(parts[part.filename])
+        if strangers:
+            raise DataError(
+                f"{strangers} 'channels' part(s) not named by a channel of ensemble "
+                f"{self.spec.name!r}; each 'channels' part's file name is its channel's name, one "
+                f"of {', '.join(names)}"
+            )
         self.limits.check_bytes(sum(map(len, data)), "uploaded files")
         return parts
 
