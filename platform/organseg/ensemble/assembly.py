@@ -417,7 +417,9 @@ def assemble_channels(
             problems.append(f"{len(unknown)} part(s) named by no channel of it")
         raise ModalityError(
             f"ensemble {spec.name!r} reads the channels {listed} of one case together; "
-            f"{' and '.join(problems)}: send every channel, named by its channel name",
+            f"{' and '.join(problems)}: send every channel, named by its channel name (POST "
+            "/v1/segment: one 'channels' file part per channel, its file name the channel's name; "
+            "gRPC Segment: the channels map)",
             ask=False,
         )
     first = by_part[names[0]]
