@@ -107,6 +107,15 @@ class DatasetConfig(_Strict):
         "match deciding; every case must match one. Replaces the dataset.json "
         "``organseg_case_modalities``; members train on the cases of their ``modalities``.",
     )
+    channels: Literal["stack", "separate"] | None = Field(
+        None,
+        description="nnU-Net/MSD datasets with several channels per case: ``stack`` reads every "
+        "channel of a case, in dataset.json order, as one multi-channel input (nnU-Net's own "
+        "semantics; e.g. CT arterial + venous phase; members take ``in_channels`` = the number of "
+        "channels, and prediction and serving need every channel); ``separate`` makes each channel "
+        "a sample of its own modality. Default: ``stack``, except for channels that are all T1 "
+        "in/out-phase or T2-SPIR, which ``preprocess.t1_mode`` / ``t2_channel`` combine as for CHAOS.",
+    )
     synthetic: SyntheticDataConfig | None = Field(
         None,
         description="Generate a synthetic CHAOS-layout dataset instead (exactly one of ``path`` and "
@@ -143,7 +152,7 @@ class DatasetConfig(_Strict):
                     )
                 ]
             )
-        for key in ("channel_modalities", "case_modalities"):
+        for key in ("channel_modalities", "case_modalities", "channels"):
             if getattr(self, key) is not None and (
                 self.format == "chaos" or self.synthetic is not None
             ):
@@ -151,8 +160,10 @@ class DatasetConfig(_Strict):
                     [
                         (
                             (key,),
-                            f"dataset.{key} maps the cases of an nnU-Net/MSD dataset; a CHAOS "
-                            "dataset's folders say each series' modality",
+                            f"dataset.{key} "
+                            + ("combines the channels" if key == "channels" else "maps the cases")
+                            + " of an nnU-Net/MSD dataset; a CHAOS dataset's folders say each "
+                            "series' modality",
                         )
                     ]
                 )

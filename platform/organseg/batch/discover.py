@@ -46,7 +46,8 @@ class SeriesItem:
     ``refused`` a reason found before reading; ``study`` a hash of the StudyInstanceUID and
     ``sequence`` the MR sequence the headers establish (DICOM only; what stacking groups by);
     ``stacked`` the series read together as one input (a stacking model's T1 phases of one study:
-    each ``{"label", "series_uid", "files"}``, this item's own ``files`` being the first).
+    each ``{"label", "series_uid", "files"}``, this item's own ``files`` being the first);
+    ``channel_files`` an nnU-Net case's channel files for a model that stacks a dataset's channels.
     """
 
     key: str
@@ -62,6 +63,8 @@ class SeriesItem:
     study: str = ""
     sequence: str = ""
     stacked: list[dict[str, Any]] = field(default_factory=list)
+    #: A model that stacks a dataset's channels: the case's channel files, in channel order.
+    channel_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,12 +80,17 @@ def series_key(*identity: str) -> str:
 
 
 def discover(
-    input_path: Path | str, stack_t1: bool = False, with_t2: bool = False
+    input_path: Path | str,
+    stack_t1: bool = False,
+    with_t2: bool = False,
+    channels: tuple[str, ...] = (),
 ) -> list[SeriesItem]:
     """Every series under ``input_path`` (see the module docstring), in a stable order.
 
     ``stack_t1``/``with_t2`` are the model's T1 stacking settings, so a CHAOS dataset is planned
-    exactly as ``predict --local`` plans it. Raises :class:`DataError` when there is nothing to do.
+    exactly as ``predict --local`` plans it; ``channels`` the channel names of a model that stacks
+    a dataset's channels, so an nnU-Net case becomes one item of all its channels. Raises
+    :class:`DataError` when there is nothing to do.
     """
     text = str(input_path)
     if is_uri(text):
@@ -110,7 +118,12 @@ def discover(
         items = discover_chaos(path, stack_t1, with_t2)
     else:
         nnunet = [path / n for n in ("imagesTs", "imagesTr") if (path / n).is_dir()]
-        items = [i for f in nnunet for i in discover_files(f)] if nnunet else discover_tree(path)
+        if nnunet:
+            items = [i for f in nnunet for i in discover_files(f, channels)]
+        elif channels and _holds_channel_files(path):
+            items = discover_files(path, channels)
+        else:
+            items = discover_tree(path)
     if not items:
         raise DataError(f"{path}: no series found (DICOM, NIfTI/MHA/NRRD, CHAOS or nnU-Net)")
     items = _unique(items)
@@ -159,29 +172,68 @@ def _stem(name: str) -> str:
     return name[: len(name) - len(suffix)]
 
 
-def discover_files(folder: Path) -> list[SeriesItem]:
-    """Volume files under ``folder``; nnU-Net channel files (``case_0000.nii.gz``) are grouped per case,
-    and a case with more than one channel is refused (batch segments single-channel cases)."""
+def discover_files(folder: Path, channels: tuple[str, ...] = ()) -> list[SeriesItem]:
+    """Volume files under ``folder``; nnU-Net channel files (``case_0000.nii.gz``) are grouped per case.
+    For a model that stacks a dataset's channels (``channels``: their names) a case is one item of
+    all its channel files, and a case missing one or holding one more is refused, naming it;
+    otherwise a case with more than one channel is refused (the model takes one series)."""
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and is_volume_file(p) and _visible(p, folder)
     )
-    channels: dict[tuple[Path, str], list[Path]] = {}
+    names = channels
+    by_case: dict[tuple[Path, str], list[Path]] = {}
     items = []
     for path in files:
         match = _NNUNET_CHANNEL.match(_stem(path.name))
         if match is None:
-            items.append(_file_item(path))
+            item = _file_item(path)
+            if names:
+                item.refused = (
+                    f"not an nnU-Net channel file (CASE_0000...); the model reads the channels "
+                    f"{', '.join(names)} of a case together"
+                )
+            items.append(item)
         else:
-            channels.setdefault((path.parent, match["case"]), []).append(path)
-    for (_, case), paths in channels.items():
+            by_case.setdefault((path.parent, match["case"]), []).append(path)
+    for (_, case), paths in by_case.items():
         item = _file_item(sorted(paths)[0])
-        if len(paths) > 1:
+        if names:
+            _channel_item(item, case, sorted(paths), names)
+        elif len(paths) > 1:
             item.refused = (
                 f"nnU-Net case {case} has {len(paths)} channels (_0000 … _{len(paths) - 1:04d}); "
                 "batch segments single-channel cases"
             )
         items.append(item)
     return sorted(items, key=lambda i: i.source)
+
+
+def _holds_channel_files(folder: Path) -> bool:
+    """Whether ``folder`` holds nnU-Net channel files (``case_0000.nii.gz``), not a DICOM tree."""
+    return any(
+        is_volume_file(p) and _NNUNET_CHANNEL.match(_stem(p.name)) for p in folder.rglob("*")
+    )
+
+
+def _channel_item(item: SeriesItem, case: str, paths: list[Path], names: tuple[str, ...]) -> None:
+    """``item`` made the case's one input of every channel, or refused naming what is missing or
+    more than the model takes."""
+    by_index = {int(_NNUNET_CHANNEL.match(_stem(p.name))["channel"]): p for p in paths}  # type: ignore[index]
+    missing = [f"{name} (_{i:04d})" for i, name in enumerate(names) if i not in by_index]
+    extra = sorted(f"_{i:04d}" for i in by_index if i >= len(names))
+    if missing:
+        item.refused = (
+            f"nnU-Net case {case} lacks channel(s) {', '.join(missing)}; the model reads "
+            f"{', '.join(names)} together"
+        )
+    elif extra:
+        item.refused = (
+            f"nnU-Net case {case} has more channels than the model takes ({', '.join(extra)}); "
+            f"it reads {len(names)}: {', '.join(names)}"
+        )
+    else:
+        item.channel_files = [str(by_index[i].resolve()) for i in range(len(names))]
+        item.key = series_key("channels", *item.channel_files)
 
 
 def _visible(path: Path, root: Path) -> bool:

@@ -53,9 +53,12 @@ def plan_run(
         model_version=version,
         stack_t1=spec.preprocess.t1_mode == "stack",
         with_t2=spec.preprocess.t2_channel,
+        channels=tuple((c.name, c.modality.value) for c in spec.preprocess.channels or ()),
         device=device,
     )
-    items = discover(input_path, settings.stack_t1, settings.with_t2)
+    items = discover(
+        input_path, settings.stack_t1, settings.with_t2, tuple(n for n, _ in settings.channels)
+    )
     records = {} if overwrite else load_records(Path(out))
     others = sorted({r.get("model_version", "?") for r in records.values()} - {version})
     if others:

@@ -49,6 +49,8 @@ class Settings:
     model_version: str
     stack_t1: bool = False
     with_t2: bool = False
+    #: (name, modality) of each input channel of a model that stacks a dataset's channels
+    channels: tuple[tuple[str, str], ...] = ()
     device: str | None = None
     max_voxels: int = MAX_VOXELS
 
@@ -89,6 +91,8 @@ def load_input(item: SeriesItem, settings: Settings):
         volume = _read_series(item.files, item.label, settings)
         _scrub(volume)
         return PredictInput(item.key, validate_volume(volume, item.label))
+    if item.channel_files:
+        return _load_channels(item, settings)
     if item.kind in ("file", "uri"):
         from organseg.io.files import volume_suffix
         from organseg.io.readers import read_any
@@ -106,6 +110,24 @@ def load_input(item: SeriesItem, settings: Settings):
         volume.meta.pop("source", None)
         return PredictInput(item.key, validate_volume(volume, item.source))
     raise OrgansegError(item.refused or f"{item.source}: nothing to read")
+
+
+def _load_channels(item: SeriesItem, settings: Settings):
+    """Every channel file of an nnU-Net case, named by the model's channels (as ``predict --local``
+    reads ``CASE_0000`` … beside each other)."""
+    from organseg.ensemble.inputs import PredictInput
+    from organseg.io.files import volume_suffix
+    from organseg.io.readers import read_any
+    from organseg.io.validate import check_volume_file, validate_volume
+
+    volumes = {}
+    for (name, modality), path in zip(settings.channels, item.channel_files, strict=True):
+        check_volume_file(Path(path), volume_suffix(path) or "", settings.max_voxels)
+        volume = read_any(Path(path), modality)
+        volume.meta.pop("source", None)
+        volumes[name] = validate_volume(volume, f"{item.source} (channel {name!r})")
+    first = volumes[settings.channels[0][0]]
+    return PredictInput(item.key, first, channels=volumes)
 
 
 def _read_series(files: list[str], label: str, settings: Settings):

@@ -41,12 +41,15 @@ def check_command(
     if not loaded.dataset.own_labels:
         typer.echo(f"{config}: valid ({len(loaded.members)} member(s), CHAOS task {loaded.task})")
         return
-    from organseg.train.data import open_labelled_dataset
+    from organseg.train.data import input_channels, open_labelled_dataset
 
     dataset = open_labelled_dataset(loaded)  # every problem, each naming its file or key
+    channels = input_channels(loaded, dataset)  # members' in_channels against stacked channels
     labels = dataset.label_set
     assert labels is not None
     ignore = f", ignore label {labels.ignore}" if labels.ignore is not None else ""
+    if channels is not None:
+        ignore += f", {len(channels)} channels stacked: {', '.join(c.name for c in channels)}"
     typer.echo(
         f"{config}: valid ({len(loaded.members)} member(s), {loaded.dataset.format} dataset of "
         f"{len(dataset.cases)} case(s), {len(labels)} labels{ignore}: {', '.join(labels.names)})"

@@ -43,10 +43,18 @@ def synth_command(
         help="chaos: CT and MR DICOM series with PNG masks; nnunet / msd: nine-label abdominal CT "
         "(--ct cases) in the nnU-Net v2 raw or Medical Segmentation Decathlon layout.",
     ),
+    venous: bool = typer.Option(
+        False,
+        "--venous",
+        help="nnunet: two CT phases per case (channels 'arterial' _0000 and 'venous' _0001, a "
+        "contrast-shifted copy), a multi-channel dataset.",
+    ),
 ) -> None:
     """Write a synthetic dataset: CHAOS layout (DICOM + PNG masks) or a nine-label nnU-Net / MSD one."""
     from organseg.errors import ConfigError
 
+    if venous and format != "nnunet":
+        raise ConfigError(f"--venous: the two-phase synthetic dataset is nnunet only, not {format}")
     if format == "chaos":
         from organseg.synth import write_dataset
 
@@ -65,7 +73,14 @@ def synth_command(
     from organseg.synth.abdomen import ABDOMEN_LABELS, write_abdomen_dataset
 
     root = write_abdomen_dataset(
-        out, cases=ct, size=size, slices=slices, seed=seed, format=format, overwrite=overwrite
+        out,
+        cases=ct,
+        size=size,
+        slices=slices,
+        seed=seed,
+        format=format,
+        overwrite=overwrite,
+        venous=venous,
     )
     typer.echo(
         f"wrote {ct} synthetic CT cases with {len(ABDOMEN_LABELS)} labels as a {format} dataset "

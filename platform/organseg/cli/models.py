@@ -154,6 +154,9 @@ def show_command(
     if served & {"MR-T1-in", "MR-T1-out"}:
         stacks = "; MR T1 " + ("in+out stacked" if shape["t1_mode"] == "stack" else "per phase")
         stacks += " + T2-SPIR registered" if shape["t2_channel"] else ""
+    if shape.get("channels"):
+        listed = ", ".join(f"{c['name']} ({c['modality']})" for c in shape["channels"])
+        stacks += f"; {len(shape['channels'])} channels stacked: {listed}"
     label_set = described["label_set"]
     what = (
         f"CHAOS task {described['task']}"

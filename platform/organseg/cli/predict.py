@@ -178,12 +178,16 @@ def predict_command(
 def _local_plans(model_dir: Path, input_path: Path, modality: str | None) -> list[InputPlan]:
     """What ``--local`` will segment, from ``ensemble.yaml`` alone: the plan of
     ``LocalBackend.plan`` without importing torch or loading the model."""
-    from organseg.ensemble.inputs import plan_inputs
+    from organseg.ensemble.inputs import channel_pairs, plan_inputs
     from organseg.ensemble.spec import load_spec
 
     shape = load_spec(model_dir).preprocess
     return plan_inputs(
-        input_path, modality, stack_t1=shape.t1_mode == "stack", with_t2=shape.t2_channel
+        input_path,
+        modality,
+        stack_t1=shape.t1_mode == "stack",
+        with_t2=shape.t2_channel,
+        channels=channel_pairs(shape),
     )
 
 

@@ -153,6 +153,8 @@ class Assembled:
     t2: Volume | None = None
     series: list[dict[str, Any]] = field(default_factory=list)
     answers_for: str = ""
+    #: channel name → volume, for a model that stacks a dataset's channels
+    channels: dict[str, Volume] | None = None
 
 
 def series_label(volume: Volume, fallback: str) -> str:
@@ -387,4 +389,65 @@ def assemble(
         series=series,
         answers_for=answers,
         decision=chosen[Modality.MR_T1_IN],
+    )
+
+
+def assemble_channels(
+    items: list[SeriesInput],
+    spec: EnsembleSpec,
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
+) -> Assembled:
+    """The input of a model that stacks a dataset's channels (``preprocess.channels``): one series
+    per channel, each sent in the request part named by its channel name. A channel missing,
+    unknown or on another grid than the first is refused (422) naming it; the part's name states
+    the channel's modality, which DICOM headers must not contradict. The answer lies on the first
+    channel's grid; ``Assembled.channels`` maps each channel name to its volume."""
+    wanted = spec.preprocess.channels or ()
+    names = [c.name for c in wanted]
+    listed = ", ".join(f"{c.name} ({c.modality.value})" for c in wanted)
+    by_part = {item.part: item for item in items}
+    missing = [n for n in names if n not in by_part]
+    unknown = [part for part in by_part if part not in names]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing channel(s) {', '.join(missing)}")
+        if unknown:
+            problems.append(f"{len(unknown)} part(s) named by no channel of it")
+        raise ModalityError(
+            f"ensemble {spec.name!r} reads the channels {listed} of one case together; "
+            f"{' and '.join(problems)}: send every channel, named by its channel name (POST "
+            "/v1/segment: one 'channels' file part per channel, its file name the channel's name; "
+            "gRPC Segment: the channels map)",
+            ask=False,
+        )
+    first = by_part[names[0]]
+    decisions = {}
+    for channel in wanted:
+        item = by_part[channel.name]
+        try:
+            decisions[channel.name] = decide_modality(
+                item.volume, channel.modality.value, classifier, policy
+            )
+        except ModalityError as exc:
+            raise ModalityError(f"channel {channel.name!r}: {exc.problem}", ask=False) from None
+        other = item.volume
+        if other.shape != first.volume.shape or not other.geometry.isclose(first.volume.geometry):
+            raise ModalityError(
+                f"channel {channel.name!r} (shape {list(other.shape)}) is not on the grid of "
+                f"channel {names[0]!r} (shape {list(first.volume.shape)}); the channels of a case "
+                "are stacked voxel for voxel and must share one grid",
+                ask=False,
+            )
+    head = decisions[names[0]]
+    return Assembled(
+        first.volume,
+        head.modality,
+        head.reason,
+        decision=head,
+        series=[_describe(by_part[n], n, decisions[n]) for n in names],
+        answers_for=f"channel {names[0]!r}: the label map lies on its grid; channels "
+        f"{', '.join(names)} stacked",
+        channels={n: by_part[n].volume for n in names},
     )

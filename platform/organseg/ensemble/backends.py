@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from organseg.ensemble.inputs import InputPlan, PredictInput, plan_inputs
+from organseg.ensemble.inputs import InputPlan, PredictInput, channel_pairs, plan_inputs
 from organseg.ensemble.prediction import Prediction
 from organseg.ensemble.predictor import EnsemblePredictor
 from organseg.ensemble.routing import ModalityPolicy
@@ -39,6 +39,7 @@ class LocalBackend:
             modality,
             stack_t1=self.predictor.spec.preprocess.t1_mode == "stack",
             with_t2=self.predictor.spec.preprocess.t2_channel,
+            channels=channel_pairs(self.predictor.spec.preprocess),
         )
 
     def modalities(self) -> list[Modality]:
@@ -59,7 +60,9 @@ class LocalBackend:
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
         """Segment one planned input with the ensemble of its modality."""
-        return self.predictor.predict(item.image, modality, item.partner, item.t2)
+        return self.predictor.predict(
+            item.image, modality, item.partner, item.t2, channels=item.channels
+        )
 
     def segment(self, volume: Volume, modality: str | None) -> Prediction:
         """Segment one volume read elsewhere (the DICOM node's received series)."""

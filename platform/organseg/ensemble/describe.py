@@ -53,6 +53,17 @@ def describe(
             "size": spec.preprocess.size,
             "t1_mode": spec.preprocess.t1_mode,
             "t2_channel": spec.preprocess.t2_channel,
+            # a model stacking a dataset's channels: each (name, modality), in input order
+            **(
+                {
+                    "channels": [
+                        {"name": c.name, "modality": c.modality.value}
+                        for c in spec.preprocess.channels
+                    ]
+                }
+                if spec.preprocess.channels
+                else {}
+            ),
         },
         "ensembles": [
             {

@@ -7,7 +7,8 @@ volume(s) on demand.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from organseg.io import discover_cases, load_case, read_any
 from organseg.io.chaos import CaseRef
 from organseg.io.readers import _looks_like_chaos
 from organseg.io.volume import Modality, Volume
+from organseg.preprocess.config import PreprocessConfig
 
 
 @dataclass
@@ -28,6 +30,8 @@ class PredictInput:
     image: Volume
     partner: Volume | None = None
     t2: Volume | None = None
+    #: channel name → volume, for a model that stacks a dataset's channels (``image`` is the first)
+    channels: dict[str, Volume] | None = None
 
 
 @dataclass
@@ -51,8 +55,14 @@ def plan_inputs(
     modality: Modality | str | None = None,
     stack_t1: bool = False,
     with_t2: bool = False,
+    channels: Sequence[tuple[str, Modality]] = (),
 ) -> list[InputPlan]:
     """The series to segment under ``path`` (a file, a DICOM folder, or a CHAOS case/dataset folder).
+
+    ``channels`` (name, modality) are the input channels of a model that stacks a dataset's
+    channels: ``path`` is then one channel file of an nnU-Net-named case (``CASE_0000.nii.gz``; its
+    ``CASE_XXXX`` siblings are the other channels) or a folder of such files (``imagesTs``), one
+    input per case (:func:`plan_channel_cases`).
 
     A CHAOS MR case yields its T2-SPIR series and its T1 series: one stacked input (in + out) when the
     ensemble stacks T1, else both phases separately; ``with_t2`` adds the case's T2-SPIR to the stacked
@@ -62,6 +72,8 @@ def plan_inputs(
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    if channels:
+        return plan_channel_cases(path, channels)
     if not (path.is_dir() and (path.name in ("CT", "MR") or _looks_like_chaos(path))):
         return [
             InputPlan(
@@ -116,6 +128,87 @@ def _loader(
         other = load_case(partner, with_label=False).image if partner is not None else None
         third = load_case(t2, with_label=False).image if t2 is not None else None
         return PredictInput(case_id, image, other, third)
+
+    return load
+
+
+def channel_pairs(preprocess: PreprocessConfig) -> tuple[tuple[str, Modality], ...]:
+    """(name, modality) of each input channel of a model that stacks a dataset's channels; empty
+    for every other model."""
+    return tuple((c.name, c.modality) for c in preprocess.channels or ())
+
+
+#: An nnU-Net channel file name: ``{case}_{XXXX}{ending}``.
+_CHANNEL_FILE = re.compile(
+    r"^(?P<case>.+)_(?P<index>\d{4})(?P<ending>\.nii\.gz|\.nii|\.nrrd|\.mha)$"
+)
+
+
+def plan_channel_cases(path: Path, channels: Sequence[tuple[str, Modality]]) -> list[InputPlan]:
+    """One input per nnU-Net-named case under ``path`` (a channel file of one case, or a folder of
+    them), channel ``i`` read from ``{case}_{i:04d}{ending}`` and named ``channels[i]``. A case
+    missing a channel file, or holding one more than the model takes, fails when loaded, naming the
+    channel and file (a batch refuses that case alone)."""
+    names = [name for name, _ in channels]
+    if path.is_file():
+        match = _CHANNEL_FILE.match(path.name)
+        if match is None:
+            raise DataError(
+                f"{path}: the model reads the channels {', '.join(names)} of a case together; give "
+                "one channel file named as nnU-Net names them (CASE_0000.nii.gz, CASE_0001.nii.gz, "
+                "...; the others are found beside it) or a folder of such files"
+            )
+        folder, cases = path.parent, {(match["case"], match["ending"])}
+    else:
+        folder = path
+        cases = {
+            (m["case"], m["ending"])
+            for m in (_CHANNEL_FILE.match(p.name) for p in sorted(path.iterdir()))
+            if m is not None
+        }
+        if not cases:
+            raise DataError(
+                f"{path}: no nnU-Net channel files (CASE_0000.nii.gz, ...) here; the model reads "
+                f"the channels {', '.join(names)} of a case together"
+            )
+    return [
+        InputPlan(case, channels[0][1], _channel_loader(folder, case, ending, channels))
+        for case, ending in sorted(cases)
+    ]
+
+
+def _channel_loader(
+    folder: Path, case: str, ending: str, channels: Sequence[tuple[str, Modality]]
+) -> Callable[[], PredictInput]:
+    def load() -> PredictInput:
+        present = sorted(
+            int(m["index"])
+            for m in (_CHANNEL_FILE.match(p.name) for p in folder.glob(f"{case}_*{ending}"))
+            if m is not None and m["case"] == case
+        )
+        missing = [
+            f"{name} ({case}_{i:04d}{ending})"
+            for i, (name, _) in enumerate(channels)
+            if i not in present
+        ]
+        if missing:
+            raise DataError(
+                f"{folder}: case {case} lacks channel(s) {', '.join(missing)}; the model reads "
+                f"{', '.join(n for n, _ in channels)} together"
+            )
+        extra = [f"{case}_{i:04d}{ending}" for i in present if i >= len(channels)]
+        if extra:
+            raise DataError(
+                f"{folder}: case {case} has more channels than the model takes ({', '.join(extra)}); "
+                f"it reads {len(channels)}: {', '.join(n for n, _ in channels)}"
+            )
+        volumes = {}
+        for i, (name, modality) in enumerate(channels):
+            volume = read_any(folder / f"{case}_{i:04d}{ending}", modality)
+            volume.meta["channel"] = name
+            volume.meta["case_id"] = case
+            volumes[name] = volume
+        return PredictInput(case, volumes[channels[0][0]], channels=volumes)
 
     return load
 

@@ -8,6 +8,7 @@ benchmarks). The Serve graph runs members in their own deployments but calls the
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from organseg.ensemble.version import model_version
 from organseg.io.modality import ModalityDecision
 from organseg.io.validate import validate_volume
 from organseg.io.volume import Modality, Volume
-from organseg.preprocess.pipeline import PreparedVolume, prepare_volume
+from organseg.preprocess.pipeline import PreparedVolume, prepare_channels, prepare_volume
 
 
 def prepare_input(
@@ -36,12 +37,17 @@ def prepare_input(
     classifier: ModalityClassifier | None = None,
     policy: ModalityPolicy | None = None,
     decision: ModalityDecision | None = None,
+    channels: Mapping[str, Volume] | None = None,
 ) -> tuple[ModalityDecision, PreparedVolume]:
     """Decide the modality (:func:`decide_modality`, with the model directory's classifier for volumes
     whose headers do not say) and build the network input exactly as training did; ``t2`` is the
     patient's T2-SPIR series when the ensemble stacks it as a third T1 channel (``t2_channel``).
     ``decision``: the one already made for ``image`` with its evidence (the served graph's router
-    decides once, in :func:`organseg.ensemble.assembly.assemble`); it is not decided again."""
+    decides once, in :func:`organseg.ensemble.assembly.assemble`); it is not decided again.
+    ``channels``: channel name → volume, for a model that stacks a dataset's channels
+    (``preprocess.channels``, :func:`prepare_channels_input`)."""
+    if spec.preprocess.channels or channels:
+        return prepare_channels_input(spec, channels or {}, classifier, policy)
     validate_volume(image, "the image")  # NaN voxels or a broken geometry never reach a network
     if partner is not None:
         validate_volume(partner, "the partner series")
@@ -86,6 +92,68 @@ def prepare_input(
     )
     # float16 like the training cache: what members see is bit-identical in-process and when served
     prepared.array = prepared.array.astype(np.float16)
+    return decision, prepared
+
+
+def channel_list(spec: EnsembleSpec) -> str:
+    """The model's input channels as messages name them: ``arterial (CT), venous (CT)``."""
+    return ", ".join(f"{c.name} ({c.modality.value})" for c in spec.preprocess.channels or ())
+
+
+def prepare_channels_input(
+    spec: EnsembleSpec,
+    channels: Mapping[str, Volume],
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
+) -> tuple[ModalityDecision, PreparedVolume]:
+    """The input of a model that stacks a dataset's channels (``preprocess.channels``): every
+    channel by name, none missing or extra (a :class:`ModalityError` naming them, a 4xx when
+    served). Naming a channel states its modality, as an explicit modality does: headers that
+    contradict it are refused by the router's rule (:func:`decide_modality`). Channels must share
+    the first channel's grid (:func:`prepare_channels`); the answer lies on it."""
+    wanted = spec.preprocess.channels or ()
+    names = [c.name for c in wanted]
+    if not wanted:
+        raise ModalityError(
+            f"ensemble {spec.name!r} takes one series per input, not named channels "
+            f"({', '.join(channels)}); send the series alone",
+            ask=False,
+        )
+    missing = [n for n in names if n not in channels]
+    extra = [n for n in channels if n not in names]
+    if missing or extra:
+        problem = []
+        if missing:
+            problem.append(f"missing channel(s) {', '.join(missing)}")
+        if extra:
+            problem.append(f"unknown channel(s) {', '.join(extra)}")
+        raise ModalityError(
+            f"ensemble {spec.name!r} reads the channels {channel_list(spec)} of one case together "
+            f"as one input; {' and '.join(problem)}: send every channel, each named",
+            ask=False,
+        )
+    served = served_modalities(spec)
+    decisions = []
+    for channel in wanted:
+        volume = channels[channel.name]
+        validate_volume(volume, f"channel {channel.name!r}")
+        try:
+            decided = decide_modality(volume, channel.modality.value, classifier, policy, served)
+        except ModalityError as exc:
+            raise ModalityError(f"channel {channel.name!r}: {exc.problem}", ask=False) from None
+        volume.modality = channel.modality
+        decisions.append(decided)
+    first = decisions[0]
+    decision = ModalityDecision(
+        first.modality,
+        f"{first.reason}; channels {', '.join(names)} stacked",
+        first.conflicts,
+        first.source,
+        first.confidence,
+    )
+    spec.members_for(decision.modality)  # fail early when no member serves this modality
+    prepared = prepare_channels([channels[n] for n in names], spec.preprocess, names)
+    prepared.array = prepared.array.astype(np.float16)  # as the training cache (see prepare_input)
     return decision, prepared
 
 
@@ -177,15 +245,25 @@ class EnsemblePredictor:
         partner: Volume | None = None,
         t2: Volume | None = None,
         decision: ModalityDecision | None = None,
+        channels: Mapping[str, Volume] | None = None,
     ) -> Prediction:
         """Segment ``image`` in-process with every member that accepts its modality, exactly as the
         Serve graph does; ``partner`` is the other T1 phase when T1 in/out are stacked, ``t2`` the
         T2-SPIR series when the ensemble stacks it too; ``decision`` the modality already decided
-        for ``image`` (by :func:`organseg.ensemble.assembly.assemble`), kept with its evidence.
+        for ``image`` (by :func:`organseg.ensemble.assembly.assemble`), kept with its evidence;
+        ``channels`` every named channel of a model that stacks a dataset's channels.
         """
         started = time.perf_counter()
         decision, prepared = prepare_input(
-            self.spec, image, modality, partner, t2, self.classifier, self.policy, decision
+            self.spec,
+            image,
+            modality,
+            partner,
+            t2,
+            self.classifier,
+            self.policy,
+            decision,
+            channels,
         )
         timings = {"preprocess": time.perf_counter() - started}
         probs = {}

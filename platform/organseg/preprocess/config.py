@@ -8,11 +8,30 @@ implementation is :mod:`organseg.preprocess.augment`), so reading an experiment 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from organseg.errors import FieldErrors
+from organseg.modalities import KnownModality
+
+
+class InputChannel(BaseModel):
+    """One input channel of a multi-channel model: the dataset's channel name and its modality
+    (which decides its intensity normalization)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="The channel's name in the dataset's dataset.json.")
+    modality: KnownModality = Field(description="The channel's modality (CT, an MR kind).")
 
 
 class PreprocessConfig(BaseModel):
@@ -49,6 +68,13 @@ class PreprocessConfig(BaseModel):
         description="With ``t1_mode: stack``: the patient's T2-SPIR series, rigidly registered to T1 "
         "in-phase (SimpleITK, mutual information) and resampled onto its grid, becomes a third channel "
         "(in, out, T2) of every T1 sample; training and prediction then need all three series.",
+    )
+    channels: tuple[InputChannel, ...] | None = Field(
+        None,
+        description="Set by training from an nnU-Net/MSD dataset whose channels are stacked "
+        "(``dataset.channels: stack``): every channel of a case, in dataset.json order, is one "
+        "input channel, normalized for its own modality; prediction and serving then need every "
+        "channel of a case. Absent (null) for single-channel inputs and T1 stacking.",
     )
     cache_dtype: Literal["float16", "float32"] = Field(
         "float16",
@@ -88,6 +114,15 @@ class PreprocessConfig(BaseModel):
                 "t2_channel adds T2 as the third channel of stacked T1 in+out; it needs t1_mode: stack"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_channels(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # absent channels are not written, so configs, caches and checkpoints of models without
+        # stacked dataset channels keep their exact dumps and fingerprints
+        data = handler(self)
+        if self.channels is None:
+            data.pop("channels", None)
+        return data
 
     def fingerprint(self) -> str:
         """Short stable hash of every field: caches and checkpoints compare it to detect drift."""

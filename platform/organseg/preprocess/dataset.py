@@ -43,7 +43,7 @@ from organseg.preprocess.augment import SliceAugmenter
 from organseg.preprocess.channels import to_channels
 from organseg.preprocess.config import PreprocessConfig
 from organseg.preprocess.modality_features import FEATURES_VERSION, series_features
-from organseg.preprocess.pipeline import prepare_volume
+from organseg.preprocess.pipeline import prepare_channels, prepare_volume
 from organseg.preprocess.resample import resize_slices
 
 #: Bumped whenever the on-disk layout or the preparation changes, so old caches rebuild
@@ -134,6 +134,10 @@ def _plans(refs: Sequence[Ref], cfg: PreprocessConfig) -> list[_Plan]:
     if cfg.t1_mode == "separate":
         plans = [_Plan(r.case_id, r.patient, (r,)) for r in refs]
     else:
+        # a ref holding all channels of its case (DatasetRef.stacked) is a sample of its own
+        alone = [r for r in refs if isinstance(r, DatasetRef) and r.stacked]
+        refs = [r for r in refs if not (isinstance(r, DatasetRef) and r.stacked)]
+        plans = [_Plan(r.case_id, r.patient, (r,)) for r in alone]
         outs = {(r.patient, r.split): r for r in refs if r.modality is Modality.MR_T1_OUT}
         t2s = {(r.patient, r.split): r for r in refs if r.modality is Modality.MR_T2SPIR}
         used: set[str] = set()
@@ -265,7 +269,11 @@ def _build_sample(
     features = {case.modality.value: series_features(case.image.array).tolist()}
     if partner is not None:
         features[partner.modality.value] = series_features(partner.array).tolist()
-    prepared = prepare_volume(case.image, cfg, partner=partner, t2=t2)
+    head = plan.refs[0]
+    if isinstance(head, DatasetRef) and head.stacked:  # every channel of the case, stacked
+        prepared = prepare_channels(case.channels, cfg, head.dataset.channel_names)
+    else:
+        prepared = prepare_volume(case.image, cfg, partner=partner, t2=t2)
     values = label_values(organs, label_set)
     ids = np.asarray(list(values.values()), dtype=np.uint8)
     kept = (

@@ -6,6 +6,7 @@ model sees the same pixels in training and in production.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +137,44 @@ def prepare_volume(
         modalities=tuple(modalities),
         meta=dict(image.meta),
         registration=registration,
+    )
+
+
+def prepare_channels(
+    volumes: Sequence[Volume], cfg: PreprocessConfig, names: Sequence[str]
+) -> PreparedVolume:
+    """The channels of one multi-channel case (``cfg.channels``: e.g. CT arterial + venous phase) as
+    one (Z, C, size, size) input, channel ``i`` being ``volumes[i]`` named ``names[i]``.
+
+    Each channel is normalized for its own modality (a CT channel windowed as CT, an MR channel
+    scaled by its own statistics, exactly as a single-channel input of that modality), then they are
+    stacked and resized together. Channels are stacked voxel for voxel, so they must share the
+    first channel's grid: a mismatch is a :class:`DataError` naming the channel. The answer lies on
+    the first channel's grid.
+    """
+    if len(volumes) != len(names) or not volumes:
+        raise DataError(
+            f"{len(volumes)} channel volume(s) for {len(names)} channel name(s) {list(names)}"
+        )
+    first = volumes[0]
+    for name, volume in zip(names[1:], volumes[1:], strict=True):
+        if volume.shape != first.shape or not volume.geometry.isclose(first.geometry):
+            raise DataError(
+                f"{_name(first)}: channel {name!r} (shape {list(volume.shape)}, spacing "
+                f"{tuple(round(s, 4) for s in volume.geometry.spacing)}) is not on the grid of "
+                f"channel {names[0]!r} (shape {list(first.shape)}, spacing "
+                f"{tuple(round(s, 4) for s in first.geometry.spacing)}); the channels of a case are "
+                "stacked voxel for voxel and must share one grid"
+            )
+    stacked = np.stack([normalize(v, cfg) for v in volumes], axis=1)
+    return PreparedVolume(
+        array=resize_slices(stacked, cfg.size, order=1),
+        geometry=first.geometry,
+        shape=first.shape,
+        modality=first.modality,
+        size=cfg.size,
+        modalities=tuple(v.modality for v in volumes),
+        meta=dict(first.meta),
     )
 
 

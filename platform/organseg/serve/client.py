@@ -314,6 +314,21 @@ class HttpClient:
         )
         return _prediction(result, base64.b64decode(result["labels"]))
 
+    def segment_channels(
+        self, channels: dict[str, Volume], output_format: str = "raw"
+    ) -> Prediction:
+        """Send every channel of a case to a model that stacks a dataset's channels, each as a
+        ``channels`` file part whose file name is the channel's name; the answer lies on the
+        first channel's grid."""
+        files = [
+            ("channels", (name, volume_file_bytes(volume, self.compress)))
+            for name, volume in channels.items()
+        ]
+        result = self._call(
+            "POST", "/v1/segment", files=files, data={"output_format": output_format}
+        )
+        return _prediction(result, base64.b64decode(result["labels"]))
+
     def segment_dicom(self, folders: list[Path], output_format: str = "raw") -> Prediction:
         """Send DICOM series folders of one patient together (one series, or the T1 in-phase,
         out-of-phase and T2-SPIR series a stacking model needs); the server tells them apart by
@@ -460,6 +475,22 @@ class GrpcClient:
         result = self.segment_request(request)
         return _prediction(result, result["labels"])
 
+    def segment_channels(
+        self, channels: dict[str, Volume], output_format: str = "raw"
+    ) -> Prediction:
+        """The gRPC counterpart of :meth:`HttpClient.segment_channels` (the ``channels`` map)."""
+        from organseg.serve.proto import segmentation_pb2 as pb
+
+        request = pb.SegmentRequest(
+            output_format=output_format,
+            channels={
+                name: pb.SeriesPart(raw=pb.RawVolume(**encode_raw(v, compress=self.compress)))
+                for name, v in channels.items()
+            },
+        )
+        result = self.segment_request(request)
+        return _prediction(result, result["labels"])
+
     def segment_dicom(self, folders: list[Path], output_format: str = "raw") -> Prediction:
         """The gRPC counterpart of :meth:`HttpClient.segment_dicom` (one ``dicom_zip``)."""
         from organseg.serve.proto import segmentation_pb2 as pb
@@ -489,6 +520,9 @@ class _RemoteBackend:
             modality,
             stack_t1=listing.get("t1_mode") == "stack",
             with_t2=bool(listing.get("t2_channel")),
+            channels=tuple(
+                (c["name"], Modality.parse(c["modality"])) for c in listing.get("channels") or ()
+            ),
         )
 
     _cached: dict[str, Any] | None = None
@@ -522,6 +556,8 @@ class _RemoteBackend:
         return self.attach_label_set(self.client.segment(volume, modality))
 
     def predict(self, item: PredictInput, modality: str | None) -> Prediction:
+        if item.channels is not None:  # every channel of a case, each named
+            return self.attach_label_set(self.client.segment_channels(item.channels))
         if item.partner is not None:
             prediction = self._send_stacked(item, modality)
         else:

@@ -280,15 +280,17 @@ class EnsembleDeployment:
         partner: Volume | None = None,
         t2: Volume | None = None,
         decision: ModalityDecision | None = None,
+        channels: dict[str, Volume] | None = None,
     ) -> Prediction:
         """Segment one volume with this modality's members: the label map on the input's grid (uint8
         organ ids), organ volumes in mL, per-organ member disagreement and timings in seconds.
         ``modality`` defaults to this ensemble's; ``partner`` is the other T1 phase when T1 in/out
-        are stacked, ``t2`` the T2-SPIR series when the ensemble stacks it as a third channel. A
+        are stacked, ``t2`` the T2-SPIR series when the ensemble stacks it as a third channel,
+        ``channels`` every named channel of a model that stacks a dataset's channels. A
         cancelled call (the client gave up) cancels its member calls with it.
         """
         try:
-            return await self._segment(image, modality, partner, t2, decision)
+            return await self._segment(image, modality, partner, t2, decision, channels)
         except asyncio.CancelledError:
             metrics.count_cancelled(f"ensemble-{self.modality.value}")
             raise
@@ -300,11 +302,18 @@ class EnsembleDeployment:
         partner: Volume | None,
         t2: Volume | None,
         decision: ModalityDecision | None = None,
+        channels: dict[str, Volume] | None = None,
     ) -> Prediction:
         loaded = self.loaded  # one version for the whole request, even if a switch lands meanwhile
         if loaded.predictor is not None:
             prediction = await asyncio.to_thread(
-                loaded.predictor.predict, image, modality or self.modality, partner, t2, decision
+                loaded.predictor.predict,
+                image,
+                modality or self.modality,
+                partner,
+                t2,
+                decision,
+                channels,
             )
             prediction.model_version = loaded.version
             return prediction
@@ -317,6 +326,7 @@ class EnsembleDeployment:
             partner,
             t2,
             decision=decision,
+            channels=channels,
         )
         timings = {"preprocess": time.perf_counter() - started}
         ref = ray.put(prepared.array)  # once; every member reads the same object

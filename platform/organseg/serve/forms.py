@@ -47,9 +47,14 @@ def _refusal(exc: MultiPartException, parser: MultiPartParser) -> DataError:
     return DataError(f"malformed multipart/form-data: {message.rstrip('.')}")
 
 
+#: Fields sent once per item: ``channels``, one file part per channel of a multi-channel model.
+REPEATABLE = frozenset({"channels"})
+
+
 def single_valued(form: FormData) -> None:
-    """DataError naming each field the form carries more than once."""
-    doubled = sorted(k for k, n in Counter(k for k, _ in form.multi_items()).items() if n > 1)
+    """DataError naming each field (but :data:`REPEATABLE`) the form carries more than once."""
+    counts = Counter(k for k, _ in form.multi_items())
+    doubled = sorted(k for k, n in counts.items() if n > 1 and k not in REPEATABLE)
     if doubled:
         names = ", ".join(repr(k) for k in doubled)
         raise DataError(

@@ -164,6 +164,13 @@ class EnsembleInfo(BaseModel):
     organs: list[str] = Field(description="The labels it segments.")
 
 
+class InputChannelInfo(BaseModel):
+    """One input channel of a model that stacks a dataset's channels."""
+
+    name: str = Field(description="The channel's name (the dataset's channel_names).")
+    modality: str = Field(description="Its modality (CT, MR-T1-in, ...).")
+
+
 class ModelsResponse(BaseModel):
     """What ``GET /v1/models`` answers: the served model directory (gRPC ``ListModelsResponse``)."""
 
@@ -180,6 +187,11 @@ class ModelsResponse(BaseModel):
     size: int = Field(description="In-plane size the members run at.")
     t1_mode: str = Field(description="stack: T1 in/out are sent together.")
     t2_channel: bool = Field(description="T2-SPIR is sent with them.")
+    channels: list[InputChannelInfo] = Field(
+        default_factory=list,
+        description="A model that stacks a dataset's channels: each input channel, in order; a "
+        "request sends every one as a part named by the channel's name (empty: one series).",
+    )
     ensembles: list[EnsembleInfo]
     members: list[MemberInfo]
     modality_classifier: dict[str, Any] | None = Field(
@@ -234,6 +246,13 @@ SEGMENT_FORM: dict[str, Any] = {
             "format": "binary",
             "description": "Models stacking T2-SPIR as well: the patient's T2-SPIR series, in the same "
             "forms as out_phase (gRPC: t2).",
+        },
+        "channels": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "Models stacking a dataset's channels (GET /v1/models lists them): one "
+            "file part per channel (a volume file), its file name the channel's name, and no "
+            "file; every channel must be sent, on one grid (gRPC: the channels map).",
         },
         "modality": {
             "type": "string",

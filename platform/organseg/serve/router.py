@@ -33,6 +33,7 @@ from organseg.ensemble.assembly import (
     RequestHints,
     SeriesInput,
     assemble,
+    assemble_channels,
     series_label,
 )
 from organseg.ensemble.describe import describe, served_view
@@ -182,6 +183,29 @@ def _part_series(
     return found
 
 
+def _channel_series(
+    parts: dict[str, Any], spec: EnsembleSpec, limits: WireLimits
+) -> list[SeriesInput]:
+    """The channels of a model that stacks a dataset's channels, one request part each, named by
+    the channel's name (HTTP file parts, or gRPC ``channels`` entries); the name states the
+    channel's modality. Which are missing is :func:`assemble_channels`' to say."""
+    modality = {c.name: c.modality.value for c in spec.preprocess.channels or ()}
+    found: list[SeriesInput] = []
+    for name, content in parts.items():
+        budget = _remaining(limits, found)
+        if isinstance(content, bytes):
+            if not content:
+                raise DataError(f"channel part {name!r} is empty")
+            try:
+                volume = decode_upload(content, None, budget)
+            except DataError as exc:
+                raise type(exc)(f"channel part {name!r}: {exc}") from None
+        else:  # gRPC SeriesPart
+            volume = _decode_part_message(name, content, budget)
+        found.append(SeriesInput(volume, f"channel {name!r}", name, modality.get(name)))
+    return found
+
+
 def _decode_raw_message(raw: Any, limits: WireLimits) -> Volume:
     return decode_raw(
         raw.data,
@@ -284,6 +308,7 @@ class Router:
         decision: ModalityDecision,
         partner: Volume | None = None,
         t2: Volume | None = None,
+        channels: dict[str, Volume] | None = None,
     ) -> "Prediction":
         """The ensemble of the modality :func:`assemble` decided, given that decision with its
         evidence (it is not decided again, and the answer carries it as the ensemble reports it)."""
@@ -295,7 +320,9 @@ class Router:
             )
         requests.record(modality=decision.modality.value)
         prediction: Prediction = await with_retries(
-            lambda: handle.segment.remote(volume, decision.modality.value, partner, t2, decision),
+            lambda: handle.segment.remote(
+                volume, decision.modality.value, partner, t2, decision, channels
+            ),
             f"ensemble-{decision.modality.value}",
             self.retry_budget_s,
         )
@@ -306,9 +333,12 @@ class Router:
     ) -> tuple[Assembled, "Prediction"]:
         """The prediction for the series of one request: :func:`assemble` decides which series is
         the image (the answer's grid) and which are stacked with it; ``hints`` word its refusals."""
-        assembled = assemble(items, self.spec, self.classifier, self.policy, hints)
+        if self.spec.preprocess.channels:  # one series per channel, each in its named part
+            assembled = assemble_channels(items, self.spec, self.classifier, self.policy)
+        else:
+            assembled = assemble(items, self.spec, self.classifier, self.policy, hints)
         prediction = await self._predict(
-            assembled.image, assembled.decision, assembled.partner, assembled.t2
+            assembled.image, assembled.decision, assembled.partner, assembled.t2, assembled.channels
         )
         return assembled, prediction
 
@@ -403,9 +433,25 @@ class Router:
             if "boundary=" not in request.headers.get("content-type", ""):
                 raise DataError("multipart/form-data without a boundary parameter")
             # the byte limit holds while the body streams in, not after it has been buffered
+            channel_names = [c.name for c in self.spec.preprocess.channels or ()]
             form = await read_form(
-                request, self.limits, max_files=1 + len(PART_MODALITIES), max_fields=16
+                request,
+                self.limits,
+                max_files=1 + len(PART_MODALITIES) + len(channel_names),
+                max_fields=16,
             )
+            if channel_names:  # a model stacking a dataset's channels: one part per channel
+                if form.get("file") is not None:
+                    raise DataError(
+                        f"ensemble {self.spec.name!r} reads the channels "
+                        f"{', '.join(channel_names)} of one case together: send each as a "
+                        "'channels' file part whose file name is the channel's name, and no 'file'"
+                    )
+                parts = await self._read_channel_parts(form, channel_names, data)
+                items = await self._decode(self._decode_channel_form, parts, channel_names)
+                result = await self._segment(items, str(form.get("output_format") or "nifti"))
+                result["labels"] = base64.b64encode(result["labels"]).decode()
+                return JSONResponse(result)
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise DataError("missing 'file' field (the volume, DICOM zip or raw voxels)")
@@ -436,6 +482,33 @@ class Router:
                 await asyncio.to_thread(release_memory)
         result["labels"] = base64.b64encode(result["labels"]).decode()
         return JSONResponse(result)
+
+    async def _read_channel_parts(
+        self, form: Any, names: list[str], data: list[bytes]
+    ) -> dict[str, bytes]:
+        """The ``channels`` file parts, each keyed by its file name, which is the channel's name
+        (a name that is no channel is counted, never echoed: it could be a patient's file name)."""
+        parts: dict[str, bytes] = {}
+        strangers = 0
+        for part in form.getlist("channels"):
+            if isinstance(part, str) or part.filename not in names:
+                strangers += 1
+                continue
+            if part.filename in parts:
+                raise DataError(f"channel {part.filename!r} is sent twice; send each channel once")
+            parts[part.filename] = await part.read()
+            data.append(parts[part.filename])
+        if strangers:
+            raise DataError(
+                f"{strangers} 'channels' part(s) not named by a channel of ensemble "
+                f"{self.spec.name!r}; each 'channels' part's file name is its channel's name, one "
+                f"of {', '.join(names)}"
+            )
+        self.limits.check_bytes(sum(map(len, data)), "uploaded files")
+        return parts
+
+    def _decode_channel_form(self, parts: dict[str, bytes], names: list[str]) -> list[SeriesInput]:
+        return _channel_series(parts, self.spec, self.limits)
 
     def _decode_form(
         self,
@@ -570,8 +643,21 @@ class Router:
         elif kind == "raw":
             volume = _decode_raw_message(request.raw, self.limits)
             items = [SeriesInput(volume, "the raw volume", "file", modality)]
+        elif self.spec.preprocess.channels:
+            return _channel_series(dict(request.channels), self.spec, self.limits)
         else:
             raise DataError("empty request: set one of volume_file, dicom_zip or raw")
+        if self.spec.preprocess.channels:
+            raise DataError(
+                f"ensemble {self.spec.name!r} reads the channels "
+                f"{', '.join(c.name for c in self.spec.preprocess.channels)} of one case together: "
+                "send each in the channels map under its name, and no volume_file, dicom_zip or raw"
+            )
+        if len(request.channels):
+            raise DataError(
+                f"channels {', '.join(sorted(request.channels))}: ensemble {self.spec.name!r} "
+                "takes one series (and T1 stacking parts), not named channels"
+            )
         parts = {}
         for name in PART_MODALITIES:
             if request.HasField(name):
@@ -599,6 +685,7 @@ class Router:
                     for m in models["members"]
                 ],
                 label_set=_grpc_label_set(models["label_set"]),
+                channels=[pb.InputChannelInfo(**c) for c in models.get("channels") or []],
             )
 
         return await edge.grpc_call(

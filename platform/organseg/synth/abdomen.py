@@ -123,8 +123,24 @@ def make_abdomen_phantom(
     return np.clip(np.rint(image), -1024, 3071).astype(np.int16), labels.astype(np.uint8), spacing
 
 
-def abdomen_cases(count: int, size: int, slices: int | None, seed: int) -> list[CaseToWrite]:
-    """``count`` synthetic abdominal CT cases ``synth_001``... with identity direction, centred origin."""
+#: The channels of the two-phase synthetic dataset (``venous``), and their modality map.
+PHASE_CHANNELS = ["arterial", "venous"]
+PHASE_MODALITIES = {"arterial": "CT", "venous": "CT"}
+#: HU the venous phase adds inside every labelled organ (a contrast-shifted copy of the image).
+VENOUS_SHIFT_HU = 60
+
+
+def venous_phase(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A second CT phase of ``image``: its organs ``VENOUS_SHIFT_HU`` brighter, on the same grid."""
+    shifted = image.astype(np.int32) + VENOUS_SHIFT_HU * (labels > 0)
+    return np.clip(shifted, -1024, 3071).astype(np.int16)
+
+
+def abdomen_cases(
+    count: int, size: int, slices: int | None, seed: int, venous: bool = False
+) -> list[CaseToWrite]:
+    """``count`` synthetic abdominal CT cases ``synth_001``... with identity direction, centred origin;
+    ``venous`` adds a second channel, :func:`venous_phase` of the first."""
     from organseg.synth.case import case_seed
 
     cases = []
@@ -132,13 +148,10 @@ def abdomen_cases(count: int, size: int, slices: int | None, seed: int) -> list[
         image, labels, spacing = make_abdomen_phantom(size, slices, case_seed(seed, "CT", index))
         origin = (-spacing[0] * image.shape[2] / 2, -spacing[1] * image.shape[1] / 2, 0.0)
         geometry = Geometry(spacing=spacing, origin=origin)
-        cases.append(
-            CaseToWrite(
-                f"synth_{index:03d}",
-                [Volume(image, geometry, Modality.CT)],
-                Volume(labels, geometry),
-            )
-        )
+        channels = [Volume(image, geometry, Modality.CT)]
+        if venous:
+            channels.append(Volume(venous_phase(image, labels), geometry, Modality.CT))
+        cases.append(CaseToWrite(f"synth_{index:03d}", channels, Volume(labels, geometry)))
     return cases
 
 
@@ -150,18 +163,27 @@ def write_abdomen_dataset(
     seed: int = 0,
     format: str = "nnunet",
     overwrite: bool = False,
+    venous: bool = False,
 ) -> Path:
-    """A synthetic nine-label abdominal CT dataset in the nnU-Net v2 raw (or MSD) layout at ``out``."""
+    """A synthetic nine-label abdominal CT dataset in the nnU-Net v2 raw (or MSD) layout at ``out``;
+    ``venous``: two CT phases per case (channels ``arterial`` ``_0000`` and ``venous`` ``_0001``,
+    mapped to CT by ``organseg_channel_modalities``), a multi-channel dataset."""
+    from organseg.datasets.modalities import CHANNEL_MAP_KEY
     from organseg.synth.dataset import check_bounds
 
     check_bounds(cases, 0, size, slices)
     if format not in ("nnunet", "msd"):
         raise ConfigError(f"format {format!r}: expected nnunet or msd")
-    made = abdomen_cases(cases, size, slices, seed)
+    made = abdomen_cases(cases, size, slices, seed, venous)
+    names = list(PHASE_CHANNELS) if venous else ["CT"]
+    extra = {CHANNEL_MAP_KEY: dict(PHASE_MODALITIES)} if venous else None
     if format == "nnunet":
         return write_nnunet(
-            out, made, ["CT"], abdomen_label_set(), "synthetic-abdomen", overwrite=overwrite
-        )
+            out, made, names, abdomen_label_set(), "synthetic-abdomen", overwrite=overwrite,
+            extra=extra,
+        )  # fmt: skip
+    if venous:
+        raise ConfigError("venous: the two-phase synthetic dataset is written as nnU-Net only")
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from organseg.config import ExperimentConfig, MemberConfig
+from organseg.datasets.base import LabelledDataset
 from organseg.errors import ConfigError, DataError, DataWarning
 from organseg.io import discover_cases
 from organseg.labels import LabelSet
 from organseg.modalities import Modality
+from organseg.preprocess.config import InputChannel
 from organseg.preprocess.dataset import SliceCache
 from organseg.preprocess.splits import kfold_splits, patient_split
 from organseg.tasks import get_task
@@ -130,13 +132,51 @@ def _refuse_targets_as_inputs(config: ExperimentConfig, json_path: Path) -> None
             )
 
 
+def input_channels(
+    config: ExperimentConfig, dataset: LabelledDataset
+) -> tuple[InputChannel, ...] | None:
+    """The dataset's channels as the members' stacked input (:func:`organseg.datasets.refs.stacks_channels`
+    under ``dataset.channels``), or None when each channel is a sample of its own. With stacked
+    channels every member must take that many (``in_channels``) and be a 2D member: a member that
+    does not is a :class:`ConfigError` naming its key and the number expected."""
+    from organseg.datasets.refs import case_modalities, stacks_channels
+
+    if not stacks_channels(dataset, config.dataset.channels):
+        return None
+    resolved = case_modalities(dataset)
+    first = resolved[dataset.cases[0].case_id] if dataset.cases else ()
+    channels = tuple(
+        InputChannel(name=name, modality=modality)
+        for name, modality in zip(dataset.channel_names, first, strict=True)
+    )
+    listed = ", ".join(f"{c.name} ({c.modality.value})" for c in channels)
+    for i, member in enumerate(config.members):
+        if member.in_channels != len(channels):
+            raise ConfigError(
+                f"members.{i}.in_channels: member {member.name!r} takes {member.in_channels} "
+                f"channel(s), but {dataset.root} stacks its {len(channels)} channels ({listed}) as "
+                f"one input (dataset.channels: stack); set in_channels: {len(channels)} (or "
+                "dataset.channels: separate)"
+            )
+        if member.dims == 3:
+            raise ConfigError(
+                f"members.{i}.arch: member {member.name!r} is a 3D member; stacked dataset channels "
+                f"({listed}) are read by 2D members only (or set dataset.channels: separate)"
+            )
+    return channels
+
+
 def _prepare_dataset(config: ExperimentConfig) -> PreparedData:
     """An nnU-Net/MSD dataset: validated whole, cached with its label set, split by its folds."""
     from organseg.datasets.refs import dataset_refs
 
     dataset = open_labelled_dataset(config)
     label_set = dataset.label_set
-    refs = dataset_refs(dataset)
+    channels = input_channels(config, dataset)
+    if channels is not None or config.preprocess.channels is not None:
+        # the stacked channels travel with the preprocessing: cache, checkpoints, the model directory
+        config.preprocess = config.preprocess.model_copy(update={"channels": channels})
+    refs = dataset_refs(dataset, stack=channels is not None)
     if not refs:
         raise DataError(f"{dataset.root}: no labelled training cases")
     if label_set.ignore is not None:

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'organseg/serve/proto/segmentation.proto\x12\x0borganseg.v1\"\x80\x01\n\tRawVolume\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0f\n\x07spacing\x18\x04 \x03(\x01\x12\x0e\n\x06origin\x18\x05 \x03(\x01\x12\x11\n\tdirection\x18\x06 \x03(\x01\x12\x13\n\x0b\x63ompression\x18\x07 \x01(\t\"z\n\nSeriesPart\x12\x15\n\x0bvolume_file\x18\x01 \x01(\x0cH\x00\x12\x13\n\tdicom_zip\x18\x02 \x01(\x0cH\x00\x12%\n\x03raw\x18\x03 \x01(\x0b\x32\x16.organseg.v1.RawVolumeH\x00\x12\x10\n\x08\x66ilename\x18\x04 \x01(\tB\x07\n\x05input\"\xf8\x01\n\x0eSegmentRequest\x12\x15\n\x0bvolume_file\x18\x01 \x01(\x0cH\x00\x12\x13\n\tdicom_zip\x18\x02 \x01(\x0cH\x00\x12%\n\x03raw\x18\x03 \x01(\x0b\x32\x16.organseg.v1.RawVolumeH\x00\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x10\n\x08modality\x18\x05 \x01(\t\x12\x15\n\routput_format\x18\x06 \x01(\t\x12*\n\tout_phase\x18\x07 \x01(\x0b\x32\x17.organseg.v1.SeriesPart\x12#\n\x02t2\x18\x08 \x01(\x0b\x32\x17.organseg.v1.SeriesPartB\x07\n\x05input\"h\n\x0eSeriesDecision\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x17\n\x0fmodality_reason\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\"\x90\x01\n\x0cRegistration\x12\x14\n\x0crotation_deg\x18\x01 \x01(\x01\x12\x16\n\x0etranslation_mm\x18\x02 \x01(\x01\x12\x1a\n\x12mutual_information\x18\x03 \x01(\x01\x12\"\n\x1ainitial_mutual_information\x18\x04 \x01(\x01\x12\x12\n\niterations\x18\x05 \x01(\x01\"\xfa\x06\n\x0fSegmentResponse\x12\x0e\n\x06labels\x18\x01 \x01(\x0c\x12\x15\n\routput_format\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0f\n\x07spacing\x18\x04 \x03(\x01\x12\x0e\n\x06origin\x18\x05 \x03(\x01\x12\x11\n\tdirection\x18\x06 \x03(\x01\x12\x10\n\x08modality\x18\x07 \x01(\t\x12\x17\n\x0fmodality_reason\x18\x08 \x01(\t\x12\x0f\n\x07members\x18\t \x03(\t\x12?\n\nvolumes_ml\x18\n \x03(\x0b\x32+.organseg.v1.SegmentResponse.VolumesMlEntry\x12\x42\n\x0buncertainty\x18\x0b \x03(\x0b\x32-.organseg.v1.SegmentResponse.UncertaintyEntry\x12=\n\ttimings_s\x18\x0c \x03(\x0b\x32*.organseg.v1.SegmentResponse.TimingsSEntry\x12\x10\n\x08\x65nsemble\x18\r \x01(\t\x12\x15\n\rmodel_version\x18\x0e \x01(\t\x12\x17\n\x0fmodality_source\x18\x0f \x01(\t\x12 \n\x13modality_confidence\x18\x10 \x01(\x01H\x00\x88\x01\x01\x12+\n\x06series\x18\x11 \x03(\x0b\x32\x1b.organseg.v1.SeriesDecision\x12\x13\n\x0b\x61nswers_for\x18\x12 \x01(\t\x12/\n\x0cregistration\x18\x13 \x01(\x0b\x32\x19.organseg.v1.Registration\x12\x43\n\x0clabel_values\x18\x14 \x03(\x0b\x32-.organseg.v1.SegmentResponse.LabelValuesEntry\x1a\x30\n\x0eVolumesMlEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10UncertaintyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rTimingsSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10LabelValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\x16\n\x14_modality_confidence\"\x13\n\x11ListModelsRequest\"s\n\nMemberInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0e\n\x06organs\x18\x03 \x03(\t\x12\x12\n\nmodalities\x18\x04 \x03(\t\x12\x13\n\x0bin_channels\x18\x05 \x01(\x05\x12\x10\n\x08val_dice\x18\x06 \x01(\x01\"A\n\x0c\x45nsembleInfo\x12\x10\n\x08modality\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x03(\t\x12\x0e\n\x06organs\x18\x03 \x03(\t\">\n\x0c\x43odedConcept\x12\r\n\x05value\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0f\n\x07meaning\x18\x03 \x01(\t\"\xd8\x01\n\tLabelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05\x12\x0e\n\x06\x63olour\x18\x03 \x03(\x05\x12\'\n\x04\x63ode\x18\x04 \x01(\x0b\x32\x19.organseg.v1.CodedConcept\x12-\n\nlaterality\x18\x05 \x01(\x0b\x32\x19.organseg.v1.CodedConcept\x12\x19\n\x11largest_component\x18\x06 \x01(\x08\x12+\n\x08\x63\x61tegory\x18\x07 \x01(\x0b\x32\x19.organseg.v1.CodedConcept\"d\n\x0cLabelSetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06labels\x18\x02 \x03(\x0b\x32\x16.organseg.v1.LabelInfo\x12\x13\n\x06ignore\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_ignore\"\xab\x02\n\x12ListModelsResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\x05\x12\x18\n\x10organseg_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\t\x12,\n\tensembles\x18\x05 \x03(\x0b\x32\x19.organseg.v1.EnsembleInfo\x12(\n\x07members\x18\x06 \x03(\x0b\x32\x17.organseg.v1.MemberInfo\x12\x0c\n\x04size\x18\x07 \x01(\x05\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x0f\n\x07t1_mode\x18\t \x01(\t\x12\x12\n\nt2_channel\x18\n \x01(\x08\x12,\n\tlabel_set\x18\x0b \x01(\x0b\x32\x19.organseg.v1.LabelSetInfo\"\x0f\n\rHealthRequest\"\x91\x01\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12=\n\tensembles\x18\x02 \x03(\x0b\x32*.organseg.v1.HealthResponse.EnsemblesEntry\x1a\x30\n\x0e\x45nsemblesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe6\x01\n\x0cSegmentation\x12\x44\n\x07Segment\x12\x1b.organseg.v1.SegmentRequest\x1a\x1c.organseg.v1.SegmentResponse\x12M\n\nListModels\x12\x1e.organseg.v1.ListModelsRequest\x1a\x1f.organseg.v1.ListModelsResponse\x12\x41\n\x06Health\x12\x1a.organseg.v1.HealthRequest\x1a\x1b.organseg.v1.HealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'organseg/serve/proto/segmentation.proto\x12\x0borganseg.v1\"\x80\x01\n\tRawVolume\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0f\n\x07spacing\x18\x04 \x03(\x01\x12\x0e\n\x06origin\x18\x05 \x03(\x01\x12\x11\n\tdirection\x18\x06 \x03(\x01\x12\x13\n\x0b\x63ompression\x18\x07 \x01(\t\"z\n\nSeriesPart\x12\x15\n\x0bvolume_file\x18\x01 \x01(\x0cH\x00\x12\x13\n\tdicom_zip\x18\x02 \x01(\x0cH\x00\x12%\n\x03raw\x18\x03 \x01(\x0b\x32\x16.organseg.v1.RawVolumeH\x00\x12\x10\n\x08\x66ilename\x18\x04 \x01(\tB\x07\n\x05input\"\xff\x02\n\x0eSegmentRequest\x12\x15\n\x0bvolume_file\x18\x01 \x01(\x0cH\x00\x12\x13\n\tdicom_zip\x18\x02 \x01(\x0cH\x00\x12%\n\x03raw\x18\x03 \x01(\x0b\x32\x16.organseg.v1.RawVolumeH\x00\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x10\n\x08modality\x18\x05 \x01(\t\x12\x15\n\routput_format\x18\x06 \x01(\t\x12*\n\tout_phase\x18\x07 \x01(\x0b\x32\x17.organseg.v1.SeriesPart\x12#\n\x02t2\x18\x08 \x01(\x0b\x32\x17.organseg.v1.SeriesPart\x12;\n\x08\x63hannels\x18\t \x03(\x0b\x32).organseg.v1.SegmentRequest.ChannelsEntry\x1aH\n\rChannelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.organseg.v1.SeriesPart:\x02\x38\x01\x42\x07\n\x05input\"h\n\x0eSeriesDecision\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x17\n\x0fmodality_reason\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\"\x90\x01\n\x0cRegistration\x12\x14\n\x0crotation_deg\x18\x01 \x01(\x01\x12\x16\n\x0etranslation_mm\x18\x02 \x01(\x01\x12\x1a\n\x12mutual_information\x18\x03 \x01(\x01\x12\"\n\x1ainitial_mutual_information\x18\x04 \x01(\x01\x12\x12\n\niterations\x18\x05 \x01(\x01\"\xfa\x06\n\x0fSegmentResponse\x12\x0e\n\x06labels\x18\x01 \x01(\x0c\x12\x15\n\routput_format\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0f\n\x07spacing\x18\x04 \x03(\x01\x12\x0e\n\x06origin\x18\x05 \x03(\x01\x12\x11\n\tdirection\x18\x06 \x03(\x01\x12\x10\n\x08modality\x18\x07 \x01(\t\x12\x17\n\x0fmodality_reason\x18\x08 \x01(\t\x12\x0f\n\x07members\x18\t \x03(\t\x12?\n\nvolumes_ml\x18\n \x03(\x0b\x32+.organseg.v1.SegmentResponse.VolumesMlEntry\x12\x42\n\x0buncertainty\x18\x0b \x03(\x0b\x32-.organseg.v1.SegmentResponse.UncertaintyEntry\x12=\n\ttimings_s\x18\x0c \x03(\x0b\x32*.organseg.v1.SegmentResponse.TimingsSEntry\x12\x10\n\x08\x65nsemble\x18\r \x01(\t\x12\x15\n\rmodel_version\x18\x0e \x01(\t\x12\x17\n\x0fmodality_source\x18\x0f \x01(\t\x12 \n\x13modality_confidence\x18\x10 \x01(\x01H\x00\x88\x01\x01\x12+\n\x06series\x18\x11 \x03(\x0b\x32\x1b.organseg.v1.SeriesDecision\x12\x13\n\x0b\x61nswers_for\x18\x12 \x01(\t\x12/\n\x0cregistration\x18\x13 \x01(\x0b\x32\x19.organseg.v1.Registration\x12\x43\n\x0clabel_values\x18\x14 \x03(\x0b\x32-.organseg.v1.SegmentResponse.LabelValuesEntry\x1a\x30\n\x0eVolumesMlEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10UncertaintyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rTimingsSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10LabelValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\x16\n\x14_modality_confidence\"\x13\n\x11ListModelsRequest\"s\n\nMemberInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0e\n\x06organs\x18\x03 \x03(\t\x12\x12\n\nmodalities\x18\x04 \x03(\t\x12\x13\n\x0bin_channels\x18\x05 \x01(\x05\x12\x10\n\x08val_dice\x18\x06 \x01(\x01\"A\n\x0c\x45nsembleInfo\x12\x10\n\x08modality\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x03(\t\x12\x0e\n\x06organs\x18\x03 \x03(\t\">\n\x0c\x43odedConcept\x12\r\n\x05value\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0f\n\x07meaning\x18\x03 \x01(\t\"\xd8\x01\n\tLabelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05\x12\x0e\n\x06\x63olour\x18\x03 \x03(\x05\x12\'\n\x04\x63ode\x18\x04 \x01(\x0b\x32\x19.organseg.v1.CodedConcept\x12-\n\nlaterality\x18\x05 \x01(\x0b\x32\x19.organseg.v1.CodedConcept\x12\x19\n\x11largest_component\x18\x06 \x01(\x08\x12+\n\x08\x63\x61tegory\x18\x07 \x01(\x0b\x32\x19.organseg.v1.CodedConcept\"d\n\x0cLabelSetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06labels\x18\x02 \x03(\x0b\x32\x16.organseg.v1.LabelInfo\x12\x13\n\x06ignore\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_ignore\"\xdc\x02\n\x12ListModelsResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\x05\x12\x18\n\x10organseg_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\t\x12,\n\tensembles\x18\x05 \x03(\x0b\x32\x19.organseg.v1.EnsembleInfo\x12(\n\x07members\x18\x06 \x03(\x0b\x32\x17.organseg.v1.MemberInfo\x12\x0c\n\x04size\x18\x07 \x01(\x05\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x0f\n\x07t1_mode\x18\t \x01(\t\x12\x12\n\nt2_channel\x18\n \x01(\x08\x12,\n\tlabel_set\x18\x0b \x01(\x0b\x32\x19.organseg.v1.LabelSetInfo\x12/\n\x08\x63hannels\x18\x0c \x03(\x0b\x32\x1d.organseg.v1.InputChannelInfo\"2\n\x10InputChannelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\"\x0f\n\rHealthRequest\"\x91\x01\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12=\n\tensembles\x18\x02 \x03(\x0b\x32*.organseg.v1.HealthResponse.EnsemblesEntry\x1a\x30\n\x0e\x45nsemblesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe6\x01\n\x0cSegmentation\x12\x44\n\x07Segment\x12\x1b.organseg.v1.SegmentRequest\x1a\x1c.organseg.v1.SegmentResponse\x12M\n\nListModels\x12\x1e.organseg.v1.ListModelsRequest\x1a\x1f.organseg.v1.ListModelsResponse\x12\x41\n\x06Health\x12\x1a.organseg.v1.HealthRequest\x1a\x1b.organseg.v1.HealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'organseg.serve.proto.segmentation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SEGMENTREQUEST_CHANNELSENTRY']._loaded_options = None
+  _globals['_SEGMENTREQUEST_CHANNELSENTRY']._serialized_options = b'8\001'
   _globals['_SEGMENTRESPONSE_VOLUMESMLENTRY']._loaded_options = None
   _globals['_SEGMENTRESPONSE_VOLUMESMLENTRY']._serialized_options = b'8\001'
   _globals['_SEGMENTRESPONSE_UNCERTAINTYENTRY']._loaded_options = None
@@ -46,41 +48,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERIESPART']._serialized_start=187
   _globals['_SERIESPART']._serialized_end=309
   _globals['_SEGMENTREQUEST']._serialized_start=312
-  _globals['_SEGMENTREQUEST']._serialized_end=560
-  _globals['_SERIESDECISION']._serialized_start=562
-  _globals['_SERIESDECISION']._serialized_end=666
-  _globals['_REGISTRATION']._serialized_start=669
-  _globals['_REGISTRATION']._serialized_end=813
-  _globals['_SEGMENTRESPONSE']._serialized_start=816
-  _globals['_SEGMENTRESPONSE']._serialized_end=1706
-  _globals['_SEGMENTRESPONSE_VOLUMESMLENTRY']._serialized_start=1481
-  _globals['_SEGMENTRESPONSE_VOLUMESMLENTRY']._serialized_end=1529
-  _globals['_SEGMENTRESPONSE_UNCERTAINTYENTRY']._serialized_start=1531
-  _globals['_SEGMENTRESPONSE_UNCERTAINTYENTRY']._serialized_end=1581
-  _globals['_SEGMENTRESPONSE_TIMINGSSENTRY']._serialized_start=1583
-  _globals['_SEGMENTRESPONSE_TIMINGSSENTRY']._serialized_end=1630
-  _globals['_SEGMENTRESPONSE_LABELVALUESENTRY']._serialized_start=1632
-  _globals['_SEGMENTRESPONSE_LABELVALUESENTRY']._serialized_end=1682
-  _globals['_LISTMODELSREQUEST']._serialized_start=1708
-  _globals['_LISTMODELSREQUEST']._serialized_end=1727
-  _globals['_MEMBERINFO']._serialized_start=1729
-  _globals['_MEMBERINFO']._serialized_end=1844
-  _globals['_ENSEMBLEINFO']._serialized_start=1846
-  _globals['_ENSEMBLEINFO']._serialized_end=1911
-  _globals['_CODEDCONCEPT']._serialized_start=1913
-  _globals['_CODEDCONCEPT']._serialized_end=1975
-  _globals['_LABELINFO']._serialized_start=1978
-  _globals['_LABELINFO']._serialized_end=2194
-  _globals['_LABELSETINFO']._serialized_start=2196
-  _globals['_LABELSETINFO']._serialized_end=2296
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2299
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2598
-  _globals['_HEALTHREQUEST']._serialized_start=2600
-  _globals['_HEALTHREQUEST']._serialized_end=2615
-  _globals['_HEALTHRESPONSE']._serialized_start=2618
-  _globals['_HEALTHRESPONSE']._serialized_end=2763
-  _globals['_HEALTHRESPONSE_ENSEMBLESENTRY']._serialized_start=2715
-  _globals['_HEALTHRESPONSE_ENSEMBLESENTRY']._serialized_end=2763
-  _globals['_SEGMENTATION']._serialized_start=2766
-  _globals['_SEGMENTATION']._serialized_end=2996
+  _globals['_SEGMENTREQUEST']._serialized_end=695
+  _globals['_SEGMENTREQUEST_CHANNELSENTRY']._serialized_start=614
+  _globals['_SEGMENTREQUEST_CHANNELSENTRY']._serialized_end=686
+  _globals['_SERIESDECISION']._serialized_start=697
+  _globals['_SERIESDECISION']._serialized_end=801
+  _globals['_REGISTRATION']._serialized_start=804
+  _globals['_REGISTRATION']._serialized_end=948
+  _globals['_SEGMENTRESPONSE']._serialized_start=951
+  _globals['_SEGMENTRESPONSE']._serialized_end=1841
+  _globals['_SEGMENTRESPONSE_VOLUMESMLENTRY']._serialized_start=1616
+  _globals['_SEGMENTRESPONSE_VOLUMESMLENTRY']._serialized_end=1664
+  _globals['_SEGMENTRESPONSE_UNCERTAINTYENTRY']._serialized_start=1666
+  _globals['_SEGMENTRESPONSE_UNCERTAINTYENTRY']._serialized_end=1716
+  _globals['_SEGMENTRESPONSE_TIMINGSSENTRY']._serialized_start=1718
+  _globals['_SEGMENTRESPONSE_TIMINGSSENTRY']._serialized_end=1765
+  _globals['_SEGMENTRESPONSE_LABELVALUESENTRY']._serialized_start=1767
+  _globals['_SEGMENTRESPONSE_LABELVALUESENTRY']._serialized_end=1817
+  _globals['_LISTMODELSREQUEST']._serialized_start=1843
+  _globals['_LISTMODELSREQUEST']._serialized_end=1862
+  _globals['_MEMBERINFO']._serialized_start=1864
+  _globals['_MEMBERINFO']._serialized_end=1979
+  _globals['_ENSEMBLEINFO']._serialized_start=1981
+  _globals['_ENSEMBLEINFO']._serialized_end=2046
+  _globals['_CODEDCONCEPT']._serialized_start=2048
+  _globals['_CODEDCONCEPT']._serialized_end=2110
+  _globals['_LABELINFO']._serialized_start=2113
+  _globals['_LABELINFO']._serialized_end=2329
+  _globals['_LABELSETINFO']._serialized_start=2331
+  _globals['_LABELSETINFO']._serialized_end=2431
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2434
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2782
+  _globals['_INPUTCHANNELINFO']._serialized_start=2784
+  _globals['_INPUTCHANNELINFO']._serialized_end=2834
+  _globals['_HEALTHREQUEST']._serialized_start=2836
+  _globals['_HEALTHREQUEST']._serialized_end=2851
+  _globals['_HEALTHRESPONSE']._serialized_start=2854
+  _globals['_HEALTHRESPONSE']._serialized_end=2999
+  _globals['_HEALTHRESPONSE_ENSEMBLESENTRY']._serialized_start=2951
+  _globals['_HEALTHRESPONSE_ENSEMBLESENTRY']._serialized_end=2999
+  _globals['_SEGMENTATION']._serialized_start=3002
+  _globals['_SEGMENTATION']._serialized_end=3232
 # @@protoc_insertion_point(module_scope)

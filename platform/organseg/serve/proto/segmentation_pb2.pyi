@@ -37,7 +37,14 @@ class SeriesPart(_message.Message):
     def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format", "out_phase", "t2")
+    __slots__ = ("volume_file", "dicom_zip", "raw", "filename", "modality", "output_format", "out_phase", "t2", "channels")
+    class ChannelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SeriesPart
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SeriesPart, _Mapping]] = ...) -> None: ...
     VOLUME_FILE_FIELD_NUMBER: _ClassVar[int]
     DICOM_ZIP_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +53,7 @@ class SegmentRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     OUT_PHASE_FIELD_NUMBER: _ClassVar[int]
     T2_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     volume_file: bytes
     dicom_zip: bytes
     raw: RawVolume
@@ -54,7 +62,8 @@ class SegmentRequest(_message.Message):
     output_format: str
     out_phase: SeriesPart
     t2: SeriesPart
-    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ..., out_phase: _Optional[_Union[SeriesPart, _Mapping]] = ..., t2: _Optional[_Union[SeriesPart, _Mapping]] = ...) -> None: ...
+    channels: _containers.MessageMap[str, SeriesPart]
+    def __init__(self, volume_file: _Optional[bytes] = ..., dicom_zip: _Optional[bytes] = ..., raw: _Optional[_Union[RawVolume, _Mapping]] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., output_format: _Optional[str] = ..., out_phase: _Optional[_Union[SeriesPart, _Mapping]] = ..., t2: _Optional[_Union[SeriesPart, _Mapping]] = ..., channels: _Optional[_Mapping[str, SeriesPart]] = ...) -> None: ...
 
 class SeriesDecision(_message.Message):
     __slots__ = ("role", "series", "modality", "modality_reason", "shape")
@@ -225,7 +234,7 @@ class LabelSetInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ..., ignore: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel", "label_set")
+    __slots__ = ("name", "task", "organseg_version", "created", "ensembles", "members", "size", "model_version", "t1_mode", "t2_channel", "label_set", "channels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ORGANSEG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +246,7 @@ class ListModelsResponse(_message.Message):
     T1_MODE_FIELD_NUMBER: _ClassVar[int]
     T2_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     LABEL_SET_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: int
     organseg_version: str
@@ -248,7 +258,16 @@ class ListModelsResponse(_message.Message):
     t1_mode: str
     t2_channel: bool
     label_set: LabelSetInfo
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ..., label_set: _Optional[_Union[LabelSetInfo, _Mapping]] = ...) -> None: ...
+    channels: _containers.RepeatedCompositeFieldContainer[InputChannelInfo]
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[int] = ..., organseg_version: _Optional[str] = ..., created: _Optional[str] = ..., ensembles: _Optional[_Iterable[_Union[EnsembleInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., size: _Optional[int] = ..., model_version: _Optional[str] = ..., t1_mode: _Optional[str] = ..., t2_channel: _Optional[bool] = ..., label_set: _Optional[_Union[LabelSetInfo, _Mapping]] = ..., channels: _Optional[_Iterable[_Union[InputChannelInfo, _Mapping]]] = ...) -> None: ...
+
+class InputChannelInfo(_message.Message):
+    __slots__ = ("name", "modality")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    modality: str
+    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
