@@ -117,11 +117,15 @@ def test_grpc_bad_requests_then_a_good_one(served) -> None:
          grpc.StatusCode.RESOURCE_EXHAUSTED, "limit"),
         (pb.SegmentRequest(raw=pb.RawVolume(data=raw, dtype="complex64", shape=[4, 8, 8]), modality="CT"),
          grpc.StatusCode.INVALID_ARGUMENT, "dtype"),
+        (pb.SegmentRequest(raw=pb.RawVolume(data=raw, dtype="int16", shape=[4, 8, 8]), modality="CT",
+                           channels={"DOE^JANE.nii": pb.SeriesPart(volume_file=b"x")}),
+         grpc.StatusCode.INVALID_ARGUMENT, "1 'channels' entr(y/ies)"),
     ]  # fmt: skip
     for request, code, fragment in cases:
         with pytest.raises(ServiceError, match=code.name) as caught:
             client.call("Segment", request)
         assert fragment.lower() in str(caught.value).lower()
+        assert "DOE" not in str(caught.value)
     good = client.segment_request(pb.SegmentRequest(dicom_zip=zip_dicom_series(_ct_folder(config))))
     assert good["modality"] == "CT"
     assert len(good["labels"]) > 0

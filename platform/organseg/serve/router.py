@@ -654,8 +654,8 @@ class Router:
                 "send each in the channels map under its name, and no volume_file, dicom_zip or raw"
             )
         if len(request.channels):
-            raise DataError(
-                f"channels {', '.join(sorted(request.channels))}: ensemble {self.spec.name!r} "
+            raise DataError(  # counted, not named: a key could be a patient's file name
+                f"{len(request.channels)} 'channels' entr(y/ies): ensemble {self.spec.name!r} "
                 "takes one series (and T1 stacking parts), not named channels"
             )
         parts = {}
