@@ -392,23 +392,26 @@ def assemble(
     )
 
 
-def assemble_channels(
-    items: list[SeriesInput],
-    spec: EnsembleSpec,
-    classifier: ModalityClassifier | None = None,
-    policy: ModalityPolicy | None = None,
-) -> Assembled:
-    """The input of a model that stacks a dataset's channels (``preprocess.channels``): one series
-    per channel, each sent in the request part named by its channel name. A channel missing,
-    unknown or on another grid than the first is refused (422) naming it; the part's name states
-    the channel's modality, which DICOM headers must not contradict. The answer lies on the first
-    channel's grid; ``Assembled.channels`` maps each channel name to its volume."""
+def channel_list(spec: EnsembleSpec) -> str:
+    """The model's input channels as messages name them: ``arterial (CT), venous (CT)``."""
+    return ", ".join(f"{c.name} ({c.modality.value})" for c in spec.preprocess.channels or ())
+
+
+def check_channel_names(spec: EnsembleSpec, present: Iterable[str]) -> list[str]:
+    """The model's channel names, in order, when ``present`` holds exactly them; otherwise a
+    :class:`ModalityError` (a 4xx when served) naming the missing channels and counting the
+    unknown names (counted, not named: a name could be a patient's file name)."""
     wanted = spec.preprocess.channels or ()
     names = [c.name for c in wanted]
-    listed = ", ".join(f"{c.name} ({c.modality.value})" for c in wanted)
-    by_part = {item.part: item for item in items}
-    missing = [n for n in names if n not in by_part]
-    unknown = [part for part in by_part if part not in names]
+    present = list(present)
+    if not wanted:
+        raise ModalityError(
+            f"ensemble {spec.name!r} takes one series per input, not {len(present)} named "
+            "channel(s); send the series alone",
+            ask=False,
+        )
+    missing = [n for n in names if n not in present]
+    unknown = [p for p in present if p not in names]
     if missing or unknown:
         problems = []
         if missing:
@@ -416,30 +419,60 @@ def assemble_channels(
         if unknown:
             problems.append(f"{len(unknown)} part(s) named by no channel of it")
         raise ModalityError(
-            f"ensemble {spec.name!r} reads the channels {listed} of one case together; "
+            f"ensemble {spec.name!r} reads the channels {channel_list(spec)} of one case together; "
             f"{' and '.join(problems)}: send every channel, named by its channel name (POST "
             "/v1/segment: one 'channels' file part per channel, its file name the channel's name; "
-            "gRPC Segment: the channels map)",
+            "gRPC Segment: the channels map; predict: the case's _0000, _0001, ... files)",
             ask=False,
         )
-    first = by_part[names[0]]
+    return names
+
+
+def decide_channels(
+    spec: EnsembleSpec,
+    volumes: dict[str, Volume],
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
+    served: Iterable[Modality] | None = None,
+) -> dict[str, ModalityDecision]:
+    """Each channel's modality decision: the channel's name states its modality, as an explicit
+    modality does, and DICOM headers that contradict it are refused (:func:`decide_modality`);
+    a refusal names the channel."""
     decisions = {}
-    for channel in wanted:
-        item = by_part[channel.name]
+    for channel in spec.preprocess.channels or ():
         try:
             decisions[channel.name] = decide_modality(
-                item.volume, channel.modality.value, classifier, policy
+                volumes[channel.name], channel.modality.value, classifier, policy, served
             )
         except ModalityError as exc:
             raise ModalityError(f"channel {channel.name!r}: {exc.problem}", ask=False) from None
-        other = item.volume
+    return decisions
+
+
+def assemble_channels(
+    items: list[SeriesInput],
+    spec: EnsembleSpec,
+    classifier: ModalityClassifier | None = None,
+    policy: ModalityPolicy | None = None,
+) -> Assembled:
+    """The input of a model that stacks a dataset's channels (``preprocess.channels``): one series
+    per channel, each sent in the request part named by its channel name
+    (:func:`check_channel_names`, :func:`decide_channels`). A channel on another grid than the
+    first is refused (422) naming it. The answer lies on the first channel's grid;
+    ``Assembled.channels`` maps each channel name to its volume."""
+    by_part = {item.part: item for item in items}
+    names = check_channel_names(spec, by_part)
+    first = by_part[names[0]]
+    for name in names:
+        other = by_part[name].volume
         if other.shape != first.volume.shape or not other.geometry.isclose(first.volume.geometry):
             raise ModalityError(
-                f"channel {channel.name!r} (shape {list(other.shape)}) is not on the grid of "
+                f"channel {name!r} (shape {list(other.shape)}) is not on the grid of "
                 f"channel {names[0]!r} (shape {list(first.volume.shape)}); the channels of a case "
                 "are stacked voxel for voxel and must share one grid",
                 ask=False,
             )
+    decisions = decide_channels(spec, {n: by_part[n].volume for n in names}, classifier, policy)
     head = decisions[names[0]]
     return Assembled(
         first.volume,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from organseg.ensemble.assembly import served_modalities
+from organseg.ensemble.assembly import check_channel_names, decide_channels, served_modalities
 from organseg.ensemble.members import MemberRunner
 from organseg.ensemble.modality_classifier import ModalityClassifier
 from organseg.ensemble.postprocess import labels_from_member_maps
@@ -95,11 +95,6 @@ def prepare_input(
     return decision, prepared
 
 
-def channel_list(spec: EnsembleSpec) -> str:
-    """The model's input channels as messages name them: ``arterial (CT), venous (CT)``."""
-    return ", ".join(f"{c.name} ({c.modality.value})" for c in spec.preprocess.channels or ())
-
-
 def prepare_channels_input(
     spec: EnsembleSpec,
     channels: Mapping[str, Volume],
@@ -111,38 +106,13 @@ def prepare_channels_input(
     served). Naming a channel states its modality, as an explicit modality does: headers that
     contradict it are refused by the router's rule (:func:`decide_modality`). Channels must share
     the first channel's grid (:func:`prepare_channels`); the answer lies on it."""
-    wanted = spec.preprocess.channels or ()
-    names = [c.name for c in wanted]
-    if not wanted:
-        raise ModalityError(
-            f"ensemble {spec.name!r} takes one series per input, not named channels "
-            f"({', '.join(channels)}); send the series alone",
-            ask=False,
-        )
-    missing = [n for n in names if n not in channels]
-    extra = [n for n in channels if n not in names]
-    if missing or extra:
-        problem = []
-        if missing:
-            problem.append(f"missing channel(s) {', '.join(missing)}")
-        if extra:
-            problem.append(f"unknown channel(s) {', '.join(extra)}")
-        raise ModalityError(
-            f"ensemble {spec.name!r} reads the channels {channel_list(spec)} of one case together "
-            f"as one input; {' and '.join(problem)}: send every channel, each named",
-            ask=False,
-        )
-    served = served_modalities(spec)
-    decisions = []
-    for channel in wanted:
-        volume = channels[channel.name]
-        validate_volume(volume, f"channel {channel.name!r}")
-        try:
-            decided = decide_modality(volume, channel.modality.value, classifier, policy, served)
-        except ModalityError as exc:
-            raise ModalityError(f"channel {channel.name!r}: {exc.problem}", ask=False) from None
-        volume.modality = channel.modality
-        decisions.append(decided)
+    names = check_channel_names(spec, channels)
+    for name in names:
+        validate_volume(channels[name], f"channel {name!r}")
+    decided = decide_channels(spec, dict(channels), classifier, policy, served_modalities(spec))
+    for channel in spec.preprocess.channels or ():
+        channels[channel.name].modality = channel.modality
+    decisions = [decided[n] for n in names]
     first = decisions[0]
     decision = ModalityDecision(
         first.modality,
