@@ -1,7 +1,7 @@
 """``organseg batch`` with a model that stacks a dataset's channels (CT arterial + venous phase): an
 nnU-Net case is one study of all its channel files, one output row whose labels equal
 ``predict --local``'s; a case missing a channel is a ``refused`` row naming it. The stages run here
-without Ray; ``test_batch_cli_on_a_two_phase_dataset`` runs the real command on the session's
+without Ray; ``test_batch_cli_on_a_two_phase_dataset`` runs the real command on the tests' shared
 cluster."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_a_case_is_one_row_and_a_missing_channel_is_refused(
 def test_batch_cli_on_a_two_phase_dataset(
     ray_cluster: str, stacked_model: tuple[Path, Path], tmp_path: Path, capsys
 ) -> None:
-    """The real ``organseg batch`` on the session's cluster over a two-phase dataset's ``imagesTs``
+    """The real ``organseg batch`` on the tests' shared Ray cluster over a two-phase dataset's ``imagesTs``
     and ``imagesTr``: one ``done`` row per whole case, its labels ``predict --local``'s; the case
     missing its venous channel one ``refused`` row naming it; exit code 1."""
     import pyarrow.parquet as pq
