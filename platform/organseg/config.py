@@ -661,7 +661,12 @@ class ExperimentConfig(_Strict):
                 )
             stacked_t1 = stacked and modalities == [Modality.MR_T1_IN]
             from_data = own_labels and not modalities  # known once the dataset is read
-            if member.in_channels == 2 and not (stacked_t1 or from_data):
+            # a dataset's channels stacked as one input, as reading the dataset resolved them (its
+            # members' modalities are then set too, and the data checked the count)
+            resolved = self.preprocess.channels is not None and member.in_channels == len(
+                self.preprocess.channels
+            )
+            if member.in_channels == 2 and not (stacked_t1 or from_data or resolved):
                 problems.append(
                     (
                         ("members", i, "in_channels"),

@@ -119,10 +119,11 @@ def experiment(options: QuickstartOptions) -> ExperimentConfig:
 
 def _dataset_experiment(options: QuickstartOptions, format: str) -> ExperimentConfig:
     """The quickstart's members on an nnU-Net/MSD dataset: its label set (no CHAOS task), its split,
-    and members that take its channels' modalities. A dataset the members cannot use (a channel of no
-    established modality, region-based labels, a broken ``dataset.json``) is one DataError naming the
-    key, before anything trains."""
-    from organseg.datasets.refs import case_modalities
+    and members that take its channels' modalities — all its channels as one input (``in_channels``)
+    when the dataset stacks them (``dataset.channels``, as training resolves it). A dataset the
+    members cannot use (a channel of no established modality, region-based labels, a broken
+    ``dataset.json``) is one DataError naming the key, before anything trains."""
+    from organseg.datasets.refs import case_modalities, stacks_channels
     from organseg.train.data import open_labelled_dataset
 
     assert options.data is not None
@@ -149,6 +150,12 @@ def _dataset_experiment(options: QuickstartOptions, format: str) -> ExperimentCo
     raw["members"] = members
     config = parse_config(raw, source=str(options.config))
     labelled = open_labelled_dataset(config, deep=False)
+    if stacks_channels(labelled, config.dataset.channels):
+        # one sample per case holding every channel; its modalities are left to the data, as the
+        # config allows for stacked channels (organseg.train.data: the first channel's)
+        count = len(labelled.channel_names)
+        config.members = [m.model_copy(update={"in_channels": count}) for m in config.members]
+        return config
     stacked = config.preprocess.t1_mode == "stack"
     every = dict.fromkeys(m for case in case_modalities(labelled).values() for m in case)
     modalities = [  # out-phase is the in-phase sample's second channel when stacked
@@ -160,12 +167,19 @@ def _dataset_experiment(options: QuickstartOptions, format: str) -> ExperimentCo
 
 def _check_dataset(config: ExperimentConfig, console: Console) -> None:
     """Read the whole dataset before training (every problem, by file and key) and say what it holds."""
+    from organseg.datasets.refs import case_modalities
     from organseg.train.data import open_labelled_dataset
 
     dataset = open_labelled_dataset(config, deep=True)
     assert dataset.label_set is not None
     labels = [lb.name for lb in dataset.label_set]
-    modalities = sorted({m.value for member in config.members for m in member.modalities or []})
+    channels = list(dataset.channel_names)
+    if len(channels) > 1 and all(m.in_channels == len(channels) for m in config.members):
+        firsts = sorted({case[0].value for case in case_modalities(dataset).values()})
+        takes = f"members take all {len(channels)} channels as one input ({', '.join(firsts)})"
+    else:
+        modalities = {m.value for member in config.members for m in member.modalities or []}
+        takes = f"members take {', '.join(sorted(modalities))}"
     ignore = (
         f"; ignore label {dataset.label_set.ignore} left out of loss and metrics"
         if dataset.label_set.ignore is not None
@@ -173,7 +187,7 @@ def _check_dataset(config: ExperimentConfig, console: Console) -> None:
     )
     console.print(
         f"  {dataset.root}: {dataset.format} dataset of {len(dataset.cases)} case(s), channels "
-        f"{list(dataset.channel_names)} → members take {', '.join(modalities)}; {len(labels)} labels: "
+        f"{channels} → {takes}; {len(labels)} labels: "
         f"{', '.join(labels)}{ignore}",
         highlight=False,
         soft_wrap=True,
@@ -324,6 +338,7 @@ def _serve_and_segment(
     deploy(schema)
     local = EnsemblePredictor(model_dir)
     label_set = local.spec.label_set() if local.spec.labels is not None else None
+    model_channels = local.spec.preprocess.channels or ()
     served = []
     try:
         backends = {
@@ -331,13 +346,16 @@ def _serve_and_segment(
             "grpc": GrpcBackend(f"127.0.0.1:{options.grpc_port}", 300),
         }
         for case in heldout:
-            expected = local.predict(case.image, case.modality.value).labels.array
+            channels = named_channels(case, model_channels)
+            expected = local.predict(case.image, case.modality.value, channels=channels)
+            expected = expected.labels.array
             # DICOM states its modality in its headers; a dataset's volume by its channel's name
-            # (dataset.json), which the request then states
+            # (dataset.json), which the request then states; stacked channels each by their name
             stated = case.modality.value if label_set is not None else None
+            item = PredictInput(case.case_id, case.image, channels=channels)
             for transport, backend in backends.items():
                 started = time.perf_counter()
-                prediction = backend.predict(PredictInput(case.case_id, case.image), stated)
+                prediction = backend.predict(item, stated)
                 seconds = time.perf_counter() - started
                 stem = f"{case.case_id.replace('/', '_')}_{transport}"
                 mask = write_volume_file(
@@ -563,8 +581,8 @@ def _labelled_heldout(
     config: ExperimentConfig, console: Console
 ) -> tuple[list[Any], dict[str, Path], bool]:
     """The validation cases of a dataset with its own labels (its ``splits_final.json`` fold, else
-    ``val_fraction``), one loaded channel each, with their label files; False when they were also
-    trained on (one case)."""
+    ``val_fraction``), one loaded channel each (all channels when stacked), with their label files;
+    False when they were also trained on (one case)."""
     import warnings
 
     from organseg.datasets.refs import dataset_refs, load_ref
@@ -576,9 +594,10 @@ def _labelled_heldout(
     val_patients = {s.patient for s in data.cache.samples if s.id in data.val_ids}
     train_patients = {s.patient for s in data.cache.samples if s.id in data.train_ids}
     served = {m for member in config.members for m in member.modalities or []}
+    stack = config.preprocess.channels is not None  # as prepare_data resolved it
     refs = [
         r
-        for r in dataset_refs(open_labelled_dataset(config, deep=False))
+        for r in dataset_refs(open_labelled_dataset(config, deep=False), stack=stack)
         if r.patient in val_patients and r.modality in served and r.case.label is not None
     ]
     label_files = {r.case_id: r.case.label for r in refs if r.case.label is not None}
@@ -590,6 +609,14 @@ def _labelled_heldout(
             soft_wrap=True,
         )
     return [load_ref(r) for r in refs], label_files, independent
+
+
+def named_channels(case: Any, model_channels: Any) -> dict[str, Any] | None:
+    """A stacked case's channels by the model's channel names (both in dataset.json order), as
+    predict and the served requests take them; None for a case of one channel (and CHAOS cases)."""
+    if not getattr(case, "channels", ()):
+        return None
+    return {c.name: v for c, v in zip(model_channels, case.channels, strict=True)}
 
 
 def _evaluate_labels(
@@ -608,10 +635,12 @@ def _evaluate_labels(
 
     predictor = EnsemblePredictor(model_dir)
     label_set = predictor.spec.label_set()
+    model_channels = predictor.spec.preprocess.channels or ()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in heldout:
-        prediction = predictor.predict(case.image, case.modality.value)
+        channels = named_channels(case, model_channels)
+        prediction = predictor.predict(case.image, case.modality.value, channels=channels)
         path = write_volume_file(
             prediction.labels, out_dir / f"{case.case_id.replace('/', '_')}.nii.gz"
         )

@@ -1,4 +1,5 @@
-"""An archive as a PACS export writes it, and a CT-only model, shared by the batch tests."""
+"""An archive as a PACS export writes it, a CT-only model, and a model that stacks a two-phase
+dataset's channels, shared by the batch tests."""
 
 from __future__ import annotations
 
@@ -168,6 +169,32 @@ def batch_stack_model(tmp_path_factory: pytest.TempPathFactory, archive: Archive
         archive.sources["mr1-in"],
         archive.sources["mr1-out"],
     )
+
+
+# -- a model that stacks a dataset's channels (CT arterial + venous) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def stacked_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The two-channel model trained a few steps on the two-phase dataset (Ray-free trainer core),
+    and that dataset: ``(model directory, dataset root)``. Read-only!"""
+    from tests.train.test_stacked_channels import train_stacked
+
+    return train_stacked(tmp_path_factory.mktemp("batch-phases"))
+
+
+@pytest.fixture(scope="session")
+def model_and_cases(
+    stacked_model: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """The two-channel model, and a dataset whose ``imagesTs`` holds case 1 whole and case 2 without
+    its venous channel. Read-only!"""
+    model_dir, dataset = stacked_model
+    cases = tmp_path_factory.mktemp("batch-phase-cases") / "cases"
+    (cases / "imagesTs").mkdir(parents=True)
+    for name in ("synth_001_0000", "synth_001_0001", "synth_002_0000"):
+        shutil.copy(dataset / "imagesTr" / f"{name}.nii.gz", cases / "imagesTs")
+    return model_dir, cases
 
 
 # -- a real S3 API on loopback (moto's server) --------------------------------------------------------

@@ -1,6 +1,8 @@
 """``organseg batch`` with a model that stacks a dataset's channels (CT arterial + venous phase): an
 nnU-Net case is one study of all its channel files, one output row whose labels equal
-``predict --local``'s; a case missing a channel is a ``refused`` row naming it."""
+``predict --local``'s; a case missing a channel is a ``refused`` row naming it. The stages run here
+without Ray; ``test_batch_cli_on_a_two_phase_dataset`` runs the real command on the tests' shared
+cluster."""
 
 from __future__ import annotations
 
@@ -16,20 +18,6 @@ from organseg.batch.run import plan_run
 from organseg.batch.work import make_predictor, predict_stage, read_stage, write_stage
 from organseg.ensemble.inputs import channel_pairs, plan_inputs
 from organseg.ensemble.predictor import EnsemblePredictor
-from tests.train.test_stacked_channels import train_stacked
-
-
-@pytest.fixture(scope="module")
-def model_and_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The two-channel model, and a dataset whose ``imagesTs`` holds case 1 whole and case 2 without
-    its venous channel."""
-    root = tmp_path_factory.mktemp("batch-phases")
-    model_dir, dataset = train_stacked(root)
-    cases = root / "cases"
-    (cases / "imagesTs").mkdir(parents=True)
-    for name in ("synth_001_0000", "synth_001_0001", "synth_002_0000"):
-        shutil.copy(dataset / "imagesTr" / f"{name}.nii.gz", cases / "imagesTs")
-    return model_dir, cases
 
 
 def test_a_case_is_one_row_and_a_missing_channel_is_refused(
@@ -66,3 +54,50 @@ def test_a_case_is_one_row_and_a_missing_channel_is_refused(
     expected = local.predict(item.image, channels=item.channels).labels.array
     written = sitk.GetArrayFromImage(sitk.ReadImage(row["output"]))
     assert np.array_equal(written, expected)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_batch_cli_on_a_two_phase_dataset(
+    ray_cluster: str, stacked_model: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    """The real ``organseg batch`` on the tests' shared Ray cluster over a two-phase dataset's ``imagesTs``
+    and ``imagesTr``: one ``done`` row per whole case, its labels ``predict --local``'s; the case
+    missing its venous channel one ``refused`` row naming it; exit code 1."""
+    import pyarrow.parquet as pq
+
+    from tests.conftest import run_cli
+
+    model_dir, dataset = stacked_model
+    cases = tmp_path / "cases"
+    (cases / "imagesTr").mkdir(parents=True)
+    (cases / "imagesTs").mkdir()
+    for name in ("synth_001_0000", "synth_001_0001"):
+        shutil.copy(dataset / "imagesTr" / f"{name}.nii.gz", cases / "imagesTs")
+    for name in ("synth_002_0000", "synth_002_0001"):
+        shutil.copy(dataset / "imagesTr" / f"{name}.nii.gz", cases / "imagesTr")
+    # a third case whose venous channel is missing
+    missing = cases / "imagesTs" / "synth_003_0000.nii.gz"
+    shutil.copy(dataset / "imagesTr" / "synth_002_0000.nii.gz", missing)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "batch", cases, "-o", out, "--model", model_dir, "--workers", "1"
+    )
+    assert code == 1, err
+    assert "Traceback" not in err
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["status"] for r in rows) == ["done", "done", "refused"]
+    (refused,) = [r for r in rows if r["status"] == "refused"]
+    assert "synth_003 lacks channel(s) venous (_0001)" in refused["reason"]
+    done = {Path(r["source"]).name: r for r in rows if r["status"] == "done"}
+    assert sorted(done) == ["synth_001_0000.nii.gz", "synth_002_0000.nii.gz"], done.keys()
+    for name, row in done.items():
+        first = next(cases.rglob(name))
+        local = tmp_path / f"local-{name}"
+        code, _, err = run_cli(
+            capsys, "predict", first, "--local", model_dir, "-o", local, "--device", "cpu"
+        )
+        assert code == 0, err
+        batch_labels = sitk.GetArrayFromImage(sitk.ReadImage(row["output"]))
+        assert np.array_equal(batch_labels, sitk.GetArrayFromImage(sitk.ReadImage(str(local))))
+        assert "channels arterial, venous stacked" in row["modality_reason"]

@@ -101,3 +101,37 @@ def test_msd_copy_of_an_nnunet_dataset(tmp_path: Path) -> None:
             np.testing.assert_array_equal(x.array, y.array)
             assert x.geometry == y.geometry
         np.testing.assert_array_equal(a.label.array, b.label.array)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("channels", "extra", "modalities"),
+    [
+        (
+            ("phase_a", "phase_b"),
+            {
+                "organseg_channel_modalities": {"phase_a": "CT", "1": "CT"},
+                "label_codes": {"aorta": ["15825003", "SCT", "Aorta"]},
+            },
+            (Modality.CT, Modality.CT),
+        ),
+        (("image",), {"organseg_case_modalities": {"case_a": "CT", "case_*": "MR"}}, None),
+    ],
+)
+def test_msd_copy_carries_the_modality_maps_and_label_codes(
+    tmp_path: Path, channels: tuple[str, ...], extra: dict, modalities: tuple | None
+) -> None:
+    """The dataset.json keys organseg reads in both formats travel into the MSD copy, so it routes
+    and codes its cases as the nnU-Net form does."""
+    source = build_nnunet(tmp_path / "nn", channels=channels, extra=extra)
+    copy = nnunet_to_msd(source, tmp_path / "msd")
+    manifest = read_json(copy / "dataset.json")
+    assert {key: manifest[key] for key in extra} == extra
+    original, msd = open_nnunet(source), open_msd(copy)
+    assert msd.check() == []
+    found = msd.case_modalities()[0]
+    assert found == original.case_modalities()[0]
+    if modalities is not None:
+        assert found["case_a"] == modalities
+    else:
+        assert (found["case_a"], found["case_b"]) == ((Modality.CT,), (Modality.MR,))
+    assert msd.label_set == original.label_set

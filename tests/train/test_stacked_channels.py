@@ -232,6 +232,40 @@ def test_channels_key_is_for_nnunet_and_msd_only(tmp_path: Path) -> None:
         load_config(tmp_path / "chaos.yaml")
 
 
+def test_the_msd_copy_prepares_the_same_stacked_slices(phases: Path, tmp_path: Path) -> None:
+    """The MSD form of the two-phase dataset (``data synth --format msd --venous``: 4D images, the
+    channel modality map carried into its dataset.json) stacks the same two channels: same samples,
+    prepared slices, label maps and split as the nnU-Net form."""
+    msd = write_abdomen_dataset(
+        tmp_path / "msd", cases=2, size=32, slices=6, seed=3, format="msd", venous=True
+    )
+    manifest = json.loads((msd / "dataset.json").read_text())
+    assert manifest["modality"] == {"0": "arterial", "1": "venous"}
+    assert manifest["organseg_channel_modalities"] == {"arterial": "CT", "venous": "CT"}
+    assert sitk.ReadImage(str(msd / "imagesTr" / "synth_001.nii.gz")).GetDimension() == 4
+
+    def prepared(dataset: Path, name: str):
+        config = load_config(write_config(tmp_path / name, dataset))
+        data = prepare_data(config)
+        assert [c.name for c in config.preprocess.channels] == PHASE_CHANNELS
+        return data
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = prepared(phases, "a"), prepared(msd, "b")
+    assert b.label_set == a.label_set
+    assert (a.train_ids, a.val_ids) == (b.train_ids, b.val_ids)
+    assert [s.id for s in a.cache.samples] == [s.id for s in b.cache.samples]
+    for sample in a.cache.samples:
+        image_a, labels_a = a.cache.volume(sample.id)
+        image_b, labels_b = b.cache.volume(sample.id)
+        assert image_a.shape[1] == 2  # arterial, venous stacked
+        np.testing.assert_array_equal(image_a, image_b)
+        np.testing.assert_array_equal(labels_a, labels_b)
+        assert b.cache.sample(sample.id).modalities == sample.modalities
+        assert b.cache.sample(sample.id).organ_voxels == sample.organ_voxels
+
+
 def test_single_channel_datasets_keep_their_cache_fingerprint(tmp_path: Path) -> None:
     """Existing configs and caches: nothing of the channels is written when there are none."""
     from organseg.preprocess.config import PreprocessConfig

@@ -46,15 +46,15 @@ def synth_command(
     venous: bool = typer.Option(
         False,
         "--venous",
-        help="nnunet: two CT phases per case (channels 'arterial' _0000 and 'venous' _0001, a "
-        "contrast-shifted copy), a multi-channel dataset.",
+        help="nnunet / msd: two CT phases per case (channels 'arterial' _0000 and 'venous' _0001, "
+        "in MSD the 4th dimension; a contrast-shifted copy), a multi-channel dataset.",
     ),
 ) -> None:
     """Write a synthetic dataset: CHAOS layout (DICOM + PNG masks) or a nine-label nnU-Net / MSD one."""
     from organseg.errors import ConfigError
 
-    if venous and format != "nnunet":
-        raise ConfigError(f"--venous: the two-phase synthetic dataset is nnunet only, not {format}")
+    if venous and format == "chaos":
+        raise ConfigError("--venous: the two-phase synthetic dataset is nnunet or msd, not chaos")
     if format == "chaos":
         from organseg.synth import write_dataset
 

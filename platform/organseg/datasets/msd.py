@@ -7,8 +7,9 @@
                           test ["./imagesTs/y.nii.gz"]
     <root>/imagesTr/x.nii.gz   3D, or 4D with the channels in the 4th dimension
 
-Paths in ``dataset.json`` are relative to ``root``. An optional ``label_codes`` key works as in
-nnU-Net datasets.
+Paths in ``dataset.json`` are relative to ``root``. The optional ``label_codes``,
+``organseg_channel_modalities`` and ``organseg_case_modalities`` keys work as in nnU-Net datasets
+(channel maps keyed by channel number or by the ``modality`` name); ``nnunet_to_msd`` carries them.
 """
 
 from __future__ import annotations

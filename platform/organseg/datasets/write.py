@@ -14,9 +14,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from organseg.datasets.base import FILE_ENDINGS
+from organseg.datasets.modalities import CASE_MAP_KEY, CHANNEL_MAP_KEY
 from organseg.errors import DataError
 from organseg.io.volume import Volume
 from organseg.labels import LabelSet
+
+#: ``dataset.json`` keys read the same way from nnU-Net and MSD datasets (``datasets/nnunet.py``,
+#: ``datasets/msd.py``): carried from one format into the other.
+SHARED_KEYS = (CHANNEL_MAP_KEY, CASE_MAP_KEY, "label_codes")
 
 
 class CaseToWrite(NamedTuple):
@@ -135,9 +140,11 @@ def write_msd(
     label_set: LabelSet,
     name: str,
     overwrite: bool = False,
+    extra: dict | None = None,
 ) -> Path:
     """Write an MSD dataset: ``imagesTr/{case}.nii.gz`` (4D, channels last, when several channels),
-    ``labelsTr/{case}.nii.gz`` and ``dataset.json`` with ``training``. Returns ``out``."""
+    ``labelsTr/{case}.nii.gz`` and ``dataset.json`` with ``training`` (and the keys of ``extra``).
+    Returns ``out``."""
     if label_set.region_based or label_set.ignore is not None:
         raise DataError("the MSD format has no region or ignore labels; write nnU-Net instead")
     out = prepare_output(Path(out), overwrite)
@@ -169,19 +176,25 @@ def write_msd(
         "numTest": 0,
         "training": training,
         "test": [],
+        **(extra or {}),
     }
     (out / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
 def nnunet_to_msd(src: Path | str, out: Path | str, overwrite: bool = False) -> Path:
-    """An MSD copy of a valid nnU-Net dataset (same cases, channels, label values)."""
+    """An MSD copy of a valid nnU-Net dataset (same cases, channels, label values), with the
+    ``dataset.json`` keys organseg reads in both formats (:data:`SHARED_KEYS`: channel and case
+    modality maps, label codes) copied as they are, so the copy routes and codes the same."""
     from organseg.datasets.nnunet import open_nnunet
 
     dataset = open_nnunet(src).require_valid()
     assert dataset.label_set is not None
     cases = (CaseToWrite(c.case_id, list(c.channels), c.label) for c in dataset.iter_cases())
-    name = json.loads((dataset.root / "dataset.json").read_text()).get("name", dataset.root.name)
+    manifest = json.loads((dataset.root / "dataset.json").read_text())
+    name = manifest.get("name", dataset.root.name)
+    # MSD channel names are the nnU-Net channel names, so maps keyed by number or name stay valid
+    shared = {key: manifest[key] for key in SHARED_KEYS if key in manifest}
     return write_msd(
-        out, cases, list(dataset.channel_names), dataset.label_set, str(name), overwrite
+        out, cases, list(dataset.channel_names), dataset.label_set, str(name), overwrite, shared
     )

@@ -166,8 +166,8 @@ def write_abdomen_dataset(
     venous: bool = False,
 ) -> Path:
     """A synthetic nine-label abdominal CT dataset in the nnU-Net v2 raw (or MSD) layout at ``out``;
-    ``venous``: two CT phases per case (channels ``arterial`` ``_0000`` and ``venous`` ``_0001``,
-    mapped to CT by ``organseg_channel_modalities``), a multi-channel dataset."""
+    ``venous``: two CT phases per case (channels ``arterial`` ``_0000`` and ``venous`` ``_0001``, in
+    MSD the 4th dimension; mapped to CT by ``organseg_channel_modalities``), a multi-channel dataset."""
     from organseg.datasets.modalities import CHANNEL_MAP_KEY
     from organseg.synth.dataset import check_bounds
 
@@ -182,14 +182,13 @@ def write_abdomen_dataset(
             out, made, names, abdomen_label_set(), "synthetic-abdomen", overwrite=overwrite,
             extra=extra,
         )  # fmt: skip
-    if venous:
-        raise ConfigError("venous: the two-phase synthetic dataset is written as nnU-Net only")
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         nnunet = write_nnunet(
-            Path(tmp) / "nnunet", made, ["CT"], abdomen_label_set(), "synthetic-abdomen"
-        )
+            Path(tmp) / "nnunet", made, names, abdomen_label_set(), "synthetic-abdomen",
+            extra=extra,
+        )  # fmt: skip
         return nnunet_to_msd(nnunet, out, overwrite=overwrite)
 
 
