@@ -46,51 +46,54 @@ MEMBER = {
 }
 
 
-def write_config(root: Path, dataset: Path, **member: object) -> Path:
+def write_config(root: Path, dataset: Path, *others: dict[str, object], **member: object) -> Path:
+    """The two-phase experiment: :data:`MEMBER` (updated by ``member``), then ``others``."""
     data = {
         "name": "phases",
         "storage_path": str(root / "runs"),
         "dataset": {"path": str(dataset), "val_fraction": 0.5, "cache_dir": str(root / "cache")},
         "preprocess": {"size": 32},
         "augment": {"enabled": False},
-        "members": [MEMBER | member],
+        "members": [MEMBER | member, *others],
     }
     path = root / "phases.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-def train_stacked(root: Path) -> tuple[Path, Path]:
-    """Write the two-phase dataset, train the 2-channel member one epoch through the trainer core
-    and export it: ``(model directory, dataset root)``."""
+def train_stacked(root: Path, *others: dict[str, object]) -> tuple[Path, Path]:
+    """Write the two-phase dataset, train the 2-channel member (and ``others``: more member configs,
+    each fold of a k-fold one) one epoch through the trainer core and export them: ``(model
+    directory, dataset root)``."""
     dataset = write_abdomen_dataset(root / "ds", cases=2, size=32, slices=6, seed=3, venous=True)
-    config = load_config(write_config(root, dataset))
+    config = load_config(write_config(root, dataset, *others))
     data = prepare_data(config)
     assert [c.name for c in config.preprocess.channels] == PHASE_CHANNELS
-    member = config.members[0]
-    assert member.modalities == [Modality.CT]
-    payload = TrainPayload(
-        member=member.model_dump(mode="json"),
-        organs=list(data.label_set.names),
-        preprocess=config.preprocess.model_dump(mode="json"),
-        augment=config.augment.model_dump(mode="json"),
-        cache_dir=str(data.cache.root),
-        train_ids=data.ids_for(member, "train"),
-        val_ids=data.ids_for(member, "val"),
-    )
-    trainer = MemberTrainer(payload)
-    x, _ = next(iter(trainer.loader))
-    assert x.shape[1:] == (2, 32, 32)  # arterial, venous
-    for epoch in trainer.epochs():
-        result = trainer.run_epoch(epoch)
-    assert np.isfinite(result.metrics["train_loss"])
-    checkpoint = root / "checkpoint"
-    checkpoint.mkdir()
-    trainer.write_checkpoint(checkpoint, result)
-    organs = {member.name: tuple(data.label_set.names)}
-    model_dir, _ = export_model_dir(
-        config, {member.name: str(checkpoint)}, organs, label_set=data.label_set
-    )
+    checkpoints: dict[str, str] = {}
+    for member in [unit for m in config.members for unit in data.assign_folds(m)]:
+        assert member.modalities == [Modality.CT]
+        payload = TrainPayload(
+            member=member.model_dump(mode="json"),
+            organs=list(data.label_set.names),
+            preprocess=config.preprocess.model_dump(mode="json"),
+            augment=config.augment.model_dump(mode="json"),
+            cache_dir=str(data.cache.root),
+            train_ids=data.ids_for(member, "train"),
+            val_ids=data.ids_for(member, "val"),
+        )
+        trainer = MemberTrainer(payload)
+        x, _ = next(iter(trainer.loader))
+        window = (32, 32) if member.dims == 2 else member.volume.patch
+        assert x.shape[1:] == (2, *window)  # arterial, venous
+        for epoch in trainer.epochs():
+            result = trainer.run_epoch(epoch)
+        assert np.isfinite(result.metrics["train_loss"])
+        checkpoint = root / "checkpoints" / member.name
+        checkpoint.mkdir(parents=True)
+        trainer.write_checkpoint(checkpoint, result)
+        checkpoints[member.name] = str(checkpoint)
+    organs = {name: tuple(data.label_set.names) for name in checkpoints}
+    model_dir, _ = export_model_dir(config, checkpoints, organs, label_set=data.label_set)
     return model_dir, dataset
 
 

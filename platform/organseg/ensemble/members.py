@@ -65,8 +65,11 @@ class MemberRunner:
         batch_size: int = 16,
         precision: str | None = None,
         compile: bool = False,
+        per_channel: bool = False,
     ):
         self.entry = entry
+        #: the model stacks a dataset's channels: a 3D member z-scores each on its own
+        self.per_channel = per_channel
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.precision = "fp32" if self.is_3d else inference_precision(precision, self.device)
@@ -134,6 +137,7 @@ class MemberRunner:
                     self.entry.in_channels,
                     window_batch_size,
                     flip_z,
+                    self.per_channel,
                 )
                 total = probs if total is None else total + probs
             assert total is not None

@@ -204,7 +204,13 @@ class EnsemblePredictor:
         if name not in self._runners:
             entry = next(m for m in self.spec.members if m.name == name)
             self._runners[name] = MemberRunner(
-                self.model_dir, entry, self.device, self.batch_size, self.precision, self.compile
+                self.model_dir,
+                entry,
+                self.device,
+                self.batch_size,
+                self.precision,
+                self.compile,
+                per_channel=self.spec.preprocess.channels is not None,
             )
         return self._runners[name]
 

@@ -78,18 +78,23 @@ def predict_volume(
     in_channels: int,
     window_batch_size: int | None = None,
     flip_z: bool = False,
+    per_channel: bool = False,
 ) -> torch.Tensor:
     """A prepared ``(Z, C, S, S)`` volume (spacing ``spacing_xyz``) → ``(Z, K, S, S)`` probabilities on the
     same grid: resample to the member's spacing, its intensity convention, sliding window, resample back.
 
     ``flip_z``: the slices run toward the feet (:func:`feet_first`); the member sees them head-first, the
     canonical order it was trained in, and the probabilities come back in the input's order.
+    ``per_channel``: the channels are a dataset's stacked channels, z-scored each on its own as in
+    training (:func:`~organseg.preprocess.volumes.apply_intensity`).
     """
     array = np.asarray(prepared, dtype=np.float32)
     if flip_z:
         array = np.ascontiguousarray(array[::-1])
     image = to_member_grid(array, spacing_xyz, cfg.spacing)
-    image = volume_channels(apply_intensity(image, cfg.intensity), in_channels)
+    image = volume_channels(
+        apply_intensity(image, cfg.intensity, per_channel=per_channel), in_channels
+    )
     probs = sliding_window_probs(
         model,
         image,

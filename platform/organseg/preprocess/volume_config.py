@@ -40,7 +40,8 @@ class VolumeConfig(BaseModel):
     intensity: Literal["shared", "zscore", "symmetric"] = Field(
         "shared",
         description=(
-            "On top of the shared preprocessing: keep it, per-image z-score, or scale [0, 1] to [-1, 1]."
+            "On top of the shared preprocessing: keep it, per-image z-score (each channel on its "
+            "own when a dataset's channels are stacked), or scale [0, 1] to [-1, 1]."
         ),
     )
     augment: list[Augment3D] = Field(

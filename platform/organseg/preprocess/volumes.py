@@ -8,7 +8,8 @@ foreground-oversampled patches from them (nnU-Net's sampling) and augments them 
 
 Layout of ``<slice cache>/volumes/<key>/`` (``key`` hashes the spacing and the slice cache's config)::
 
-    index.json             samples: file, shape, intensity statistics
+    index.json             samples: file, shape, intensity statistics (also per channel when the
+                           slice cache stacks a dataset's channels)
     images/<id>.npy        (C, D, H, W) float16 on the member's grid
     labels/<id>.npy        (D, H, W) uint8 organ label ids
     foreground/<id>.npy    (N, 3) int32 organ voxel coordinates (a random subset), for oversampling
@@ -84,13 +85,32 @@ def from_member_grid(probs_kdhw: torch.Tensor, shape_zyx: Sequence[int]) -> torc
     return volume[0].permute(1, 0, 2, 3)
 
 
+#: Intensity statistics of a volume: ``(mean, std)`` pooled over its channels, or per channel
+#: ``([mean per channel], [std per channel])``.
+IntensityStats = tuple[float, float] | tuple[Sequence[float], Sequence[float]]
+
+
 def apply_intensity(
-    image: torch.Tensor, mode: str, stats: tuple[float, float] | None = None
+    image: torch.Tensor,
+    mode: str,
+    stats: IntensityStats | None = None,
+    per_channel: bool = False,
 ) -> torch.Tensor:
     """The member's intensity convention on top of the shared preprocessing (see VolumeConfig.intensity).
 
-    ``zscore`` uses the whole volume's mean and standard deviation (``stats`` when already known).
+    ``zscore`` uses the whole volume's mean and standard deviation (``stats`` when already known);
+    with ``per_channel`` each channel of the ``(C, D, H, W)`` volume its own, as nnU-Net normalises
+    the channels of a case (a dataset's stacked channels, e.g. two CT phases or T1 and T2, need not
+    share a scale). The T1 in/out stack keeps the pooled statistics: two echoes of one series.
     """
+    if mode == "zscore" and per_channel:
+        if stats is None:
+            mean, std = image.mean(dim=(1, 2, 3)), image.std(dim=(1, 2, 3))
+        else:
+            mean = torch.as_tensor(stats[0], dtype=image.dtype)
+            std = torch.as_tensor(stats[1], dtype=image.dtype)
+        shape = (-1, *([1] * (image.dim() - 1)))
+        return (image - mean.view(shape)) / std.clamp_min(1e-6).view(shape)
     if mode == "zscore":
         mean, std = stats if stats is not None else (float(image.mean()), float(image.std()))
         return (image - mean) / max(std, 1e-6)
@@ -104,6 +124,12 @@ def volume_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
     if x.shape[0] == in_channels:
         return x
     return to_channels(x.transpose(0, 1), in_channels).transpose(0, 1)
+
+
+def stacks_dataset_channels(cache: SliceCache) -> bool:
+    """Whether the cache's channels are a dataset's stacked channels (``preprocess.channels``), each
+    z-scored on its own by 3D members, rather than one series (or the T1 in/out stack)."""
+    return cache.cfg.channels is not None
 
 
 def _key(cache: SliceCache, spacing: Sequence[float]) -> str:
@@ -120,6 +146,7 @@ class VolumeCache:
         index: dict[str, Any],
         label_values: dict[str, int] | None = None,
         ignore: int | None = None,
+        per_channel: bool = False,
     ) -> None:
         self.root = root
         self.index = index
@@ -127,6 +154,8 @@ class VolumeCache:
         self.label_values = dict(label_values or ORGAN_LABELS)
         #: Value of the ignore label's voxels (None: every voxel is annotated).
         self.ignore = ignore
+        #: The slice cache stacks a dataset's channels: z-scored per channel (:func:`apply_intensity`).
+        self.per_channel = per_channel
         self._open: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -135,6 +164,7 @@ class VolumeCache:
     ) -> VolumeCache:
         """Resample the samples not cached yet (under the cache lock: parallel members take turns)."""
         root = cache.root / "volumes" / _key(cache, spacing)
+        per_channel = stacks_dataset_channels(cache)
         for sub in ("images", "labels", "foreground"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         with _locked(root / ".lock"):
@@ -147,15 +177,25 @@ class VolumeCache:
             for sample_id in sample_ids:
                 record = cache.sample(sample_id)
                 entry = index["samples"].get(sample_id)
-                if entry is not None and entry["source"] == record.source_fingerprint:
+                if (
+                    entry is not None
+                    and entry["source"] == record.source_fingerprint
+                    and (not per_channel or "channel_mean" in entry)
+                ):
                     continue
-                index["samples"][sample_id] = cls._build_one(cache, sample_id, root, spacing)
+                index["samples"][sample_id] = cls._build_one(
+                    cache, sample_id, root, spacing, per_channel
+                )
                 write_text_atomic(path, json.dumps(index))
-        return cls(root, index, cache.label_values, cache.ignore)
+        return cls(root, index, cache.label_values, cache.ignore, per_channel)
 
     @staticmethod
     def _build_one(
-        cache: SliceCache, sample_id: str, root: Path, spacing: Sequence[float]
+        cache: SliceCache,
+        sample_id: str,
+        root: Path,
+        spacing: Sequence[float],
+        per_channel: bool = False,
     ) -> dict[str, Any]:
         record = cache.sample(sample_id)
         images, labels = cache.volume(sample_id)
@@ -177,13 +217,17 @@ class VolumeCache:
             pick = np.random.default_rng(0).choice(len(coords), MAX_FOREGROUND, replace=False)
             coords = coords[np.sort(pick)]
         _save_atomic(root / "foreground" / f"{name}.npy", coords)
-        return {
+        entry = {
             "file": name,
             "shape": list(label.shape),
             "source": record.source_fingerprint,
             "mean": float(image.mean()),
             "std": float(image.std()),
         }
+        if per_channel:  # only then: single-channel and T1 indexes stay as they were
+            entry["channel_mean"] = [float(v) for v in image.mean(dim=(1, 2, 3))]
+            entry["channel_std"] = [float(v) for v in image.std(dim=(1, 2, 3))]
+        return entry
 
     def volume(self, sample_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(image (C, D, H, W), labels (D, H, W), foreground coordinates (N, 3))`` memory maps."""
@@ -195,9 +239,17 @@ class VolumeCache:
             )
         return self._open[sample_id]
 
-    def stats(self, sample_id: str) -> tuple[float, float]:
+    def stats(self, sample_id: str) -> IntensityStats:
+        """The sample's intensity statistics on the member's grid: per channel when the cache stacks
+        a dataset's channels (:attr:`per_channel`), else pooled."""
         entry = self.index["samples"][sample_id]
+        if self.per_channel:
+            return list(entry["channel_mean"]), list(entry["channel_std"])
         return float(entry["mean"]), float(entry["std"])
+
+    def normalise(self, sample_id: str, image: torch.Tensor, mode: str) -> torch.Tensor:
+        """``image`` (the sample's volume or a patch of it) in the member's intensity convention."""
+        return apply_intensity(image, mode, self.stats(sample_id), self.per_channel)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -281,7 +333,7 @@ class PatchDataset(Dataset):
             start = [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high, strict=True)]
         x = torch.from_numpy(crop(image, start, patch))
         y = torch.from_numpy(crop(labels, start, patch))
-        x = apply_intensity(x, self.cfg.intensity, self.cache.stats(sample_id))
+        x = self.cache.normalise(sample_id, x, self.cfg.intensity)
         if self.augment is not None:
             x, y = self.augment(x, y, int(rng.integers(2**31)))
         x = volume_channels(x, self.in_channels)

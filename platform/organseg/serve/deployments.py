@@ -99,6 +99,7 @@ class MemberDeployment:
                 batch_size=self.chunk_slices * self.max_batch_size,
                 precision=self.precision,
                 compile=self.compile,
+                per_channel=spec.preprocess.channels is not None,
             )
             self._warm_up(runner)  # before it serves (and, at start, before the replica is ready)
             self.models[version] = runner

@@ -137,8 +137,9 @@ def input_channels(
 ) -> tuple[InputChannel, ...] | None:
     """The dataset's channels as the members' stacked input (:func:`organseg.datasets.refs.stacks_channels`
     under ``dataset.channels``), or None when each channel is a sample of its own. With stacked
-    channels every member must take that many (``in_channels``) and be a 2D member: a member that
-    does not is a :class:`ConfigError` naming its key and the number expected."""
+    channels every member, 2D or 3D, must take that many (``in_channels``): a member that does not
+    is a :class:`ConfigError` naming its key and the number expected. 3D members read them as the
+    channels of their volumes, z-scored per channel (:func:`organseg.preprocess.volumes.apply_intensity`)."""
     from organseg.datasets.refs import case_modalities, stacks_channels
 
     if not stacks_channels(dataset, config.dataset.channels):
@@ -157,11 +158,6 @@ def input_channels(
                 f"channel(s), but {dataset.root} stacks its {len(channels)} channels ({listed}) as "
                 f"one input (dataset.channels: stack); set in_channels: {len(channels)} (or "
                 "dataset.channels: separate)"
-            )
-        if member.dims == 3:
-            raise ConfigError(
-                f"members.{i}.arch: member {member.name!r} is a 3D member; stacked dataset channels "
-                f"({listed}) are read by 2D members only (or set dataset.channels: separate)"
             )
     return channels
 

@@ -166,17 +166,15 @@ class PatchSource(SliceSource):
         self, model: nn.Module, loss_fn: nn.Module, device: torch.device
     ) -> dict[str, float]:
         from organseg.ensemble.sliding import sliding_window_probs
-        from organseg.preprocess.volumes import apply_intensity, volume_channels
+        from organseg.preprocess.volumes import volume_channels
         from organseg.train.validation import dice_3d
 
         organs = self.payload.organs
         hard: dict[str, list[float]] = {o: [] for o in organs}
         for sample_id in self.payload.val_ids:
             image, labels, _ = self.volumes.volume(sample_id)
-            x = apply_intensity(
-                torch.from_numpy(np.asarray(image, dtype=np.float32)),
-                self.cfg.intensity,
-                self.volumes.stats(sample_id),
+            x = self.volumes.normalise(
+                sample_id, torch.from_numpy(np.asarray(image, dtype=np.float32)), self.cfg.intensity
             )
             x = volume_channels(x, self.member.in_channels)
             probs = sliding_window_probs(
