@@ -17,6 +17,7 @@ from organseg.errors import OrgansegError
 from organseg.serve.client import GrpcBackend, HttpBackend, volume_file_bytes
 from tests.conftest import loopback_serve_config, serving
 from tests.train.test_stacked_channels import train_stacked
+from tests.train.test_stacked_channels_3d import RESUNET3D, VOLUME
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -25,9 +26,10 @@ HTTP_PORT, GRPC_PORT = 18361, 19361
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
-    """The two-channel member trained a few steps and served on loopback:
-    ``(http url, grpc target, model dir, dataset root)``."""
-    model_dir, dataset = train_stacked(tmp_path_factory.mktemp("served-phases"))
+    """The two-channel 2D member and a two-channel 3D member (each channel z-scored on its own)
+    trained a few steps and served on loopback: ``(http url, grpc target, model dir, dataset root)``."""
+    res3d = RESUNET3D | {"volume": VOLUME | {"intensity": "zscore"}}
+    model_dir, dataset = train_stacked(tmp_path_factory.mktemp("served-phases"), res3d)
     with serving(loopback_serve_config(model_dir, HTTP_PORT, GRPC_PORT)):
         yield f"http://127.0.0.1:{HTTP_PORT}", f"127.0.0.1:{GRPC_PORT}", model_dir, dataset
 
@@ -42,6 +44,7 @@ def test_http_and_grpc_masks_equal_local(served) -> None:
     for backend in (HttpBackend(url, 120), GrpcBackend(target, 120)):
         listing = backend.models()
         assert [c["name"] for c in listing["channels"]] == ["arterial", "venous"]
+        assert {m["name"] for m in listing["members"]} == {"attn2", "res3d"}
         (remote_plan,) = backend.plan(first, None)
         prediction = backend.predict(remote_plan.load(), None)
         assert np.array_equal(prediction.labels.array, expected), backend.describe()
