@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from organseg.tasks import get_task
 from organseg.train.core import (
     MEMBER_FILE,
     STATE_FILE,
@@ -18,6 +17,7 @@ from organseg.train.core import (
     load_state,
 )
 from organseg.train.data import prepare_data
+from organseg.train.launcher import member_payload, plan_member
 from tests.conftest import tiny_experiment
 
 VOLUMETRIC = {
@@ -41,15 +41,7 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> TrainPayload:
 
 def _payload(config, member) -> TrainPayload:
     data = prepare_data(config)
-    return TrainPayload(
-        member=member.model_dump(mode="json"),
-        organs=list(get_task(config.task).organs_for(member.modalities or [])),
-        preprocess=config.preprocess.model_dump(mode="json"),
-        augment=config.augment.model_dump(mode="json"),
-        cache_dir=str(data.cache.root),
-        train_ids=data.ids_for(member, "train"),
-        val_ids=data.ids_for(member, "val"),
-    )
+    return member_payload(config, plan_member(config, member, data), data)
 
 
 def test_epochs_checkpoint_and_restore_without_ray(payload: TrainPayload, tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ from organseg.ensemble.predictor import EnsemblePredictor, prepare_input
 from organseg.ensemble.sliding import feet_first
 from organseg.errors import ConfigError, DataError
 from organseg.models.registry import create_member
-from organseg.tasks import get_task
-from organseg.train.core import MemberTrainer, TrainPayload
+from organseg.train.core import MemberTrainer
 from organseg.train.data import prepare_data
 from organseg.train.export import export_model_dir
+from organseg.train.launcher import member_payload, plan_member
 
 CASCADE = {
     "name": "cascade3d-mc",
@@ -91,16 +91,8 @@ def train_multicontrast(root: Path) -> tuple[Path, Path]:
     assert t1.channels == 3
     assert [m.value for m in t1.modalities] == ["MR-T1-in", "MR-T1-out", "MR-T2SPIR"]
     member = config.member("cascade3d-mc")
-    organs = get_task(config.task).organs_for(member.modalities or [])
-    payload = TrainPayload(
-        member=member.model_dump(mode="json"),
-        organs=list(organs),
-        preprocess=config.preprocess.model_dump(mode="json"),
-        augment=config.augment.model_dump(mode="json"),
-        cache_dir=str(data.cache.root),
-        train_ids=data.ids_for(member, "train"),
-        val_ids=data.ids_for(member, "val"),
-    )
+    plan = plan_member(config, member, data)
+    payload = member_payload(config, plan, data)
     trainer = MemberTrainer(payload)
     x, _ = next(iter(trainer.loader))
     assert x.shape == (2, 3, 8, 32, 32)  # T1 in, T1 out, registered T2
@@ -110,7 +102,9 @@ def train_multicontrast(root: Path) -> tuple[Path, Path]:
     checkpoint = root / "checkpoint"
     checkpoint.mkdir()
     trainer.write_checkpoint(checkpoint, result)
-    model_dir, _ = export_model_dir(config, {member.name: str(checkpoint)}, {member.name: organs})
+    model_dir, _ = export_model_dir(
+        config, {member.name: str(checkpoint)}, {member.name: plan.organs}
+    )
     return model_dir, data.root
 
 

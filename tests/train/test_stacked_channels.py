@@ -30,9 +30,10 @@ from organseg.ensemble.spec import load_spec
 from organseg.errors import ConfigError, DataError
 from organseg.io.volume import Modality
 from organseg.synth.abdomen import PHASE_CHANNELS, write_abdomen_dataset
-from organseg.train.core import MemberTrainer, TrainPayload
+from organseg.train.core import MemberTrainer
 from organseg.train.data import prepare_data
 from organseg.train.export import export_model_dir
+from organseg.train.launcher import member_payload, plan_member
 from tests.conftest import run_cli
 
 MEMBER = {
@@ -72,15 +73,7 @@ def train_stacked(root: Path, *others: dict[str, object]) -> tuple[Path, Path]:
     checkpoints: dict[str, str] = {}
     for member in [unit for m in config.members for unit in data.assign_folds(m)]:
         assert member.modalities == [Modality.CT]
-        payload = TrainPayload(
-            member=member.model_dump(mode="json"),
-            organs=list(data.label_set.names),
-            preprocess=config.preprocess.model_dump(mode="json"),
-            augment=config.augment.model_dump(mode="json"),
-            cache_dir=str(data.cache.root),
-            train_ids=data.ids_for(member, "train"),
-            val_ids=data.ids_for(member, "val"),
-        )
+        payload = member_payload(config, plan_member(config, member, data), data)
         trainer = MemberTrainer(payload)
         x, _ = next(iter(trainer.loader))
         window = (32, 32) if member.dims == 2 else member.volume.patch

@@ -27,8 +27,9 @@ from organseg.errors import ConfigError
 from organseg.models import list_members
 from organseg.preprocess.volumes import VolumeCache, apply_intensity
 from organseg.synth.abdomen import PHASE_CHANNELS, write_abdomen_dataset
-from organseg.train.core import MemberTrainer, TrainPayload
+from organseg.train.core import MemberTrainer
 from organseg.train.data import input_channels, prepare_data
+from organseg.train.launcher import member_payload, plan_member
 from tests.conftest import run_cli
 from tests.models.test_members_3d import SMALL
 from tests.train.test_stacked_channels import train_stacked, write_config
@@ -183,17 +184,7 @@ def test_every_3d_member_trains_on_the_stacked_channels(
     assert [c.name for c in input_channels(config, open_nnunet(phases))] == PHASE_CHANNELS
     data = prepare_data(config)
     unit = config.member("m3d")
-    trainer = MemberTrainer(
-        TrainPayload(
-            member=unit.model_dump(mode="json"),
-            organs=list(data.label_set.names),
-            preprocess=config.preprocess.model_dump(mode="json"),
-            augment=config.augment.model_dump(mode="json"),
-            cache_dir=str(data.cache.root),
-            train_ids=data.ids_for(unit, "train"),
-            val_ids=data.ids_for(unit, "val"),
-        )
-    )
+    trainer = MemberTrainer(member_payload(config, plan_member(config, unit, data), data))
     x, _ = next(iter(trainer.loader))
     assert x.shape == (2, 2, 8, 32, 32)
     result = trainer.run_epoch(0)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from organseg.tasks import get_task
 from organseg.train.core import MEMBER_FILE, MemberTrainer, TrainPayload, load_state
 from organseg.train.data import prepare_data
+from organseg.train.launcher import member_payload, plan_member
 from organseg.train.tracking import (
     CALL_TIMEOUT_S,
     MLFLOW_RUN_FILE,
@@ -35,15 +35,7 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> TrainPayload:
     config = tiny_experiment(tmp_path_factory.mktemp("tracking"), "tracking")
     member = config.members[0].model_copy(update={"epochs": 3, "steps_per_epoch": 2})
     data = prepare_data(config)
-    return TrainPayload(
-        member=member.model_dump(mode="json"),
-        organs=list(get_task(config.task).organs_for(member.modalities or [])),
-        preprocess=config.preprocess.model_dump(mode="json"),
-        augment=config.augment.model_dump(mode="json"),
-        cache_dir=str(data.cache.root),
-        train_ids=data.ids_for(member, "train"),
-        val_ids=data.ids_for(member, "val"),
-    )
+    return member_payload(config, plan_member(config, member, data), data)
 
 
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

@@ -126,9 +126,11 @@ def member_fingerprint(config: ExperimentConfig, plan: MemberPlan) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _payload(
-    config: ExperimentConfig, plan: MemberPlan, data: PreparedData, run_root: str
+def member_payload(
+    config: ExperimentConfig, plan: MemberPlan, data: PreparedData, run_root: str | None = None
 ) -> TrainPayload:
+    """What ``plan``'s training run is given; ``run_root`` (a local one) holds the fault-injection
+    folder, None: no fault injection (a run through the trainer core alone)."""
     return TrainPayload(
         member=plan.member,
         organs=list(plan.organs),
@@ -137,7 +139,9 @@ def _payload(
         cache_dir=str(data.cache.root),
         train_ids=plan.train_ids,
         val_ids=plan.val_ids,
-        fault_dir=None if is_uri(run_root) else storage.join(run_root, ".faults"),
+        fault_dir=None
+        if run_root is None or is_uri(run_root)
+        else storage.join(run_root, ".faults"),
     )
 
 
@@ -578,7 +582,7 @@ def _run_parallel(
     queued = queued or {}
 
     def payload(plan: MemberPlan) -> TrainPayload:
-        payload = _payload(config, plan, data, run_root)
+        payload = member_payload(config, plan, data, run_root)
         if tracking is not None:
             params = plan.member.model_dump(mode="json", exclude={"fault"})
             tags = {"organseg.member": plan.name}

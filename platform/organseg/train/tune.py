@@ -24,9 +24,9 @@ from organseg.runtime import ray_session
 from organseg.train import storage
 from organseg.train.data import prepare_data
 from organseg.train.launcher import (
-    _payload,
     describe_failure,
     make_trainer,
+    member_payload,
     plan_member,
     start_tracking,
 )
@@ -155,7 +155,9 @@ def tune_experiment(
             epochs = spec.epochs or member.epochs
             base = {
                 "member": member.model_dump(mode="json"),
-                "payload": _payload(config, plan_member(config, member, data), data, run_root),
+                "payload": member_payload(
+                    config, plan_member(config, member, data), data, run_root
+                ),
                 "run_root": run_root,
                 "epochs": epochs,
                 "tracking": tracking.to_dict(),
