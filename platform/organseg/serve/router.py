@@ -158,6 +158,19 @@ def _file_series(
     ]
 
 
+def _decode_named_part(kind: str, name: str, content: Any, budget: WireLimits) -> Volume:
+    """One named request part: a volume file, a DICOM zip or object (HTTP bytes), or a gRPC
+    ``SeriesPart``; its errors name the part (``kind`` ``name``)."""
+    if not isinstance(content, bytes):  # gRPC SeriesPart
+        return _decode_part_message(name, content, budget)
+    if not content:
+        raise DataError(f"{kind} {name!r} is empty")
+    try:
+        return decode_upload(content, None, budget)
+    except DataError as exc:
+        raise type(exc)(f"{kind} {name!r}: {exc}") from None
+
+
 def _part_series(
     parts: dict[str, Any], items: list[SeriesInput], limits: WireLimits
 ) -> list[SeriesInput]:
@@ -166,16 +179,7 @@ def _part_series(
     (gRPC) raw voxels."""
     found: list[SeriesInput] = []
     for name, content in parts.items():
-        budget = _remaining(limits, items + found)
-        if isinstance(content, bytes):
-            if not content:
-                raise DataError(f"part {name!r} is empty")
-            try:
-                volume = decode_upload(content, None, budget)
-            except DataError as exc:
-                raise type(exc)(f"part {name!r}: {exc}") from None
-        else:  # gRPC SeriesPart
-            volume = _decode_part_message(name, content, budget)
+        volume = _decode_named_part("part", name, content, _remaining(limits, items + found))
         label = series_label(volume, f"the {name!r} part")
         if label != f"the {name!r} part":
             label += f" (part {name!r})"
@@ -192,16 +196,7 @@ def _channel_series(
     modality = {c.name: c.modality.value for c in spec.preprocess.channels or ()}
     found: list[SeriesInput] = []
     for name, content in parts.items():
-        budget = _remaining(limits, found)
-        if isinstance(content, bytes):
-            if not content:
-                raise DataError(f"channel part {name!r} is empty")
-            try:
-                volume = decode_upload(content, None, budget)
-            except DataError as exc:
-                raise type(exc)(f"channel part {name!r}: {exc}") from None
-        else:  # gRPC SeriesPart
-            volume = _decode_part_message(name, content, budget)
+        volume = _decode_named_part("channel part", name, content, _remaining(limits, found))
         found.append(SeriesInput(volume, f"channel {name!r}", name, modality.get(name)))
     return found
 
