@@ -178,6 +178,10 @@ def _rows(carriers: list[Carrier], settings: Settings, pool: PoolSize) -> Iterat
         settings = replace(settings, device="cpu")  # an actor without a GPU share stays off them
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command shows its own progress
+    # series go to the least busy predicting actor, not to the one beside their read output: a series
+    # is megabytes and its prediction seconds, so locality would leave another node's GPU idle while
+    # the reads happened to run elsewhere (Ray 2.60 still reads this option, documented as deprecated)
+    context.execution_options.actor_locality_enabled = False
     # start once the pool's minimum actors have loaded the model: otherwise the first actor up takes
     # every queued series while the others still load; a pool the cluster cannot host fails then
     context.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
