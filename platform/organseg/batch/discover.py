@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from organseg.ensemble.inputs import channel_gaps
 from organseg.errors import DataError
 from organseg.io.files import VOLUME_SUFFIXES, is_volume_file, volume_suffix
 from organseg.uri import is_uri, shown_uri
@@ -219,8 +220,9 @@ def _channel_item(item: SeriesItem, case: str, paths: list[Path], names: tuple[s
     """``item`` made the case's one input of every channel, or refused naming what is missing or
     more than the model takes."""
     by_index = {int(_NNUNET_CHANNEL.match(_stem(p.name))["channel"]): p for p in paths}  # type: ignore[index]
-    missing = [f"{name} (_{i:04d})" for i, name in enumerate(names) if i not in by_index]
-    extra = sorted(f"_{i:04d}" for i in by_index if i >= len(names))
+    lacking, beyond = channel_gaps(by_index, len(names))
+    missing = [f"{names[i]} (_{i:04d})" for i in lacking]
+    extra = [f"_{i:04d}" for i in beyond]
     if missing:
         item.refused = (
             f"nnU-Net case {case} lacks channel(s) {', '.join(missing)}; the model reads "

@@ -8,7 +8,7 @@ volume(s) on demand.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +177,13 @@ def plan_channel_cases(path: Path, channels: Sequence[tuple[str, Modality]]) -> 
     ]
 
 
+def channel_gaps(present: Iterable[int], count: int) -> tuple[list[int], list[int]]:
+    """The channel indices a case's files lack (of the model's ``count``), and those it holds beyond
+    them: what both a prediction and a batch run refuse a case for."""
+    held = set(present)
+    return [i for i in range(count) if i not in held], sorted(i for i in held if i >= count)
+
+
 def _channel_loader(
     folder: Path, case: str, ending: str, channels: Sequence[tuple[str, Modality]]
 ) -> Callable[[], PredictInput]:
@@ -186,17 +193,14 @@ def _channel_loader(
             for m in (_CHANNEL_FILE.match(p.name) for p in folder.glob(f"{case}_*{ending}"))
             if m is not None and m["case"] == case
         )
-        missing = [
-            f"{name} ({case}_{i:04d}{ending})"
-            for i, (name, _) in enumerate(channels)
-            if i not in present
-        ]
+        lacking, beyond = channel_gaps(present, len(channels))
+        missing = [f"{channels[i][0]} ({case}_{i:04d}{ending})" for i in lacking]
         if missing:
             raise DataError(
                 f"{folder}: case {case} lacks channel(s) {', '.join(missing)}; the model reads "
                 f"{', '.join(n for n, _ in channels)} together"
             )
-        extra = [f"{case}_{i:04d}{ending}" for i in present if i >= len(channels)]
+        extra = [f"{case}_{i:04d}{ending}" for i in beyond]
         if extra:
             raise DataError(
                 f"{folder}: case {case} has more channels than the model takes ({', '.join(extra)}); "
