@@ -352,6 +352,12 @@ def test_msd_copy_prepares_the_same_slices_and_targets(
         load_config(_config(tmp_path, nnunet_dataset, "a", cache_dir=str(tmp_path / "a")))
     )
     b = prepare_data(load_config(_config(tmp_path, msd, "b", cache_dir=str(tmp_path / "b"))))
+    assert_same_preparation(a, b)
+
+
+def assert_same_preparation(a, b) -> None:
+    """Two prepared datasets (:func:`prepare_data`) hold the same label set, split, samples, prepared
+    slices, label maps, modalities and organ voxels: what the members read."""
     assert b.label_set == a.label_set
     assert (a.train_ids, a.val_ids) == (b.train_ids, b.val_ids)
     assert [s.id for s in a.cache.samples] == [s.id for s in b.cache.samples]
@@ -360,6 +366,7 @@ def test_msd_copy_prepares_the_same_slices_and_targets(
         image_b, labels_b = b.cache.volume(sample.id)
         np.testing.assert_array_equal(image_a, image_b)
         np.testing.assert_array_equal(labels_a, labels_b)
+        assert b.cache.sample(sample.id).modalities == sample.modalities
         assert b.cache.sample(sample.id).organ_voxels == sample.organ_voxels
 
 

@@ -35,6 +35,7 @@ from organseg.train.data import prepare_data
 from organseg.train.export import export_model_dir
 from organseg.train.launcher import member_payload, plan_member
 from tests.conftest import run_cli
+from tests.train.test_dataset_training import assert_same_preparation
 
 MEMBER = {
     "name": "attn2",
@@ -90,6 +91,18 @@ def train_stacked(root: Path, *others: dict[str, object]) -> tuple[Path, Path]:
     return model_dir, dataset
 
 
+def assert_cli_predicts(capsys, first: Path, model_dir: Path, tmp_path: Path, labels) -> None:
+    """``organseg predict FIRST --local MODEL`` (the case's other channel files found beside
+    ``first``) writes exactly ``labels``."""
+    out = tmp_path / "pred.nii.gz"
+    code, _, err = run_cli(
+        capsys, "predict", first, "--local", model_dir, "-o", out, "--device", "cpu"
+    )
+    assert code == 0, err
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert np.array_equal(written, labels)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return train_stacked(tmp_path_factory.mktemp("phases"))
@@ -142,13 +155,7 @@ def test_predict_local_reads_both_channel_files(
     assert [m.value for m in prepared.modalities] == ["CT", "CT"]
     assert not np.array_equal(prepared.array[:, 0], prepared.array[:, 1])
 
-    out = tmp_path / "pred.nii.gz"
-    code, _, err = run_cli(
-        capsys, "predict", first, "--local", model_dir, "-o", out, "--device", "cpu"
-    )
-    assert code == 0, err
-    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
-    assert np.array_equal(written, prediction.labels.array)
+    assert_cli_predicts(capsys, first, model_dir, tmp_path, prediction.labels.array)
 
 
 def test_a_missing_or_extra_channel_is_named(trained: tuple[Path, Path], tmp_path) -> None:
@@ -249,17 +256,8 @@ def test_the_msd_copy_prepares_the_same_stacked_slices(phases: Path, tmp_path: P
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b = prepared(phases, "a"), prepared(msd, "b")
-    assert b.label_set == a.label_set
-    assert (a.train_ids, a.val_ids) == (b.train_ids, b.val_ids)
-    assert [s.id for s in a.cache.samples] == [s.id for s in b.cache.samples]
-    for sample in a.cache.samples:
-        image_a, labels_a = a.cache.volume(sample.id)
-        image_b, labels_b = b.cache.volume(sample.id)
-        assert image_a.shape[1] == 2  # arterial, venous stacked
-        np.testing.assert_array_equal(image_a, image_b)
-        np.testing.assert_array_equal(labels_a, labels_b)
-        assert b.cache.sample(sample.id).modalities == sample.modalities
-        assert b.cache.sample(sample.id).organ_voxels == sample.organ_voxels
+    assert all(a.cache.volume(s.id)[0].shape[1] == 2 for s in a.cache.samples)  # both stacked
+    assert_same_preparation(a, b)
 
 
 def test_single_channel_datasets_keep_their_cache_fingerprint(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from organseg.config import load_config
@@ -30,9 +29,8 @@ from organseg.synth.abdomen import PHASE_CHANNELS, write_abdomen_dataset
 from organseg.train.core import MemberTrainer
 from organseg.train.data import input_channels, prepare_data
 from organseg.train.launcher import member_payload, plan_member
-from tests.conftest import run_cli
 from tests.models.test_members_3d import SMALL
-from tests.train.test_stacked_channels import train_stacked, write_config
+from tests.train.test_stacked_channels import assert_cli_predicts, train_stacked, write_config
 
 #: Patches of the whole 32² prepared grid; 3 mm slices kept (6 slices: z padded to the patch).
 VOLUME = {"spacing": [12.0, 12.0, 3.0], "patch": [8, 32, 32], "patches_per_volume": 2}
@@ -92,13 +90,7 @@ def test_3d_members_predict_from_both_channel_files(
         swapped = runner.run(np.ascontiguousarray(prepared.array[:, ::-1]), spacing, flip)
         assert not np.array_equal(probs, swapped)  # the channels are not read as one
 
-    out = tmp_path / "pred.nii.gz"
-    code, _, err = run_cli(
-        capsys, "predict", first, "--local", model_dir, "-o", out, "--device", "cpu"
-    )
-    assert code == 0, err
-    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
-    assert np.array_equal(written, prediction.labels.array)
+    assert_cli_predicts(capsys, first, model_dir, tmp_path, prediction.labels.array)
 
 
 def test_zscore_prediction_normalises_each_channel_on_its_own(
